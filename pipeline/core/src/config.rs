@@ -1,0 +1,576 @@
+//! Settings: one TOML file plus `HUNTER_*` environment overrides, checked once at start.
+//!
+//! Precedence: environment over file over defaults. Every bad value fails at start with the
+//! setting named the way the user wrote it (`HUNTER_SYNC_INTERVAL_SECS` or
+//! `sync.interval_secs`), and no secret is ever part of an error or of `Debug` output.
+//! Defaults live in [`Defaults`], nowhere else.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// A secret value (client secret, API token, password): never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("invalid {setting}: {message}")]
+    Invalid { setting: String, message: String },
+    #[error("missing {setting}: {message}")]
+    Missing { setting: String, message: String },
+}
+
+/// The defaults, in one place.
+pub struct Defaults;
+
+impl Defaults {
+    pub const API_URL: &'static str = "https://api.partner.microsoft.com/v1.0/engagements";
+    pub const AUTHORITY_URL: &'static str = "https://login.microsoftonline.com";
+    pub const SCOPE: &'static str = "https://api.partner.microsoft.com/.default offline_access";
+    pub const TOKEN_CACHE: &'static str = "hunter-token-cache.json";
+    pub const KAFKA_BROKERS: &'static str = "127.0.0.1:19092";
+    pub const CLICKHOUSE_URL: &'static str = "http://127.0.0.1:18123";
+    pub const CLICKHOUSE_DATABASE: &'static str = "hunter";
+    pub const API_LISTEN: &'static str = "127.0.0.1:8080";
+    pub const SYNC_INTERVAL_PRODUCTION_SECS: u64 = 600;
+    pub const SYNC_INTERVAL_DEVELOPMENT_SECS: u64 = 30;
+    pub const OVERLAP_SECS: u64 = 600;
+    pub const PAGE_SIZE: u32 = 100;
+    pub const SINK_BATCH_ROWS: usize = 10_000;
+    pub const SINK_BATCH_MILLIS: u64 = 1_000;
+}
+
+/// Everything Hunter needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `production` or `development`: only changes defaults (the sync interval).
+    pub environment: Environment,
+    pub partner_center: PartnerCenterSettings,
+    pub kafka: KafkaSettings,
+    pub clickhouse: ClickHouseSettings,
+    pub api: ApiSettings,
+    pub sync: SyncSettings,
+    pub sink: SinkSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Production,
+    Development,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartnerCenterSettings {
+    /// Feature flag: when false the source idles and says so, making no API calls.
+    pub enabled: bool,
+    /// Hunter's name for this partner account; also the Entra tenant (GUID or domain).
+    pub tenant_id: String,
+    /// The app registration's client id (public client unless a secret is set).
+    pub client_id: String,
+    /// Only for confidential app registrations.
+    pub client_secret: Option<Secret>,
+    /// Base of the Referrals API, up to `/v1.0/engagements`.
+    pub api_url: Url,
+    /// Login authority without the tenant.
+    pub authority_url: Url,
+    /// OAuth scope requested at sign-in and refresh.
+    pub scope: String,
+    /// Where the token cache lives (mode 0600).
+    pub token_cache: PathBuf,
+    /// `$top` per page.
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Prepended to every topic name (tests use it to isolate runs).
+    pub topic_prefix: String,
+    /// Confluent-compatible registry; `None` means single-object encoding.
+    pub schema_registry_url: Option<Url>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClickHouseSettings {
+    /// The HTTP interface.
+    pub url: Url,
+    /// Created by `hunter migrate`.
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Where every role serves `/healthz` and `/metrics` (and the API, for `api`/`all`).
+    pub listen: SocketAddr,
+    /// Bearer token required on every `/api/v1` route.
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Time between scheduled polls.
+    pub interval: Duration,
+    /// How far behind the cursor each poll starts again, for late commits and clock skew.
+    pub overlap: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// Rows per ClickHouse insert at most.
+    pub batch_rows: usize,
+    /// Longest a row waits for its batch.
+    pub batch_max_wait: Duration,
+}
+
+impl KafkaSettings {
+    /// The topic names with the configured prefix.
+    pub fn topics(&self) -> crate::kafka::Topics {
+        crate::kafka::Topics::with_prefix(&self.topic_prefix)
+    }
+}
+
+/// The file's shape: every field optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    environment: Option<String>,
+    #[serde(default)]
+    partner_center: FilePartnerCenter,
+    #[serde(default)]
+    kafka: FileKafka,
+    #[serde(default)]
+    clickhouse: FileClickHouse,
+    #[serde(default)]
+    api: FileApi,
+    #[serde(default)]
+    sync: FileSync,
+    #[serde(default)]
+    sink: FileSink,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePartnerCenter {
+    enabled: Option<bool>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    api_url: Option<String>,
+    authority_url: Option<String>,
+    scope: Option<String>,
+    token_cache: Option<PathBuf>,
+    page_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKafka {
+    brokers: Option<String>,
+    topic_prefix: Option<String>,
+    schema_registry_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClickHouse {
+    url: Option<String>,
+    database: Option<String>,
+    user: Option<String>,
+    password: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    listen: Option<String>,
+    token: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSync {
+    interval_secs: Option<u64>,
+    overlap_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSink {
+    batch_rows: Option<usize>,
+    batch_max_wait_ms: Option<u64>,
+}
+
+/// One value with the name it was given by, for error messages.
+struct Source<'a> {
+    env: &'a HashMap<String, String>,
+}
+
+impl Source<'_> {
+    /// The environment variable if set (and not empty), else the file's value.
+    fn text(&self, env_name: &str, file_value: Option<String>, file_name: &str) -> Option<(String, String)> {
+        match self.env.get(env_name).filter(|v| !v.is_empty()) {
+            Some(value) => Some((value.clone(), env_name.to_owned())),
+            None => file_value.map(|v| (v, file_name.to_owned())),
+        }
+    }
+
+    /// The environment variable parsed if set, else the file's (already typed) value.
+    fn parse<T: std::str::FromStr>(
+        &self,
+        env_name: &str,
+        file_value: Option<T>,
+        what: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.env.get(env_name).filter(|v| !v.is_empty()) {
+            Some(value) => value.trim().parse::<T>().map(Some).map_err(|_| ConfigError::Invalid {
+                setting: env_name.to_owned(),
+                message: format!("{value:?} is not {what}"),
+            }),
+            None => Ok(file_value),
+        }
+    }
+}
+
+fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            setting: setting.to_owned(),
+            message: format!("{value:?} is not true or false"),
+        }),
+    }
+}
+
+fn parse_url(setting: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
+        setting: setting.to_owned(),
+        message: format!("{value:?} is not a URL ({e})"),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::Invalid {
+            setting: setting.to_owned(),
+            message: format!("{value:?} must be an http or https URL"),
+        });
+    }
+    Ok(url)
+}
+
+impl Settings {
+    /// Reads the file (when given) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("HUNTER_")).collect();
+        Self::from_sources(file, &env)
+    }
+
+    /// Reads the file (when given) and the given environment; the testable core of `load`.
+    pub fn from_sources(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file_config = match file {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        let src = Source { env };
+        let FileConfig { environment, partner_center: pc, kafka, clickhouse, api, sync, sink } = file_config;
+
+        let environment = match src.text("HUNTER_ENVIRONMENT", environment, "environment") {
+            None => Environment::Production,
+            Some((value, setting)) => match value.trim().to_ascii_lowercase().as_str() {
+                "production" | "prod" => Environment::Production,
+                "development" | "dev" => Environment::Development,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        setting,
+                        message: format!("{value:?} is not production or development"),
+                    });
+                }
+            },
+        };
+
+        let enabled = match src.text("HUNTER_PARTNER_CENTER_ENABLED", pc.enabled.map(|b| b.to_string()), "partner_center.enabled") {
+            None => true,
+            Some((value, setting)) => parse_bool(&setting, &value)?,
+        };
+        let api_url = match src.text("HUNTER_PARTNER_CENTER_API_URL", pc.api_url, "partner_center.api_url") {
+            None => Url::parse(Defaults::API_URL).expect("default is a URL"),
+            Some((value, setting)) => parse_url(&setting, &value)?,
+        };
+        let authority_url = match src.text("HUNTER_PARTNER_CENTER_AUTHORITY_URL", pc.authority_url, "partner_center.authority_url") {
+            None => Url::parse(Defaults::AUTHORITY_URL).expect("default is a URL"),
+            Some((value, setting)) => parse_url(&setting, &value)?,
+        };
+        let tenant_id = src.text("HUNTER_PARTNER_CENTER_TENANT_ID", pc.tenant_id, "partner_center.tenant_id").map(|(v, _)| v.trim().to_owned());
+        let client_id = src.text("HUNTER_PARTNER_CENTER_CLIENT_ID", pc.client_id, "partner_center.client_id").map(|(v, _)| v.trim().to_owned());
+        let client_secret = match env.get("HUNTER_PARTNER_CENTER_CLIENT_SECRET").filter(|v| !v.is_empty()) {
+            Some(value) => Some(Secret::new(value.clone())),
+            None => pc.client_secret,
+        };
+        let page_size = src
+            .parse("HUNTER_PARTNER_CENTER_PAGE_SIZE", pc.page_size, "a whole number")?
+            .unwrap_or(Defaults::PAGE_SIZE);
+        if !(1..=1000).contains(&page_size) {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_PARTNER_CENTER_PAGE_SIZE".into(),
+                message: format!("{page_size} is outside 1..=1000"),
+            });
+        }
+        // An enabled source cannot sign in without these; a disabled one does not need them.
+        let (tenant_id, client_id) = match (enabled, tenant_id, client_id) {
+            (_, Some(t), Some(c)) if !t.is_empty() && !c.is_empty() => (t, c),
+            (false, t, c) => (t.unwrap_or_default(), c.unwrap_or_default()),
+            (true, t, _) if t.as_deref().unwrap_or("").is_empty() => {
+                return Err(ConfigError::Missing {
+                    setting: "HUNTER_PARTNER_CENTER_TENANT_ID".into(),
+                    message: "the partner's Entra tenant (GUID or domain) is required while HUNTER_PARTNER_CENTER_ENABLED is true".into(),
+                });
+            }
+            (true, _, _) => {
+                return Err(ConfigError::Missing {
+                    setting: "HUNTER_PARTNER_CENTER_CLIENT_ID".into(),
+                    message: "the app registration's client id is required while HUNTER_PARTNER_CENTER_ENABLED is true".into(),
+                });
+            }
+        };
+        let partner_center = PartnerCenterSettings {
+            enabled,
+            tenant_id,
+            client_id,
+            client_secret,
+            api_url,
+            authority_url,
+            scope: src.text("HUNTER_PARTNER_CENTER_SCOPE", pc.scope, "partner_center.scope").map(|(v, _)| v).unwrap_or_else(|| Defaults::SCOPE.to_owned()),
+            token_cache: src
+                .text("HUNTER_TOKEN_CACHE", pc.token_cache.map(|p| p.display().to_string()), "partner_center.token_cache")
+                .map(|(v, _)| PathBuf::from(v))
+                .unwrap_or_else(|| PathBuf::from(Defaults::TOKEN_CACHE)),
+            page_size,
+        };
+
+        let brokers = src.text("HUNTER_KAFKA_BROKERS", kafka.brokers, "kafka.brokers").map(|(v, s)| (v.trim().to_owned(), s));
+        let brokers = match brokers {
+            None => Defaults::KAFKA_BROKERS.to_owned(),
+            Some((value, setting)) => {
+                if value.is_empty() || value.split(',').any(|b| !b.trim().contains(':')) {
+                    return Err(ConfigError::Invalid {
+                        setting,
+                        message: format!("{value:?} is not a host:port list"),
+                    });
+                }
+                value
+            }
+        };
+        let topic_prefix = src.text("HUNTER_KAFKA_TOPIC_PREFIX", kafka.topic_prefix, "kafka.topic_prefix").map(|(v, _)| v).unwrap_or_default();
+        if let Some(bad) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_KAFKA_TOPIC_PREFIX".into(),
+                message: format!("{bad:?} is not allowed in a topic name (letters, digits, '.', '_', '-')"),
+            });
+        }
+        let schema_registry_url = match src.text("HUNTER_SCHEMA_REGISTRY_URL", kafka.schema_registry_url, "kafka.schema_registry_url") {
+            None => None,
+            Some((value, setting)) => Some(parse_url(&setting, &value)?),
+        };
+
+        let clickhouse_url = match src.text("HUNTER_CLICKHOUSE_URL", clickhouse.url, "clickhouse.url") {
+            None => Url::parse(Defaults::CLICKHOUSE_URL).expect("default is a URL"),
+            Some((value, setting)) => parse_url(&setting, &value)?,
+        };
+        let database = src
+            .text("HUNTER_CLICKHOUSE_DATABASE", clickhouse.database, "clickhouse.database")
+            .map(|(v, s)| (v.trim().to_owned(), s))
+            .unwrap_or_else(|| (Defaults::CLICKHOUSE_DATABASE.to_owned(), String::new()));
+        if database.0.is_empty() || !database.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || database.0.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(ConfigError::Invalid {
+                setting: if database.1.is_empty() { "HUNTER_CLICKHOUSE_DATABASE".into() } else { database.1 },
+                message: format!("{:?} is not a plain identifier (letters, digits, '_')", database.0),
+            });
+        }
+        let clickhouse = ClickHouseSettings {
+            url: clickhouse_url,
+            database: database.0,
+            user: src.text("HUNTER_CLICKHOUSE_USER", clickhouse.user, "clickhouse.user").map(|(v, _)| v),
+            password: match env.get("HUNTER_CLICKHOUSE_PASSWORD").filter(|v| !v.is_empty()) {
+                Some(value) => Some(Secret::new(value.clone())),
+                None => clickhouse.password,
+            },
+        };
+
+        let listen = match src.text("HUNTER_API_LISTEN", api.listen, "api.listen") {
+            None => Defaults::API_LISTEN.parse().expect("default is an address"),
+            Some((value, setting)) => value.trim().parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                setting,
+                message: format!("{value:?} is not an address like 127.0.0.1:8080"),
+            })?,
+        };
+        let token = match env.get("HUNTER_API_TOKEN").filter(|v| !v.is_empty()) {
+            Some(value) => Some(Secret::new(value.clone())),
+            None => api.token,
+        };
+        if let Some(token) = &token
+            && token.expose().len() < 16
+        {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_API_TOKEN".into(),
+                message: "must be at least 16 characters".into(),
+            });
+        }
+
+        let default_interval = match environment {
+            Environment::Production => Defaults::SYNC_INTERVAL_PRODUCTION_SECS,
+            Environment::Development => Defaults::SYNC_INTERVAL_DEVELOPMENT_SECS,
+        };
+        let interval_secs = src
+            .parse("HUNTER_SYNC_INTERVAL_SECS", sync.interval_secs, "a whole number of seconds")?
+            .unwrap_or(default_interval);
+        if interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_SYNC_INTERVAL_SECS".into(),
+                message: "must be at least 1 second".into(),
+            });
+        }
+        let overlap_secs = src
+            .parse("HUNTER_SYNC_OVERLAP_SECS", sync.overlap_secs, "a whole number of seconds")?
+            .unwrap_or(Defaults::OVERLAP_SECS);
+
+        let batch_rows = src
+            .parse("HUNTER_SINK_BATCH_ROWS", sink.batch_rows, "a whole number")?
+            .unwrap_or(Defaults::SINK_BATCH_ROWS);
+        if batch_rows == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_SINK_BATCH_ROWS".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let batch_max_wait_ms = src
+            .parse("HUNTER_SINK_BATCH_MAX_WAIT_MS", sink.batch_max_wait_ms, "a whole number of milliseconds")?
+            .unwrap_or(Defaults::SINK_BATCH_MILLIS);
+
+        Ok(Settings {
+            environment,
+            partner_center,
+            kafka: KafkaSettings {
+                brokers,
+                topic_prefix,
+                schema_registry_url,
+            },
+            clickhouse,
+            api: ApiSettings { listen, token },
+            sync: SyncSettings {
+                interval: Duration::from_secs(interval_secs),
+                overlap: Duration::from_secs(overlap_secs),
+            },
+            sink: SinkSettings {
+                batch_rows,
+                batch_max_wait: Duration::from_millis(batch_max_wait_ms.max(1)),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("HUNTER_PARTNER_CENTER_TENANT_ID", "contoso.onmicrosoft.com"),
+            ("HUNTER_PARTNER_CENTER_CLIENT_ID", "client-1"),
+        ]
+    }
+
+    fn error_for(extra: &[(&str, &str)]) -> String {
+        let mut pairs = base();
+        pairs.extend_from_slice(extra);
+        Settings::from_sources(None, &env(&pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let settings = Settings::from_sources(None, &env(&base())).unwrap();
+        assert_eq!(settings.sync.interval, Duration::from_secs(600));
+        assert_eq!(settings.partner_center.api_url.as_str(), Defaults::API_URL);
+        assert!(settings.partner_center.enabled);
+        assert_eq!(settings.clickhouse.database, "hunter");
+        let mut dev = base();
+        dev.push(("HUNTER_ENVIRONMENT", "development"));
+        assert_eq!(Settings::from_sources(None, &env(&dev)).unwrap().sync.interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        assert!(error_for(&[("HUNTER_SYNC_INTERVAL_SECS", "soon")]).contains("HUNTER_SYNC_INTERVAL_SECS"));
+        assert!(error_for(&[("HUNTER_PARTNER_CENTER_ENABLED", "maybe")]).contains("HUNTER_PARTNER_CENTER_ENABLED"));
+        assert!(error_for(&[("HUNTER_PARTNER_CENTER_API_URL", "not a url")]).contains("HUNTER_PARTNER_CENTER_API_URL"));
+        assert!(error_for(&[("HUNTER_API_LISTEN", "localhost")]).contains("HUNTER_API_LISTEN"));
+        assert!(error_for(&[("HUNTER_KAFKA_BROKERS", "nohost")]).contains("HUNTER_KAFKA_BROKERS"));
+        assert!(error_for(&[("HUNTER_KAFKA_TOPIC_PREFIX", "a b")]).contains("HUNTER_KAFKA_TOPIC_PREFIX"));
+        assert!(error_for(&[("HUNTER_CLICKHOUSE_DATABASE", "x;drop")]).contains("HUNTER_CLICKHOUSE_DATABASE"));
+        let missing = Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_CLIENT_ID", "c")])).unwrap_err();
+        assert!(missing.to_string().contains("HUNTER_PARTNER_CENTER_TENANT_ID"), "{missing}");
+    }
+
+    #[test]
+    fn a_disabled_source_needs_no_credentials() {
+        let settings = Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_ENABLED", "false")])).unwrap();
+        assert!(!settings.partner_center.enabled);
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hunter.toml");
+        std::fs::write(
+            &path,
+            "[partner_center]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t-value\"\n[sync]\ninterval_secs = 45\n",
+        )
+        .unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
+        assert_eq!(settings.sync.interval, Duration::from_secs(45));
+        let overridden = Settings::from_sources(Some(&path), &env(&[("HUNTER_SYNC_INTERVAL_SECS", "7")])).unwrap();
+        assert_eq!(overridden.sync.interval, Duration::from_secs(7));
+        assert!(!format!("{settings:?}").contains("s3cr3t-value"), "secrets never reach Debug output");
+
+        std::fs::write(&path, "[sync]\nintervall_secs = 45\n").unwrap();
+        let error = Settings::from_sources(Some(&path), &env(&base())).unwrap_err().to_string();
+        assert!(error.contains("intervall_secs"), "{error}");
+    }
+}

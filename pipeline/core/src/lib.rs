@@ -1,0 +1,17 @@
+//! Hunter's pipeline core, shared by the roles and the connectors.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from a TOML file and `HUNTER_*` variables, checked at start.
+//! - [`records`]: the Rust types of the Avro contracts in `schemas/`.
+//! - [`codec`]: Avro single-object and Confluent framing; readers accept both.
+//! - [`kafka`]: topic names, producer/consumer settings, topic creation, dead-letter headers.
+//! - [`telemetry`]: logging, the metric catalogue, `/healthz` and `/metrics`.
+//! - [`shutdown`]: the stop broadcast every loop observes.
+
+pub mod codec;
+pub mod config;
+pub mod kafka;
+pub mod records;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,52 @@
+//! Hunter's own control records: sync runs, source state and commands.
+
+use serde::{Deserialize, Serialize};
+
+use super::lenient::Timestamp;
+
+/// One poll of one tenant (`schemas/sync_run.avsc`, topic `hunter.sync-runs.v1`, key = run id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRun {
+    pub run_id: String,
+    pub tenant: String,
+    /// `schedule`, `manual` or `startup`.
+    pub trigger: String,
+    /// `running`, `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub pages: i64,
+    pub fetched: i64,
+    pub published: i64,
+    pub skipped: i64,
+    pub dead_lettered: i64,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// The source's durable cursor per tenant (`schemas/source_state.avsc`, compacted topic
+/// `hunter.source-state.v1`, key = tenant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    pub tenant: String,
+    pub cursor_updated_at: Option<Timestamp>,
+    pub cursor_id: Option<String>,
+    pub last_run_id: Option<String>,
+    pub last_success_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+/// A control command (`schemas/command.avsc`, topic `hunter.commands.v1`, key = command id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub command_id: String,
+    /// `sync_now`.
+    pub kind: String,
+    /// The tenant to act on; `None` means every tenant.
+    pub tenant: Option<String>,
+    pub requested_at: Timestamp,
+}
+
+impl Command {
+    pub const SYNC_NOW: &'static str = "sync_now";
+}

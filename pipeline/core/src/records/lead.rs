@@ -1,0 +1,78 @@
+//! The lead: `schemas/lead.avsc`, topic `hunter.leads.v1` (compacted), key = lead id.
+
+use serde::{Deserialize, Serialize};
+
+use super::lenient::Timestamp;
+use super::referral::Referral;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    pub lead_id: String,
+    pub referral_id: String,
+    pub engagement_id: Option<String>,
+    pub tenant: String,
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub substatus: Option<String>,
+    pub direction: Option<String>,
+    pub qualification: Option<String>,
+    pub referral_type: Option<String>,
+    pub company_name: Option<String>,
+    pub company_domain: Option<String>,
+    pub country: Option<String>,
+    pub deal_value: Option<f64>,
+    pub currency: Option<String>,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    pub etag: Option<String>,
+    /// The referral's `updatedDateTime` in microseconds: higher wins in ClickHouse.
+    pub version: i64,
+    pub processed_at: Timestamp,
+}
+
+/// Why a referral cannot become a lead.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LeadError {
+    #[error("referral {0} has no updatedDateTime, so its version is unknown")]
+    MissingUpdatedDateTime(String),
+}
+
+impl Lead {
+    /// The lead for one referral version. Pure: the same referral version always gives the
+    /// same lead (apart from `processed_at`), which is what makes replays harmless.
+    pub fn from_referral(referral: &Referral, processed_at: Timestamp) -> Result<Self, LeadError> {
+        let updated_at = referral
+            .updated_date_time
+            .ok_or_else(|| LeadError::MissingUpdatedDateTime(referral.id.clone()))?;
+        let customer = referral.customer_profile.as_ref();
+        let details = referral.details.as_ref();
+        Ok(Lead {
+            lead_id: referral.id.clone(),
+            referral_id: referral.id.clone(),
+            engagement_id: referral.engagement_id.clone(),
+            tenant: referral.ingest.tenant.clone(),
+            name: referral.name.clone(),
+            status: referral.status.clone(),
+            substatus: referral.substatus.clone(),
+            direction: referral.direction.clone(),
+            qualification: referral.qualification.clone(),
+            referral_type: referral.referral_type.clone(),
+            company_name: customer.and_then(|c| c.name.clone()),
+            company_domain: None,
+            country: customer
+                .and_then(|c| c.address.as_ref())
+                .and_then(|a| a.country.as_deref())
+                .map(|country| country.trim().to_ascii_uppercase())
+                .filter(|country| !country.is_empty()),
+            deal_value: details.and_then(|d| d.deal_value),
+            currency: details
+                .and_then(|d| d.currency.as_deref())
+                .map(|currency| currency.trim().to_ascii_uppercase()),
+            created_at: referral.created_date_time,
+            updated_at,
+            etag: referral.e_tag.clone(),
+            version: updated_at.micros(),
+            processed_at,
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! The records Hunter writes to Kafka, one Rust type per `.avsc` file in `schemas/`.
+//!
+//! The `.avsc` files are the public contract; the types here must agree with them, and the
+//! tests below prove it by writing a fully populated value with the contract schema (the
+//! schema-aware writer refuses an unknown or missing field and a wrong type) and reading it
+//! back unchanged.
+
+pub mod control;
+pub mod lead;
+pub mod lenient;
+pub mod referral;
+
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use control::{Command, SourceState, SyncRun};
+pub use lead::{Lead, LeadError};
+pub use lenient::{RawJson, Timestamp};
+pub use referral::{Ingest, Referral, ReferralParseError};
+
+/// A record type with its contract schema.
+pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The `.avsc` text as checked in.
+    const SCHEMA_TEXT: &'static str;
+    /// The schema's full name, for logs and registry subjects.
+    const FULL_NAME: &'static str;
+    /// The parsed schema, parsed once per process.
+    fn schema() -> &'static Schema;
+}
+
+macro_rules! record {
+    ($type:ty, $file:literal, $full_name:literal) => {
+        impl Record for $type {
+            const SCHEMA_TEXT: &'static str = include_str!(concat!("../../../../schemas/", $file));
+            const FULL_NAME: &'static str = $full_name;
+            fn schema() -> &'static Schema {
+                static SCHEMA: OnceLock<Schema> = OnceLock::new();
+                SCHEMA.get_or_init(|| {
+                    Schema::parse_str(Self::SCHEMA_TEXT)
+                        .expect(concat!("schemas/", $file, " is a valid Avro schema"))
+                })
+            }
+        }
+    };
+}
+
+record!(Referral, "referral.avsc", "hunter.partnercenter.v1.Referral");
+record!(Lead, "lead.avsc", "hunter.leads.v1.Lead");
+record!(SyncRun, "sync_run.avsc", "hunter.syncruns.v1.SyncRun");
+record!(SourceState, "source_state.avsc", "hunter.sourcestate.v1.SourceState");
+record!(Command, "command.avsc", "hunter.commands.v1.Command");
+
+#[cfg(test)]
+mod tests;
