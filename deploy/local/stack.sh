@@ -173,8 +173,9 @@ start_background() {
     mkdir -p "$RUN_DIR" "$(dirname "$log")"
     printf '\n===== %s: starting %s =====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$log"
     # No job control here, so the subshell is not a process-group leader and `setsid` execs
-    # in place: $! is the server's own pid.
-    (cd "$workdir" && exec setsid "$@" </dev/null >>"$log" 2>&1) &
+    # in place: $! is the server's own pid. Fds 8 and 9 (this script's locks) are closed so
+    # that a long-lived server never holds them.
+    (cd "$workdir" && exec setsid "$@" </dev/null >>"$log" 2>&1 8>&- 9>&-) &
     echo "$!" >"$(pid_file "$name")"
 }
 
@@ -221,7 +222,7 @@ cargo_install_tansu() { # cargo_install_tansu [--force]
     mkdir -p "$LOG_DIR"
     say "installing tansu $TANSU_VERSION: cargo install tansu --version $TANSU_VERSION --locked --features $TANSU_FEATURES $*"
     say "the first install compiles for about 40 minutes on 2 cores; log: $log"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" "$@" >>"$log" 2>&1 &
+    cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" "$@" >>"$log" 2>&1 9>&- &
     pid=$!
     while ! process_gone "$pid"; do
         sleep 5

@@ -1,1 +1,348 @@
+//! The walking skeleton end to end on the real stack: the simulator → `hunter run all`
+//! (source → broker → processor → broker → sink) → ClickHouse → API.
+//!
+//! Each test has its own topic prefix, ClickHouse database, simulator and API port.
 
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use hunter_e2e::{Deployment, generated_referrals, run_hunter, wait_for};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+/// `lead_id -> status` of the live leads (FINAL), with the total and distinct counts.
+async fn live_leads(
+    deployment: &Deployment,
+) -> anyhow::Result<(u64, u64, BTreeMap<String, String>)> {
+    let counts = deployment
+        .clickhouse
+        .rows("SELECT count() AS n, uniqExact(lead_id) AS distinct_ids FROM leads FINAL")
+        .await?;
+    let n = counts[0]["n"]
+        .as_str()
+        .map(|s| s.parse().unwrap())
+        .or(counts[0]["n"].as_u64())
+        .unwrap();
+    let distinct = counts[0]["distinct_ids"]
+        .as_str()
+        .map(|s| s.parse().unwrap())
+        .or(counts[0]["distinct_ids"].as_u64())
+        .unwrap();
+    let rows = deployment
+        .clickhouse
+        .rows("SELECT lead_id, ifNull(status, '') AS status FROM leads FINAL")
+        .await?;
+    let statuses = rows
+        .into_iter()
+        .map(|row| {
+            (
+                row["lead_id"].as_str().unwrap().to_owned(),
+                row["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    Ok((n, distinct, statuses))
+}
+
+fn expected_statuses(referrals: &[Value]) -> BTreeMap<String, String> {
+    referrals
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Result<()> {
+    let mut referrals = generated_referrals(150, 7)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    deployment.start_simulator(&["--page-size", "40"]).await?;
+    deployment.login_and_migrate()?;
+
+    // A poison record already waiting in the referral topic: it must be dead-lettered, and the
+    // stream must go on past it.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &deployment.stack.brokers)
+        .create()?;
+    let referral_topic = format!("{}partner-center.referrals.v1", deployment.prefix);
+    producer
+        .send(
+            FutureRecord::to(&referral_topic)
+                .key("poison")
+                .payload("{\"not\": \"avro\"}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+
+    deployment.start_role("all").await?;
+
+    // Round one: every referral arrives as exactly one live lead, with the simulator's status.
+    let want = expected_statuses(&referrals);
+    let result = wait_for(
+        "every referral as a lead",
+        Duration::from_secs(90),
+        || async {
+            let (n, distinct, statuses) = live_leads(&deployment).await?;
+            Ok((n == 150 && distinct == 150 && statuses == want).then_some(()))
+        },
+    )
+    .await;
+    if let Err(error) = result {
+        anyhow::bail!("{error}\n{}", deployment.logs());
+    }
+
+    // The API serves them, newest first, behind the token.
+    let (status, body) = deployment.get("/api/v1/leads?limit=1000").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 150);
+    let first = &body["items"][0];
+    let by_id: HashMap<&str, &Value> = referrals
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    let source = by_id[first["lead_id"].as_str().unwrap()];
+    assert_eq!(first["name"], source["name"]);
+    assert_eq!(first["company_name"], source["customerProfile"]["name"]);
+    let (status, body) = deployment.get("/api/v1/leads?limit=0").await?;
+    assert_eq!(status, 400, "limit out of range is a 400: {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
+
+    // The poison record went to the DLQ with its origin and reason.
+    let dlq = read_topic(
+        &deployment.stack.brokers,
+        &format!("{}hunter.dlq.v1", deployment.prefix),
+        1,
+    )?;
+    let (payload, headers) = &dlq[0];
+    assert_eq!(payload, b"{\"not\": \"avro\"}");
+    assert_eq!(
+        headers.get("hunter.stage").map(String::as_str),
+        Some("processor")
+    );
+    assert_eq!(headers.get("hunter.original.topic"), Some(&referral_topic));
+    assert!(
+        headers
+            .get("hunter.error")
+            .is_some_and(|e| e.contains("framing")),
+        "{headers:?}"
+    );
+
+    // Round two: the file changes (10 referrals move on), a manual sync picks it up.
+    let moved: Vec<String> = referrals
+        .iter()
+        .take(10)
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    for referral in referrals.iter_mut().take(10) {
+        let (status, substatus) = match referral["status"].as_str() {
+            Some("Closed") => ("Closed", "Lost"),
+            Some("Active") => ("Closed", "Won"),
+            _ => ("Active", "Accepted"),
+        };
+        referral["status"] = json!(status);
+        referral["substatus"] = json!(substatus);
+        referral["updatedDateTime"] = json!(time_now_rfc3339());
+        referral["eTag"] = json!(format!("\"{}\"", uuid::Uuid::new_v4()));
+    }
+    deployment.write_referrals(&referrals)?;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/partner-center/referrals/sync",
+            deployment.api
+        ))
+        .bearer_auth(&deployment.api_token)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await?;
+    assert_eq!(body["success"], true);
+    let task_id = body["task_id"].as_str().expect("task_id").to_owned();
+
+    let want = expected_statuses(&referrals);
+    let result = wait_for("the updates", Duration::from_secs(60), || async {
+        let (n, distinct, statuses) = live_leads(&deployment).await?;
+        Ok((n == 150 && distinct == 150 && statuses == want).then_some(()))
+    })
+    .await;
+    if let Err(error) = result {
+        anyhow::bail!("{error}\n{}", deployment.logs());
+    }
+    for id in &moved {
+        let rows = deployment
+            .clickhouse
+            .rows(&format!(
+                "SELECT substatus FROM leads FINAL WHERE lead_id = '{id}'"
+            ))
+            .await?;
+        let want = referrals.iter().find(|r| r["id"] == json!(id)).unwrap()["substatus"].clone();
+        assert_eq!(rows[0]["substatus"], want, "lead {id}");
+    }
+
+    // The manual run is recorded under the task id the API returned.
+    let runs = read_topic(
+        &deployment.stack.brokers,
+        &format!("{}hunter.sync-runs.v1", deployment.prefix),
+        4,
+    )?;
+    let keys: Vec<String> = runs
+        .iter()
+        .map(|(_, h)| h.get("key").cloned().unwrap_or_default())
+        .collect();
+    assert!(
+        keys.iter().any(|k| k == &task_id),
+        "no sync run keyed {task_id}: {keys:?}"
+    );
+
+    // Metrics are served in Prometheus text.
+    let metrics = reqwest::get(format!("{}/metrics", deployment.api))
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("hunter_source_polls_total"), "{metrics}");
+    assert!(
+        metrics.contains("hunter_sink_rows_written_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hunter_dlq_records_total"), "{metrics}");
+
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_calls_without_the_bearer_token() -> anyhow::Result<()> {
+    let mut deployment = Deployment::new(&[])?;
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    deployment.start_role("api").await?;
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/api/v1/leads"),
+        ("POST", "/api/v1/partner-center/referrals/sync"),
+    ] {
+        let url = format!("{}{path}", deployment.api);
+        let request = |token: Option<&str>| {
+            let builder = if method == "GET" {
+                client.get(&url)
+            } else {
+                client.post(&url)
+            };
+            match token {
+                Some(token) => builder.bearer_auth(token),
+                None => builder,
+            }
+        };
+        for token in [None, Some("wrong-token-of-some-length")] {
+            let response = request(token).send().await?;
+            assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+            let body: Value = response.json().await?;
+            assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+        }
+    }
+    let (status, _) = deployment.get("/api/v1/leads").await?;
+    assert_eq!(status, 200);
+    // Health and metrics stay open for probes and Prometheus.
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", deployment.api))
+            .await?
+            .status(),
+        200
+    );
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_settings_fail_at_start_naming_the_setting() -> anyhow::Result<()> {
+    let deployment = Deployment::new(&[])?;
+    for (name, value) in [
+        ("HUNTER_SYNC_INTERVAL_SECS", "soon"),
+        ("HUNTER_PARTNER_CENTER_ENABLED", "perhaps"),
+        ("HUNTER_API_LISTEN", "localhost"),
+        ("HUNTER_CLICKHOUSE_URL", "ftp://example"),
+    ] {
+        let mut env = deployment.env.clone();
+        env.insert(name.to_owned(), value.to_owned());
+        let (ok, output) = run_hunter(&["run", "all"], &env, Duration::from_secs(30))?;
+        assert!(!ok, "{name}={value} was accepted");
+        assert!(
+            output.contains(name),
+            "the error for {name}={value} does not name it: {output}"
+        );
+    }
+    Ok(())
+}
+
+/// Reads at least `min` records of `topic` from the start: payloads and headers (plus the key
+/// as header "key").
+/// A record as read back: payload, and headers (with the key as header "key").
+type ReadRecord = (Vec<u8>, HashMap<String, String>);
+
+fn read_topic(brokers: &str, topic: &str, min: usize) -> anyhow::Result<Vec<ReadRecord>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", hunter_e2e::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::time::Instant::now() > deadline {
+            anyhow::ensure!(
+                out.len() >= min,
+                "{topic}: {} records, wanted at least {min}",
+                out.len()
+            );
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(300)) else {
+            // Quiet for a moment after the minimum: the topic is read.
+            if out.len() >= min {
+                break;
+            }
+            continue;
+        };
+        let message = message?;
+        let mut headers = HashMap::new();
+        if let Some(all) = message.headers() {
+            for header in all.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        if let Some(key) = message.key() {
+            headers.insert("key".to_owned(), String::from_utf8_lossy(key).into_owned());
+        }
+        out.push((message.payload().unwrap_or_default().to_vec(), headers));
+    }
+    std::thread::spawn(move || drop(consumer));
+    Ok(out)
+}
+
+fn time_now_rfc3339() -> String {
+    // Seven fraction digits, like Partner Center.
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
+    );
+    time::OffsetDateTime::now_utc().format(&format).unwrap()
+}

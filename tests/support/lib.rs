@@ -1,1 +1,470 @@
+//! Support for the end-to-end tests: the real local stack (broker, ClickHouse) from
+//! `deploy/local/stack.sh env`, the real `hunter` binary, and per-test isolation (a topic
+//! prefix and a ClickHouse database of its own).
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The local stack's addresses, from the environment `tests/run.sh` sets up.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub brokers: String,
+    pub clickhouse_url: String,
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let get = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the tests with ./tests/run.sh (or eval \"$(deploy/local/stack.sh env)\")")
+            })
+        };
+        Stack {
+            brokers: get("HUNTER_KAFKA_BROKERS"),
+            clickhouse_url: get("HUNTER_CLICKHOUSE_URL"),
+        }
+    }
+}
+
+/// The `hunter` binary under test.
+pub fn hunter_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("HUNTER_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/hunter");
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build -p hunter` first (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A short random name part for topics, groups and databases.
+pub fn unique(label: &str) -> String {
+    format!(
+        "{label}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// A running `hunter` process; killed when dropped. Its output goes to a log file.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(
+        name: &str,
+        args: &[&str],
+        env: &HashMap<String, String>,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let child = Command::new(hunter_bin())
+            .args(args)
+            .env_clear()
+            .envs(base_env())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawn hunter {args:?}"))?;
+        Ok(Process {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// SIGKILL: no shutdown hooks run.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                bail!(
+                    "{} did not stop within {timeout:?} after SIGTERM\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The parts of the environment a child needs (PATH, HOME), nothing of the test runner's.
+fn base_env() -> Vec<(String, String)> {
+    ["PATH", "HOME", "RUST_BACKTRACE"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .chain([("RUST_LOG".to_string(), "info,hunter=debug".to_string())])
+        .collect()
+}
+
+/// Runs `hunter args` to completion and returns (success, combined output).
+pub fn run_hunter(
+    args: &[&str],
+    env: &HashMap<String, String>,
+    timeout: Duration,
+) -> anyhow::Result<(bool, String)> {
+    let dir = tempfile::tempdir()?;
+    let mut process = Process::spawn("oneshot", args, env, dir.path())?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.child.try_wait()? {
+            return Ok((status.success(), process.output()));
+        }
+        if Instant::now() > deadline {
+            let output = process.output();
+            process.kill9();
+            bail!("hunter {args:?} did not finish within {timeout:?}\n{output}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails with the last observation after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "not yet".to_owned(),
+            Err(error) => format!("{error:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// ClickHouse over its HTTP interface: the same interface analysts' tools use.
+#[derive(Clone)]
+pub struct ClickHouse {
+    url: String,
+    database: String,
+    http: reqwest::Client,
+}
+
+impl ClickHouse {
+    pub fn new(url: &str, database: &str) -> Self {
+        ClickHouse {
+            url: url.trim_end_matches('/').to_owned(),
+            database: database.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Runs `sql` and returns its rows as JSON objects.
+    pub async fn rows(&self, sql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let response = self
+            .http
+            .post(format!("{}/?database={}", self.url, self.database))
+            .body(format!("{sql} FORMAT JSONEachRow"))
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("clickhouse {status}: {text}");
+        }
+        text.lines()
+            .map(|line| Ok(serde_json::from_str(line)?))
+            .collect()
+    }
+
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(&self.url)
+            .body(sql.to_owned())
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("clickhouse: {}", response.text().await?);
+        }
+        Ok(())
+    }
+
+    pub async fn drop_database(&self) {
+        let _ = self
+            .execute(&format!("DROP DATABASE IF EXISTS {}", self.database))
+            .await;
+    }
+}
+
+/// One isolated Hunter deployment on the local stack: its own topic prefix, ClickHouse
+/// database, simulator, token cache and API port.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+    pub api: String,
+    pub api_token: String,
+    pub simulator: String,
+    pub referrals_file: PathBuf,
+    pub clickhouse: ClickHouse,
+    pub prefix: String,
+    pub stack: Stack,
+    processes: Vec<Process>,
+}
+
+impl Deployment {
+    /// Writes `referrals` as the simulator's file and prepares settings; starts nothing.
+    pub fn new(referrals: &[serde_json::Value]) -> anyhow::Result<Self> {
+        let stack = Stack::from_env();
+        let dir = tempfile::tempdir()?;
+        let prefix = format!("{}.", unique("t"));
+        let database = unique("hunter_t");
+        let api_port = free_port();
+        let simulator_port = free_port();
+        let api_token = uuid::Uuid::new_v4().simple().to_string();
+        let referrals_file = dir.path().join("referrals.json");
+        std::fs::write(&referrals_file, serde_json::to_vec_pretty(referrals)?)?;
+        let simulator = format!("http://127.0.0.1:{simulator_port}");
+        let env: HashMap<String, String> = [
+            ("HUNTER_KAFKA_BROKERS", stack.brokers.clone()),
+            ("HUNTER_KAFKA_TOPIC_PREFIX", prefix.clone()),
+            ("HUNTER_CLICKHOUSE_URL", stack.clickhouse_url.clone()),
+            ("HUNTER_CLICKHOUSE_DATABASE", database.clone()),
+            ("HUNTER_PARTNER_CENTER_ENABLED", "true".into()),
+            ("HUNTER_PARTNER_CENTER_TENANT_ID", "test-tenant".into()),
+            ("HUNTER_PARTNER_CENTER_CLIENT_ID", "test-client".into()),
+            (
+                "HUNTER_PARTNER_CENTER_API_URL",
+                format!("{simulator}/v1.0/engagements"),
+            ),
+            ("HUNTER_PARTNER_CENTER_AUTHORITY_URL", simulator.clone()),
+            (
+                "HUNTER_TOKEN_CACHE",
+                dir.path().join("token-cache.json").display().to_string(),
+            ),
+            ("HUNTER_API_LISTEN", format!("127.0.0.1:{api_port}")),
+            ("HUNTER_API_TOKEN", api_token.clone()),
+            ("HUNTER_SYNC_INTERVAL_SECS", "3600".into()),
+            ("HUNTER_SINK_BATCH_MAX_WAIT_MS", "200".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Ok(Deployment {
+            clickhouse: ClickHouse::new(&stack.clickhouse_url, &database),
+            dir,
+            env,
+            api: format!("http://127.0.0.1:{api_port}"),
+            api_token,
+            simulator,
+            referrals_file,
+            prefix,
+            stack,
+            processes: Vec::new(),
+        })
+    }
+
+    /// Starts the simulator and waits until it answers.
+    pub async fn start_simulator(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        let listen = self.simulator.trim_start_matches("http://").to_owned();
+        let file = self.referrals_file.display().to_string();
+        let mut args = vec!["simulate", "--referrals", &file, "--listen", &listen];
+        args.extend_from_slice(extra);
+        let process = Process::spawn("simulator", &args, &self.env, self.dir.path())?;
+        self.processes.push(process);
+        let health = format!("{}/healthz", self.simulator);
+        wait_for("the simulator", Duration::from_secs(20), || {
+            let health = health.clone();
+            async move {
+                Ok(reqwest::get(&health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            }
+        })
+        .await
+    }
+
+    /// `hunter auth login` against the simulator, then `hunter migrate`.
+    pub fn login_and_migrate(&self) -> anyhow::Result<()> {
+        let (ok, output) = run_hunter(&["auth", "login"], &self.env, Duration::from_secs(60))?;
+        anyhow::ensure!(ok, "hunter auth login failed:\n{output}");
+        let (ok, output) = run_hunter(&["migrate"], &self.env, Duration::from_secs(60))?;
+        anyhow::ensure!(ok, "hunter migrate failed:\n{output}");
+        Ok(())
+    }
+
+    /// Starts `hunter run ROLE` and waits for its `/healthz`.
+    pub async fn start_role(&mut self, role: &str) -> anyhow::Result<usize> {
+        let process = Process::spawn(
+            &format!("run-{role}"),
+            &["run", role],
+            &self.env,
+            self.dir.path(),
+        )?;
+        self.processes.push(process);
+        let index = self.processes.len() - 1;
+        let health = format!("{}/healthz", self.api);
+        let result = wait_for("hunter's /healthz", Duration::from_secs(30), || {
+            let health = health.clone();
+            async move {
+                Ok(reqwest::get(&health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            }
+        })
+        .await;
+        if let Err(error) = result {
+            bail!("{error}\n{}", self.processes[index].output());
+        }
+        Ok(index)
+    }
+
+    pub fn process(&mut self, index: usize) -> &mut Process {
+        &mut self.processes[index]
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(|p| format!("----- {} -----\n{}", p.name, tail(&p.output(), 60)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// An authenticated GET of an API path, as JSON.
+    pub async fn get(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.api_token)
+            .send()
+            .await?;
+        let status = response.status();
+        Ok((
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Replaces the simulator's referrals (it re-reads the file when it changes).
+    pub fn write_referrals(&self, referrals: &[serde_json::Value]) -> anyhow::Result<()> {
+        let temp = self.referrals_file.with_extension("tmp");
+        std::fs::write(&temp, serde_json::to_vec_pretty(referrals)?)?;
+        std::fs::rename(&temp, &self.referrals_file)?;
+        Ok(())
+    }
+
+    /// Stops every process and drops the test database.
+    pub async fn teardown(mut self) {
+        for process in &mut self.processes {
+            process.kill9();
+        }
+        self.clickhouse.drop_database().await;
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Generated referrals in the API's shape, from the real `hunter simulate --generate`.
+pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_json::Value>> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("generated.json");
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let file_text = file.display().to_string();
+    let count_text = count.to_string();
+    let seed_text = seed.to_string();
+    let mut process = Process::spawn(
+        "generate",
+        &[
+            "simulate",
+            "--referrals",
+            &file_text,
+            "--listen",
+            &listen,
+            "--generate",
+            &count_text,
+            "--seed",
+            &seed_text,
+        ],
+        &HashMap::new(),
+        dir.path(),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The simulator says it is listening only after the file was written.
+    while !process.output().contains("simulator on") {
+        if Instant::now() > deadline || !process.is_running() {
+            bail!(
+                "hunter simulate --generate did not write {}:\n{}",
+                file.display(),
+                process.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    process.kill9();
+    let referrals: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&file)?)?;
+    anyhow::ensure!(
+        referrals.len() == count,
+        "generated {} referrals, wanted {count}",
+        referrals.len()
+    );
+    Ok(referrals)
+}

@@ -108,7 +108,11 @@ impl FromStr for FaultSpec {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut rules: Vec<FaultRule> = Vec::new();
-        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
             let error = |reason: String| FaultSpecError {
                 item: item.to_owned(),
                 reason,

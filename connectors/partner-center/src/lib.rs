@@ -23,3 +23,6 @@ pub mod client;
 pub mod faults;
 pub mod simulator;
 pub mod telemetry;
+
+#[cfg(test)]
+mod test_support;

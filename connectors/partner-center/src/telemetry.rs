@@ -7,36 +7,13 @@
 
 use std::time::Duration;
 
-/// Referrals API requests, one per HTTP attempt. Labels: `endpoint`, `outcome`.
-pub const API_REQUESTS_TOTAL: &str = "hunter_partner_center_api_requests_total";
-/// Seconds from sending a Referrals API request to having its whole body. Label: `endpoint`.
-pub const API_REQUEST_DURATION_SECONDS: &str = "hunter_partner_center_api_request_duration_seconds";
-/// Retries of Referrals API requests after a retryable failure. Labels: `endpoint`, `reason`.
-pub const API_RETRIES_TOTAL: &str = "hunter_partner_center_api_retries_total";
-/// Refresh-token grants against the login authority. Label: `outcome` (`ok` or `error`).
-pub const TOKEN_REFRESHES_TOTAL: &str = "hunter_partner_center_token_refreshes_total";
-
-/// Registers help text for every metric above with the installed `metrics` recorder.
-/// Call it once after installing the recorder (the binary does this at start-up).
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        API_REQUESTS_TOTAL,
-        "Partner Center Referrals API requests, one per HTTP attempt, by endpoint and outcome."
-    );
-    metrics::describe_histogram!(
-        API_REQUEST_DURATION_SECONDS,
-        metrics::Unit::Seconds,
-        "Time from sending a Partner Center Referrals API request to having its whole body."
-    );
-    metrics::describe_counter!(
-        API_RETRIES_TOTAL,
-        "Retries of Partner Center Referrals API requests after a retryable failure."
-    );
-    metrics::describe_counter!(
-        TOKEN_REFRESHES_TOTAL,
-        "Refresh-token grants against the login authority, by outcome."
-    );
-}
+// The names live with every other metric name, in `hunter_core::telemetry::names`.
+pub use hunter_core::telemetry::names::{
+    PARTNER_CENTER_API_REQUEST_DURATION_SECONDS as API_REQUEST_DURATION_SECONDS,
+    PARTNER_CENTER_API_REQUESTS_TOTAL as API_REQUESTS_TOTAL,
+    PARTNER_CENTER_API_RETRIES_TOTAL as API_RETRIES_TOTAL,
+    PARTNER_CENTER_TOKEN_REFRESHES_TOTAL as TOKEN_REFRESHES_TOTAL,
+};
 
 /// One HTTP attempt against the Referrals API finished (with a status, or with an error kind).
 pub(crate) fn api_request_finished(
@@ -46,14 +23,28 @@ pub(crate) fn api_request_finished(
     request_id: Option<&str>,
     elapsed: Duration,
 ) {
-    tracing::debug!(
-        endpoint,
-        outcome,
-        attempt,
-        request_id = request_id.unwrap_or("-"),
-        elapsed_ms = elapsed.as_millis() as u64,
-        "partner center request finished"
-    );
+    let request_id = request_id.unwrap_or("-");
+    let elapsed_ms = elapsed.as_millis() as u64;
+    if outcome.starts_with('2') {
+        tracing::debug!(
+            endpoint,
+            outcome,
+            attempt,
+            request_id,
+            elapsed_ms,
+            "partner center request finished"
+        );
+    } else {
+        // The request id is what Microsoft support asks for.
+        tracing::info!(
+            endpoint,
+            outcome,
+            attempt,
+            request_id,
+            elapsed_ms,
+            "partner center request failed"
+        );
+    }
     metrics::counter!(API_REQUESTS_TOTAL, "endpoint" => endpoint, "outcome" => outcome.to_owned())
         .increment(1);
     metrics::histogram!(API_REQUEST_DURATION_SECONDS, "endpoint" => endpoint)

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use apache_avro::rabin::Rabin;
 use apache_avro::Schema;
+use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -40,7 +40,9 @@ pub enum CodecError {
     Empty,
     #[error("record is too short for its framing ({0} bytes)")]
     Truncated(usize),
-    #[error("unknown framing: first byte {0:#04x} is neither single-object (0xc3 0x01) nor confluent (0x00)")]
+    #[error(
+        "unknown framing: first byte {0:#04x} is neither single-object (0xc3 0x01) nor confluent (0x00)"
+    )]
     UnknownFraming(u8),
     #[error("single-object record written with unknown schema fingerprint {0}")]
     UnknownFingerprint(String),
@@ -49,13 +51,22 @@ pub enum CodecError {
     #[error("schema registry: {message}")]
     Registry { message: String, retryable: bool },
     #[error("avro body does not match schema {schema}: {message}")]
-    Body { schema: &'static str, message: String },
+    Body {
+        schema: &'static str,
+        message: String,
+    },
 }
 
 impl CodecError {
     /// A registry outage is worth waiting for; a bad record is not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CodecError::Registry { retryable: true, .. })
+        matches!(
+            self,
+            CodecError::Registry {
+                retryable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -173,7 +184,8 @@ impl<T: Record> Codec<T> {
                     Some(ours) => ours,
                     None => {
                         let writer_schema = self.registry_schema(registry, id).await?;
-                        let ours = writer_schema.parsed.canonical_form() == T::schema().canonical_form();
+                        let ours =
+                            writer_schema.parsed.canonical_form() == T::schema().canonical_form();
                         self.known_ids.lock().expect("poisoned").insert(id, ours);
                         ours
                     }
@@ -197,7 +209,11 @@ impl<T: Record> Codec<T> {
         }
     }
 
-    fn read_body(&self, reader: &GenericDatumReader<'_>, body: &mut &[u8]) -> Result<T, CodecError> {
+    fn read_body(
+        &self,
+        reader: &GenericDatumReader<'_>,
+        body: &mut &[u8],
+    ) -> Result<T, CodecError> {
         reader.read_deser(body).map_err(|error| CodecError::Body {
             schema: T::FULL_NAME,
             message: error.to_string(),
@@ -223,7 +239,11 @@ impl<T: Record> Codec<T> {
         registry: &Registry,
         id: u32,
     ) -> Result<Arc<AvroSchema>, CodecError> {
-        registry.decoder.get_schema(id).await.map_err(registry_error)
+        registry
+            .decoder
+            .get_schema(id)
+            .await
+            .map_err(registry_error)
     }
 }
 
@@ -281,7 +301,9 @@ mod tests {
             apache_avro::GenericSingleObjectWriter::new_with_capacity(Command::schema(), 64)
                 .unwrap();
         writer.write_value(value, &mut reference).unwrap();
-        let ours = Codec::<Command>::new("t", None).encode_single_object(&command()).unwrap();
+        let ours = Codec::<Command>::new("t", None)
+            .encode_single_object(&command())
+            .unwrap();
         assert_eq!(&ours[..10], &reference[..10], "magic and fingerprint");
         assert_eq!(ours, reference, "whole record");
     }
@@ -290,8 +312,14 @@ mod tests {
     async fn bad_bytes_are_named_errors() {
         let codec = Codec::<Command>::new("t", None);
         assert!(matches!(codec.decode(&[]).await, Err(CodecError::Empty)));
-        assert!(matches!(codec.decode(&[0x7b, 0x22]).await, Err(CodecError::UnknownFraming(0x7b))));
-        assert!(matches!(codec.decode(&[0xC3, 0x01, 1]).await, Err(CodecError::Truncated(3))));
+        assert!(matches!(
+            codec.decode(&[0x7b, 0x22]).await,
+            Err(CodecError::UnknownFraming(0x7b))
+        ));
+        assert!(matches!(
+            codec.decode(&[0xC3, 0x01, 1]).await,
+            Err(CodecError::Truncated(3))
+        ));
         assert!(matches!(
             codec.decode(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0]).await,
             Err(CodecError::UnknownFingerprint(_))
@@ -302,6 +330,9 @@ mod tests {
         ));
         let mut good = codec.encode_single_object(&command()).unwrap();
         good.truncate(good.len() - 3);
-        assert!(matches!(codec.decode(&good).await, Err(CodecError::Body { .. })));
+        assert!(matches!(
+            codec.decode(&good).await,
+            Err(CodecError::Body { .. })
+        ));
     }
 }

@@ -234,7 +234,12 @@ struct Source<'a> {
 
 impl Source<'_> {
     /// The environment variable if set (and not empty), else the file's value.
-    fn text(&self, env_name: &str, file_value: Option<String>, file_name: &str) -> Option<(String, String)> {
+    fn text(
+        &self,
+        env_name: &str,
+        file_value: Option<String>,
+        file_name: &str,
+    ) -> Option<(String, String)> {
         match self.env.get(env_name).filter(|v| !v.is_empty()) {
             Some(value) => Some((value.clone(), env_name.to_owned())),
             None => file_value.map(|v| (v, file_name.to_owned())),
@@ -249,10 +254,14 @@ impl Source<'_> {
         what: &str,
     ) -> Result<Option<T>, ConfigError> {
         match self.env.get(env_name).filter(|v| !v.is_empty()) {
-            Some(value) => value.trim().parse::<T>().map(Some).map_err(|_| ConfigError::Invalid {
-                setting: env_name.to_owned(),
-                message: format!("{value:?} is not {what}"),
-            }),
+            Some(value) => value
+                .trim()
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| ConfigError::Invalid {
+                    setting: env_name.to_owned(),
+                    message: format!("{value:?} is not {what}"),
+                }),
             None => Ok(file_value),
         }
     }
@@ -286,12 +295,17 @@ fn parse_url(setting: &str, value: &str) -> Result<Url, ConfigError> {
 impl Settings {
     /// Reads the file (when given) and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("HUNTER_")).collect();
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HUNTER_"))
+            .collect();
         Self::from_sources(file, &env)
     }
 
     /// Reads the file (when given) and the given environment; the testable core of `load`.
-    pub fn from_sources(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let file_config = match file {
             None => FileConfig::default(),
             Some(path) => {
@@ -306,7 +320,15 @@ impl Settings {
             }
         };
         let src = Source { env };
-        let FileConfig { environment, partner_center: pc, kafka, clickhouse, api, sync, sink } = file_config;
+        let FileConfig {
+            environment,
+            partner_center: pc,
+            kafka,
+            clickhouse,
+            api,
+            sync,
+            sink,
+        } = file_config;
 
         let environment = match src.text("HUNTER_ENVIRONMENT", environment, "environment") {
             None => Environment::Production,
@@ -322,26 +344,57 @@ impl Settings {
             },
         };
 
-        let enabled = match src.text("HUNTER_PARTNER_CENTER_ENABLED", pc.enabled.map(|b| b.to_string()), "partner_center.enabled") {
+        let enabled = match src.text(
+            "HUNTER_PARTNER_CENTER_ENABLED",
+            pc.enabled.map(|b| b.to_string()),
+            "partner_center.enabled",
+        ) {
             None => true,
             Some((value, setting)) => parse_bool(&setting, &value)?,
         };
-        let api_url = match src.text("HUNTER_PARTNER_CENTER_API_URL", pc.api_url, "partner_center.api_url") {
+        let api_url = match src.text(
+            "HUNTER_PARTNER_CENTER_API_URL",
+            pc.api_url,
+            "partner_center.api_url",
+        ) {
             None => Url::parse(Defaults::API_URL).expect("default is a URL"),
             Some((value, setting)) => parse_url(&setting, &value)?,
         };
-        let authority_url = match src.text("HUNTER_PARTNER_CENTER_AUTHORITY_URL", pc.authority_url, "partner_center.authority_url") {
+        let authority_url = match src.text(
+            "HUNTER_PARTNER_CENTER_AUTHORITY_URL",
+            pc.authority_url,
+            "partner_center.authority_url",
+        ) {
             None => Url::parse(Defaults::AUTHORITY_URL).expect("default is a URL"),
             Some((value, setting)) => parse_url(&setting, &value)?,
         };
-        let tenant_id = src.text("HUNTER_PARTNER_CENTER_TENANT_ID", pc.tenant_id, "partner_center.tenant_id").map(|(v, _)| v.trim().to_owned());
-        let client_id = src.text("HUNTER_PARTNER_CENTER_CLIENT_ID", pc.client_id, "partner_center.client_id").map(|(v, _)| v.trim().to_owned());
-        let client_secret = match env.get("HUNTER_PARTNER_CENTER_CLIENT_SECRET").filter(|v| !v.is_empty()) {
+        let tenant_id = src
+            .text(
+                "HUNTER_PARTNER_CENTER_TENANT_ID",
+                pc.tenant_id,
+                "partner_center.tenant_id",
+            )
+            .map(|(v, _)| v.trim().to_owned());
+        let client_id = src
+            .text(
+                "HUNTER_PARTNER_CENTER_CLIENT_ID",
+                pc.client_id,
+                "partner_center.client_id",
+            )
+            .map(|(v, _)| v.trim().to_owned());
+        let client_secret = match env
+            .get("HUNTER_PARTNER_CENTER_CLIENT_SECRET")
+            .filter(|v| !v.is_empty())
+        {
             Some(value) => Some(Secret::new(value.clone())),
             None => pc.client_secret,
         };
         let page_size = src
-            .parse("HUNTER_PARTNER_CENTER_PAGE_SIZE", pc.page_size, "a whole number")?
+            .parse(
+                "HUNTER_PARTNER_CENTER_PAGE_SIZE",
+                pc.page_size,
+                "a whole number",
+            )?
             .unwrap_or(Defaults::PAGE_SIZE);
         if !(1..=1000).contains(&page_size) {
             return Err(ConfigError::Invalid {
@@ -373,15 +426,28 @@ impl Settings {
             client_secret,
             api_url,
             authority_url,
-            scope: src.text("HUNTER_PARTNER_CENTER_SCOPE", pc.scope, "partner_center.scope").map(|(v, _)| v).unwrap_or_else(|| Defaults::SCOPE.to_owned()),
+            scope: src
+                .text(
+                    "HUNTER_PARTNER_CENTER_SCOPE",
+                    pc.scope,
+                    "partner_center.scope",
+                )
+                .map(|(v, _)| v)
+                .unwrap_or_else(|| Defaults::SCOPE.to_owned()),
             token_cache: src
-                .text("HUNTER_TOKEN_CACHE", pc.token_cache.map(|p| p.display().to_string()), "partner_center.token_cache")
+                .text(
+                    "HUNTER_TOKEN_CACHE",
+                    pc.token_cache.map(|p| p.display().to_string()),
+                    "partner_center.token_cache",
+                )
                 .map(|(v, _)| PathBuf::from(v))
                 .unwrap_or_else(|| PathBuf::from(Defaults::TOKEN_CACHE)),
             page_size,
         };
 
-        let brokers = src.text("HUNTER_KAFKA_BROKERS", kafka.brokers, "kafka.brokers").map(|(v, s)| (v.trim().to_owned(), s));
+        let brokers = src
+            .text("HUNTER_KAFKA_BROKERS", kafka.brokers, "kafka.brokers")
+            .map(|(v, s)| (v.trim().to_owned(), s));
         let brokers = match brokers {
             None => Defaults::KAFKA_BROKERS.to_owned(),
             Some((value, setting)) => {
@@ -394,37 +460,76 @@ impl Settings {
                 value
             }
         };
-        let topic_prefix = src.text("HUNTER_KAFKA_TOPIC_PREFIX", kafka.topic_prefix, "kafka.topic_prefix").map(|(v, _)| v).unwrap_or_default();
-        if let Some(bad) = topic_prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        let topic_prefix = src
+            .text(
+                "HUNTER_KAFKA_TOPIC_PREFIX",
+                kafka.topic_prefix,
+                "kafka.topic_prefix",
+            )
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        if let Some(bad) = topic_prefix
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
             return Err(ConfigError::Invalid {
                 setting: "HUNTER_KAFKA_TOPIC_PREFIX".into(),
-                message: format!("{bad:?} is not allowed in a topic name (letters, digits, '.', '_', '-')"),
+                message: format!(
+                    "{bad:?} is not allowed in a topic name (letters, digits, '.', '_', '-')"
+                ),
             });
         }
-        let schema_registry_url = match src.text("HUNTER_SCHEMA_REGISTRY_URL", kafka.schema_registry_url, "kafka.schema_registry_url") {
+        let schema_registry_url = match src.text(
+            "HUNTER_SCHEMA_REGISTRY_URL",
+            kafka.schema_registry_url,
+            "kafka.schema_registry_url",
+        ) {
             None => None,
             Some((value, setting)) => Some(parse_url(&setting, &value)?),
         };
 
-        let clickhouse_url = match src.text("HUNTER_CLICKHOUSE_URL", clickhouse.url, "clickhouse.url") {
-            None => Url::parse(Defaults::CLICKHOUSE_URL).expect("default is a URL"),
-            Some((value, setting)) => parse_url(&setting, &value)?,
-        };
+        let clickhouse_url =
+            match src.text("HUNTER_CLICKHOUSE_URL", clickhouse.url, "clickhouse.url") {
+                None => Url::parse(Defaults::CLICKHOUSE_URL).expect("default is a URL"),
+                Some((value, setting)) => parse_url(&setting, &value)?,
+            };
         let database = src
-            .text("HUNTER_CLICKHOUSE_DATABASE", clickhouse.database, "clickhouse.database")
+            .text(
+                "HUNTER_CLICKHOUSE_DATABASE",
+                clickhouse.database,
+                "clickhouse.database",
+            )
             .map(|(v, s)| (v.trim().to_owned(), s))
             .unwrap_or_else(|| (Defaults::CLICKHOUSE_DATABASE.to_owned(), String::new()));
-        if database.0.is_empty() || !database.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || database.0.starts_with(|c: char| c.is_ascii_digit()) {
+        if database.0.is_empty()
+            || !database
+                .0
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || database.0.starts_with(|c: char| c.is_ascii_digit())
+        {
             return Err(ConfigError::Invalid {
-                setting: if database.1.is_empty() { "HUNTER_CLICKHOUSE_DATABASE".into() } else { database.1 },
-                message: format!("{:?} is not a plain identifier (letters, digits, '_')", database.0),
+                setting: if database.1.is_empty() {
+                    "HUNTER_CLICKHOUSE_DATABASE".into()
+                } else {
+                    database.1
+                },
+                message: format!(
+                    "{:?} is not a plain identifier (letters, digits, '_')",
+                    database.0
+                ),
             });
         }
         let clickhouse = ClickHouseSettings {
             url: clickhouse_url,
             database: database.0,
-            user: src.text("HUNTER_CLICKHOUSE_USER", clickhouse.user, "clickhouse.user").map(|(v, _)| v),
-            password: match env.get("HUNTER_CLICKHOUSE_PASSWORD").filter(|v| !v.is_empty()) {
+            user: src
+                .text("HUNTER_CLICKHOUSE_USER", clickhouse.user, "clickhouse.user")
+                .map(|(v, _)| v),
+            password: match env
+                .get("HUNTER_CLICKHOUSE_PASSWORD")
+                .filter(|v| !v.is_empty())
+            {
                 Some(value) => Some(Secret::new(value.clone())),
                 None => clickhouse.password,
             },
@@ -432,10 +537,15 @@ impl Settings {
 
         let listen = match src.text("HUNTER_API_LISTEN", api.listen, "api.listen") {
             None => Defaults::API_LISTEN.parse().expect("default is an address"),
-            Some((value, setting)) => value.trim().parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
-                setting,
-                message: format!("{value:?} is not an address like 127.0.0.1:8080"),
-            })?,
+            Some((value, setting)) => {
+                value
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        setting,
+                        message: format!("{value:?} is not an address like 127.0.0.1:8080"),
+                    })?
+            }
         };
         let token = match env.get("HUNTER_API_TOKEN").filter(|v| !v.is_empty()) {
             Some(value) => Some(Secret::new(value.clone())),
@@ -455,7 +565,11 @@ impl Settings {
             Environment::Development => Defaults::SYNC_INTERVAL_DEVELOPMENT_SECS,
         };
         let interval_secs = src
-            .parse("HUNTER_SYNC_INTERVAL_SECS", sync.interval_secs, "a whole number of seconds")?
+            .parse(
+                "HUNTER_SYNC_INTERVAL_SECS",
+                sync.interval_secs,
+                "a whole number of seconds",
+            )?
             .unwrap_or(default_interval);
         if interval_secs == 0 {
             return Err(ConfigError::Invalid {
@@ -464,7 +578,11 @@ impl Settings {
             });
         }
         let overlap_secs = src
-            .parse("HUNTER_SYNC_OVERLAP_SECS", sync.overlap_secs, "a whole number of seconds")?
+            .parse(
+                "HUNTER_SYNC_OVERLAP_SECS",
+                sync.overlap_secs,
+                "a whole number of seconds",
+            )?
             .unwrap_or(Defaults::OVERLAP_SECS);
 
         let batch_rows = src
@@ -477,7 +595,11 @@ impl Settings {
             });
         }
         let batch_max_wait_ms = src
-            .parse("HUNTER_SINK_BATCH_MAX_WAIT_MS", sink.batch_max_wait_ms, "a whole number of milliseconds")?
+            .parse(
+                "HUNTER_SINK_BATCH_MAX_WAIT_MS",
+                sink.batch_max_wait_ms,
+                "a whole number of milliseconds",
+            )?
             .unwrap_or(Defaults::SINK_BATCH_MILLIS);
 
         Ok(Settings {
@@ -507,7 +629,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
@@ -520,7 +645,9 @@ mod tests {
     fn error_for(extra: &[(&str, &str)]) -> String {
         let mut pairs = base();
         pairs.extend_from_slice(extra);
-        Settings::from_sources(None, &env(&pairs)).unwrap_err().to_string()
+        Settings::from_sources(None, &env(&pairs))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -532,25 +659,55 @@ mod tests {
         assert_eq!(settings.clickhouse.database, "hunter");
         let mut dev = base();
         dev.push(("HUNTER_ENVIRONMENT", "development"));
-        assert_eq!(Settings::from_sources(None, &env(&dev)).unwrap().sync.interval, Duration::from_secs(30));
+        assert_eq!(
+            Settings::from_sources(None, &env(&dev))
+                .unwrap()
+                .sync
+                .interval,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        assert!(error_for(&[("HUNTER_SYNC_INTERVAL_SECS", "soon")]).contains("HUNTER_SYNC_INTERVAL_SECS"));
-        assert!(error_for(&[("HUNTER_PARTNER_CENTER_ENABLED", "maybe")]).contains("HUNTER_PARTNER_CENTER_ENABLED"));
-        assert!(error_for(&[("HUNTER_PARTNER_CENTER_API_URL", "not a url")]).contains("HUNTER_PARTNER_CENTER_API_URL"));
+        assert!(
+            error_for(&[("HUNTER_SYNC_INTERVAL_SECS", "soon")])
+                .contains("HUNTER_SYNC_INTERVAL_SECS")
+        );
+        assert!(
+            error_for(&[("HUNTER_PARTNER_CENTER_ENABLED", "maybe")])
+                .contains("HUNTER_PARTNER_CENTER_ENABLED")
+        );
+        assert!(
+            error_for(&[("HUNTER_PARTNER_CENTER_API_URL", "not a url")])
+                .contains("HUNTER_PARTNER_CENTER_API_URL")
+        );
         assert!(error_for(&[("HUNTER_API_LISTEN", "localhost")]).contains("HUNTER_API_LISTEN"));
         assert!(error_for(&[("HUNTER_KAFKA_BROKERS", "nohost")]).contains("HUNTER_KAFKA_BROKERS"));
-        assert!(error_for(&[("HUNTER_KAFKA_TOPIC_PREFIX", "a b")]).contains("HUNTER_KAFKA_TOPIC_PREFIX"));
-        assert!(error_for(&[("HUNTER_CLICKHOUSE_DATABASE", "x;drop")]).contains("HUNTER_CLICKHOUSE_DATABASE"));
-        let missing = Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_CLIENT_ID", "c")])).unwrap_err();
-        assert!(missing.to_string().contains("HUNTER_PARTNER_CENTER_TENANT_ID"), "{missing}");
+        assert!(
+            error_for(&[("HUNTER_KAFKA_TOPIC_PREFIX", "a b")])
+                .contains("HUNTER_KAFKA_TOPIC_PREFIX")
+        );
+        assert!(
+            error_for(&[("HUNTER_CLICKHOUSE_DATABASE", "x;drop")])
+                .contains("HUNTER_CLICKHOUSE_DATABASE")
+        );
+        let missing =
+            Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_CLIENT_ID", "c")]))
+                .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("HUNTER_PARTNER_CENTER_TENANT_ID"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn a_disabled_source_needs_no_credentials() {
-        let settings = Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_ENABLED", "false")])).unwrap();
+        let settings =
+            Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_ENABLED", "false")]))
+                .unwrap();
         assert!(!settings.partner_center.enabled);
     }
 
@@ -565,12 +722,19 @@ mod tests {
         .unwrap();
         let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
         assert_eq!(settings.sync.interval, Duration::from_secs(45));
-        let overridden = Settings::from_sources(Some(&path), &env(&[("HUNTER_SYNC_INTERVAL_SECS", "7")])).unwrap();
+        let overridden =
+            Settings::from_sources(Some(&path), &env(&[("HUNTER_SYNC_INTERVAL_SECS", "7")]))
+                .unwrap();
         assert_eq!(overridden.sync.interval, Duration::from_secs(7));
-        assert!(!format!("{settings:?}").contains("s3cr3t-value"), "secrets never reach Debug output");
+        assert!(
+            !format!("{settings:?}").contains("s3cr3t-value"),
+            "secrets never reach Debug output"
+        );
 
         std::fs::write(&path, "[sync]\nintervall_secs = 45\n").unwrap();
-        let error = Settings::from_sources(Some(&path), &env(&base())).unwrap_err().to_string();
+        let error = Settings::from_sources(Some(&path), &env(&base()))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("intervall_secs"), "{error}");
     }
 }

@@ -96,7 +96,11 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
 /// A group consumer that stores offsets only when told to and commits stored offsets every
 /// second; roles call `store_offset` after the downstream acknowledgement and commit
 /// synchronously on shutdown.
-pub fn consumer(settings: &KafkaSettings, group_id: &str, client_id: &str) -> Result<StreamConsumer, KafkaError> {
+pub fn consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    client_id: &str,
+) -> Result<StreamConsumer, KafkaError> {
     base_config(settings)
         .set("group.id", group_id)
         .set("client.id", client_id)
@@ -111,7 +115,10 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str, client_id: &str) -> Re
 }
 
 /// A consumer outside any group, for reading a topic from the start (state rebuilds).
-pub fn reader(settings: &KafkaSettings, client_id: &str) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
+pub fn reader(
+    settings: &KafkaSettings,
+    client_id: &str,
+) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
     base_config(settings)
         .set("group.id", format!("{client_id}-reader"))
         .set("client.id", client_id)
@@ -123,7 +130,10 @@ pub fn reader(settings: &KafkaSettings, client_id: &str) -> Result<rdkafka::cons
 
 /// Creates the missing topics; existing ones are left alone. Compaction is requested through
 /// `cleanup.policy`; a broker that refuses the config gets the topic without it (and a warning).
-pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<(), KafkaError> {
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for spec in specs {
@@ -141,7 +151,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
             result = admin.create_topics([&plain], &options).await?;
         }
         match result.first() {
-            Some(Ok(_)) => tracing::info!(topic = %spec.name, partitions = spec.partitions, "topic created"),
+            Some(Ok(_)) => {
+                tracing::info!(topic = %spec.name, partitions = spec.partitions, "topic created")
+            }
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {}
             Some(Err((_, code))) => return Err(KafkaError::AdminOp(*code)),
             None => {}
@@ -170,15 +182,33 @@ impl DeadLetter<'_> {
         let partition = self.original_partition.map(|p| p.to_string());
         let offset = self.original_offset.map(|o| o.to_string());
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "hunter.stage", value: Some(self.stage) })
-            .insert(Header { key: "hunter.error", value: Some(self.error) })
-            .insert(Header { key: "hunter.error.class", value: Some(self.error_class) })
-            .insert(Header { key: "hunter.original.topic", value: Some(self.original_topic) });
+            .insert(Header {
+                key: "hunter.stage",
+                value: Some(self.stage),
+            })
+            .insert(Header {
+                key: "hunter.error",
+                value: Some(self.error),
+            })
+            .insert(Header {
+                key: "hunter.error.class",
+                value: Some(self.error_class),
+            })
+            .insert(Header {
+                key: "hunter.original.topic",
+                value: Some(self.original_topic),
+            });
         if let Some(partition) = &partition {
-            headers = headers.insert(Header { key: "hunter.original.partition", value: Some(partition) });
+            headers = headers.insert(Header {
+                key: "hunter.original.partition",
+                value: Some(partition),
+            });
         }
         if let Some(offset) = &offset {
-            headers = headers.insert(Header { key: "hunter.original.offset", value: Some(offset) });
+            headers = headers.insert(Header {
+                key: "hunter.original.offset",
+                value: Some(offset),
+            });
         }
         headers
     }

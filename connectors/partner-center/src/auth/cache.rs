@@ -70,7 +70,7 @@ impl TokenCacheFile {
 fn cache_error(path: &Path, source: io::Error) -> AuthError {
     AuthError::Cache {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -198,8 +198,11 @@ mod tests {
     fn corrupt_cache_error_does_not_quote_contents() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
-        fs::write(&path, r#"{"tenant": "t", "access_token": 5, "refresh_token": "rt-leak"}"#)
-            .unwrap();
+        fs::write(
+            &path,
+            r#"{"tenant": "t", "access_token": 5, "refresh_token": "rt-leak"}"#,
+        )
+        .unwrap();
         let error = TokenCacheFile::load(&path).unwrap_err().to_string();
         assert!(!error.contains("rt-leak"), "{error}");
         assert!(error.contains("hunter auth login"), "{error}");

@@ -22,7 +22,9 @@ use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType};
+use oauth2::basic::{
+    BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
 use oauth2::{
     AsyncHttpClient, EndpointNotSet, EndpointSet, ErrorResponse, ExtraDeviceAuthorizationFields,
     ExtraTokenFields, HttpClientError, HttpRequest, HttpResponse, RequestTokenError,
@@ -138,7 +140,9 @@ impl AuthorityHttp {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("hunter/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|error| AuthError::Protocol(format!("cannot build an http client: {error}")))?;
+            .map_err(|error| {
+                AuthError::Protocol(format!("cannot build an http client: {error}"))
+            })?;
         Ok(Self {
             client,
             last_failure: Mutex::new(None),
@@ -160,7 +164,8 @@ impl<'c> AsyncHttpClient<'c> for AuthorityHttp {
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let outcome = <reqwest::Client as AsyncHttpClient<'_>>::call(&self.client, request).await;
+            let outcome =
+                <reqwest::Client as AsyncHttpClient<'_>>::call(&self.client, request).await;
             let failure = match &outcome {
                 // Only failure bodies are kept: a 200 body holds tokens.
                 Ok(response) if !response.status().is_success() => {
@@ -336,17 +341,42 @@ mod tests {
     fn maps_codes_not_descriptions() {
         let cases = [
             ("invalid_grant", vec![700082], "AADSTS700082", "90 days"),
-            ("invalid_grant", vec![65001], "AADSTS65001", "grant admin consent"),
-            ("consent_required", vec![], "consent_required", "grant admin consent"),
+            (
+                "invalid_grant",
+                vec![65001],
+                "AADSTS65001",
+                "grant admin consent",
+            ),
+            (
+                "consent_required",
+                vec![],
+                "consent_required",
+                "grant admin consent",
+            ),
             (
                 "invalid_client",
                 vec![7000218],
                 "AADSTS7000218",
                 "Allow public client flows",
             ),
-            ("invalid_grant", vec![], "invalid_grant", "hunter auth login"),
-            ("authorization_declined", vec![], "authorization_declined", "declined"),
-            ("expired_token", vec![], "expired_token", "device code expired"),
+            (
+                "invalid_grant",
+                vec![],
+                "invalid_grant",
+                "hunter auth login",
+            ),
+            (
+                "authorization_declined",
+                vec![],
+                "authorization_declined",
+                "declined",
+            ),
+            (
+                "expired_token",
+                vec![],
+                "expired_token",
+                "device code expired",
+            ),
         ];
         for (error, codes, want_code, want_hint) in cases {
             match from_entra(&entra(error, &codes), Some(400)) {
@@ -357,6 +387,47 @@ mod tests {
                 other => panic!("{error}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn device_poll_errors_get_their_codes_from_the_recorded_body() {
+        use oauth2::basic::BasicErrorResponseType;
+        use oauth2::{DeviceCodeErrorResponse, DeviceCodeErrorResponseType};
+        type PollError =
+            RequestTokenError<HttpClientError<reqwest::Error>, DeviceCodeErrorResponse>;
+
+        // oauth2's poll loop drops error_codes; the recorded body still has them.
+        let from_server: PollError =
+            RequestTokenError::ServerResponse(DeviceCodeErrorResponse::new(
+                DeviceCodeErrorResponseType::Basic(BasicErrorResponseType::InvalidClient),
+                Some("AADSTS7000218: ...".to_owned()),
+                None,
+            ));
+        let body = br#"{"error":"invalid_client","error_codes":[7000218]}"#.to_vec();
+        match classify(from_server, Some((401, body))) {
+            AuthError::SignInRequired { code, hint } => {
+                assert_eq!(code, "AADSTS7000218");
+                assert!(hint.contains("Allow public client flows"), "{hint}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // oauth2's own expiry check: the last recorded body (pending) must not win.
+        let expired: PollError = RequestTokenError::ServerResponse(DeviceCodeErrorResponse::new(
+            DeviceCodeErrorResponseType::ExpiredToken,
+            None,
+            None,
+        ));
+        let pending = br#"{"error":"authorization_pending","error_codes":[70016]}"#.to_vec();
+        match classify(expired, Some((400, pending))) {
+            AuthError::SignInRequired { code, .. } => assert_eq!(code, "expired_token"),
+            other => panic!("{other:?}"),
+        }
+
+        // A 503 with an empty body is not an OAuth error: retry later.
+        let empty: PollError =
+            RequestTokenError::Other("server returned empty error response".to_owned());
+        assert!(classify(empty, Some((503, Vec::new()))).is_retryable());
     }
 
     #[test]

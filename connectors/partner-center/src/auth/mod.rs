@@ -99,7 +99,11 @@ pub struct AuthSettings {
 
 impl AuthSettings {
     /// Settings for Entra's public cloud with the default scope and a public client.
-    pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>, token_cache: PathBuf) -> Self {
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        token_cache: PathBuf,
+    ) -> Self {
         Self {
             authority_url: Url::parse(DEFAULT_AUTHORITY).expect("constant url"),
             tenant_id: tenant_id.into(),
@@ -136,7 +140,10 @@ impl AuthSettings {
     }
 
     fn scopes(&self) -> Vec<Scope> {
-        self.scope.split_whitespace().map(|s| Scope::new(s.to_owned())).collect()
+        self.scope
+            .split_whitespace()
+            .map(|s| Scope::new(s.to_owned()))
+            .collect()
     }
 }
 
@@ -490,12 +497,15 @@ pub struct AuthStatus {
 
 /// Reads the token cache and judges it, without contacting the authority.
 pub fn auth_status(settings: &AuthSettings) -> Result<AuthStatus, AuthError> {
-    let cache = TokenCacheFile::load(&settings.token_cache)?.ok_or_else(|| {
-        AuthError::CacheMissing {
+    let cache =
+        TokenCacheFile::load(&settings.token_cache)?.ok_or_else(|| AuthError::CacheMissing {
             path: settings.token_cache.clone(),
-        }
-    })?;
-    Ok(AuthStatus::judge(settings, &cache, OffsetDateTime::now_utc()))
+        })?;
+    Ok(AuthStatus::judge(
+        settings,
+        &cache,
+        OffsetDateTime::now_utc(),
+    ))
 }
 
 impl AuthStatus {
@@ -524,8 +534,7 @@ impl AuthStatus {
                      expires it after {limit_days} days without use: run `hunter auth login`"
                 ),
             )
-        } else if refresh_token_age >= REFRESH_TOKEN_IDLE_LIMIT - Duration::from_secs(10 * 86_400)
-        {
+        } else if refresh_token_age >= REFRESH_TOKEN_IDLE_LIMIT - Duration::from_secs(10 * 86_400) {
             (
                 false,
                 format!(

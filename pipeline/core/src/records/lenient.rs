@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 ///
 /// Partner Center sends up to 7 fraction digits (100 ns); the 7th digit is dropped. The raw
 /// JSON in each record keeps the exact text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -227,7 +227,9 @@ pub fn opt_timestamp<'de, D: Deserializer<'de>>(
             Ok(Some(Timestamp(v)))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v).map(|v| Some(Timestamp(v))).map_err(E::custom)
+            i64::try_from(v)
+                .map(|v| Some(Timestamp(v)))
+                .map_err(E::custom)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             if v.trim().is_empty() {
@@ -335,8 +337,7 @@ pub fn customer_ids<'de, D: Deserializer<'de>>(
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut ids = Vec::new();
-            while let Some((profile_type, value)) = map.next_entry::<String, serde_json::Value>()?
-            {
+            while let Some((profile_type, value)) = map.next_entry::<String, serde_json::Value>()? {
                 let id = match value {
                     serde_json::Value::Null => continue,
                     serde_json::Value::String(text) if text.is_empty() => continue,

@@ -39,18 +39,29 @@ macro_rules! record {
             fn schema() -> &'static Schema {
                 static SCHEMA: OnceLock<Schema> = OnceLock::new();
                 SCHEMA.get_or_init(|| {
-                    Schema::parse_str(Self::SCHEMA_TEXT)
-                        .expect(concat!("schemas/", $file, " is a valid Avro schema"))
+                    Schema::parse_str(Self::SCHEMA_TEXT).expect(concat!(
+                        "schemas/",
+                        $file,
+                        " is a valid Avro schema"
+                    ))
                 })
             }
         }
     };
 }
 
-record!(Referral, "referral.avsc", "hunter.partnercenter.v1.Referral");
+record!(
+    Referral,
+    "referral.avsc",
+    "hunter.partnercenter.v1.Referral"
+);
 record!(Lead, "lead.avsc", "hunter.leads.v1.Lead");
 record!(SyncRun, "sync_run.avsc", "hunter.syncruns.v1.SyncRun");
-record!(SourceState, "source_state.avsc", "hunter.sourcestate.v1.SourceState");
+record!(
+    SourceState,
+    "source_state.avsc",
+    "hunter.sourcestate.v1.SourceState"
+);
 record!(Command, "command.avsc", "hunter.commands.v1.Command");
 
 #[cfg(test)]

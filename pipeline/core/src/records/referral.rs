@@ -135,12 +135,6 @@ pub struct Ingest {
     pub sync_run_id: String,
 }
 
-impl Default for Timestamp {
-    fn default() -> Self {
-        Timestamp(0)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CustomerProfile {
@@ -259,7 +253,11 @@ pub struct Requirements {
     #[serde(rename = "offersJson", alias = "offers", deserialize_with = "list")]
     pub offers_json: Vec<RawJson>,
     /// `salesPlays` from the API (shape undocumented), one JSON text per element.
-    #[serde(rename = "salesPlaysJson", alias = "salesPlays", deserialize_with = "list")]
+    #[serde(
+        rename = "salesPlaysJson",
+        alias = "salesPlays",
+        deserialize_with = "list"
+    )]
     pub sales_plays_json: Vec<RawJson>,
     /// `additionalRequirements` from the API as JSON text.
     #[serde(
@@ -359,7 +357,11 @@ pub struct Registration {
     #[serde(deserialize_with = "opt_string")]
     pub status_reason: Option<String>,
     pub contract: Option<Contract>,
-    #[serde(rename = "solutionDetailsJson", alias = "solutionDetails", deserialize_with = "list")]
+    #[serde(
+        rename = "solutionDetailsJson",
+        alias = "solutionDetails",
+        deserialize_with = "list"
+    )]
     pub solution_details_json: Vec<RawJson>,
     pub status_history: Option<RegistrationStatusHistory>,
 }
@@ -401,7 +403,10 @@ pub struct RegistrationStatusHistory {
 pub struct TrackingInfo {
     #[serde(rename = "microsoftMsxId", deserialize_with = "opt_string")]
     pub microsoft_msx_id: Option<String>,
-    #[serde(rename = "microsoftUSFedOpportunityId", deserialize_with = "opt_string")]
+    #[serde(
+        rename = "microsoftUSFedOpportunityId",
+        deserialize_with = "opt_string"
+    )]
     pub microsoft_us_fed_opportunity_id: Option<String>,
     #[serde(rename = "microsoftUSFedLeadId", deserialize_with = "opt_string")]
     pub microsoft_us_fed_lead_id: Option<String>,

@@ -1,8 +1,8 @@
 use std::collections::BTreeSet;
 
 use apache_avro::Schema;
-use apache_avro::schema::RecordSchema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::RecordSchema;
 use apache_avro::writer::datum::GenericDatumWriter;
 
 use super::*;
@@ -24,12 +24,21 @@ fn round_trip<T: Record + PartialEq + std::fmt::Debug>(value: &T) -> T {
         .unwrap_or_else(|e| panic!("{} does not fit its .avsc: {e}", T::FULL_NAME));
     let reader = GenericDatumReader::builder(T::schema()).build().unwrap();
     let back: T = reader.read_deser(&mut bytes.as_slice()).unwrap();
-    assert_eq!(&back, value, "{} changed on an Avro round trip", T::FULL_NAME);
+    assert_eq!(
+        &back,
+        value,
+        "{} changed on an Avro round trip",
+        T::FULL_NAME
+    );
     back
 }
 
 /// Every field path of an Avro schema, e.g. `details.requirements.solutions.price`.
-fn schema_paths(schema: &Schema, prefix: &str, names: &mut Vec<(String, RecordSchema)>) -> BTreeSet<String> {
+fn schema_paths(
+    schema: &Schema,
+    prefix: &str,
+    names: &mut Vec<(String, RecordSchema)>,
+) -> BTreeSet<String> {
     let mut paths = BTreeSet::new();
     let record = match schema {
         Schema::Record(record) => {
@@ -43,14 +52,11 @@ fn schema_paths(schema: &Schema, prefix: &str, names: &mut Vec<(String, RecordSc
             return paths;
         }
         Schema::Array(array) => return schema_paths(&array.items, prefix, names),
-        Schema::Ref { name } => {
-            let record = names
-                .iter()
-                .find(|(full, _)| *full == name.fullname(None))
-                .map(|(_, record)| record.clone())
-                .expect("reference to a defined record");
-            record
-        }
+        Schema::Ref { name } => names
+            .iter()
+            .find(|(full, _)| *full == name.fullname(None))
+            .map(|(_, record)| record.clone())
+            .expect("reference to a defined record"),
         _ => return paths,
     };
     for field in &record.fields {
@@ -103,7 +109,10 @@ fn assert_agrees_with_contract<T: Record + PartialEq + std::fmt::Debug>(value: &
     let json = serde_json::to_value(value).unwrap();
     let mut empty = Vec::new();
     empty_paths(&json, "", &mut empty);
-    assert!(empty.is_empty(), "fixture leaves fields empty, so they are not checked: {empty:?}");
+    assert!(
+        empty.is_empty(),
+        "fixture leaves fields empty, so they are not checked: {empty:?}"
+    );
     let mut from_type = BTreeSet::new();
     json_paths(&json, "", &mut from_type);
     let from_contract = schema_paths(T::schema(), "", &mut Vec::new());
@@ -141,19 +150,33 @@ fn referral_type_agrees_with_referral_avsc() {
 #[test]
 fn referral_json_is_read_leniently_and_kept_raw() {
     let referral = Referral::from_api_json(FULL_REFERRAL, ingest()).unwrap();
-    assert_eq!(referral.raw_json, FULL_REFERRAL, "raw json is the exact text");
+    assert_eq!(
+        referral.raw_json, FULL_REFERRAL,
+        "raw json is the exact text"
+    );
     assert!(referral.raw_json.contains("someFutureField"));
     let details = referral.details.as_ref().unwrap();
-    assert_eq!(details.deal_value, Some(25000.5), "numeric strings are numbers");
+    assert_eq!(
+        details.deal_value,
+        Some(25000.5),
+        "numeric strings are numbers"
+    );
     // 7 fraction digits: the 100 ns digit is dropped, the rest kept.
     let updated = referral.updated_date_time.unwrap();
-    assert_eq!(updated, Timestamp::parse("2024-03-06T14:02:11.765432Z").unwrap());
+    assert_eq!(
+        updated,
+        Timestamp::parse("2024-03-06T14:02:11.765432Z").unwrap()
+    );
     let consent = referral.consent.as_ref().unwrap();
     assert_eq!(consent.consent_to_to_share_info_with_others, Some(true));
     let requirements = details.requirements.as_ref().unwrap();
     assert_eq!(requirements.offers_json[0].0, r#"{"id":"offer-1"}"#);
     assert_eq!(
-        requirements.additional_requirements_json.as_ref().unwrap().0,
+        requirements
+            .additional_requirements_json
+            .as_ref()
+            .unwrap()
+            .0,
         r#"{"iot":{"deviceCategory":"Gateway"}}"#
     );
 }
@@ -169,7 +192,10 @@ fn drifting_shapes_are_accepted() {
         "favorite": "true", "team": null
     }"#;
     let referral = Referral::from_api_json(raw, ingest()).unwrap();
-    assert_eq!(referral.external_reference_id, None, "empty string is no value");
+    assert_eq!(
+        referral.external_reference_id, None,
+        "empty string is no value"
+    );
     let profile = referral.customer_profile.as_ref().unwrap();
     assert_eq!(profile.size, None);
     assert_eq!(profile.ids.len(), 1, "ids object: empty values dropped");
@@ -177,7 +203,10 @@ fn drifting_shapes_are_accepted() {
     assert_eq!(profile.ids[0].id.as_deref(), Some("123456789"));
     assert_eq!(referral.favorite, Some(true));
     assert_eq!(referral.details.as_ref().unwrap().deal_value, Some(8000.0));
-    assert!(referral.created_date_time.is_some(), "a timestamp without offset is UTC");
+    assert!(
+        referral.created_date_time.is_some(),
+        "a timestamp without offset is UTC"
+    );
     round_trip(&referral);
 }
 
@@ -187,11 +216,13 @@ fn a_referral_without_id_or_with_wrong_types_is_refused() {
         Referral::from_api_json(r#"{"name": "no id"}"#, ingest()),
         Err(ReferralParseError::MissingId)
     ));
-    let error =
-        Referral::from_api_json(r#"{"id": "x", "updatedDateTime": "yesterday"}"#, ingest())
-            .unwrap_err();
+    let error = Referral::from_api_json(r#"{"id": "x", "updatedDateTime": "yesterday"}"#, ingest())
+        .unwrap_err();
     assert!(error.to_string().contains("invalid timestamp"), "{error}");
-    assert!(Referral::from_api_json(r#"{"id": "x", "details": {"dealValue": "lots"}}"#, ingest()).is_err());
+    assert!(
+        Referral::from_api_json(r#"{"id": "x", "details": {"dealValue": "lots"}}"#, ingest())
+            .is_err()
+    );
     assert!(Referral::from_api_json("[1, 2", ingest()).is_err());
 }
 

@@ -1,0 +1,165 @@
+//! Applies `schemas/clickhouse/*.sql` in file-name order, each once.
+//!
+//! Invariants: the database is created if missing; a migration is recorded in
+//! `hunter_migrations` only after all its statements succeeded; every statement is itself
+//! idempotent (`IF NOT EXISTS`), so a crash between the two steps is repaired by running
+//! `hunter migrate` again. A migration whose text changed after it was applied is reported,
+//! not re-run.
+
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// One migration file, embedded at build time so the binary carries its schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    name: "0001_leads.sql",
+    sql: include_str!("../../../schemas/clickhouse/0001_leads.sql"),
+}];
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct AppliedRow {
+    name: String,
+    checksum: String,
+}
+
+/// What `apply` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub applied: Vec<String>,
+    pub already_applied: Vec<String>,
+    /// Applied earlier with different text (the file was edited after release).
+    pub changed: Vec<String>,
+}
+
+/// Splits a file into statements: `;` at the end of a line ends one; `--` lines are comments.
+pub fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            let statement = current.trim().trim_end_matches(';').trim().to_owned();
+            if !statement.is_empty() {
+                out.push(statement);
+            }
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+fn checksum(sql: &str) -> String {
+    // FNV-1a: stable across builds and platforms, enough to notice an edited file.
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in sql.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Creates `database` and applies every pending migration. `server` has no database set.
+pub async fn apply(server: &Client, database: &str) -> Result<Report, Error> {
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .execute()
+        .await?;
+    let client = server.clone().with_database(database);
+    client
+        .query(
+            "CREATE TABLE IF NOT EXISTS hunter_migrations (name String, checksum String, \
+             applied_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY name",
+        )
+        .execute()
+        .await?;
+    let applied: Vec<AppliedRow> = client
+        .query("SELECT name, checksum FROM hunter_migrations ORDER BY name")
+        .fetch_all()
+        .await?;
+    let mut report = Report::default();
+    for migration in MIGRATIONS {
+        let sum = checksum(migration.sql);
+        if let Some(row) = applied.iter().find(|row| row.name == migration.name) {
+            if row.checksum == sum {
+                report.already_applied.push(migration.name.to_owned());
+            } else {
+                tracing::warn!(
+                    migration = migration.name,
+                    "applied migration was edited afterwards; not re-running it"
+                );
+                report.changed.push(migration.name.to_owned());
+            }
+            continue;
+        }
+        for statement in statements(migration.sql) {
+            client
+                .query(&statement)
+                .execute()
+                .await
+                .map_err(|e| Error::Migration {
+                    name: migration.name.to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
+        let mut insert = client.insert::<AppliedRow>("hunter_migrations").await?;
+        insert
+            .write(&AppliedRow {
+                name: migration.name.to_owned(),
+                checksum: sum,
+            })
+            .await?;
+        insert.end().await?;
+        tracing::info!(migration = migration.name, database, "migration applied");
+        report.applied.push(migration.name.to_owned());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_on_line_ending_semicolons() {
+        let sql = "-- comment\nCREATE TABLE a (x String);\n\nALTER TABLE a ADD COLUMN y String DEFAULT ';';\n";
+        assert_eq!(
+            statements(sql),
+            vec![
+                "CREATE TABLE a (x String)",
+                "ALTER TABLE a ADD COLUMN y String DEFAULT ';'"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_migration_is_listed_in_order() {
+        let names: Vec<_> = MIGRATIONS.iter().map(|m| m.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/clickhouse");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files, names, "every .sql file is embedded in MIGRATIONS");
+    }
+}

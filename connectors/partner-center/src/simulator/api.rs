@@ -1,0 +1,582 @@
+//! The simulated Referrals API: the file store, OData query options, paging and faults.
+
+use std::convert::Infallible;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Simulator, json_response, lock};
+use crate::faults::FaultKind;
+
+/// One referral of the file: its sort keys and its exact JSON text.
+struct StoredReferral {
+    id: String,
+    updated: Option<OffsetDateTime>,
+    raw: Box<RawValue>,
+}
+
+/// The referrals file as last read, sorted by (`updatedDateTime`, `id`).
+pub(super) struct Store {
+    stamp: Option<(Option<SystemTime>, u64)>,
+    referrals: Arc<Vec<StoredReferral>>,
+}
+
+impl Store {
+    pub(super) async fn load(path: &Path) -> io::Result<Self> {
+        let metadata = tokio::fs::metadata(path).await.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("referrals file {}: {error}", path.display()),
+            )
+        })?;
+        let bytes = tokio::fs::read(path).await?;
+        let referrals = parse_referrals(&bytes).map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("referrals file {}: {error}", path.display()),
+            )
+        })?;
+        Ok(Self {
+            stamp: Some((metadata.modified().ok(), metadata.len())),
+            referrals: Arc::new(referrals),
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.referrals.len()
+    }
+}
+
+fn parse_referrals(bytes: &[u8]) -> Result<Vec<StoredReferral>, String> {
+    #[derive(Deserialize)]
+    struct Keys {
+        id: Option<serde_json::Value>,
+        #[serde(rename = "updatedDateTime")]
+        updated: Option<serde_json::Value>,
+    }
+    let items: Vec<Box<RawValue>> = serde_json::from_slice(bytes)
+        .map_err(|error| format!("not a json array of referrals: {error}"))?;
+    let mut referrals = Vec::with_capacity(items.len());
+    for (index, raw) in items.into_iter().enumerate() {
+        let keys: Keys = serde_json::from_str(raw.get())
+            .map_err(|error| format!("item {index} is not an object: {error}"))?;
+        let Some(serde_json::Value::String(id)) = keys.id else {
+            tracing::warn!(index, "referral without a string id skipped");
+            continue;
+        };
+        let updated = keys
+            .updated
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok());
+        referrals.push(StoredReferral { id, updated, raw });
+    }
+    referrals.sort_by(|a, b| (a.updated, &a.id).cmp(&(b.updated, &b.id)));
+    Ok(referrals)
+}
+
+impl Simulator {
+    /// The referrals, re-read first if the file changed.
+    async fn referrals(&self) -> Arc<Vec<StoredReferral>> {
+        let path = &self.opts.referrals_file;
+        let stamp = match tokio::fs::metadata(path).await {
+            Ok(metadata) => (metadata.modified().ok(), metadata.len()),
+            Err(error) => {
+                tracing::warn!(%error, "referrals file unreadable, serving the last good copy");
+                return lock(&self.store).referrals.clone();
+            }
+        };
+        {
+            let store = lock(&self.store);
+            if store.stamp == Some(stamp) {
+                return store.referrals.clone();
+            }
+        }
+        match tokio::fs::read(path)
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| parse_referrals(&bytes))
+        {
+            Ok(referrals) => {
+                tracing::info!(count = referrals.len(), "referrals file re-read");
+                let mut store = lock(&self.store);
+                store.stamp = Some(stamp);
+                store.referrals = Arc::new(referrals);
+                store.referrals.clone()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "referrals file invalid, serving the last good copy");
+                lock(&self.store).referrals.clone()
+            }
+        }
+    }
+
+    /// Whether the request carries a bearer token we issued that has not expired.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+        else {
+            return false;
+        };
+        lock(&self.auth).access_token_valid(token, Instant::now())
+    }
+
+    fn draw_fault(&self) -> Option<FaultKind> {
+        if self.opts.faults.is_empty() {
+            return None;
+        }
+        let draw: f64 = lock(&self.fault_rng).random();
+        let fault = self.opts.faults.pick(draw)?;
+        self.record_fault(fault);
+        Some(fault)
+    }
+}
+
+/// A reply before faults are applied to it.
+pub(super) struct Reply {
+    status: StatusCode,
+    body: String,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        json_response(self.status, self.body)
+    }
+}
+
+/// The Partner API error body (research notes §5.2).
+pub(super) fn error_reply(status: StatusCode, code: &str, message: &str) -> Reply {
+    let body = serde_json::json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "target": "referral",
+            "innerError": { "code": code, "message": message },
+        }
+    });
+    Reply {
+        status,
+        body: body.to_string(),
+    }
+}
+
+/// Authentication, faults, the reply, and bookkeeping shared by both referrals endpoints.
+async fn serve_api<F, Fut>(
+    simulator: &Simulator,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    reply: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Reply>,
+{
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut response = if !simulator.authorized(headers) {
+        let mut response = error_reply(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the bearer token is missing, unknown or expired",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    } else {
+        match simulator.draw_fault() {
+            Some(FaultKind::TooManyRequests) => {
+                let mut response = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    r#"{"statusCode":429,"message":"Rate limit is exceeded. Try again in 1 seconds."}"#
+                        .to_owned(),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Some(FaultKind::InternalError) => error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "generalException",
+                "simulated internal error",
+            )
+            .into_response(),
+            Some(FaultKind::Unavailable) => error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceNotAvailable",
+                "simulated outage",
+            )
+            .into_response(),
+            Some(FaultKind::Truncate) => {
+                let mut reply = reply().await;
+                if reply.status == StatusCode::OK {
+                    let mut cut = reply.body.len() / 2;
+                    while !reply.body.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    reply.body.truncate(cut);
+                }
+                reply.into_response()
+            }
+            Some(FaultKind::Slow) => {
+                let reply = reply().await;
+                let body = Bytes::from(reply.body);
+                let delayed = futures::stream::once(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok::<_, Infallible>(body)
+                });
+                let mut response = Response::new(Body::from_stream(delayed));
+                *response.status_mut() = reply.status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+                response
+            }
+            None => reply().await.into_response(),
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("request-id", value);
+    }
+    if let Some(value) = headers.get("client-request-id") {
+        response
+            .headers_mut()
+            .insert("client-request-id", value.clone());
+    }
+    simulator.record(endpoint, response.status());
+    tracing::debug!(endpoint, status = response.status().as_u16(), %request_id, "simulator request");
+    response
+}
+
+pub(super) async fn list_referrals(
+    State(simulator): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let base = simulator.base_url(&headers);
+    serve_api(&simulator, "referrals_list", &headers, || async {
+        match ListQuery::from_query(query.as_deref().unwrap_or(""), simulator.opts.page_size) {
+            Ok(list) => list.reply(&simulator.referrals().await, &base),
+            Err(message) => error_reply(StatusCode::BAD_REQUEST, "invalidRequest", &message),
+        }
+    })
+    .await
+}
+
+pub(super) async fn get_referral(
+    State(simulator): State<Arc<Simulator>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let base = simulator.base_url(&headers);
+    serve_api(&simulator, "referral_get", &headers, || async {
+        let referrals = simulator.referrals().await;
+        let Some(referral) = referrals.iter().find(|r| r.id.eq_ignore_ascii_case(&id)) else {
+            return error_reply(
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                "the referral does not exist or is not visible to this user",
+            );
+        };
+        Reply {
+            status: StatusCode::OK,
+            body: with_context(
+                referral.raw.get(),
+                &format!("{base}/v1.0/$metadata#Referrals/$entity"),
+            ),
+        }
+    })
+    .await
+}
+
+/// The object's text with `"@odata.context"` spliced in first, the rest untouched.
+fn with_context(raw: &str, context: &str) -> String {
+    let context = serde_json::to_string(context).unwrap_or_default();
+    let Some(rest) = raw.trim_start().strip_prefix('{') else {
+        return raw.to_owned();
+    };
+    if rest.trim_start().starts_with('}') {
+        format!("{{\"@odata.context\":{context}}}")
+    } else {
+        format!("{{\"@odata.context\":{context},{rest}")
+    }
+}
+
+/// An `updatedDateTime` comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+    Eq,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Filter {
+    op: Op,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+impl Filter {
+    fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let [field, op, literal] = parts.as_slice() else {
+            return Err(format!(
+                "unsupported $filter `{text}`: the simulator understands `updatedDateTime ge <timestamp>`"
+            ));
+        };
+        if !field.eq_ignore_ascii_case("updatedDateTime") {
+            return Err(format!(
+                "unsupported $filter field `{field}`: the simulator only filters on updatedDateTime"
+            ));
+        }
+        let op = match op.to_ascii_lowercase().as_str() {
+            "ge" => Op::Ge,
+            "gt" => Op::Gt,
+            "le" => Op::Le,
+            "lt" => Op::Lt,
+            "eq" => Op::Eq,
+            _ => return Err(format!("unsupported $filter operator `{op}`")),
+        };
+        let literal = literal
+            .strip_prefix('\'')
+            .and_then(|rest| rest.strip_suffix('\''))
+            .unwrap_or(literal);
+        let at = OffsetDateTime::parse(literal, &Rfc3339)
+            .map_err(|error| format!("invalid timestamp `{literal}` in $filter: {error}"))?;
+        Ok(Self { op, at })
+    }
+
+    fn matches(&self, updated: Option<OffsetDateTime>) -> bool {
+        let Some(updated) = updated else {
+            return false;
+        };
+        match self.op {
+            Op::Ge => updated >= self.at,
+            Op::Gt => updated > self.at,
+            Op::Le => updated <= self.at,
+            Op::Lt => updated < self.at,
+            Op::Eq => updated == self.at,
+        }
+    }
+}
+
+/// What a list request asks for; a `$skiptoken` is this, encoded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ListQuery {
+    #[serde(rename = "f")]
+    filter: Option<Filter>,
+    #[serde(rename = "d")]
+    descending: bool,
+    #[serde(rename = "k")]
+    offset: usize,
+    #[serde(rename = "t")]
+    top: usize,
+}
+
+impl ListQuery {
+    fn from_query(query: &str, page_size: usize) -> Result<Self, String> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        let param = |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        };
+        if let Some(token) = param("$skiptoken") {
+            return Self::decode_skiptoken(token);
+        }
+        let filter = param("$filter").map(Filter::parse).transpose()?;
+        let descending = match param("$orderby").map(|v| v.split_whitespace().collect::<Vec<_>>()) {
+            None => false,
+            Some(parts) => match parts.as_slice() {
+                [field] if field.eq_ignore_ascii_case("updatedDateTime") => false,
+                [field, direction] if field.eq_ignore_ascii_case("updatedDateTime") => {
+                    match direction.to_ascii_lowercase().as_str() {
+                        "asc" => false,
+                        "desc" => true,
+                        _ => return Err(format!("invalid $orderby direction `{direction}`")),
+                    }
+                }
+                _ => {
+                    return Err(
+                        "unsupported $orderby: the simulator orders by updatedDateTime".to_owned(),
+                    );
+                }
+            },
+        };
+        let number = |name: &str| -> Result<Option<usize>, String> {
+            param(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("invalid {name} `{value}`"))
+                })
+                .transpose()
+        };
+        let top = number("$top")?.unwrap_or(page_size).min(page_size);
+        let offset = number("$skip")?.unwrap_or(0);
+        Ok(Self {
+            filter,
+            descending,
+            offset,
+            top,
+        })
+    }
+
+    fn encode_skiptoken(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode_skiptoken(token: &str) -> Result<Self, String> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| "invalid $skiptoken".to_owned())
+    }
+
+    fn reply(&self, referrals: &[StoredReferral], base: &str) -> Reply {
+        let matching: Vec<&StoredReferral> = referrals
+            .iter()
+            .filter(|referral| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(referral.updated))
+            })
+            .collect();
+        let ordered: Box<dyn Iterator<Item = &&StoredReferral>> = if self.descending {
+            Box::new(matching.iter().rev())
+        } else {
+            Box::new(matching.iter())
+        };
+        let page: Vec<&str> = ordered
+            .skip(self.offset)
+            .take(self.top)
+            .map(|referral| referral.raw.get())
+            .collect();
+        let next_offset = self.offset.saturating_add(self.top);
+        let next_link = (self.top > 0 && next_offset < matching.len()).then(|| {
+            let next = ListQuery {
+                offset: next_offset,
+                ..self.clone()
+            };
+            format!(
+                "{base}/v1.0/engagements/referrals?$skiptoken={}",
+                next.encode_skiptoken()
+            )
+        });
+
+        let mut body =
+            String::with_capacity(page.iter().map(|item| item.len() + 1).sum::<usize>() + 256);
+        body.push_str("{\"@odata.context\":");
+        body.push_str(&json_string(&format!("{base}/v1.0/$metadata#Referrals")));
+        body.push_str(",\"@odata.count\":");
+        body.push_str(&page.len().to_string());
+        body.push_str(",\"value\":[");
+        body.push_str(&page.join(","));
+        body.push(']');
+        if let Some(link) = next_link {
+            body.push_str(",\"@odata.nextLink\":");
+            body.push_str(&json_string(&link));
+        }
+        body.push('}');
+        Reply {
+            status: StatusCode::OK,
+            body,
+        }
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_literals_quoted_or_not() {
+        let unquoted = Filter::parse("updatedDateTime ge 2024-05-01T00:00:00.0000000Z").unwrap();
+        let quoted = Filter::parse("updatedDateTime ge '2024-05-01T00:00:00Z'").unwrap();
+        assert_eq!(unquoted, quoted);
+        assert_eq!(
+            Filter::parse("UpdatedDateTime GT 2024-05-01T00:00:00Z")
+                .unwrap()
+                .op,
+            Op::Gt
+        );
+        assert!(Filter::parse("status eq 'New'").is_err());
+        assert!(Filter::parse("updatedDateTime ge yesterday").is_err());
+        assert!(Filter::parse("updatedDateTime ge").is_err());
+    }
+
+    #[test]
+    fn skiptoken_round_trips() {
+        let query = ListQuery::from_query(
+            "$filter=updatedDateTime%20gt%202024-05-01T00:00:00Z&$orderby=updatedDateTime+desc&$top=7",
+            40,
+        )
+        .unwrap();
+        assert!(query.descending);
+        assert_eq!(query.top, 7);
+        let token = query.encode_skiptoken();
+        assert_eq!(ListQuery::decode_skiptoken(&token).unwrap(), query);
+        assert!(ListQuery::decode_skiptoken("garbage!").is_err());
+        // $top is capped at the page size.
+        assert_eq!(ListQuery::from_query("$top=1000", 40).unwrap().top, 40);
+        assert!(ListQuery::from_query("$top=-1", 40).is_err());
+    }
+
+    #[test]
+    fn context_is_spliced_in_front() {
+        assert_eq!(
+            with_context(r#"{ "id" : "a",  "x":1.50}"#, "c"),
+            r#"{"@odata.context":"c", "id" : "a",  "x":1.50}"#
+        );
+        assert_eq!(with_context("{ }", "c"), r#"{"@odata.context":"c"}"#);
+    }
+
+    #[test]
+    fn sorts_by_instant_then_id() {
+        let file = br#"[
+            {"id": "b", "updatedDateTime": "2024-01-01T00:00:00.5Z"},
+            {"id": "a", "updatedDateTime": "2024-01-01T00:00:00.5000000Z"},
+            {"id": "c", "updatedDateTime": "2024-01-01T00:00:00.49Z"},
+            {"id": "d"}
+        ]"#;
+        let ids: Vec<_> = parse_referrals(file)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["d", "c", "a", "b"]);
+    }
+}

@@ -1,0 +1,77 @@
+//! The command line. Subcommands and flags are a contract for scripts and docs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hunter",
+    version,
+    about = "Partner Center referrals to Kafka, leads to ClickHouse"
+)]
+pub struct Cli {
+    /// TOML config file; `HUNTER_*` environment variables override it.
+    #[arg(long, global = true, env = "HUNTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local Partner Center (Referrals API and login authority) from a JSON file.
+    Simulate(SimulateArgs),
+    /// Sign in to Partner Center and inspect the token cache.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// Create the ClickHouse database and tables and the Kafka topics (idempotent).
+    Migrate,
+    /// Run one role, or every role in this process.
+    Run {
+        #[arg(value_enum)]
+        role: Role,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// JSON array of Referral resources as the API returns them; re-read when it changes.
+    #[arg(long)]
+    pub referrals: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:18080.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Fault rates, e.g. `429:0.1,500:0.05,truncate:0.02`.
+    #[arg(long, default_value = "")]
+    pub faults: String,
+    /// Referrals per page (the API's `$top` cap).
+    #[arg(long, default_value_t = 100)]
+    pub page_size: usize,
+    /// Write N generated demo referrals to the file first (replacing it).
+    #[arg(long)]
+    pub generate: Option<usize>,
+    /// Seed for --generate.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Device-code sign-in: prints a URL and a code, waits for approval, writes the token cache.
+    Login,
+    /// Account, tenant, access-token expiry, refresh-token age and a verdict.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    All,
+    Source,
+    Process,
+    Sink,
+    Api,
+}

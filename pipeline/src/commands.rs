@@ -1,0 +1,169 @@
+//! The one-shot subcommands, and the dispatcher for every subcommand.
+
+use anyhow::Context as _;
+use hunter_clickhouse::writer::Writer;
+use hunter_core::config::Settings;
+use hunter_core::kafka;
+use hunter_partner_center::simulator::{self, SimulatorOptions};
+
+use crate::cli::{AuthCommand, Cli, Command, SimulateArgs};
+use crate::roles;
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        // The simulator is a stand-in for Microsoft's servers: it needs none of Hunter's settings.
+        Command::Simulate(args) => simulate(args).await,
+        Command::Auth { command } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            match command {
+                AuthCommand::Login => login(&settings).await,
+                AuthCommand::Status => status(&settings),
+            }
+        }
+        Command::Migrate => migrate(&Settings::load(cli.config.as_deref())?).await,
+        Command::Run { role } => roles::run(Settings::load(cli.config.as_deref())?, role).await,
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let faults = args
+        .faults
+        .parse()
+        .map_err(|error| anyhow::anyhow!("invalid --faults: {error}"))?;
+    anyhow::ensure!(
+        args.page_size >= 1,
+        "invalid --page-size: must be at least 1"
+    );
+    if let Some(count) = args.generate {
+        let referrals = simulator::generate_referrals(count, args.seed);
+        let text = serde_json::to_string_pretty(&referrals)?;
+        if let Some(parent) = args
+            .referrals
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&args.referrals, text)
+            .with_context(|| format!("cannot write {}", args.referrals.display()))?;
+        eprintln!(
+            "wrote {count} generated referrals to {}",
+            args.referrals.display()
+        );
+    }
+    anyhow::ensure!(
+        args.referrals.exists(),
+        "invalid --referrals: {} does not exist (use --generate N to create it)",
+        args.referrals.display()
+    );
+    let options = SimulatorOptions {
+        referrals_file: args.referrals,
+        listen: args.listen,
+        faults,
+        page_size: args.page_size,
+        access_token_lifetime: std::time::Duration::from_secs(3600),
+        fault_seed: None,
+    };
+    let (address, server) = simulator::bind(options).await.context("simulator")?;
+    eprintln!(
+        "partner center simulator on http://{address} (api: http://{address}/v1.0/engagements, authority: http://{address})"
+    );
+    tokio::select! {
+        result = server => result.context("simulator")?,
+        _ = tokio::signal::ctrl_c() => eprintln!("simulator stopped"),
+    }
+    Ok(())
+}
+
+async fn login(settings: &Settings) -> anyhow::Result<()> {
+    let auth = roles::source::auth_settings(&settings.partner_center);
+    let cache = hunter_partner_center::auth::login_with_device_code(&auth, |prompt| {
+        // The operator may be on another machine: the URL and code are all they need.
+        println!(
+            "To sign in, open {} and enter the code {}",
+            prompt.verification_uri, prompt.user_code
+        );
+        println!("(the code expires in {} s)", prompt.expires_in.as_secs());
+    })
+    .await?;
+    println!(
+        "signed in{}; token cache written to {}",
+        cache
+            .account
+            .as_deref()
+            .map(|a| format!(" as {a}"))
+            .unwrap_or_default(),
+        auth.token_cache.display()
+    );
+    Ok(())
+}
+
+fn status(settings: &Settings) -> anyhow::Result<()> {
+    let auth = roles::source::auth_settings(&settings.partner_center);
+    let status = hunter_partner_center::auth::auth_status(&auth)?;
+    let format = time::format_description::well_known::Rfc3339;
+    println!(
+        "account:              {}",
+        status.account.as_deref().unwrap_or("(unknown)")
+    );
+    println!("tenant:               {}", status.tenant);
+    println!(
+        "access token expires: {}",
+        status
+            .access_token_expires_at
+            .format(&format)
+            .unwrap_or_default()
+    );
+    println!(
+        "refresh token age:    {} days",
+        status.refresh_token_age.as_secs() / 86_400
+    );
+    println!("verdict:              {}", status.verdict);
+    anyhow::ensure!(
+        !status.needs_login,
+        "sign-in needed: run `hunter auth login`"
+    );
+    Ok(())
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let writer = Writer::connect(&settings.clickhouse)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach clickhouse at {} (HUNTER_CLICKHOUSE_URL)",
+                settings.clickhouse.url
+            )
+        })?;
+    let report = writer.migrate(&settings.clickhouse.database).await?;
+    println!(
+        "clickhouse database {}: {} applied, {} already applied{}",
+        settings.clickhouse.database,
+        report.applied.len(),
+        report.already_applied.len(),
+        if report.changed.is_empty() {
+            String::new()
+        } else {
+            format!(", edited after release: {:?}", report.changed)
+        }
+    );
+    let topics = settings.kafka.topics();
+    kafka::ensure_topics(&settings.kafka, &topics.specs())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot create topics on {} (HUNTER_KAFKA_BROKERS)",
+                settings.kafka.brokers
+            )
+        })?;
+    println!(
+        "kafka topics present: {}",
+        topics
+            .specs()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
