@@ -24,7 +24,7 @@ fi
 for dir in /usr/local/sbin /usr/sbin /sbin /usr/local/bin /usr/bin /bin "$HOME/.cargo/bin"; do
     case ":$PATH:" in
         *":$dir:"*) ;;
-        *) PATH="$dir:$PATH" ;;
+        *) PATH="${PATH:+$PATH:}$dir" ;;
     esac
 done
 export PATH

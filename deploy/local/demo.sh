@@ -22,7 +22,7 @@ if [[ -z "${HOME:-}" ]]; then
 fi
 case ":$PATH:" in
     *":$HOME/.cargo/bin:"*) ;;
-    *) PATH="$HOME/.cargo/bin:$PATH" ;;
+    *) PATH="${PATH:+$PATH:}$HOME/.cargo/bin" ;;
 esac
 export PATH
 

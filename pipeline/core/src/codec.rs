@@ -308,6 +308,63 @@ mod tests {
         assert_eq!(ours, reference, "whole record");
     }
 
+    /// A stand-in for a Confluent Schema Registry: the REST subset schema_registry_converter
+    /// uses (register under a subject, latest by subject, schema by id).
+    async fn registry_stand_in() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        use axum::extract::{Path, State};
+        use axum::routing::{get, post};
+        use axum::{Json, Router};
+        type Schemas = std::sync::Arc<Mutex<Vec<String>>>;
+        let schemas: Schemas = Default::default();
+        let register = |State(schemas): State<Schemas>, Json(body): Json<serde_json::Value>| async move {
+            let text = body["schema"].as_str().unwrap().to_owned();
+            let mut all = schemas.lock().unwrap();
+            let id = match all.iter().position(|s| *s == text) {
+                Some(index) => index + 1,
+                None => {
+                    all.push(text);
+                    all.len()
+                }
+            };
+            Json(serde_json::json!({ "id": id }))
+        };
+        let by_id = |State(schemas): State<Schemas>, Path(id): Path<usize>| async move {
+            let all = schemas.lock().unwrap();
+            Json(serde_json::json!({ "schema": all[id - 1] }))
+        };
+        let latest = |State(schemas): State<Schemas>, Path(subject): Path<String>| async move {
+            let all = schemas.lock().unwrap();
+            Json(serde_json::json!({ "subject": subject, "version": all.len(), "id": all.len(), "schema": all.last().unwrap() }))
+        };
+        let app = Router::new()
+            .route("/subjects/{subject}/versions", post(register))
+            .route("/subjects/{subject}/versions/latest", get(latest))
+            .route("/schemas/ids/{id}", get(by_id))
+            .with_state(schemas.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}"), schemas)
+    }
+
+    #[tokio::test]
+    async fn confluent_framing_through_a_registry_and_readers_accept_both() {
+        let (url, schemas) = registry_stand_in().await;
+        let registry = Some(Arc::new(Registry::new(&url)));
+        let confluent = Codec::<Command>::new("hunter.commands.v1", registry.clone());
+        let bytes = confluent.encode(&command()).await.unwrap();
+        assert_eq!(bytes[0], CONFLUENT_MAGIC);
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        assert_eq!(id, 1, "registered under the topic's subject");
+        assert_eq!(schemas.lock().unwrap().len(), 1);
+        assert_eq!(confluent.decode(&bytes).await.unwrap(), command());
+        // A reader configured with a registry reads single-object records too.
+        let single = Codec::<Command>::new("t", None).encode_single_object(&command()).unwrap();
+        assert_eq!(confluent.decode(&single).await.unwrap(), command());
+        // The body after the 5-byte header is the same Avro body as after the 10-byte one.
+        assert_eq!(&bytes[5..], &single[10..]);
+    }
+
     #[tokio::test]
     async fn bad_bytes_are_named_errors() {
         let codec = Codec::<Command>::new("t", None);
