@@ -1,7 +1,6 @@
 //! The one-shot subcommands, and the dispatcher for every subcommand.
 
 use anyhow::Context as _;
-use hunter_clickhouse::writer::Writer;
 use hunter_core::config::Settings;
 use hunter_core::kafka;
 use hunter_partner_center::simulator::{self, SimulatorOptions};
@@ -127,14 +126,7 @@ fn status(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let writer = Writer::connect(&settings.clickhouse)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach clickhouse at {} (HUNTER_CLICKHOUSE_URL)",
-                settings.clickhouse.url
-            )
-        })?;
+    let writer = roles::connect_clickhouse(&settings.clickhouse).await?;
     let report = writer.migrate(&settings.clickhouse.database).await?;
     println!(
         "clickhouse database {}: {} applied, {} already applied{}",

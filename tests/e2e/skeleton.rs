@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use hunter_core::codec::Codec;
+use hunter_core::records::SyncRun;
 use hunter_e2e::{Deployment, generated_referrals, run_hunter, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -83,6 +85,12 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         .await
         .map_err(|(e, _)| e)?;
 
+    // The second poll re-reads every referral (an overlap window wider than the data set), so
+    // skipping versions already published is exercised on all of them.
+    deployment.env.insert(
+        "HUNTER_SYNC_OVERLAP_SECS".into(),
+        (10 * 365 * 86_400).to_string(),
+    );
     deployment.start_role("all").await?;
 
     // Round one: every referral arrives as exactly one live lead, with the simulator's status.
@@ -190,19 +198,45 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         assert_eq!(rows[0]["substatus"], want, "lead {id}");
     }
 
-    // The manual run is recorded under the task id the API returned.
-    let runs = read_topic(
-        &deployment.stack.brokers,
-        &format!("{}hunter.sync-runs.v1", deployment.prefix),
-        4,
-    )?;
-    let keys: Vec<String> = runs
-        .iter()
-        .map(|(_, h)| h.get("key").cloned().unwrap_or_default())
-        .collect();
-    assert!(
-        keys.iter().any(|k| k == &task_id),
-        "no sync run keyed {task_id}: {keys:?}"
+    // The manual run is recorded under the task id the API returned: it re-read all 150,
+    // published the 10 new versions and skipped the 140 it had already published.
+    let runs_topic = format!("{}hunter.sync-runs.v1", deployment.prefix);
+    let codec = Codec::<SyncRun>::new(&runs_topic, None);
+    let mut finished = None;
+    for _ in 0..60 {
+        for (payload, _) in read_topic(&deployment.stack.brokers, &runs_topic, 1)? {
+            let run = codec.decode(&payload).await?;
+            if run.run_id == task_id && run.status != "running" {
+                finished = Some(run);
+            }
+        }
+        if finished.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let run =
+        finished.unwrap_or_else(|| panic!("no finished sync run {task_id}\n{}", deployment.logs()));
+    assert_eq!(
+        (run.status.as_str(), run.trigger.as_str()),
+        ("succeeded", "manual"),
+        "{run:?}"
+    );
+    assert_eq!(
+        (run.fetched, run.published, run.skipped),
+        (150, 10, 140),
+        "{run:?}"
+    );
+
+    // Each referral version was published exactly once (150 first versions, 10 second ones,
+    // and the poison record), and each became exactly one lead record.
+    let published = read_topic(&deployment.stack.brokers, &referral_topic, 161)?;
+    assert_eq!(published.len(), 161, "referral records in the topic");
+    let leads_topic = format!("{}hunter.leads.v1", deployment.prefix);
+    assert_eq!(
+        read_topic(&deployment.stack.brokers, &leads_topic, 160)?.len(),
+        160,
+        "lead records"
     );
 
     // Metrics are served in Prometheus text.

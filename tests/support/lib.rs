@@ -189,6 +189,18 @@ where
     }
 }
 
+/// Waits until `url` answers 2xx.
+pub async fn wait_healthy(what: &str, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait_for(what, timeout, || async move {
+        Ok(reqwest::get(url)
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ()))
+    })
+    .await
+}
+
 /// ClickHouse over its HTTP interface: the same interface analysts' tools use.
 #[derive(Clone)]
 pub struct ClickHouse {
@@ -319,17 +331,11 @@ impl Deployment {
         args.extend_from_slice(extra);
         let process = Process::spawn("simulator", &args, &self.env, self.dir.path())?;
         self.processes.push(process);
-        let health = format!("{}/healthz", self.simulator);
-        wait_for("the simulator", Duration::from_secs(20), || {
-            let health = health.clone();
-            async move {
-                Ok(reqwest::get(&health)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ()))
-            }
-        })
+        wait_healthy(
+            "the simulator",
+            &format!("{}/healthz", self.simulator),
+            Duration::from_secs(20),
+        )
         .await
     }
 
@@ -352,17 +358,11 @@ impl Deployment {
         )?;
         self.processes.push(process);
         let index = self.processes.len() - 1;
-        let health = format!("{}/healthz", self.api);
-        let result = wait_for("hunter's /healthz", Duration::from_secs(30), || {
-            let health = health.clone();
-            async move {
-                Ok(reqwest::get(&health)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ()))
-            }
-        })
+        let result = wait_healthy(
+            "hunter's /healthz",
+            &format!("{}/healthz", self.api),
+            Duration::from_secs(30),
+        )
         .await;
         if let Err(error) = result {
             bail!("{error}\n{}", self.processes[index].output());

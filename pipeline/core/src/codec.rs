@@ -334,7 +334,9 @@ mod tests {
         };
         let latest = |State(schemas): State<Schemas>, Path(subject): Path<String>| async move {
             let all = schemas.lock().unwrap();
-            Json(serde_json::json!({ "subject": subject, "version": all.len(), "id": all.len(), "schema": all.last().unwrap() }))
+            Json(
+                serde_json::json!({ "subject": subject, "version": all.len(), "id": all.len(), "schema": all.last().unwrap() }),
+            )
         };
         let app = Router::new()
             .route("/subjects/{subject}/versions", post(register))
@@ -359,7 +361,9 @@ mod tests {
         assert_eq!(schemas.lock().unwrap().len(), 1);
         assert_eq!(confluent.decode(&bytes).await.unwrap(), command());
         // A reader configured with a registry reads single-object records too.
-        let single = Codec::<Command>::new("t", None).encode_single_object(&command()).unwrap();
+        let single = Codec::<Command>::new("t", None)
+            .encode_single_object(&command())
+            .unwrap();
         assert_eq!(confluent.decode(&single).await.unwrap(), command());
         // The body after the 5-byte header is the same Avro body as after the 10-byte one.
         assert_eq!(&bytes[5..], &single[10..]);

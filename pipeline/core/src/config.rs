@@ -11,11 +11,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// A secret value (client secret, API token, password): never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A secret (client secret, token, refresh token, password). `Debug` and `Display` print
+/// `[redacted]`; only [`Secret::expose`] gives the value, for the wire or the token cache.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -29,6 +30,12 @@ impl Secret {
 }
 
 impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }

@@ -42,14 +42,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .token
         .clone()
         .context("missing HUNTER_API_TOKEN: the API refuses to run without a bearer token")?;
-    let clickhouse = Writer::connect(&settings.clickhouse)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach clickhouse at {} (HUNTER_CLICKHOUSE_URL)",
-                settings.clickhouse.url
-            )
-        })?;
+    let clickhouse = super::connect_clickhouse(&settings.clickhouse).await?;
     let producer = kafka::producer(&settings.kafka, "hunter-api").context("kafka producer")?;
     let state = Arc::new(ApiState {
         token,
@@ -63,6 +56,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .route("/partner-center/referrals/sync", post(trigger_sync))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(count_requests))
         .with_state(state);
     Ok(telemetry::health_and_metrics_router().nest("/api/v1", api))
 }
@@ -134,6 +128,24 @@ async fn require_token(
         )
         .into_response(),
     }
+}
+
+/// Counts every API response by route template and status class (bounded labels).
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::counter!(names::API_REQUESTS_TOTAL, "route" => route, "status" => class).increment(1);
+    response
 }
 
 #[derive(Debug, Deserialize)]

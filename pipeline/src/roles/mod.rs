@@ -133,6 +133,20 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     ceiling.mul_f64(rand::random::<f64>())
 }
 
+/// Connects to ClickHouse, naming the setting to fix when it does not answer.
+pub async fn connect_clickhouse(
+    settings: &hunter_core::config::ClickHouseSettings,
+) -> anyhow::Result<hunter_clickhouse::writer::Writer> {
+    hunter_clickhouse::writer::Writer::connect(settings)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach clickhouse at {} (HUNTER_CLICKHOUSE_URL)",
+                settings.url
+            )
+        })
+}
+
 /// Drops a Kafka consumer off the async threads: librdkafka's close blocks while it leaves the
 /// group and commits.
 pub fn drop_consumer<C: Send + 'static>(consumer: C) {

@@ -54,14 +54,7 @@ impl Batch {
 pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let settings = &context.settings;
     let topics = &context.topics;
-    let writer = Writer::connect(&settings.clickhouse)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach clickhouse at {} (HUNTER_CLICKHOUSE_URL)",
-                settings.clickhouse.url
-            )
-        })?;
+    let writer = super::connect_clickhouse(&settings.clickhouse).await?;
     let consumer = kafka::consumer(&settings.kafka, &context.group_id("sink"), "hunter-sink")
         .context("kafka consumer")?;
     consumer

@@ -30,7 +30,7 @@ use hunter_core::kafka::{self, DeadLetter};
 use hunter_core::records::{Command, Ingest, Referral, SourceState, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
-use hunter_partner_center::auth::{AuthSettings, Secret as PcSecret, TokenProvider};
+use hunter_partner_center::auth::{AuthSettings, TokenProvider};
 use hunter_partner_center::client::{ClientError, ClientSettings, PartnerCenterClient};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -70,10 +70,7 @@ pub fn auth_settings(settings: &PartnerCenterSettings) -> AuthSettings {
         authority_url: settings.authority_url.clone(),
         tenant_id: settings.tenant_id.clone(),
         client_id: settings.client_id.clone(),
-        client_secret: settings
-            .client_secret
-            .as_ref()
-            .map(|s| PcSecret::new(s.expose())),
+        client_secret: settings.client_secret.clone(),
         scope: settings.scope.clone(),
         token_cache: settings.token_cache.clone(),
     }
@@ -341,7 +338,7 @@ async fn poll(
     match outcome {
         Ok(()) => {
             run.status = "succeeded".into();
-            metrics::counter!(names::SOURCE_POLLS_TOTAL, &labels).increment(1);
+            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant.name.clone(), "outcome" => "succeeded").increment(1);
             metrics::gauge!(names::SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS, &labels)
                 .set(Timestamp::now().micros() as f64 / 1e6);
             tracing::info!(tenant = %tenant.name, run_id, trigger, pages = counts.pages, fetched = counts.fetched,
@@ -352,6 +349,7 @@ async fn poll(
             run.status = "failed".into();
             run.error_class = Some(error.class.to_owned());
             run.error_message = Some(error.message.clone());
+            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant.name.clone(), "outcome" => "failed").increment(1);
             metrics::counter!(names::SOURCE_ERRORS_TOTAL, "tenant" => tenant.name.clone(), "class" => error.class).increment(1);
             tracing::error!(tenant = %tenant.name, run_id, trigger, class = error.class, error = %error.message, "poll failed; cursor unchanged");
         }

@@ -30,7 +30,6 @@ use oauth2::{
     AuthType, ClientId, ClientSecret, DeviceAuthorizationResponse, DeviceAuthorizationUrl,
     RefreshToken, Scope, TokenResponse, TokenUrl,
 };
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use url::Url;
 
@@ -49,34 +48,8 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Entra expires a refresh token after this long without use.
 pub const REFRESH_TOKEN_IDLE_LIMIT: Duration = Duration::from_secs(90 * 24 * 3600);
 
-/// A token, refresh token or client secret. `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself: only for the wire (an `Authorization` header, a form body).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A token, refresh token or client secret: one type for every secret in Hunter.
+pub use hunter_core::config::Secret;
 
 /// Where and as whom to sign in.
 #[derive(Clone, Debug)]
