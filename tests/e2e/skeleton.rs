@@ -287,6 +287,10 @@ async fn the_api_refuses_calls_without_the_bearer_token() -> anyhow::Result<()> 
     }
     let (status, _) = deployment.get("/api/v1/leads").await?;
     assert_eq!(status, 200);
+    // The web page is served at / (it asks for the token itself; the data stays behind it).
+    let page = reqwest::get(format!("{}/", deployment.api)).await?;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await?.contains("/api/v1/leads"));
     // Health and metrics stay open for probes and Prometheus.
     assert_eq!(
         reqwest::get(format!("{}/healthz", deployment.api))

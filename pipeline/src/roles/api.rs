@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hunter_clickhouse::rows::LeadRow;
@@ -25,6 +25,10 @@ use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
 
 use super::Context;
+
+/// The web page, compiled into the binary: it asks for the token once (kept in the browser
+/// session) and calls the same API.
+const INDEX_HTML: &str = include_str!("web/index.html");
 
 struct ApiState {
     token: Secret,
@@ -58,7 +62,9 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn(count_requests))
         .with_state(state);
-    Ok(telemetry::health_and_metrics_router().nest("/api/v1", api))
+    Ok(telemetry::health_and_metrics_router()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .nest("/api/v1", api))
 }
 
 /// A JSON error body.
