@@ -54,17 +54,36 @@ pub struct SimulateArgs {
     /// Write N generated demo referrals to the file first (replacing it).
     #[arg(long)]
     pub generate: Option<usize>,
-    /// Seed for --generate.
+    /// Seed for --generate, faults and mutations (runs are reproducible).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Probability per list request of moving referrals on (new updatedDateTime and eTag,
+    /// sometimes a status step); the file is rewritten so it stays the truth.
+    #[arg(long, default_value_t = 0.0)]
+    pub mutate: f64,
+    /// Referrals moved on per mutation (all get the same timestamp: ties).
+    #[arg(long, default_value_t = 1)]
+    pub mutate_burst: usize,
+    /// Lifetime of the access tokens it issues, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub access_token_lifetime: u64,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Device-code sign-in: prints a URL and a code, waits for approval, writes the token cache.
-    Login,
-    /// Account, tenant, access-token expiry, refresh-token age and a verdict.
-    Status,
+    Login {
+        /// The tenant (by its configured name) to sign in for; needed when several are configured.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Account, tenant, access-token expiry, refresh-token age and a verdict; exits non-zero
+    /// when a sign-in is needed.
+    Status {
+        /// Only this tenant (default: every configured tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

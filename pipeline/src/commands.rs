@@ -15,8 +15,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Auth { command } => {
             let settings = Settings::load(cli.config.as_deref())?;
             match command {
-                AuthCommand::Login => login(&settings).await,
-                AuthCommand::Status => status(&settings),
+                AuthCommand::Login { tenant } => login(&settings, tenant.as_deref()).await,
+                AuthCommand::Status { tenant } => status(&settings, tenant.as_deref()),
             }
         }
         Command::Migrate => migrate(&Settings::load(cli.config.as_deref())?).await,
@@ -60,8 +60,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         listen: args.listen,
         faults,
         page_size: args.page_size,
-        access_token_lifetime: std::time::Duration::from_secs(3600),
-        fault_seed: None,
+        access_token_lifetime: std::time::Duration::from_secs(args.access_token_lifetime),
+        fault_seed: Some(args.seed),
+        mutate_rate: args.mutate,
+        mutate_burst: args.mutate_burst,
     };
     let (address, server) = simulator::bind(options).await.context("simulator")?;
     eprintln!(
@@ -74,13 +76,15 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn login(settings: &Settings) -> anyhow::Result<()> {
-    let auth = roles::source::auth_settings(&settings.partner_center);
+async fn login(settings: &Settings, tenant: Option<&str>) -> anyhow::Result<()> {
+    let pc = &settings.partner_center;
+    let tenant = pc.tenant(tenant)?;
+    let auth = roles::source::auth_settings(pc, tenant);
     let cache = hunter_partner_center::auth::login_with_device_code(&auth, |prompt| {
         // The operator may be on another machine: the URL and code are all they need.
         println!(
-            "To sign in, open {} and enter the code {}",
-            prompt.verification_uri, prompt.user_code
+            "To sign in to tenant {}, open {} and enter the code {}",
+            tenant.name, prompt.verification_uri, prompt.user_code
         );
         println!("(the code expires in {} s)", prompt.expires_in.as_secs());
     })
@@ -97,30 +101,53 @@ async fn login(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(settings: &Settings) -> anyhow::Result<()> {
-    let auth = roles::source::auth_settings(&settings.partner_center);
-    let status = hunter_partner_center::auth::auth_status(&auth)?;
-    let format = time::format_description::well_known::Rfc3339;
-    println!(
-        "account:              {}",
-        status.account.as_deref().unwrap_or("(unknown)")
-    );
-    println!("tenant:               {}", status.tenant);
-    println!(
-        "access token expires: {}",
-        status
-            .access_token_expires_at
-            .format(&format)
-            .unwrap_or_default()
-    );
-    println!(
-        "refresh token age:    {} days",
-        status.refresh_token_age.as_secs() / 86_400
-    );
-    println!("verdict:              {}", status.verdict);
+fn status(settings: &Settings, tenant: Option<&str>) -> anyhow::Result<()> {
+    let pc = &settings.partner_center;
+    let tenants = match tenant {
+        Some(name) => vec![pc.tenant(Some(name))?],
+        None => pc.tenants.iter().collect(),
+    };
     anyhow::ensure!(
-        !status.needs_login,
-        "sign-in needed: run `hunter auth login`"
+        !tenants.is_empty(),
+        "no partner center tenant is configured (HUNTER_PARTNER_CENTER_TENANT_ID)"
+    );
+    let format = time::format_description::well_known::Rfc3339;
+    let mut needs_login = Vec::new();
+    for tenant in tenants {
+        let auth = roles::source::auth_settings(pc, tenant);
+        println!("tenant {} ({}):", tenant.name, tenant.tenant_id);
+        match hunter_partner_center::auth::auth_status(&auth) {
+            Ok(status) => {
+                println!(
+                    "  account:              {}",
+                    status.account.as_deref().unwrap_or("(unknown)")
+                );
+                println!(
+                    "  access token expires: {}",
+                    status
+                        .access_token_expires_at
+                        .format(&format)
+                        .unwrap_or_default()
+                );
+                println!(
+                    "  refresh token age:    {} days",
+                    status.refresh_token_age.as_secs() / 86_400
+                );
+                println!("  verdict:              {}", status.verdict);
+                if status.needs_login {
+                    needs_login.push(tenant.name.clone());
+                }
+            }
+            Err(error) => {
+                println!("  verdict:              {error}");
+                needs_login.push(tenant.name.clone());
+            }
+        }
+    }
+    anyhow::ensure!(
+        needs_login.is_empty(),
+        "sign-in needed for {}: run `hunter auth login --tenant NAME`",
+        needs_login.join(", ")
     );
     Ok(())
 }

@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// The local stack's addresses, from the environment `tests/run.sh` sets up.
 #[derive(Debug, Clone)]
@@ -370,6 +374,10 @@ impl Deployment {
         Ok(index)
     }
 
+    pub fn processes_len(&self) -> usize {
+        self.processes.len()
+    }
+
     pub fn process(&mut self, index: usize) -> &mut Process {
         &mut self.processes[index]
     }
@@ -467,4 +475,217 @@ pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_
         referrals.len()
     );
     Ok(referrals)
+}
+
+/// A record as read back: payload, and headers (with the key as header "key").
+pub type ReadRecord = (Vec<u8>, HashMap<String, String>);
+
+pub fn read_topic(brokers: &str, topic: &str, min: usize) -> anyhow::Result<Vec<ReadRecord>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    // Wait until the topic holds at least `min` records, then read up to the end seen then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ends = loop {
+        let mut ends = HashMap::new();
+        for partition in &partitions {
+            let (low, high) =
+                consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10))?;
+            if high > low {
+                ends.insert(*partition, (low, high));
+            }
+        }
+        let total: i64 = ends.values().map(|(low, high)| high - low).sum();
+        if total as usize >= min {
+            break ends;
+        }
+        if Instant::now() > deadline {
+            bail!("{topic}: {total} records, wanted at least {min}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for (partition, (low, _)) in &ends {
+        assignment.add_partition_offset(topic, *partition, Offset::Offset(*low))?;
+    }
+    consumer.assign(&assignment)?;
+    let mut remaining: HashMap<i32, i64> = ends.iter().map(|(p, (_, high))| (*p, *high)).collect();
+    while !remaining.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "{topic}: reading did not reach the end"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(300)) else {
+            continue;
+        };
+        let message = message?;
+        if let Some(end) = remaining.get(&message.partition()).copied() {
+            if message.offset() + 1 >= end {
+                remaining.remove(&message.partition());
+            }
+            if message.offset() >= end {
+                continue;
+            }
+        } else {
+            continue;
+        }
+        let mut headers = HashMap::new();
+        if let Some(all) = message.headers() {
+            for header in all.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        if let Some(key) = message.key() {
+            headers.insert("key".to_owned(), String::from_utf8_lossy(key).into_owned());
+        }
+        out.push((message.payload().unwrap_or_default().to_vec(), headers));
+    }
+    std::thread::spawn(move || drop(consumer));
+    Ok(out)
+}
+
+impl Deployment {
+    /// A topic of this deployment (prefix applied).
+    pub fn topic(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// GET a simulator control path (`/_simulator/stats`, `/_simulator/referrals`).
+    pub async fn simulator_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::get(format!("{}{path}", self.simulator))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// POST a simulator control path (`/_simulator/revoke-refresh-tokens`, ...).
+    pub async fn simulator_post(&self, path: &str) -> anyhow::Result<()> {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.simulator))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Every sync run record so far, in topic order (a run appears when it starts and ends).
+    pub async fn sync_runs(&self) -> anyhow::Result<Vec<hunter_core::records::SyncRun>> {
+        let topic = self.topic("hunter.sync-runs.v1");
+        let codec = hunter_core::codec::Codec::<hunter_core::records::SyncRun>::new(&topic, None);
+        let mut runs = Vec::new();
+        for (payload, _) in read_topic(&self.stack.brokers, &topic, 0)? {
+            runs.push(codec.decode(&payload).await?);
+        }
+        Ok(runs)
+    }
+
+    /// Waits for a finished run that `matches`, failing with the logs after `timeout`.
+    pub async fn wait_for_run(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&hunter_core::records::SyncRun) -> bool,
+    ) -> anyhow::Result<hunter_core::records::SyncRun> {
+        let result = wait_for(what, timeout, || async {
+            Ok(self
+                .sync_runs()
+                .await?
+                .into_iter()
+                .find(|run| run.status != "running" && matches(run)))
+        })
+        .await;
+        result.map_err(|error| anyhow::anyhow!("{error}\n{}", self.logs()))
+    }
+
+    /// Every referral record in the referral topic: (id, eTag) in topic order.
+    pub async fn published_versions(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let topic = self.topic("partner-center.referrals.v1");
+        let codec = hunter_core::codec::Codec::<hunter_core::records::Referral>::new(&topic, None);
+        let mut versions = Vec::new();
+        for (payload, _) in read_topic(&self.stack.brokers, &topic, 0)? {
+            let referral = codec.decode(&payload).await?;
+            versions.push((referral.id, referral.e_tag.unwrap_or_default()));
+        }
+        Ok(versions)
+    }
+
+    /// Asks the source for a poll the way the API does: a command on the command topic.
+    pub async fn request_sync(&self, tenant: Option<&str>) -> anyhow::Result<String> {
+        use hunter_core::records::{Command, Timestamp};
+        let topic = self.topic("hunter.commands.v1");
+        let command = Command {
+            command_id: uuid::Uuid::new_v4().to_string(),
+            kind: Command::SYNC_NOW.into(),
+            tenant: tenant.map(str::to_owned),
+            requested_at: Timestamp::now(),
+        };
+        let payload = hunter_core::codec::Codec::<Command>::new(&topic, None)
+            .encode_single_object(&command)?;
+        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.brokers)
+            .create()?;
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&command.command_id)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(error, _)| error)?;
+        Ok(command.command_id)
+    }
+
+    /// The current referrals of the simulator: (id, eTag) of each.
+    pub async fn simulator_truth(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let referrals = self.simulator_get("/_simulator/referrals").await?;
+        Ok(referrals
+            .as_array()
+            .context("referrals array")?
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap_or_default().to_owned(),
+                    r["eTag"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Prometheus text of the running role.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.api))
+            .await?
+            .text()
+            .await?)
+    }
+}
+
+/// Sum of a simulator stats counter map (`{"200": 3, "429": 1}`), for the given statuses
+/// (all when empty).
+pub fn stat_count(map: &serde_json::Value, statuses: &[&str]) -> u64 {
+    map.as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(status, _)| statuses.is_empty() || statuses.contains(&status.as_str()))
+                .map(|(_, n)| n.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -6,6 +6,7 @@
 //!
 //! | kind | reply |
 //! |---|---|
+//! | `401` | 401 `unauthenticated`, as for an expired access token: the token stays expired (never on a token's first request, so one refresh always gets through) |
 //! | `429` | 429 with `Retry-After: 1` and the throttling body Partner Center documents |
 //! | `500` | 500 with a `generalException` error body |
 //! | `503` | 503 with a `serviceNotAvailable` error body |
@@ -18,6 +19,8 @@ use std::str::FromStr;
 /// One kind of injected failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultKind {
+    /// HTTP 401 as for an expired access token (the token stays expired).
+    Unauthorized,
     /// HTTP 429 with `Retry-After: 1`.
     TooManyRequests,
     /// HTTP 500.
@@ -32,7 +35,8 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the order they are documented.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Unauthorized,
         FaultKind::TooManyRequests,
         FaultKind::InternalError,
         FaultKind::Unavailable,
@@ -43,6 +47,7 @@ impl FaultKind {
     /// The spelling used in a spec.
     pub fn as_str(self) -> &'static str {
         match self {
+            FaultKind::Unauthorized => "401",
             FaultKind::TooManyRequests => "429",
             FaultKind::InternalError => "500",
             FaultKind::Unavailable => "503",
@@ -124,9 +129,11 @@ impl FromStr for FaultSpec {
                 .into_iter()
                 .find(|kind| kind.as_str().eq_ignore_ascii_case(kind_text.trim()))
                 .ok_or_else(|| {
+                    let known: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
                     error(format!(
-                        "unknown kind `{}` (known: 429, 500, 503, truncate, slow)",
-                        kind_text.trim()
+                        "unknown kind `{}` (known: {})",
+                        kind_text.trim(),
+                        known.join(", ")
                     ))
                 })?;
             let rate: f64 = rate_text
@@ -195,6 +202,10 @@ mod tests {
         assert_eq!(spec.pick(0.17), None);
         assert!("".parse::<FaultSpec>().unwrap().is_empty());
         assert!(" slow:1 , 503:0 ".parse::<FaultSpec>().is_ok());
+        let spec: FaultSpec = "401:0.25,429:0.25".parse().unwrap();
+        assert_eq!(spec.pick(0.1), Some(FaultKind::Unauthorized));
+        assert_eq!(spec.pick(0.3), Some(FaultKind::TooManyRequests));
+        assert_eq!(spec.to_string(), "401:0.25,429:0.25");
     }
 
     #[test]
@@ -214,6 +225,8 @@ mod tests {
             assert!(error.reason.contains(reason), "{text}: {}", error.reason);
             assert!(error.to_string().contains(item));
         }
+        let error = "403:0.1".parse::<FaultSpec>().unwrap_err();
+        assert!(error.reason.contains("known: 401, 429"), "{}", error.reason);
     }
 
     fn kind() -> impl Strategy<Value = FaultKind> {
@@ -222,8 +235,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn display_round_trips(kinds in prop::collection::hash_set(kind(), 0..5),
-                               rates in prop::collection::vec(0u32..=200, 5)) {
+        fn display_round_trips(kinds in prop::collection::hash_set(kind(), 0..6),
+                               rates in prop::collection::vec(0u32..=160, 6)) {
             let rules: Vec<FaultRule> = kinds
                 .into_iter()
                 .zip(rates)

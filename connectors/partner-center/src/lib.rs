@@ -8,6 +8,8 @@
 //!   full-jitter backoff and `Retry-After`, typed errors that know whether they are retryable.
 //! - [`simulator`]: a local Partner Center (Referrals API and login authority) serving a JSON
 //!   file, for demos and for tests that must not use an in-process fake.
+//! - [`cursor`]: which referrals a poll asks for (keyset paging from `cursor - overlap`) and
+//!   which versions were already published.
 //! - [`faults`]: the `--faults` spec (`429:0.1,truncate:0.02`) the simulator injects.
 //! - [`telemetry`]: every metric this crate emits, with its help text, and the events that log
 //!   and count together.
@@ -20,6 +22,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cursor;
 pub mod faults;
 pub mod simulator;
 pub mod telemetry;

@@ -66,6 +66,8 @@ impl Defaults {
     pub const SYNC_INTERVAL_PRODUCTION_SECS: u64 = 600;
     pub const SYNC_INTERVAL_DEVELOPMENT_SECS: u64 = 30;
     pub const OVERLAP_SECS: u64 = 600;
+    pub const POLL_BUDGET_SECS: u64 = 1_800;
+    pub const FULL_SWEEP_SECS: u64 = 86_400;
     pub const PAGE_SIZE: u32 = 100;
     pub const SINK_BATCH_ROWS: usize = 10_000;
     pub const SINK_BATCH_MILLIS: u64 = 1_000;
@@ -94,22 +96,73 @@ pub enum Environment {
 pub struct PartnerCenterSettings {
     /// Feature flag: when false the source idles and says so, making no API calls.
     pub enabled: bool,
-    /// Hunter's name for this partner account; also the Entra tenant (GUID or domain).
-    pub tenant_id: String,
-    /// The app registration's client id (public client unless a secret is set).
-    pub client_id: String,
-    /// Only for confidential app registrations.
-    pub client_secret: Option<Secret>,
+    /// The partner accounts to poll, each with its own sign-in, cursor and metrics label.
+    pub tenants: Vec<TenantSettings>,
     /// Base of the Referrals API, up to `/v1.0/engagements`.
     pub api_url: Url,
     /// Login authority without the tenant.
     pub authority_url: Url,
     /// OAuth scope requested at sign-in and refresh.
     pub scope: String,
-    /// Where the token cache lives (mode 0600).
-    pub token_cache: PathBuf,
     /// `$top` per page.
     pub page_size: u32,
+}
+
+/// One partner account (tenant).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantSettings {
+    /// Hunter's name for the account: the metrics label, the state key, the `--tenant` value.
+    pub name: String,
+    /// The Entra tenant (GUID or verified domain).
+    pub tenant_id: String,
+    /// The app registration's client id (public client unless a secret is set).
+    pub client_id: String,
+    /// Only for confidential app registrations.
+    pub client_secret: Option<Secret>,
+    /// Where this account's token cache lives (mode 0600).
+    pub token_cache: PathBuf,
+}
+
+impl PartnerCenterSettings {
+    /// The tenant called `name`, or the only one when `name` is `None`.
+    pub fn tenant(&self, name: Option<&str>) -> Result<&TenantSettings, ConfigError> {
+        match name {
+            Some(name) => {
+                self.tenants
+                    .iter()
+                    .find(|t| t.name == name)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        setting: "--tenant".into(),
+                        message: format!(
+                            "no tenant named {name:?}; configured: {}",
+                            self.tenants
+                                .iter()
+                                .map(|t| t.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    })
+            }
+            None => match self.tenants.as_slice() {
+                [only] => Ok(only),
+                [] => Err(ConfigError::Missing {
+                    setting: "HUNTER_PARTNER_CENTER_TENANT_ID".into(),
+                    message: "no partner account is configured".into(),
+                }),
+                _ => Err(ConfigError::Missing {
+                    setting: "--tenant".into(),
+                    message: format!(
+                        "several tenants are configured ({}): name one",
+                        self.tenants
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +199,10 @@ pub struct SyncSettings {
     pub interval: Duration,
     /// How far behind the cursor each poll starts again, for late commits and clock skew.
     pub overlap: Duration,
+    /// Longest one poll may take; past it the poll fails as `timeout` and the cursor stays.
+    pub poll_budget: Duration,
+    /// Time between full sweeps (polls without the updatedDateTime filter); `None`: never.
+    pub full_sweep_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +251,18 @@ struct FilePartnerCenter {
     scope: Option<String>,
     token_cache: Option<PathBuf>,
     page_size: Option<u32>,
+    #[serde(default)]
+    tenants: Vec<FileTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTenant {
+    name: String,
+    tenant_id: String,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    token_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +294,8 @@ struct FileApi {
 struct FileSync {
     interval_secs: Option<u64>,
     overlap_secs: Option<u64>,
+    poll_budget_secs: Option<u64>,
+    full_sweep_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -409,28 +480,85 @@ impl Settings {
                 message: format!("{page_size} is outside 1..=1000"),
             });
         }
-        // An enabled source cannot sign in without these; a disabled one does not need them.
-        let (tenant_id, client_id) = match (enabled, tenant_id, client_id) {
-            (_, Some(t), Some(c)) if !t.is_empty() && !c.is_empty() => (t, c),
-            (false, t, c) => (t.unwrap_or_default(), c.unwrap_or_default()),
-            (true, t, _) if t.as_deref().unwrap_or("").is_empty() => {
-                return Err(ConfigError::Missing {
-                    setting: "HUNTER_PARTNER_CENTER_TENANT_ID".into(),
-                    message: "the partner's Entra tenant (GUID or domain) is required while HUNTER_PARTNER_CENTER_ENABLED is true".into(),
-                });
-            }
-            (true, _, _) => {
+        let default_cache = src
+            .text(
+                "HUNTER_TOKEN_CACHE",
+                pc.token_cache.map(|p| p.display().to_string()),
+                "partner_center.token_cache",
+            )
+            .map(|(v, _)| PathBuf::from(v))
+            .unwrap_or_else(|| PathBuf::from(Defaults::TOKEN_CACHE));
+        let mut tenants = Vec::new();
+        // The tenant of the flat settings (the environment's one tenant).
+        if let Some(tenant_id) = tenant_id.filter(|t| !t.is_empty()) {
+            let Some(client_id) = client_id.clone().filter(|c| !c.is_empty()) else {
                 return Err(ConfigError::Missing {
                     setting: "HUNTER_PARTNER_CENTER_CLIENT_ID".into(),
-                    message: "the app registration's client id is required while HUNTER_PARTNER_CENTER_ENABLED is true".into(),
+                    message: "the app registration's client id is required with HUNTER_PARTNER_CENTER_TENANT_ID".into(),
+                });
+            };
+            tenants.push(TenantSettings {
+                name: tenant_id.clone(),
+                tenant_id,
+                client_id,
+                client_secret: client_secret.clone(),
+                token_cache: default_cache.clone(),
+            });
+        }
+        // Further accounts from the file's [[partner_center.tenants]].
+        for (index, tenant) in pc.tenants.into_iter().enumerate() {
+            let setting = |field: &str| format!("partner_center.tenants[{index}].{field}");
+            let name = tenant.name.trim().to_owned();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(ConfigError::Invalid {
+                    setting: setting("name"),
+                    message: format!("{name:?} must be letters, digits, '.', '_' or '-'"),
                 });
             }
-        };
+            if tenants.iter().any(|t: &TenantSettings| t.name == name) {
+                return Err(ConfigError::Invalid {
+                    setting: setting("name"),
+                    message: format!("{name:?} is configured twice"),
+                });
+            }
+            let Some(client_id) = tenant
+                .client_id
+                .or_else(|| client_id.clone())
+                .filter(|c| !c.is_empty())
+            else {
+                return Err(ConfigError::Missing {
+                    setting: setting("client_id"),
+                    message: "no client id for this tenant and no partner_center.client_id".into(),
+                });
+            };
+            let token_cache = tenant.token_cache.unwrap_or_else(|| {
+                let stem = default_cache
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("hunter-token-cache");
+                default_cache.with_file_name(format!("{stem}-{name}.json"))
+            });
+            tenants.push(TenantSettings {
+                name,
+                tenant_id: tenant.tenant_id,
+                client_id,
+                client_secret: tenant.client_secret.or_else(|| client_secret.clone()),
+                token_cache,
+            });
+        }
+        if enabled && tenants.is_empty() {
+            return Err(ConfigError::Missing {
+                setting: "HUNTER_PARTNER_CENTER_TENANT_ID".into(),
+                message: "the partner's Entra tenant (GUID or domain) is required while HUNTER_PARTNER_CENTER_ENABLED is true".into(),
+            });
+        }
         let partner_center = PartnerCenterSettings {
             enabled,
-            tenant_id,
-            client_id,
-            client_secret,
+            tenants,
             api_url,
             authority_url,
             scope: src
@@ -441,14 +569,6 @@ impl Settings {
                 )
                 .map(|(v, _)| v)
                 .unwrap_or_else(|| Defaults::SCOPE.to_owned()),
-            token_cache: src
-                .text(
-                    "HUNTER_TOKEN_CACHE",
-                    pc.token_cache.map(|p| p.display().to_string()),
-                    "partner_center.token_cache",
-                )
-                .map(|(v, _)| PathBuf::from(v))
-                .unwrap_or_else(|| PathBuf::from(Defaults::TOKEN_CACHE)),
             page_size,
         };
 
@@ -591,6 +711,26 @@ impl Settings {
                 "a whole number of seconds",
             )?
             .unwrap_or(Defaults::OVERLAP_SECS);
+        let poll_budget_secs = src
+            .parse(
+                "HUNTER_SYNC_POLL_BUDGET_SECS",
+                sync.poll_budget_secs,
+                "a whole number of seconds",
+            )?
+            .unwrap_or(Defaults::POLL_BUDGET_SECS);
+        if poll_budget_secs == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_SYNC_POLL_BUDGET_SECS".into(),
+                message: "must be at least 1 second".into(),
+            });
+        }
+        let full_sweep_secs = src
+            .parse(
+                "HUNTER_SYNC_FULL_SWEEP_SECS",
+                sync.full_sweep_secs,
+                "a whole number of seconds (0 turns sweeps off)",
+            )?
+            .unwrap_or(Defaults::FULL_SWEEP_SECS);
 
         let batch_rows = src
             .parse("HUNTER_SINK_BATCH_ROWS", sink.batch_rows, "a whole number")?
@@ -622,6 +762,9 @@ impl Settings {
             sync: SyncSettings {
                 interval: Duration::from_secs(interval_secs),
                 overlap: Duration::from_secs(overlap_secs),
+                poll_budget: Duration::from_secs(poll_budget_secs),
+                full_sweep_interval: (full_sweep_secs > 0)
+                    .then(|| Duration::from_secs(full_sweep_secs)),
             },
             sink: SinkSettings {
                 batch_rows,
@@ -661,6 +804,13 @@ mod tests {
     fn defaults_apply() {
         let settings = Settings::from_sources(None, &env(&base())).unwrap();
         assert_eq!(settings.sync.interval, Duration::from_secs(600));
+        assert_eq!(
+            settings.sync.full_sweep_interval,
+            Some(Duration::from_secs(86_400))
+        );
+        let tenant = settings.partner_center.tenant(None).unwrap();
+        assert_eq!(tenant.name, "contoso.onmicrosoft.com");
+        assert_eq!(tenant.token_cache, PathBuf::from(Defaults::TOKEN_CACHE));
         assert_eq!(settings.partner_center.api_url.as_str(), Defaults::API_URL);
         assert!(settings.partner_center.enabled);
         assert_eq!(settings.clickhouse.database, "hunter");
@@ -708,6 +858,53 @@ mod tests {
                 .contains("HUNTER_PARTNER_CENTER_TENANT_ID"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn several_tenants_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hunter.toml");
+        std::fs::write(
+            &path,
+            "[partner_center]\nclient_id = \"shared-client\"\n\n[[partner_center.tenants]]\nname = \"contoso\"\ntenant_id = \"contoso.example\"\n\n[[partner_center.tenants]]\nname = \"fabrikam\"\ntenant_id = \"fabrikam.example\"\nclient_id = \"own-client\"\ntoken_cache = \"/tmp/fabrikam.json\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_sources(
+            Some(&path),
+            &env(&[("HUNTER_TOKEN_CACHE", "/var/lib/hunter/cache.json")]),
+        )
+        .unwrap();
+        let pc = &settings.partner_center;
+        assert_eq!(pc.tenants.len(), 2);
+        let contoso = pc.tenant(Some("contoso")).unwrap();
+        assert_eq!(contoso.client_id, "shared-client");
+        assert_eq!(
+            contoso.token_cache,
+            PathBuf::from("/var/lib/hunter/cache-contoso.json")
+        );
+        assert_eq!(pc.tenant(Some("fabrikam")).unwrap().client_id, "own-client");
+        assert!(
+            pc.tenant(None)
+                .unwrap_err()
+                .to_string()
+                .contains("several tenants")
+        );
+        assert!(
+            pc.tenant(Some("nope"))
+                .unwrap_err()
+                .to_string()
+                .contains("contoso, fabrikam")
+        );
+
+        std::fs::write(
+            &path,
+            "[[partner_center.tenants]]\nname = \"a b\"\ntenant_id = \"t\"\nclient_id = \"c\"\n",
+        )
+        .unwrap();
+        let error = Settings::from_sources(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("partner_center.tenants[0].name"), "{error}");
     }
 
     #[test]

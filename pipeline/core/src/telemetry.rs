@@ -27,6 +27,17 @@ pub mod names {
     /// Unix time of the last successful poll, by tenant.
     pub const SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
         "hunter_source_last_success_timestamp_seconds";
+    /// 1 while a tenant waits for `hunter auth login` (its polls are suspended), else 0.
+    pub const SOURCE_SIGNIN_REQUIRED: &str = "hunter_source_signin_required";
+    /// Seconds between now and the tenant's cursor (`updatedDateTime` of the newest record read).
+    pub const SOURCE_CURSOR_AGE_SECONDS: &str = "hunter_source_cursor_age_seconds";
+    /// Unix time at which the tenant's cached access token expires.
+    pub const SOURCE_ACCESS_TOKEN_EXPIRY_TIMESTAMP_SECONDS: &str =
+        "hunter_source_access_token_expiry_timestamp_seconds";
+    /// Age of the tenant's refresh token (Entra drops it after 90 idle days).
+    pub const SOURCE_REFRESH_TOKEN_AGE_SECONDS: &str = "hunter_source_refresh_token_age_seconds";
+    /// Manual triggers served by a run that was already due (coalesced).
+    pub const SOURCE_TRIGGERS_COALESCED_TOTAL: &str = "hunter_source_triggers_coalesced_total";
     /// Duration of whole polls.
     pub const SOURCE_POLL_DURATION_SECONDS: &str = "hunter_source_poll_duration_seconds";
     /// Referrals consumed by the processor, by outcome (`lead`, `dead_letter`).

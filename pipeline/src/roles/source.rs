@@ -1,59 +1,70 @@
 //! The source: Partner Center referrals into Kafka.
 //!
-//! tick or "sync now" command → poll the Referrals API from the tenant's cursor (minus the
-//! overlap window), page by page → publish each referral (key = id) → once every record of the
-//! poll is acknowledged, store the new cursor in `hunter.source-state.v1` → record the run in
-//! `hunter.sync-runs.v1` → store the command's offset.
+//! Per tenant: tick, "sync now" command or sweep due → poll the Referrals API from the
+//! tenant's cursor (minus the overlap window), paging by key → publish each new referral
+//! version (key = id) → once every record of the poll is acknowledged, store the cursor in
+//! `hunter.source-state.v1` → record the run in `hunter.sync-runs.v1`.
 //!
 //! Invariants:
 //! - the cursor advances only after every record of the poll was acknowledged (acks=all,
-//!   idempotent producer); a crash replays the window, never skips it;
-//! - the cursor is `(updatedDateTime, id)` of the newest record seen, and each poll asks again
-//!   from `cursor - overlap`, so equal timestamps and late updates are read again, not lost;
-//! - a version (eTag, else updatedDateTime) already published by this process is not published
-//!   again; that memory only holds records inside the overlap window, so it stays bounded;
+//!   idempotent producer); a crash or a failed poll replays the window, never skips it;
+//! - paging is by key (see `hunter_partner_center::cursor`), so updates landing while a poll
+//!   pages, and ties on `updatedDateTime`, lose nothing;
+//! - a version already published (eTag, else updatedDateTime) is not published again; the
+//!   versions inside the overlap window are stored with the cursor, so a restart does not
+//!   republish them either;
 //! - a referral that cannot be read goes to the dead-letter topic with its raw JSON and the
-//!   reason; the poll goes on.
+//!   reason; the poll goes on;
+//! - tenants are independent: each has its own task, sign-in, cursor and metrics label.
 //!
-//! Failure modes: an API or broker error ends the poll as `failed` with the error class and
-//! the cursor unchanged; the next tick tries again. Sign-in problems say what to run.
+//! Failure modes: an API or broker error, or a poll over its time budget, ends the poll as
+//! `failed` with the error class and the cursor unchanged; the next tick tries again. A sign-in
+//! that needs a person (expired or revoked refresh token, consent missing, public client flows
+//! off) suspends that tenant's polls, says what to run, and resumes by itself once
+//! `hunter auth login` has written a new token cache. A trigger that arrives while a poll is
+//! running is served by one follow-up poll (several are coalesced into it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use futures::future::join_all;
 use hunter_core::codec::Codec;
-use hunter_core::config::PartnerCenterSettings;
-use hunter_core::kafka::{self, DeadLetter};
-use hunter_core::records::{Command, Ingest, Referral, SourceState, SyncRun, Timestamp};
+use hunter_core::config::{PartnerCenterSettings, SyncSettings, TenantSettings};
+use hunter_core::kafka::{self, DeadLetter, Topics};
+use hunter_core::records::{
+    Command, Ingest, RecentVersion, Referral, SourceState, SyncRun, Timestamp,
+};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
-use hunter_partner_center::auth::{AuthSettings, TokenProvider};
+use hunter_partner_center::auth::{AuthError, AuthSettings, TokenProvider, auth_status};
 use hunter_partner_center::client::{ClientError, ClientSettings, PartnerCenterClient};
+use hunter_partner_center::cursor::{self, Pager, Position, Published, Request};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use tokio::sync::mpsc;
 
 use super::Context;
 
 /// Where a dead letter from the API says it came from.
 const API_ORIGIN: &str = "partner-center-api";
+/// Versions persisted with the cursor at most (a Kafka record must stay well under 1 MB).
+const MAX_RECENT: usize = 5_000;
+/// Manual triggers queued per tenant at most; more are coalesced anyway.
+const TRIGGER_QUEUE: usize = 256;
 
-/// A version of a referral this process already published.
-struct Published {
-    version: String,
-    updated_at: Timestamp,
-}
-
-/// Everything one tenant's polls need.
-struct Tenant {
-    name: String,
-    client: PartnerCenterClient,
-    state: Option<SourceState>,
-    published: HashMap<String, Published>,
+pub fn auth_settings(settings: &PartnerCenterSettings, tenant: &TenantSettings) -> AuthSettings {
+    AuthSettings {
+        authority_url: settings.authority_url.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        client_id: tenant.client_id.clone(),
+        client_secret: tenant.client_secret.clone(),
+        scope: settings.scope.clone(),
+        token_cache: tenant.token_cache.clone(),
+    }
 }
 
 /// Publishing: one producer and the codecs of every record the source writes.
@@ -62,22 +73,16 @@ struct Outputs {
     referrals: Codec<Referral>,
     states: Codec<SourceState>,
     runs: Codec<SyncRun>,
-    topics: hunter_core::kafka::Topics,
+    topics: Topics,
 }
 
-pub fn auth_settings(settings: &PartnerCenterSettings) -> AuthSettings {
-    AuthSettings {
-        authority_url: settings.authority_url.clone(),
-        tenant_id: settings.tenant_id.clone(),
-        client_id: settings.client_id.clone(),
-        client_secret: settings.client_secret.clone(),
-        scope: settings.scope.clone(),
-        token_cache: settings.token_cache.clone(),
-    }
+/// A manual trigger: the command id becomes the run id.
+struct Trigger {
+    command_id: String,
 }
 
 pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
-    let settings = &context.settings;
+    let settings = context.settings.clone();
     let pc = &settings.partner_center;
     if !pc.enabled {
         tracing::info!(
@@ -87,43 +92,26 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         return Ok(());
     }
     let topics = context.topics.clone();
-    let outputs = Outputs {
+    let outputs = Arc::new(Outputs {
         producer: kafka::producer(&settings.kafka, "hunter-source").context("kafka producer")?,
         referrals: Codec::new(&topics.referrals, context.registry.clone()),
         states: Codec::new(&topics.source_state, context.registry.clone()),
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
         topics: topics.clone(),
-    };
-    let tokens = Arc::new(TokenProvider::new(auth_settings(pc)));
-    let client = PartnerCenterClient::new(
-        ClientSettings {
-            api_url: pc.api_url.clone(),
-            page_size: pc.page_size,
-            request_timeout: Duration::from_secs(60),
-            max_attempts: 6,
-            backoff_base: Duration::from_secs(2),
-            backoff_cap: Duration::from_secs(300),
-        },
-        tokens,
-    )
-    .context("partner center client")?;
+    });
+    let mut states = load_states(&context, &outputs.states).await?;
 
-    let states = load_states(&context, &outputs.states).await?;
-    let mut tenant = Tenant {
-        name: pc.tenant_id.clone(),
-        client,
-        state: states.get(&pc.tenant_id).cloned(),
-        published: HashMap::new(),
-    };
-    match &tenant.state {
-        Some(state) => {
-            tracing::info!(tenant = %tenant.name, cursor = ?state.cursor_updated_at.map(Timestamp::to_rfc3339), "resuming from stored cursor")
-        }
-        None => {
-            tracing::info!(tenant = %tenant.name, "no stored cursor: first poll reads everything")
-        }
+    let mut tenants = tokio::task::JoinSet::new();
+    let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
+    for tenant_settings in &pc.tenants {
+        let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
+        let (sender, receiver) = mpsc::channel(TRIGGER_QUEUE);
+        triggers.insert(tenant.name.clone(), sender);
+        let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
+        tenants.spawn(async move { tenant_loop(tenant, outputs, sync, receiver, shutdown).await });
     }
 
+    // Commands fan out to the tenants' queues; a tenant's loop coalesces what piles up.
     let commands = kafka::consumer(
         &settings.kafka,
         &context.group_id("source-commands"),
@@ -134,59 +122,225 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         .subscribe(&[topics.commands.as_str()])
         .context("subscribe to the command topic")?;
     let command_codec = Codec::<Command>::new(&topics.commands, context.registry.clone());
-
-    let mut ticks = tokio::time::interval(settings.sync.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut first = true;
-    loop {
-        let (trigger, run_id, command_offset) = tokio::select! {
-            biased;
-            _ = shutdown.wait() => break,
-            _ = ticks.tick() => {
-                let trigger = if std::mem::take(&mut first) { "startup" } else { "schedule" };
-                (trigger, uuid::Uuid::new_v4().to_string(), None)
+    let result: anyhow::Result<()> = loop {
+        tokio::select! {
+            _ = shutdown.wait() => break Ok(()),
+            Some(joined) = tenants.join_next() => {
+                // A tenant loop only ends on shutdown; anything else is a bug worth a restart.
+                break match joined {
+                    Ok(()) => Err(anyhow::anyhow!("a tenant loop stopped unexpectedly")),
+                    Err(error) => Err(anyhow::anyhow!("a tenant loop panicked: {error}")),
+                };
             }
             received = commands.recv() => {
                 let message = received.context("kafka consume (commands)")?;
-                let position = (message.partition(), message.offset());
+                let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 drop(message);
                 match command_codec.decode(&payload).await {
-                    Ok(command) if command.kind == Command::SYNC_NOW
-                        && command.tenant.as_deref().is_none_or(|t| t == tenant.name) => {
-                        tracing::info!(task_id = %command.command_id, "sync requested");
-                        ("manual", command.command_id, Some(position))
+                    Ok(command) if command.kind == Command::SYNC_NOW => {
+                        for (name, queue) in &triggers {
+                            if command.tenant.as_deref().is_none_or(|t| t == name) {
+                                tracing::info!(tenant = %name, task_id = %command.command_id, "sync requested");
+                                // A full queue means many triggers are pending: one more adds nothing.
+                                let _ = queue.try_send(Trigger { command_id: command.command_id.clone() });
+                            }
+                        }
                     }
-                    Ok(command) => {
-                        tracing::debug!(kind = %command.kind, "command not for this source");
-                        let _ = commands.store_offset(&topics.commands, position.0, position.1);
-                        continue;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "unreadable command ignored");
-                        let _ = commands.store_offset(&topics.commands, position.0, position.1);
-                        continue;
-                    }
+                    Ok(command) => tracing::debug!(kind = %command.kind, "command not for the source"),
+                    Err(error) => tracing::warn!(%error, "unreadable command ignored"),
                 }
+                // Stored once handed to the tenants: a crash before the run loses the trigger,
+                // not data (the next scheduled poll reads the same referrals).
+                let _ = commands.store_offset(&topics.commands, partition, offset);
             }
-        };
-        let settings = &context.settings.sync;
-        tokio::select! {
-            _ = shutdown.wait() => {
-                tracing::info!(run_id, "poll interrupted by shutdown; the cursor was not moved");
-                break;
-            }
-            () = poll(&mut tenant, &outputs, settings.overlap, trigger, &run_id) => {}
         }
-        if let Some((partition, offset)) = command_offset {
-            let _ = commands.store_offset(&topics.commands, partition, offset);
-        }
-    }
+    };
+    drop(triggers);
+    while tenants.join_next().await.is_some() {}
     if let Err(error) = commands.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(%error, "final commit");
     }
     super::drop_consumer(commands);
-    Ok(())
+    result
+}
+
+/// One partner account's polling state.
+struct Tenant {
+    name: String,
+    client: PartnerCenterClient,
+    auth: AuthSettings,
+    state: Option<SourceState>,
+    published: Published,
+    /// Set while sign-in needs a person: the token cache as it was then, and why.
+    signin_required: Option<(Option<SystemTime>, String)>,
+}
+
+impl Tenant {
+    fn new(
+        pc: &PartnerCenterSettings,
+        settings: &TenantSettings,
+        state: Option<SourceState>,
+    ) -> anyhow::Result<Self> {
+        let auth = auth_settings(pc, settings);
+        let tokens = Arc::new(TokenProvider::new(auth.clone()));
+        let client = PartnerCenterClient::new(
+            ClientSettings {
+                api_url: pc.api_url.clone(),
+                page_size: pc.page_size,
+                request_timeout: Duration::from_secs(60),
+                max_attempts: 6,
+                backoff_base: Duration::from_secs(2),
+                backoff_cap: Duration::from_secs(300),
+            },
+            tokens,
+        )
+        .with_context(|| format!("partner center client for tenant {}", settings.name))?;
+        let mut published = Published::default();
+        for recent in state.iter().flat_map(|s| &s.recent) {
+            published.remember(recent.id.clone(), recent.version as u64, recent.updated_at);
+        }
+        match state.as_ref().and_then(|s| s.cursor_updated_at) {
+            Some(at) => {
+                tracing::info!(tenant = %settings.name, cursor = %at.to_rfc3339(), remembered = published.len(), "resuming from stored cursor")
+            }
+            None => {
+                tracing::info!(tenant = %settings.name, "no stored cursor: the first poll reads everything")
+            }
+        }
+        Ok(Tenant {
+            name: settings.name.clone(),
+            client,
+            auth,
+            state,
+            published,
+            signin_required: None,
+        })
+    }
+
+    fn cursor(&self) -> Option<Position> {
+        let state = self.state.as_ref()?;
+        Some(Position {
+            updated_at: state.cursor_updated_at?,
+            id: state.cursor_id.clone().unwrap_or_default(),
+        })
+    }
+
+    fn sweep_due(&self, interval: Option<Duration>) -> bool {
+        let (Some(interval), Some(state)) = (interval, &self.state) else {
+            return false;
+        };
+        let Some(last) = state.last_full_sweep_at.or(state.last_success_at) else {
+            return true;
+        };
+        let elapsed = Timestamp::now().micros().saturating_sub(last.micros());
+        elapsed >= i64::try_from(interval.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+fn cache_mtime(auth: &AuthSettings) -> Option<SystemTime> {
+    std::fs::metadata(&auth.token_cache)
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+async fn tenant_loop(
+    mut tenant: Tenant,
+    outputs: Arc<Outputs>,
+    sync: SyncSettings,
+    mut triggers: mpsc::Receiver<Trigger>,
+    mut shutdown: Shutdown,
+) {
+    let mut ticks = tokio::time::interval(sync.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    report_auth(&tenant);
+    loop {
+        let (mut trigger, run_id) = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return,
+            _ = ticks.tick() => {
+                let trigger = if std::mem::take(&mut first) { "startup" } else { "schedule" };
+                (trigger, uuid::Uuid::new_v4().to_string())
+            }
+            received = triggers.recv() => match received {
+                Some(trigger) => ("manual", trigger.command_id),
+                None => return,
+            },
+        };
+        // Whatever else is queued is served by this run.
+        let mut coalesced = Vec::new();
+        while let Ok(more) = triggers.try_recv() {
+            coalesced.push(more.command_id);
+        }
+        if trigger == "schedule" && tenant.sweep_due(sync.full_sweep_interval) {
+            trigger = "sweep";
+        }
+
+        let outcome = if let Some((mtime, reason)) = tenant.signin_required.clone() {
+            if cache_mtime(&tenant.auth) != mtime {
+                tracing::info!(tenant = %tenant.name, "token cache changed: resuming polls");
+                tenant.signin_required = None;
+                metrics::gauge!(names::SOURCE_SIGNIN_REQUIRED, "tenant" => tenant.name.clone())
+                    .set(0.0);
+                None
+            } else {
+                Some(reason)
+            }
+        } else {
+            None
+        };
+        match outcome {
+            Some(reason) => {
+                // Suspended: no API call, but the run is recorded so operators see why.
+                tracing::warn!(tenant = %tenant.name, run_id, "{reason}");
+                let mut run = SyncRun::started(&run_id, &tenant.name, trigger);
+                run.finish_failed("signin_required", &reason);
+                publish_run_logged(&outputs, &run).await;
+            }
+            None => {
+                let poll = poll(&mut tenant, &outputs, &sync, trigger, &run_id);
+                tokio::select! {
+                    _ = shutdown.wait() => {
+                        tracing::info!(tenant = %tenant.name, run_id, "poll interrupted by shutdown; the cursor was not moved");
+                        return;
+                    }
+                    () = poll => {}
+                }
+            }
+        }
+        for command_id in coalesced {
+            metrics::counter!(names::SOURCE_TRIGGERS_COALESCED_TOTAL, "tenant" => tenant.name.clone()).increment(1);
+            let mut run = SyncRun::started(&command_id, &tenant.name, "manual");
+            run.status = "coalesced".into();
+            run.finished_at = Some(Timestamp::now());
+            run.coalesced_into = Some(run_id.clone());
+            publish_run_logged(&outputs, &run).await;
+        }
+        report_auth(&tenant);
+    }
+}
+
+/// Token and cursor gauges for one tenant.
+fn report_auth(tenant: &Tenant) {
+    let label = [("tenant", tenant.name.clone())];
+    if let Some(cursor) = tenant.cursor() {
+        let age = (Timestamp::now().micros() - cursor.updated_at.micros()) as f64 / 1e6;
+        metrics::gauge!(names::SOURCE_CURSOR_AGE_SECONDS, &label).set(age.max(0.0));
+    }
+    if let Ok(status) = auth_status(&tenant.auth) {
+        metrics::gauge!(names::SOURCE_ACCESS_TOKEN_EXPIRY_TIMESTAMP_SECONDS, &label)
+            .set(status.access_token_expires_at.unix_timestamp() as f64);
+        metrics::gauge!(names::SOURCE_REFRESH_TOKEN_AGE_SECONDS, &label)
+            .set(status.refresh_token_age.as_secs_f64());
+    }
+    metrics::gauge!(names::SOURCE_SIGNIN_REQUIRED, &label).set(
+        if tenant.signin_required.is_some() {
+            1.0
+        } else {
+            0.0
+        },
+    );
 }
 
 /// Reads the compacted state topic from the start to its end; the last record per tenant wins.
@@ -261,6 +415,7 @@ fn read_to_end(
             ends.remove(&message.partition());
         }
     }
+    std::thread::spawn(move || drop(reader));
     Ok(payloads)
 }
 
@@ -278,82 +433,141 @@ struct Counts {
 struct PollError {
     class: &'static str,
     message: String,
+    /// Sign-in needs a person: suspend the tenant.
+    signin_required: bool,
+}
+
+impl PollError {
+    fn new(class: &'static str, message: impl Into<String>) -> Self {
+        PollError {
+            class,
+            message: message.into(),
+            signin_required: false,
+        }
+    }
 }
 
 impl From<ClientError> for PollError {
     fn from(error: ClientError) -> Self {
+        let signin_required = matches!(
+            &error,
+            ClientError::Auth(AuthError::SignInRequired { .. } | AuthError::CacheMissing { .. })
+        );
         let class = match &error {
+            ClientError::Auth(_) if signin_required => "signin_required",
             ClientError::Auth(_) => "auth",
             ClientError::RateLimited { .. } => "rate_limited",
             ClientError::Network(_) => "network",
             ClientError::Timeout => "timeout",
             ClientError::Server { .. } => "server",
-            ClientError::Client { .. } => "client",
+            ClientError::Client { .. } | ClientError::NextLink { .. } | ClientError::Invalid(_) => {
+                "client"
+            }
             ClientError::Decode { .. } => "decode",
-            ClientError::NextLink { .. } => "client",
-            ClientError::Invalid(_) => "client",
+        };
+        let message = if signin_required {
+            format!(
+                "sign-in required: {error}; run `hunter auth login` for this tenant (polls are suspended until then)"
+            )
+        } else {
+            error.to_string()
         };
         PollError {
             class,
-            message: error.to_string(),
+            message,
+            signin_required,
         }
     }
+}
+
+impl SyncRunExt for SyncRun {
+    fn started(run_id: &str, tenant: &str, trigger: &str) -> Self {
+        SyncRun {
+            run_id: run_id.to_owned(),
+            tenant: tenant.to_owned(),
+            trigger: trigger.to_owned(),
+            status: "running".into(),
+            started_at: Timestamp::now(),
+            finished_at: None,
+            pages: 0,
+            fetched: 0,
+            published: 0,
+            skipped: 0,
+            dead_lettered: 0,
+            error_class: None,
+            error_message: None,
+            coalesced_into: None,
+        }
+    }
+
+    fn finish_failed(&mut self, class: &str, message: &str) {
+        self.status = "failed".into();
+        self.finished_at = Some(Timestamp::now());
+        self.error_class = Some(class.to_owned());
+        self.error_message = Some(message.to_owned());
+    }
+}
+
+trait SyncRunExt {
+    fn started(run_id: &str, tenant: &str, trigger: &str) -> Self;
+    fn finish_failed(&mut self, class: &str, message: &str);
 }
 
 async fn poll(
     tenant: &mut Tenant,
     outputs: &Outputs,
-    overlap: Duration,
+    sync: &SyncSettings,
     trigger: &'static str,
     run_id: &str,
 ) {
     let started = Instant::now();
-    let mut run = SyncRun {
-        run_id: run_id.to_owned(),
-        tenant: tenant.name.clone(),
-        trigger: trigger.to_owned(),
-        status: "running".into(),
-        started_at: Timestamp::now(),
-        finished_at: None,
-        pages: 0,
-        fetched: 0,
-        published: 0,
-        skipped: 0,
-        dead_lettered: 0,
-        error_class: None,
-        error_message: None,
-    };
-    if let Err(error) = publish_run(outputs, &run).await {
-        tracing::warn!(run_id, %error, "sync run start not recorded");
-    }
+    let mut run = SyncRun::started(run_id, &tenant.name, trigger);
+    publish_run_logged(outputs, &run).await;
     let mut counts = Counts::default();
-    let outcome = poll_pages(tenant, outputs, overlap, run_id, &mut counts).await;
+    let full = trigger == "sweep";
+    let outcome = match tokio::time::timeout(
+        sync.poll_budget,
+        poll_pages(tenant, outputs, sync.overlap, full, run_id, &mut counts),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(PollError::new(
+            "timeout",
+            format!(
+                "the poll took longer than its budget of {:?} (HUNTER_SYNC_POLL_BUDGET_SECS)",
+                sync.poll_budget
+            ),
+        )),
+    };
     run.pages = counts.pages;
     run.fetched = counts.fetched;
     run.published = counts.published;
     run.skipped = counts.skipped;
     run.dead_lettered = counts.dead_lettered;
-    run.finished_at = Some(Timestamp::now());
-    let labels = [("tenant", tenant.name.clone())];
+    let tenant_label = tenant.name.clone();
     match outcome {
         Ok(()) => {
             run.status = "succeeded".into();
-            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant.name.clone(), "outcome" => "succeeded").increment(1);
-            metrics::gauge!(names::SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS, &labels)
+            run.finished_at = Some(Timestamp::now());
+            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "succeeded").increment(1);
+            metrics::gauge!(names::SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS, "tenant" => tenant_label.clone())
                 .set(Timestamp::now().micros() as f64 / 1e6);
             tracing::info!(tenant = %tenant.name, run_id, trigger, pages = counts.pages, fetched = counts.fetched,
                 published = counts.published, skipped = counts.skipped, dead_lettered = counts.dead_lettered,
                 elapsed = ?started.elapsed(), "poll succeeded");
         }
         Err(error) => {
-            run.status = "failed".into();
-            run.error_class = Some(error.class.to_owned());
-            run.error_message = Some(error.message.clone());
-            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant.name.clone(), "outcome" => "failed").increment(1);
-            metrics::counter!(names::SOURCE_ERRORS_TOTAL, "tenant" => tenant.name.clone(), "class" => error.class).increment(1);
+            run.finish_failed(error.class, &error.message);
+            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "failed").increment(1);
+            metrics::counter!(names::SOURCE_ERRORS_TOTAL, "tenant" => tenant_label.clone(), "class" => error.class).increment(1);
             tracing::error!(tenant = %tenant.name, run_id, trigger, class = error.class, error = %error.message, "poll failed; cursor unchanged");
+            if error.signin_required {
+                tenant.signin_required = Some((cache_mtime(&tenant.auth), error.message.clone()));
+            }
         }
     }
+    let labels = [("tenant", tenant_label)];
     metrics::counter!(names::SOURCE_PAGES_TOTAL, &labels).increment(counts.pages as u64);
     metrics::counter!(names::SOURCE_RECORDS_FETCHED_TOTAL, &labels)
         .increment(counts.fetched as u64);
@@ -363,33 +577,40 @@ async fn poll(
         .increment(counts.skipped as u64);
     metrics::histogram!(names::SOURCE_POLL_DURATION_SECONDS)
         .record(started.elapsed().as_secs_f64());
-    if let Err(error) = publish_run(outputs, &run).await {
-        tracing::warn!(run_id, %error, "sync run end not recorded");
-    }
+    publish_run_logged(outputs, &run).await;
 }
 
 async fn poll_pages(
     tenant: &mut Tenant,
     outputs: &Outputs,
     overlap: Duration,
+    full: bool,
     run_id: &str,
     counts: &mut Counts,
 ) -> Result<(), PollError> {
-    let cursor = tenant
-        .state
-        .as_ref()
-        .and_then(|s| s.cursor_updated_at.map(|at| (at, s.cursor_id.clone())));
-    let since = cursor
-        .as_ref()
-        .map(|(at, _)| (at.to_offset_date_time() - overlap).max(time::OffsetDateTime::UNIX_EPOCH));
-    let mut newest = cursor.clone();
-    // Versions published in this poll, remembered once the broker acknowledged them.
-    let mut fresh: Vec<(String, Published)> = Vec::new();
-    let mut page = tenant.client.first_page(since).await?;
-    loop {
+    let cursor = tenant.cursor();
+    let from = if full {
+        None
+    } else {
+        cursor::since(cursor.as_ref(), overlap)
+    };
+    let mut pager = Pager::new(from);
+    let mut newest = cursor;
+    while let Some(request) = pager.next_request().cloned() {
+        let page = match request {
+            Request::From(from) => {
+                tenant
+                    .client
+                    .first_page(from.map(Timestamp::to_offset_date_time))
+                    .await?
+            }
+            Request::Next(link) => tenant.client.next_page(&link).await?,
+        };
         counts.pages += 1;
         let fetched_at = Timestamp::now();
+        let mut stamps = Vec::with_capacity(page.items.len());
         let mut deliveries = Vec::with_capacity(page.items.len());
+        let mut fresh = Vec::with_capacity(page.items.len());
         for raw in &page.items {
             counts.fetched += 1;
             let ingest = Ingest {
@@ -400,37 +621,31 @@ async fn poll_pages(
             let referral = match Referral::from_api_json(raw.get(), ingest) {
                 Ok(referral) => referral,
                 Err(error) => {
+                    stamps.push(None);
                     counts.dead_lettered += 1;
                     dead_letter(outputs, raw.get(), &error.to_string()).await?;
                     continue;
                 }
             };
-            let version = referral
-                .e_tag
-                .clone()
-                .or_else(|| referral.updated_date_time.map(|t| t.micros().to_string()))
-                .unwrap_or_default();
-            if tenant
-                .published
-                .get(&referral.id)
-                .is_some_and(|p| p.version == version)
-            {
+            stamps.push(referral.updated_date_time);
+            let updated_at = referral.updated_date_time.unwrap_or_default();
+            let position = Position {
+                updated_at,
+                id: referral.id.clone(),
+            };
+            if newest.as_ref().is_none_or(|n| position > *n) {
+                newest = Some(position);
+            }
+            let version = cursor::version_of(referral.e_tag.as_deref(), referral.updated_date_time);
+            if tenant.published.is_published(&referral.id, version) {
                 counts.skipped += 1;
                 continue;
-            }
-            let updated_at = referral.updated_date_time.unwrap_or(Timestamp(0));
-            let candidate = (updated_at, Some(referral.id.clone()));
-            if newest.as_ref().is_none_or(|n| candidate > *n) {
-                newest = Some(candidate);
             }
             let payload = outputs
                 .referrals
                 .encode(&referral)
                 .await
-                .map_err(|e| PollError {
-                    class: "encode",
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| PollError::new("encode", e.to_string()))?;
             let producer = outputs.producer.clone();
             let topic = outputs.topics.referrals.clone();
             let key = referral.id.clone();
@@ -444,43 +659,61 @@ async fn poll_pages(
                     .map(|_| ())
                     .map_err(|(error, _)| error)
             });
-            fresh.push((
-                referral.id,
-                Published {
-                    version,
-                    updated_at,
-                },
-            ));
+            fresh.push((referral.id, version, updated_at));
         }
         // Every record of the page acknowledged before the next page: bounded memory, and a
         // failure stops the poll before the cursor could move.
         for result in join_all(deliveries).await {
-            result.map_err(|error| PollError {
-                class: "kafka",
-                message: format!("publishing a referral failed: {error}"),
+            result.map_err(|error| {
+                PollError::new("kafka", format!("publishing a referral failed: {error}"))
             })?;
             counts.published += 1;
         }
-        match page.next_link.take() {
-            Some(link) => page = tenant.client.next_page(&link).await?,
-            None => break,
+        // Acknowledged: published for good, whatever happens to the rest of the poll.
+        for (id, version, updated_at) in fresh {
+            tenant.published.remember(id, version, updated_at);
         }
+        pager
+            .on_page(&stamps, page.next_link)
+            .map_err(|message| PollError::new("server", message))?;
     }
 
-    // Every record acknowledged: remember the versions, then move the cursor.
-    tenant.published.extend(fresh);
+    // Every record acknowledged: move the cursor, with the versions the next poll re-reads.
+    let now = Timestamp::now();
+    let cursor_at = newest.as_ref().map(|n| n.updated_at);
+    let horizon = cursor::since(newest.as_ref(), overlap).unwrap_or_default();
+    let mut recent = tenant.published.recent(horizon);
+    if recent.len() > MAX_RECENT {
+        recent.drain(..recent.len() - MAX_RECENT);
+    }
+    let previous = tenant.state.as_ref();
     let state = SourceState {
         tenant: tenant.name.clone(),
-        cursor_updated_at: newest.as_ref().map(|(at, _)| *at),
-        cursor_id: newest.and_then(|(_, id)| id),
+        cursor_updated_at: cursor_at,
+        cursor_id: newest.map(|n| n.id),
         last_run_id: Some(run_id.to_owned()),
-        last_success_at: Some(Timestamp::now()),
-        updated_at: Timestamp::now(),
+        last_success_at: Some(now),
+        // A first poll (no cursor yet) reads everything, like a sweep.
+        last_full_sweep_at: if full || previous.is_none() {
+            Some(now)
+        } else {
+            previous.and_then(|p| p.last_full_sweep_at)
+        },
+        recent: recent
+            .into_iter()
+            .map(|r| RecentVersion {
+                id: r.id,
+                version: r.version as i64,
+                updated_at: r.updated_at,
+            })
+            .collect(),
+        updated_at: now,
     };
-    let payload = outputs.states.encode(&state).await.map_err(|e| PollError {
-        class: "encode",
-        message: e.to_string(),
-    })?;
+    let payload = outputs
+        .states
+        .encode(&state)
+        .await
+        .map_err(|e| PollError::new("encode", e.to_string()))?;
     outputs
         .producer
         .send(
@@ -490,15 +723,9 @@ async fn poll_pages(
             Timeout::Never,
         )
         .await
-        .map_err(|(error, _)| PollError {
-            class: "kafka",
-            message: format!("storing the cursor failed: {error}"),
+        .map_err(|(error, _)| {
+            PollError::new("kafka", format!("storing the cursor failed: {error}"))
         })?;
-    // Only versions inside the next poll's window can come back; forget the rest.
-    if let Some(cursor) = state.cursor_updated_at {
-        let horizon = Timestamp(cursor.micros() - overlap.as_micros() as i64);
-        tenant.published.retain(|_, p| p.updated_at >= horizon);
-    }
     tenant.state = Some(state);
     Ok(())
 }
@@ -526,23 +753,31 @@ async fn dead_letter(outputs: &Outputs, raw: &str, reason: &str) -> Result<(), P
         )
         .await
         .map(|_| ())
-        .map_err(|(error, _)| PollError {
-            class: "kafka",
-            message: format!("dead-lettering a referral failed: {error}"),
+        .map_err(|(error, _)| {
+            PollError::new(
+                "kafka",
+                format!("dead-lettering a referral failed: {error}"),
+            )
         })
 }
 
-async fn publish_run(outputs: &Outputs, run: &SyncRun) -> anyhow::Result<()> {
-    let payload = outputs.runs.encode(run).await?;
-    outputs
-        .producer
-        .send(
-            FutureRecord::to(&outputs.topics.sync_runs)
-                .key(&run.run_id)
-                .payload(&payload),
-            Timeout::After(Duration::from_secs(30)),
-        )
-        .await
-        .map_err(|(error, _)| anyhow::anyhow!("{error}"))?;
-    Ok(())
+async fn publish_run_logged(outputs: &Outputs, run: &SyncRun) {
+    let result: anyhow::Result<()> = async {
+        let payload = outputs.runs.encode(run).await?;
+        outputs
+            .producer
+            .send(
+                FutureRecord::to(&outputs.topics.sync_runs)
+                    .key(&run.run_id)
+                    .payload(&payload),
+                Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("{error}"))?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(run_id = %run.run_id, status = %run.status, %error, "sync run not recorded");
+    }
 }

@@ -17,20 +17,43 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::login::AccessTokenState;
 use super::{Simulator, json_response, lock};
 use crate::faults::FaultKind;
 
 /// One referral of the file: its sort keys and its exact JSON text.
-struct StoredReferral {
-    id: String,
-    updated: Option<OffsetDateTime>,
-    raw: Box<RawValue>,
+#[derive(Clone)]
+pub(super) struct StoredReferral {
+    pub(super) id: String,
+    pub(super) updated: Option<OffsetDateTime>,
+    pub(super) raw: Arc<RawValue>,
+    /// Index in the file's array, so that writing the file back keeps its order.
+    pub(super) position: usize,
 }
 
-/// The referrals file as last read, sorted by (`updatedDateTime`, `id`).
+/// What identifies one version of the referrals file: modification time, length and inode
+/// (an atomic write renames a new file in place, so the inode changes even when the
+/// modification time, which has a coarse granularity, and the length do not).
+pub(super) type FileStamp = (Option<SystemTime>, u64, u64);
+
+pub(super) fn file_stamp(metadata: &std::fs::Metadata) -> FileStamp {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    (metadata.modified().ok(), metadata.len(), inode)
+}
+
+/// The referrals file as last read (or written by a mutation).
 pub(super) struct Store {
-    stamp: Option<(Option<SystemTime>, u64)>,
-    referrals: Arc<Vec<StoredReferral>>,
+    pub(super) stamp: Option<FileStamp>,
+    /// Served referrals, sorted by (`updatedDateTime`, `id`).
+    pub(super) referrals: Arc<Vec<StoredReferral>>,
+    /// Items of the file that are not served (no string `id`), with their positions, so that
+    /// writing the file back keeps them.
+    pub(super) unserved: Arc<Vec<(usize, Arc<RawValue>)>>,
+    /// The `updatedDateTime` of the last mutation burst; the next one is strictly later.
+    pub(super) last_mutation: Option<OffsetDateTime>,
 }
 
 impl Store {
@@ -42,15 +65,17 @@ impl Store {
             )
         })?;
         let bytes = tokio::fs::read(path).await?;
-        let referrals = parse_referrals(&bytes).map_err(|error| {
+        let parsed = parse_referrals(&bytes).map_err(|error| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("referrals file {}: {error}", path.display()),
             )
         })?;
         Ok(Self {
-            stamp: Some((metadata.modified().ok(), metadata.len())),
-            referrals: Arc::new(referrals),
+            stamp: Some(file_stamp(&metadata)),
+            referrals: Arc::new(parsed.referrals),
+            unserved: Arc::new(parsed.unserved),
+            last_mutation: None,
         })
     }
 
@@ -59,7 +84,24 @@ impl Store {
     }
 }
 
-fn parse_referrals(bytes: &[u8]) -> Result<Vec<StoredReferral>, String> {
+/// Sorts by (`updatedDateTime` instant, `id`); no or an unparsable `updatedDateTime` first.
+pub(super) fn sort_referrals(referrals: &mut [StoredReferral]) {
+    referrals.sort_by(|a, b| (a.updated, &a.id).cmp(&(b.updated, &b.id)));
+}
+
+/// A parsed referrals file.
+pub(super) struct Parsed {
+    /// Sorted by (`updatedDateTime`, `id`).
+    pub(super) referrals: Vec<StoredReferral>,
+    pub(super) unserved: Vec<(usize, Arc<RawValue>)>,
+}
+
+/// Parses a timestamp with 0–7 (or more) fraction digits and any offset.
+pub(super) fn parse_instant(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+pub(super) fn parse_referrals(bytes: &[u8]) -> Result<Parsed, String> {
     #[derive(Deserialize)]
     struct Keys {
         id: Option<serde_json::Value>,
@@ -69,81 +111,114 @@ fn parse_referrals(bytes: &[u8]) -> Result<Vec<StoredReferral>, String> {
     let items: Vec<Box<RawValue>> = serde_json::from_slice(bytes)
         .map_err(|error| format!("not a json array of referrals: {error}"))?;
     let mut referrals = Vec::with_capacity(items.len());
-    for (index, raw) in items.into_iter().enumerate() {
+    let mut unserved = Vec::new();
+    for (position, raw) in items.into_iter().enumerate() {
         let keys: Keys = serde_json::from_str(raw.get())
-            .map_err(|error| format!("item {index} is not an object: {error}"))?;
+            .map_err(|error| format!("item {position} is not an object: {error}"))?;
         let Some(serde_json::Value::String(id)) = keys.id else {
-            tracing::warn!(index, "referral without a string id skipped");
+            tracing::warn!(index = position, "referral without a string id skipped");
+            unserved.push((position, Arc::from(raw)));
             continue;
         };
         let updated = keys
             .updated
             .as_ref()
             .and_then(serde_json::Value::as_str)
-            .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok());
-        referrals.push(StoredReferral { id, updated, raw });
+            .and_then(parse_instant);
+        referrals.push(StoredReferral {
+            id,
+            updated,
+            raw: Arc::from(raw),
+            position,
+        });
     }
-    referrals.sort_by(|a, b| (a.updated, &a.id).cmp(&(b.updated, &b.id)));
-    Ok(referrals)
+    sort_referrals(&mut referrals);
+    Ok(Parsed {
+        referrals,
+        unserved,
+    })
+}
+
+/// Writes the store's referrals (and unserved items) back in the file's order, atomically.
+pub(super) fn write_store(
+    path: &Path,
+    referrals: &[StoredReferral],
+    unserved: &[(usize, Arc<RawValue>)],
+) -> io::Result<()> {
+    let mut items: Vec<(usize, &RawValue)> = referrals
+        .iter()
+        .map(|referral| (referral.position, &*referral.raw))
+        .chain(unserved.iter().map(|(position, raw)| (*position, &**raw)))
+        .collect();
+    items.sort_by_key(|(position, _)| *position);
+    let items: Vec<&RawValue> = items.into_iter().map(|(_, raw)| raw).collect();
+    super::write_json(path, &items)
 }
 
 impl Simulator {
     /// The referrals, re-read first if the file changed.
-    async fn referrals(&self) -> Arc<Vec<StoredReferral>> {
+    pub(super) async fn referrals(&self) -> Arc<Vec<StoredReferral>> {
+        let mut store = self.store.lock().await;
+        self.refresh_store(&mut store).await;
+        store.referrals.clone()
+    }
+
+    /// Re-reads the file into `store` if it changed; keeps the last good copy if it became
+    /// unreadable or invalid.
+    pub(super) async fn refresh_store(&self, store: &mut Store) {
         let path = &self.opts.referrals_file;
         let stamp = match tokio::fs::metadata(path).await {
-            Ok(metadata) => (metadata.modified().ok(), metadata.len()),
+            Ok(metadata) => file_stamp(&metadata),
             Err(error) => {
                 tracing::warn!(%error, "referrals file unreadable, serving the last good copy");
-                return lock(&self.store).referrals.clone();
+                return;
             }
         };
-        {
-            let store = lock(&self.store);
-            if store.stamp == Some(stamp) {
-                return store.referrals.clone();
-            }
+        if store.stamp == Some(stamp) {
+            return;
         }
         match tokio::fs::read(path)
             .await
             .map_err(|error| error.to_string())
             .and_then(|bytes| parse_referrals(&bytes))
         {
-            Ok(referrals) => {
-                tracing::info!(count = referrals.len(), "referrals file re-read");
-                let mut store = lock(&self.store);
+            Ok(parsed) => {
+                tracing::info!(count = parsed.referrals.len(), "referrals file re-read");
                 store.stamp = Some(stamp);
-                store.referrals = Arc::new(referrals);
-                store.referrals.clone()
+                store.referrals = Arc::new(parsed.referrals);
+                store.unserved = Arc::new(parsed.unserved);
             }
             Err(error) => {
                 tracing::warn!(%error, "referrals file invalid, serving the last good copy");
-                lock(&self.store).referrals.clone()
             }
         }
     }
 
-    /// Whether the request carries a bearer token we issued that has not expired.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = headers
+    /// The bearer token of the request and what the authority makes of it.
+    fn bearer(&self, headers: &HeaderMap) -> Option<(String, AccessTokenState)> {
+        let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| {
                 let (scheme, token) = value.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-        else {
-            return false;
-        };
-        lock(&self.auth).access_token_valid(token, Instant::now())
+            })?;
+        let state = lock(&self.auth).access_token_state(token, Instant::now());
+        Some((token.to_owned(), state))
     }
 
-    fn draw_fault(&self) -> Option<FaultKind> {
+    /// The fault for this request, if any. A `401` is not injected on a token's first use
+    /// (a token just issued does not expire), so a client that refreshes once on a 401 always
+    /// gets through; the request is then served without a fault.
+    fn draw_fault(&self, first_use: bool) -> Option<FaultKind> {
         if self.opts.faults.is_empty() {
             return None;
         }
         let draw: f64 = lock(&self.fault_rng).random();
         let fault = self.opts.faults.pick(draw)?;
+        if fault == FaultKind::Unauthorized && first_use {
+            return None;
+        }
         self.record_fault(fault);
         Some(fault)
     }
@@ -177,6 +252,21 @@ pub(super) fn error_reply(status: StatusCode, code: &str, message: &str) -> Repl
     }
 }
 
+/// The 401 for an access token that has expired (or that a `401` fault expired).
+fn expired_token_reply() -> Response {
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        r#"{"error":{"code":"unauthenticated","message":"access token expired"}}"#.to_owned(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            r#"Bearer error="invalid_token", error_description="access token expired""#,
+        ),
+    );
+    response
+}
+
 /// Authentication, faults, the reply, and bookkeeping shared by both referrals endpoints.
 async fn serve_api<F, Fut>(
     simulator: &Simulator,
@@ -189,69 +279,24 @@ where
     Fut: Future<Output = Reply>,
 {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut response = if !simulator.authorized(headers) {
-        let mut response = error_reply(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the bearer token is missing, unknown or expired",
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        response
-    } else {
-        match simulator.draw_fault() {
-            Some(FaultKind::TooManyRequests) => {
-                let mut response = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    r#"{"statusCode":429,"message":"Rate limit is exceeded. Try again in 1 seconds."}"#
-                        .to_owned(),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                response
-            }
-            Some(FaultKind::InternalError) => error_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "generalException",
-                "simulated internal error",
+    let bearer = simulator.bearer(headers);
+    let mut response = match bearer {
+        None | Some((_, AccessTokenState::Unknown)) => {
+            let mut response = error_reply(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the bearer token is missing, unknown or expired",
             )
-            .into_response(),
-            Some(FaultKind::Unavailable) => error_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "serviceNotAvailable",
-                "simulated outage",
-            )
-            .into_response(),
-            Some(FaultKind::Truncate) => {
-                let mut reply = reply().await;
-                if reply.status == StatusCode::OK {
-                    let mut cut = reply.body.len() / 2;
-                    while !reply.body.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    reply.body.truncate(cut);
-                }
-                reply.into_response()
-            }
-            Some(FaultKind::Slow) => {
-                let reply = reply().await;
-                let body = Bytes::from(reply.body);
-                let delayed = futures::stream::once(async move {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    Ok::<_, Infallible>(body)
-                });
-                let mut response = Response::new(Body::from_stream(delayed));
-                *response.status_mut() = reply.status;
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
-                response
-            }
-            None => reply().await.into_response(),
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Some((_, AccessTokenState::Expired)) => expired_token_reply(),
+        Some((token, AccessTokenState::Valid)) => {
+            let first_use = lock(&simulator.auth).first_use(&token);
+            serve_valid(simulator, &token, first_use, reply).await
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -267,12 +312,84 @@ where
     response
 }
 
+/// The reply to a request whose token is valid: maybe a fault, else the real reply.
+async fn serve_valid<F, Fut>(
+    simulator: &Simulator,
+    token: &str,
+    first_use: bool,
+    reply: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Reply>,
+{
+    match simulator.draw_fault(first_use) {
+        Some(FaultKind::Unauthorized) => {
+            // As if the token expired just now: it stays expired.
+            lock(&simulator.auth).expire_access_token(token, Instant::now());
+            expired_token_reply()
+        }
+        Some(FaultKind::TooManyRequests) => {
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"statusCode":429,"message":"Rate limit is exceeded. Try again in 1 seconds."}"#
+                    .to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Some(FaultKind::InternalError) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            "simulated internal error",
+        )
+        .into_response(),
+        Some(FaultKind::Unavailable) => error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "simulated outage",
+        )
+        .into_response(),
+        Some(FaultKind::Truncate) => {
+            let mut reply = reply().await;
+            if reply.status == StatusCode::OK {
+                let mut cut = reply.body.len() / 2;
+                while !reply.body.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reply.body.truncate(cut);
+            }
+            reply.into_response()
+        }
+        Some(FaultKind::Slow) => {
+            let reply = reply().await;
+            let body = Bytes::from(reply.body);
+            let delayed = futures::stream::once(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok::<_, Infallible>(body)
+            });
+            let mut response = Response::new(Body::from_stream(delayed));
+            *response.status_mut() = reply.status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            response
+        }
+        None => reply().await.into_response(),
+    }
+}
+
 pub(super) async fn list_referrals(
     State(simulator): State<Arc<Simulator>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let base = simulator.base_url(&headers);
+    // Time passes between pages: referrals may move on before this page is computed.
+    simulator.maybe_mutate().await;
     serve_api(&simulator, "referrals_list", &headers, || async {
         match ListQuery::from_query(query.as_deref().unwrap_or(""), simulator.opts.page_size) {
             Ok(list) => list.reply(&simulator.referrals().await, &base),
@@ -574,6 +691,7 @@ mod tests {
         ]"#;
         let ids: Vec<_> = parse_referrals(file)
             .unwrap()
+            .referrals
             .into_iter()
             .map(|r| r.id)
             .collect();

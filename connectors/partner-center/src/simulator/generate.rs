@@ -637,7 +637,7 @@ fn significant_digits(at: OffsetDateTime) -> usize {
 }
 
 /// `2024-03-06T14:02:11.7654321Z` with exactly `digits` fraction digits (0 = none).
-fn format_instant(at: OffsetDateTime, digits: usize) -> String {
+pub(super) fn format_instant(at: OffsetDateTime, digits: usize) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     let mut text = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",

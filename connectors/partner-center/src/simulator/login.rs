@@ -2,8 +2,11 @@
 //!
 //! Behaviour kept from Entra: the first poll of a device code answers `authorization_pending`
 //! (AADSTS70016); every refresh returns a new refresh token and the old one stays valid; an
-//! unknown refresh token is `invalid_grant` with AADSTS700082; errors are HTTP 400 with
-//! `error`, `error_description`, `error_codes`, `timestamp`, `trace_id`, `correlation_id`.
+//! unknown or revoked refresh token is `invalid_grant` with AADSTS700082; errors are HTTP 400
+//! with `error`, `error_description`, `error_codes`, `timestamp`, `trace_id`, `correlation_id`.
+//!
+//! Test controls (`/_simulator/...`): revoke every refresh token issued so far, expire every
+//! access token issued so far. Tokens issued afterwards are not affected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,8 +33,21 @@ pub(super) struct AuthBook {
     device_codes: HashMap<String, DeviceGrant>,
     /// Access token → expiry.
     access_tokens: HashMap<String, Instant>,
-    /// Refresh tokens ever issued (none is revoked, like Entra on rotation).
+    /// Access tokens the API has accepted at least once.
+    used_access_tokens: HashSet<String>,
+    /// Refresh tokens issued and not revoked (rotation revokes none, like Entra).
     refresh_tokens: HashSet<String>,
+}
+
+/// What the API makes of a bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AccessTokenState {
+    /// Issued here and not expired.
+    Valid,
+    /// Issued here, but past its lifetime or expired on purpose.
+    Expired,
+    /// Never issued here.
+    Unknown,
 }
 
 struct DeviceGrant {
@@ -40,12 +56,53 @@ struct DeviceGrant {
 }
 
 impl AuthBook {
-    pub(super) fn access_token_valid(&self, token: &str, now: Instant) -> bool {
-        self.access_tokens
-            .get(token)
-            .is_some_and(|expires_at| *expires_at > now)
+    pub(super) fn access_token_state(&self, token: &str, now: Instant) -> AccessTokenState {
+        match self.access_tokens.get(token) {
+            Some(expires_at) if *expires_at > now => AccessTokenState::Valid,
+            Some(_) => AccessTokenState::Expired,
+            None => AccessTokenState::Unknown,
+        }
+    }
+
+    /// Notes that the API accepted `token`; returns whether this is its first use.
+    pub(super) fn first_use(&mut self, token: &str) -> bool {
+        self.used_access_tokens.insert(token.to_owned())
+    }
+
+    /// Expires one access token now (the `401` fault); returns whether it was known.
+    pub(super) fn expire_access_token(&mut self, token: &str, now: Instant) -> bool {
+        match self.access_tokens.get_mut(token) {
+            Some(expires_at) => {
+                *expires_at = (*expires_at).min(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Expires every access token issued so far; returns how many were still valid.
+    pub(super) fn expire_access_tokens(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        for expires_at in self.access_tokens.values_mut() {
+            if *expires_at > now {
+                expired += 1;
+                *expires_at = now;
+            }
+        }
+        expired
+    }
+
+    /// Revokes every refresh token issued so far; returns how many there were.
+    pub(super) fn revoke_refresh_tokens(&mut self) -> usize {
+        let revoked = self.refresh_tokens.len();
+        self.refresh_tokens.clear();
+        revoked
     }
 }
+
+/// The `error` of a token endpoint reply, kept on the response for `/_simulator/stats`.
+#[derive(Clone, Copy)]
+struct TokenOutcome(&'static str);
 
 fn random_token(prefix: &str, bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
@@ -71,7 +128,7 @@ fn form(body: &Bytes) -> HashMap<String, String> {
 }
 
 /// Entra's error reply.
-fn entra_error(status: StatusCode, error: &str, code: u64, description: &str) -> Response {
+fn entra_error(status: StatusCode, error: &'static str, code: u64, description: &str) -> Response {
     let trace_id = uuid::Uuid::new_v4();
     let correlation_id = uuid::Uuid::new_v4();
     let timestamp = time::OffsetDateTime::now_utc()
@@ -91,7 +148,9 @@ fn entra_error(status: StatusCode, error: &str, code: u64, description: &str) ->
         "correlation_id": correlation_id,
         "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
     });
-    json_response(status, body.to_string())
+    let mut response = json_response(status, body.to_string());
+    response.extensions_mut().insert(TokenOutcome(error));
+    response
 }
 
 /// An unsigned JWT (`alg: none`) carrying the claims `hunter` reads.
@@ -178,6 +237,12 @@ pub(super) async fn token(
     let params = form(&body);
     let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     let client_id = param("client_id");
+    let grant = match param("grant_type") {
+        DEVICE_CODE_GRANT | "device_code" => "device_code",
+        "refresh_token" => "refresh_token",
+        "" => "missing",
+        _ => "unsupported",
+    };
     let response = if client_id.is_empty() {
         entra_error(
             StatusCode::BAD_REQUEST,
@@ -211,6 +276,15 @@ pub(super) async fn token(
         }
     };
     simulator.record("token", response.status());
+    let outcome = if response.status().is_success() {
+        "ok"
+    } else {
+        response
+            .extensions()
+            .get::<TokenOutcome>()
+            .map_or("error", |outcome| outcome.0)
+    };
+    simulator.record_token(grant, outcome);
     response
 }
 

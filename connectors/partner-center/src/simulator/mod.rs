@@ -11,18 +11,37 @@
 //! | `POST /{tenant}/oauth2/v2.0/devicecode` | a device code; the sign-in is approved on the second poll |
 //! | `POST /{tenant}/oauth2/v2.0/token` | device code and refresh-token grants, rotating refresh tokens |
 //! | `GET /devicelogin` | the page the prompt points at (nothing to do there) |
-//! | `GET /_simulator/stats` | request counts by endpoint and status, and injected faults |
+//! | `GET /_simulator/stats` | request counts by endpoint and status, injected faults, token grants by type and outcome, mutations, admin calls |
+//! | `GET /_simulator/referrals` | the current referrals (JSON array, by (`updatedDateTime`, `id`)): the truth to compare with |
+//! | `POST /_simulator/revoke-refresh-tokens` | every refresh token issued so far answers `invalid_grant` (AADSTS700082) |
+//! | `POST /_simulator/expire-access-tokens` | every access token issued so far answers 401 from now on |
+//! | `POST /_simulator/mutate?rate=R` | changes the mutation rate from now on (`0` stops the data moving) |
 //!
-//! The referrals endpoints need a bearer token this simulator issued and that has not expired
-//! (else 401 `unauthenticated`), and get the faults of [`crate::faults`]. Each referral is
-//! served as the file's JSON text verbatim (unknown fields, key order and number spelling
-//! kept). The file is re-read when its size or modification time changes, so tests can move
-//! referrals on; write it atomically ([`write_referrals`]) so that no half-written file is read.
-//! A file that becomes unreadable or invalid is logged and the last good copy is served.
+//! The `/_simulator/` routes need no token. The referrals endpoints need a bearer token this
+//! simulator issued and that has not expired (else 401 `unauthenticated`), and get the faults
+//! of [`crate::faults`]. Each referral is served as the file's JSON text verbatim (unknown
+//! fields, key order and number spelling kept). The file is re-read when its size,
+//! modification time or inode changes, so tests can move referrals on; write it atomically
+//! ([`write_referrals`]) so that no half-written file is read. A file that becomes unreadable
+//! or invalid is logged and the last good copy is served.
+//!
+//! # Mutations
+//!
+//! With [`SimulatorOptions::mutate_rate`] above zero, each list request (first page or
+//! `nextLink` page) first draws whether time passed: if so, `mutate_burst` random referrals
+//! move on together, before the page is computed. Each gets the same new `updatedDateTime`
+//! (now, 7 fraction digits, strictly later than the previous burst), a new quoted `eTag`, and
+//! half the time a status step (New/Pending|Received → Active/Accepted, Active/Accepted →
+//! Closed/Won|Lost; Closed stays). The change is made in memory and the whole file is written
+//! back atomically (file order, other items' text untouched), so the file,
+//! `GET /_simulator/referrals` and the very next request agree. A moved record goes to the end
+//! of the (`updatedDateTime`, `id`) order, so offset paging in flight skips one record, as
+//! the real service may. Draws come from an rng seeded from `fault_seed`.
 
 mod api;
 mod generate;
 mod login;
+mod mutate;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -57,12 +76,17 @@ pub struct SimulatorOptions {
     pub page_size: usize,
     /// `expires_in` of issued access tokens; after it the API answers 401.
     pub access_token_lifetime: Duration,
-    /// Seed for fault draws, for reproducible runs; `None` seeds from the OS.
+    /// Seed for fault and mutation draws, for reproducible runs; `None` seeds from the OS.
     pub fault_seed: Option<u64>,
+    /// Probability, per list request, that referrals move on first (`0..=1`; 0 = never).
+    pub mutate_rate: f64,
+    /// How many referrals move on together, with the same `updatedDateTime`.
+    pub mutate_burst: usize,
 }
 
 impl SimulatorOptions {
-    /// Options with the defaults: no faults, 100 per page, one-hour tokens.
+    /// Options with the defaults: no faults, 100 per page, one-hour tokens, no mutations
+    /// (`mutate_rate` 0, `mutate_burst` 1).
     pub fn new(referrals_file: PathBuf, listen: SocketAddr) -> Self {
         Self {
             referrals_file,
@@ -71,6 +95,8 @@ impl SimulatorOptions {
             page_size: 100,
             access_token_lifetime: Duration::from_secs(3600),
             fault_seed: None,
+            mutate_rate: 0.0,
+            mutate_burst: 1,
         }
     }
 }
@@ -86,31 +112,62 @@ pub async fn bind(
             "page size must be at least 1",
         ));
     }
+    if !(0.0..=1.0).contains(&opts.mutate_rate) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mutate rate {} is outside 0..=1", opts.mutate_rate),
+        ));
+    }
+    if opts.mutate_rate > 0.0 && opts.mutate_burst == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "mutate burst must be at least 1",
+        ));
+    }
     let store = api::Store::load(&opts.referrals_file).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
-    let fault_rng = match opts.fault_seed {
-        Some(seed) => StdRng::seed_from_u64(seed),
-        None => StdRng::from_os_rng(),
+    let (fault_rng, mutate_rng) = match opts.fault_seed {
+        // Separate streams, so that turning mutations on does not change the faults drawn.
+        Some(seed) => (
+            StdRng::seed_from_u64(seed),
+            StdRng::seed_from_u64(seed ^ MUTATE_SEED_SALT),
+        ),
+        None => (StdRng::from_os_rng(), StdRng::from_os_rng()),
     };
     tracing::info!(
         %addr,
         referrals = store.len(),
         file = %opts.referrals_file.display(),
         faults = %opts.faults,
+        mutate_rate = opts.mutate_rate,
+        mutate_burst = opts.mutate_burst,
         "partner center simulator listening"
     );
+    let opts_rate_bits = opts.mutate_rate.to_bits();
     let simulator = Arc::new(Simulator {
         opts,
         addr,
-        store: Mutex::new(store),
+        store: tokio::sync::Mutex::new(store),
         auth: Mutex::new(login::AuthBook::default()),
         fault_rng: Mutex::new(fault_rng),
+        mutate_rng: Mutex::new(mutate_rng),
+        mutate_rate: std::sync::atomic::AtomicU64::new(opts_rate_bits),
         stats: Mutex::new(Stats::default()),
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/_simulator/stats", get(stats))
+        .route("/_simulator/referrals", get(current_referrals))
+        .route("/_simulator/mutate", post(set_mutate_rate))
+        .route(
+            "/_simulator/revoke-refresh-tokens",
+            post(revoke_refresh_tokens),
+        )
+        .route(
+            "/_simulator/expire-access-tokens",
+            post(expire_access_tokens),
+        )
         .route("/v1.0/engagements/referrals", get(api::list_referrals))
         .route("/v1.0/engagements/referrals/{id}", get(api::get_referral))
         .route("/{tenant}/oauth2/v2.0/devicecode", post(login::device_code))
@@ -124,18 +181,32 @@ pub async fn bind(
 /// Writes a referrals file atomically (temp file and rename), so a running simulator never
 /// reads half of it.
 pub fn write_referrals(path: &Path, referrals: &[serde_json::Value]) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(referrals).map_err(io::Error::other)?;
+    write_json(path, referrals)
+}
+
+/// Pretty JSON, written atomically; shared by [`write_referrals`] and mutations (which write
+/// each item's raw text back unchanged).
+fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     crate::auth::write_atomically(path, &json)
 }
+
+/// Mixed into `fault_seed` for the mutation rng ("mutate" in ASCII).
+const MUTATE_SEED_SALT: u64 = 0x6d75_7461_7465;
 
 /// Shared state of one running simulator.
 struct Simulator {
     opts: SimulatorOptions,
     /// Bound address, for links when a request has no `Host` header.
     addr: SocketAddr,
-    store: Mutex<api::Store>,
+    /// Async: a reload or a mutation (read, change, write back) holds it throughout, so they
+    /// never interleave.
+    store: tokio::sync::Mutex<api::Store>,
     auth: Mutex<login::AuthBook>,
     fault_rng: Mutex<StdRng>,
+    mutate_rng: Mutex<StdRng>,
+    /// The current mutation rate (f64 bits): starts at `opts.mutate_rate`, tests may change it.
+    mutate_rate: std::sync::atomic::AtomicU64,
     stats: Mutex<Stats>,
 }
 
@@ -145,6 +216,21 @@ struct Stats {
     requests: BTreeMap<&'static str, BTreeMap<u16, u64>>,
     /// fault kind → count.
     faults: BTreeMap<&'static str, u64>,
+    /// Token endpoint: grant type (`device_code`, `refresh_token`, `missing`, `unsupported`)
+    /// → outcome (`ok` or the `error` code, e.g. `authorization_pending`, `invalid_grant`) →
+    /// count.
+    tokens: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// Mutation bursts applied, referrals moved on, and status steps among them.
+    mutations: MutationStats,
+    /// `/_simulator/` control calls by name.
+    admin: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default, serde::Serialize)]
+struct MutationStats {
+    bursts: u64,
+    referrals: u64,
+    status_changes: u64,
 }
 
 impl Simulator {
@@ -160,6 +246,19 @@ impl Simulator {
 
     fn record_fault(&self, kind: FaultKind) {
         *lock(&self.stats).faults.entry(kind.as_str()).or_default() += 1;
+    }
+
+    fn record_token(&self, grant: &'static str, outcome: &'static str) {
+        *lock(&self.stats)
+            .tokens
+            .entry(grant)
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    fn record_admin(&self, name: &'static str) {
+        *lock(&self.stats).admin.entry(name).or_default() += 1;
     }
 
     /// `http://<host>` as the client addressed us, for links and the verification URI.
@@ -194,6 +293,77 @@ async fn healthz(State(simulator): State<Arc<Simulator>>) -> Response {
 async fn stats(State(simulator): State<Arc<Simulator>>) -> Response {
     let body = serde_json::to_string(&*lock(&simulator.stats)).unwrap_or_default();
     json_response(StatusCode::OK, body)
+}
+
+async fn current_referrals(State(simulator): State<Arc<Simulator>>) -> Response {
+    simulator.record_admin("referrals");
+    let referrals = simulator.referrals().await;
+    let mut body = String::with_capacity(
+        referrals
+            .iter()
+            .map(|r| r.raw.get().len() + 1)
+            .sum::<usize>()
+            + 2,
+    );
+    body.push('[');
+    for (index, referral) in referrals.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        body.push_str(referral.raw.get());
+    }
+    body.push(']');
+    json_response(StatusCode::OK, body)
+}
+
+#[derive(serde::Deserialize)]
+struct MutateQuery {
+    rate: f64,
+}
+
+/// `POST /_simulator/mutate?rate=R`: changes the mutation rate from now on (0 stops it).
+async fn set_mutate_rate(
+    State(simulator): State<Arc<Simulator>>,
+    axum::extract::Query(query): axum::extract::Query<MutateQuery>,
+) -> Response {
+    simulator.record_admin("mutate");
+    if !(0.0..=1.0).contains(&query.rate) || (query.rate > 0.0 && simulator.opts.mutate_burst == 0)
+    {
+        return api::error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "rate must be within 0..=1",
+        )
+        .into_response();
+    }
+    simulator
+        .mutate_rate
+        .store(query.rate.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(rate = query.rate, "simulator mutation rate changed");
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "mutateRate": query.rate }).to_string(),
+    )
+}
+
+async fn revoke_refresh_tokens(State(simulator): State<Arc<Simulator>>) -> Response {
+    simulator.record_admin("revoke_refresh_tokens");
+    let revoked = lock(&simulator.auth).revoke_refresh_tokens();
+    tracing::info!(revoked, "simulator revoked every refresh token");
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "revokedRefreshTokens": revoked }).to_string(),
+    )
+}
+
+async fn expire_access_tokens(State(simulator): State<Arc<Simulator>>) -> Response {
+    simulator.record_admin("expire_access_tokens");
+    let expired = lock(&simulator.auth).expire_access_tokens(std::time::Instant::now());
+    tracing::info!(expired, "simulator expired every access token");
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "expiredAccessTokens": expired }).to_string(),
+    )
 }
 
 async fn not_found(State(simulator): State<Arc<Simulator>>) -> Response {

@@ -232,3 +232,586 @@ async fn bind_reports_a_bad_file() {
         .unwrap();
     assert_eq!(error.kind(), io::ErrorKind::InvalidData);
 }
+
+// ---- 401 fault, test controls, mutations, ordering ----
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc as StdArc;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::auth::TokenProvider;
+use crate::client::PartnerCenterClient;
+use crate::test_support::RecordingSleep;
+
+const EXPIRED_BODY: &str =
+    r#"{"error":{"code":"unauthenticated","message":"access token expired"}}"#;
+
+async fn post(url: &str) -> (u16, Value) {
+    let response = reqwest::Client::new().post(url).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn get_text(url: &str, token: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// `GET /_simulator/referrals`.
+async fn truth(sim: &Sim) -> Vec<Value> {
+    let (status, body) = get(&sim.url("/_simulator/referrals"), None).await;
+    assert_eq!(status, 200);
+    body.as_array().unwrap().clone()
+}
+
+fn instant(referral: &Value) -> OffsetDateTime {
+    OffsetDateTime::parse(referral["updatedDateTime"].as_str().unwrap(), &Rfc3339).unwrap()
+}
+
+fn key(referral: &Value) -> (OffsetDateTime, String) {
+    (
+        instant(referral),
+        referral["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn ids(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn by_id(values: &[Value]) -> HashMap<String, Value> {
+    values
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+fn refresh_form(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", crate::test_support::CLIENT_ID),
+        ("refresh_token", token),
+        ("scope", crate::auth::DEFAULT_SCOPE),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect()
+}
+
+async fn refresh(sim: &Sim, token: &str) -> (u16, Value) {
+    let form = refresh_form(token);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    token_request(sim, &pairs).await
+}
+
+fn token_count(stats: &Value, grant: &str, outcome: &str) -> u64 {
+    stats["tokens"][grant][outcome].as_u64().unwrap_or(0)
+}
+
+async fn client(sim: &Sim, page_size: u32) -> PartnerCenterClient {
+    let (settings, _) = sim.sign_in().await;
+    PartnerCenterClient::new(
+        sim.client_settings(page_size),
+        StdArc::new(TokenProvider::new(settings)),
+    )
+    .unwrap()
+    .with_sleep(RecordingSleep::shared())
+}
+
+async fn all_items(client: &PartnerCenterClient) -> Vec<Value> {
+    let mut page = client.first_page(None).await.unwrap();
+    let mut items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|raw| serde_json::from_str(raw.get()).unwrap())
+        .collect();
+    while let Some(link) = page.next_link.take() {
+        page = client.next_page(&link).await.unwrap();
+        items.extend(
+            page.items
+                .iter()
+                .map(|raw| serde_json::from_str::<Value>(raw.get()).unwrap()),
+        );
+        assert!(items.len() < 100_000, "paging does not end");
+    }
+    items
+}
+
+#[tokio::test]
+async fn fault_401_expires_the_token_for_good() {
+    let sim = Sim::start(&generate_referrals(3, 20), |options| {
+        options.faults = "401:0.3".parse().unwrap();
+    })
+    .await;
+    let (_, cache) = sim.sign_in().await;
+    let token = cache.access_token.expose();
+    let list = sim.url("/v1.0/engagements/referrals");
+    let mut hit = false;
+    for _ in 0..50 {
+        let (status, body) = get_text(&list, token).await;
+        if status == 401 {
+            assert_eq!(body, EXPIRED_BODY);
+            hit = true;
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    assert!(hit, "a 401 fault within 50 requests at rate 0.3");
+    // The token stays expired: no fault is drawn for it any more, it is simply refused.
+    for _ in 0..3 {
+        assert_eq!(get_text(&list, token).await, (401, EXPIRED_BODY.to_owned()));
+    }
+    let stats = sim.stats().await;
+    assert_eq!(stats["faults"]["401"], 1);
+    assert_eq!(count(&stats, "referrals_list", 401), 4);
+    // A refreshed token works: no 401 fault on a token's first request.
+    for _ in 0..5 {
+        let (status, fresh) = refresh(&sim, cache.refresh_token.expose()).await;
+        assert_eq!(status, 200);
+        let fresh = fresh["access_token"].as_str().unwrap();
+        assert_eq!(get_text(&list, fresh).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn client_recovers_from_401_faults_by_refreshing() {
+    let referrals = generate_referrals(150, 21);
+    let sim = Sim::start(&referrals, |options| {
+        options.faults = "401:0.15,429:0.05".parse().unwrap();
+    })
+    .await;
+    let client = client(&sim, 10).await;
+    let items = all_items(&client).await;
+    let mut want: Vec<_> = referrals.iter().map(key).collect();
+    want.sort();
+    assert_eq!(items.iter().map(key).collect::<Vec<_>>(), want);
+
+    let stats = sim.stats().await;
+    let faults = stats["faults"]["401"].as_u64().unwrap_or(0);
+    assert!(faults >= 2, "{stats}");
+    assert_eq!(count(&stats, "referrals_list", 401), faults);
+    // One refresh per 401, plus the sign-in's device code grant.
+    assert_eq!(
+        token_count(&stats, "refresh_token", "ok"),
+        faults,
+        "{stats}"
+    );
+    assert_eq!(token_count(&stats, "device_code", "ok"), 1, "{stats}");
+    assert_eq!(
+        token_count(&stats, "device_code", "authorization_pending"),
+        1,
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn revoked_refresh_tokens_need_a_new_sign_in() {
+    let sim = Sim::start(&generate_referrals(4, 22), |_| {}).await;
+    let (_, first) = sim.sign_in().await;
+    let (status, rotated) = refresh(&sim, first.refresh_token.expose()).await;
+    assert_eq!(status, 200);
+    let rotated = rotated["refresh_token"].as_str().unwrap().to_owned();
+
+    let (status, body) = post(&sim.url("/_simulator/revoke-refresh-tokens")).await;
+    assert_eq!((status, body), (200, json!({ "revokedRefreshTokens": 2 })));
+    for token in [first.refresh_token.expose(), rotated.as_str()] {
+        let (status, error) = refresh(&sim, token).await;
+        assert_eq!(status, 400);
+        assert_eq!(error["error"], "invalid_grant");
+        assert_eq!(error["error_codes"], json!([700082]));
+        let description = error["error_description"].as_str().unwrap();
+        assert!(
+            description
+                .starts_with("AADSTS700082: The refresh token has expired due to inactivity"),
+            "{description}"
+        );
+    }
+    // Access tokens are not touched by a revocation.
+    let list = sim.url("/v1.0/engagements/referrals");
+    assert_eq!(get(&list, Some(first.access_token.expose())).await.0, 200);
+
+    // A client whose access token is also gone cannot recover without a sign-in.
+    let (settings, second) = sim.sign_in().await;
+    let client = PartnerCenterClient::new(
+        sim.client_settings(10),
+        StdArc::new(TokenProvider::new(settings)),
+    )
+    .unwrap();
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 4);
+    post(&sim.url("/_simulator/revoke-refresh-tokens")).await;
+    post(&sim.url("/_simulator/expire-access-tokens")).await;
+    let error = client.first_page(None).await.unwrap_err();
+    assert!(
+        matches!(error, crate::client::ClientError::Auth(_)),
+        "{error:?}"
+    );
+    assert_eq!(refresh(&sim, second.refresh_token.expose()).await.0, 400);
+
+    // Tokens issued by a new device code sign-in work.
+    let (settings, third) = sim.sign_in().await;
+    assert_eq!(refresh(&sim, third.refresh_token.expose()).await.0, 200);
+    let client = PartnerCenterClient::new(
+        sim.client_settings(10),
+        StdArc::new(TokenProvider::new(settings)),
+    )
+    .unwrap();
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 4);
+
+    let stats = sim.stats().await;
+    assert_eq!(
+        token_count(&stats, "refresh_token", "invalid_grant"),
+        4,
+        "{stats}"
+    );
+    assert_eq!(token_count(&stats, "refresh_token", "ok"), 2, "{stats}");
+    assert_eq!(token_count(&stats, "device_code", "ok"), 3, "{stats}");
+    assert_eq!(stats["admin"]["revoke_refresh_tokens"], 2);
+}
+
+#[tokio::test]
+async fn expired_access_tokens_are_refreshed_once_by_the_client() {
+    let sim = Sim::start(&generate_referrals(5, 23), |_| {}).await;
+    let client = client(&sim, 10).await;
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 5);
+    let (_, cache) = sim.sign_in().await;
+    let token = cache.access_token.expose().to_owned();
+
+    let (status, body) = post(&sim.url("/_simulator/expire-access-tokens")).await;
+    assert_eq!((status, body), (200, json!({ "expiredAccessTokens": 2 })));
+    let list = sim.url("/v1.0/engagements/referrals");
+    let (status, body) = get_text(&list, &token).await;
+    assert_eq!((status, body.as_str()), (401, EXPIRED_BODY));
+    let (status, body) = get_text(&format!("{list}/anything"), &token).await;
+    assert_eq!((status, body.as_str()), (401, EXPIRED_BODY));
+
+    // The client refreshes once and goes on; the refreshed token is not affected.
+    let stats = sim.stats().await;
+    let before = token_count(&stats, "refresh_token", "ok");
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 5);
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 5);
+    let stats = sim.stats().await;
+    assert_eq!(
+        token_count(&stats, "refresh_token", "ok"),
+        before + 1,
+        "{stats}"
+    );
+    assert_eq!(stats["admin"]["expire_access_tokens"], 1);
+}
+
+#[tokio::test]
+async fn truth_endpoint_is_sorted_and_needs_no_token() {
+    let referrals = generate_referrals(40, 24);
+    let sim = Sim::start(&referrals, |_| {}).await;
+    let served = truth(&sim).await;
+    let mut want: Vec<_> = referrals.iter().map(key).collect();
+    want.sort();
+    assert_eq!(served.iter().map(key).collect::<Vec<_>>(), want);
+    assert_eq!(by_id(&served), by_id(&referrals));
+}
+
+#[tokio::test]
+async fn filter_compares_instants_and_order_breaks_ties_by_id() {
+    let file = json!([
+        {"id": "b", "updatedDateTime": "2024-01-01T00:00:00.5Z"},
+        {"id": "a", "updatedDateTime": "2024-01-01T00:00:00.5000000Z"},
+        {"id": "c", "updatedDateTime": "2024-01-01T00:00:00.49Z"},
+        {"id": "e", "updatedDateTime": "2024-01-01T00:00:01Z"},
+        {"id": "f", "updatedDateTime": "2024-01-01T00:00:00Z"},
+        {"id": "g", "updatedDateTime": "2024-01-01T01:00:00.5+01:00"},
+        {"id": "d"}
+    ]);
+    let sim = Sim::start(file.as_array().unwrap(), |_| {}).await;
+    let (_, cache) = sim.sign_in().await;
+    let token = Some(cache.access_token.expose());
+    let list = sim.url("/v1.0/engagements/referrals");
+    let query = |q: &str| format!("{list}?{q}");
+    let listed = |body: Value| ids(body["value"].as_array().unwrap());
+
+    let (_, all) = get(&list, token).await;
+    assert_eq!(listed(all), ["d", "f", "c", "a", "b", "g", "e"]);
+    let (_, desc) = get(&query("$orderby=updatedDateTime%20desc"), token).await;
+    assert_eq!(listed(desc), ["e", "g", "b", "a", "c", "f", "d"]);
+
+    // As strings "…00.5000000Z" < "…00.5Z"; as instants they are equal.
+    for literal in [
+        "2024-01-01T00:00:00.5Z",
+        "2024-01-01T00:00:00.5000000Z",
+        "'2024-01-01T00:00:00.50Z'",
+        "2024-01-01T01:00:00.5%2B01:00",
+    ] {
+        let (status, body) = get(
+            &query(&format!("$filter=updatedDateTime%20ge%20{literal}")),
+            token,
+        )
+        .await;
+        assert_eq!(status, 200, "{literal}: {body}");
+        assert_eq!(listed(body), ["a", "b", "g", "e"], "{literal}");
+    }
+    let (_, gt) = get(
+        &query("$filter=updatedDateTime%20gt%202024-01-01T00:00:00.4900000Z&$orderby=updatedDateTime%20desc"),
+        token,
+    )
+    .await;
+    assert_eq!(listed(gt), ["e", "g", "b", "a"]);
+    let (_, seconds) = get(
+        &query("$filter=updatedDateTime%20ge%202024-01-01T00:00:00Z&$top=2"),
+        token,
+    )
+    .await;
+    assert_eq!(listed(seconds.clone()), ["f", "c"]);
+    let next = seconds["@odata.nextLink"].as_str().unwrap();
+    let (_, rest) = get(next, token).await;
+    assert_eq!(listed(rest), ["a", "b"]);
+}
+
+/// Pages through with raw requests; after each page, the page must be the slice of the truth
+/// (which already holds that request's mutation) at its offset.
+#[tokio::test]
+async fn mutations_move_records_to_the_end_between_pages() {
+    let referrals = generate_referrals(60, 25);
+    let original_ids = ids(&referrals);
+    let sim = Sim::start(&referrals, |options| {
+        options.page_size = 10;
+        options.mutate_rate = 1.0;
+        options.mutate_burst = 3;
+    })
+    .await;
+    let (_, cache) = sim.sign_in().await;
+    let token = Some(cache.access_token.expose());
+
+    let mut url = sim.url("/v1.0/engagements/referrals");
+    let mut offset = 0;
+    let mut stamps = BTreeSet::new();
+    let mut previous = by_id(&referrals);
+    let mut served_twice = false;
+    let mut seen = BTreeSet::new();
+    loop {
+        let (status, page) = get(&url, token).await;
+        assert_eq!(status, 200, "{page}");
+        let now = truth(&sim).await;
+        let items = page["value"].as_array().unwrap();
+        let end = (offset + 10).min(now.len());
+        assert_eq!(ids(items), ids(&now[offset..end]), "page at {offset}");
+        for id in ids(items) {
+            served_twice |= !seen.insert(id);
+        }
+
+        // The burst: exactly 3 records changed, sharing one 7-digit timestamp, at the end.
+        let changed: Vec<&Value> = now
+            .iter()
+            .filter(|r| previous[r["id"].as_str().unwrap()] != **r)
+            .collect();
+        assert_eq!(changed.len(), 3);
+        let stamp = changed[0]["updatedDateTime"].as_str().unwrap().to_owned();
+        assert!(
+            changed
+                .iter()
+                .all(|r| r["updatedDateTime"] == stamp.as_str())
+        );
+        assert_eq!(stamp.len(), "2024-01-01T00:00:00.0000000Z".len(), "{stamp}");
+        assert!(stamps.insert(stamp.clone()), "a new timestamp per burst");
+        let tail: Vec<&Value> = now[now.len() - 3..].iter().collect();
+        assert_eq!(tail, changed, "the burst is last, ordered by id");
+        for referral in &changed {
+            let id = referral["id"].as_str().unwrap();
+            let etag = referral["eTag"].as_str().unwrap();
+            assert!(etag.starts_with('"') && etag.ends_with('"'));
+            assert_ne!(etag, previous[id]["eTag"].as_str().unwrap());
+        }
+
+        // The file holds the same truth, in the file's original order.
+        let file: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(&sim.referrals_file).unwrap()).unwrap();
+        assert_eq!(ids(&file), original_ids);
+        assert_eq!(by_id(&file), by_id(&now));
+
+        previous = by_id(&now);
+        offset += 10;
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(offset, 60, "offset paging still ends after 6 pages");
+    assert!(served_twice || seen.len() < 60);
+    let stats = sim.stats().await;
+    assert_eq!(stats["mutations"]["bursts"], 6);
+    assert_eq!(stats["mutations"]["referrals"], 18);
+}
+
+#[tokio::test]
+async fn status_steps_follow_the_table_and_unknown_fields_survive() {
+    let mut referrals = generate_referrals(30, 26);
+    referrals[0]["unknownFutureField"] = json!({"kept": [1.5, "x"]});
+    let before = by_id(&referrals);
+    let sim = Sim::start(&referrals, |options| {
+        options.mutate_rate = 1.0;
+        options.mutate_burst = 5;
+    })
+    .await;
+    let (_, cache) = sim.sign_in().await;
+    let token = Some(cache.access_token.expose());
+    let list = sim.url("/v1.0/engagements/referrals?$top=1");
+    for _ in 0..20 {
+        assert_eq!(get(&list, token).await.0, 200);
+    }
+    let after = by_id(&truth(&sim).await);
+    let mut steps = 0;
+    for (id, now) in &after {
+        let was = &before[id];
+        let pair = |r: &Value| {
+            (
+                r["status"].as_str().unwrap().to_owned(),
+                r["substatus"].as_str().unwrap().to_owned(),
+            )
+        };
+        let (from, to) = (pair(was), pair(now));
+        if from != to {
+            steps += 1;
+            let allowed = match from.0.as_str() {
+                "New" => to.0 == "Active" || to.0 == "Closed",
+                "Active" => to.0 == "Closed",
+                _ => false,
+            };
+            assert!(allowed, "{id}: {from:?} -> {to:?}");
+            // Stamped with the step's burst; a later burst may have moved it on again.
+            let stamped = |field: &str| {
+                let at = OffsetDateTime::parse(now[field].as_str().unwrap(), &Rfc3339).unwrap();
+                assert!(at > instant(was) && at <= instant(now), "{id}: {field}");
+            };
+            if to.0 == "Closed" {
+                assert!(to.1 == "Won" || to.1 == "Lost");
+                stamped("closedDateTime");
+            } else {
+                assert_eq!(to.1, "Accepted");
+                if was["acceptedDateTime"].is_null() {
+                    stamped("acceptedDateTime");
+                }
+            }
+        }
+        // Everything but the moving parts is kept.
+        let strip = |r: &Value| {
+            let mut r = r.clone();
+            for field in [
+                "updatedDateTime",
+                "eTag",
+                "status",
+                "substatus",
+                "acceptedDateTime",
+                "closedDateTime",
+                "statusReason",
+            ] {
+                r.as_object_mut().unwrap().remove(field);
+            }
+            r
+        };
+        assert_eq!(strip(was), strip(now), "{id}");
+    }
+    assert!(steps > 0);
+    let stats = sim.stats().await;
+    // A record may have stepped twice (New → Active → Closed).
+    assert!(stats["mutations"]["status_changes"].as_u64().unwrap() >= steps);
+    assert_eq!(stats["mutations"]["bursts"], 20);
+}
+
+#[tokio::test]
+async fn mutations_are_reproducible_for_a_seed() {
+    let referrals = generate_referrals(50, 27);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let sim = Sim::start(&referrals, |options| {
+            options.fault_seed = Some(99);
+            options.mutate_rate = 0.5;
+            options.mutate_burst = 2;
+        })
+        .await;
+        let (_, cache) = sim.sign_in().await;
+        let list = sim.url("/v1.0/engagements/referrals?$top=5");
+        for _ in 0..12 {
+            get(&list, Some(cache.access_token.expose())).await;
+        }
+        // Compare everything but the wall-clock timestamps.
+        let outcome: Vec<Value> = truth(&sim)
+            .await
+            .into_iter()
+            .map(|mut r| {
+                for field in ["updatedDateTime", "closedDateTime", "acceptedDateTime"] {
+                    r.as_object_mut().unwrap().remove(field);
+                }
+                r
+            })
+            .collect();
+        let stats = sim.stats().await;
+        runs.push((ids(&truth(&sim).await), outcome, stats["mutations"].clone()));
+    }
+    assert_eq!(runs[0], runs[1]);
+    let bursts = runs[0].2["bursts"].as_u64().unwrap();
+    assert!(bursts > 0 && bursts < 12, "{}", runs[0].2);
+}
+
+#[tokio::test]
+async fn reloading_keeps_mutations_and_mutations_keep_edits() {
+    let referrals = generate_referrals(20, 28);
+    let sim = Sim::start(&referrals, |options| {
+        options.mutate_rate = 1.0;
+    })
+    .await;
+    let (_, cache) = sim.sign_in().await;
+    let token = Some(cache.access_token.expose());
+    let list = sim.url("/v1.0/engagements/referrals");
+    get(&list, token).await;
+    let mutated = truth(&sim).await;
+    let first_moved = mutated.last().unwrap().clone();
+    assert_ne!(
+        by_id(&referrals)[first_moved["id"].as_str().unwrap()],
+        first_moved
+    );
+
+    // A test edits the file (from the truth): the next mutation starts from that edit.
+    let mut edited = mutated.clone();
+    edited[0]["name"] = json!("edited by the test");
+    let edited_id = edited[0]["id"].as_str().unwrap().to_owned();
+    write_referrals(&sim.referrals_file, &edited).unwrap();
+    let (_, page) = get(&list, token).await;
+    let now = truth(&sim).await;
+    let now_by_id = by_id(&now);
+    assert_eq!(now_by_id[&edited_id]["name"], "edited by the test");
+    let second_moved = now.last().unwrap();
+    assert!(instant(second_moved) > instant(&first_moved));
+    if second_moved["id"] != first_moved["id"] {
+        assert_eq!(now_by_id[first_moved["id"].as_str().unwrap()], first_moved);
+    }
+    assert_eq!(ids(page["value"].as_array().unwrap()), ids(&now));
+
+    // The get-by-id endpoint serves the mutated text too.
+    let id = second_moved["id"].as_str().unwrap();
+    let (status, one) = get(&format!("{list}/{id}"), token).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["eTag"], second_moved["eTag"]);
+}
+
+#[tokio::test]
+async fn bind_rejects_bad_mutation_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("referrals.json");
+    write_referrals(&file, &[]).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    for (rate, burst) in [(1.5, 1), (-0.1, 1), (f64::NAN, 1), (0.5, 0)] {
+        let mut options = SimulatorOptions::new(file.clone(), listen);
+        options.mutate_rate = rate;
+        options.mutate_burst = burst;
+        let error = bind(options).await.err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{rate} {burst}");
+    }
+    let options = SimulatorOptions::new(file, listen);
+    assert_eq!((options.mutate_rate, options.mutate_burst), (0.0, 1));
+}

@@ -22,6 +22,9 @@ pub struct SyncRun {
     pub dead_lettered: i64,
     pub error_class: Option<String>,
     pub error_message: Option<String>,
+    /// For a coalesced trigger: the run that served it.
+    #[serde(default)]
+    pub coalesced_into: Option<String>,
 }
 
 /// The source's durable cursor per tenant (`schemas/source_state.avsc`, compacted topic
@@ -33,6 +36,21 @@ pub struct SourceState {
     pub cursor_id: Option<String>,
     pub last_run_id: Option<String>,
     pub last_success_at: Option<Timestamp>,
+    /// When the last full sweep succeeded.
+    #[serde(default)]
+    pub last_full_sweep_at: Option<Timestamp>,
+    /// Versions published inside the overlap window, so a restart does not republish them.
+    #[serde(default)]
+    pub recent: Vec<RecentVersion>,
+    pub updated_at: Timestamp,
+}
+
+/// One published version inside the overlap window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentVersion {
+    pub id: String,
+    /// The version hash, stored as Avro `long`.
+    pub version: i64,
     pub updated_at: Timestamp,
 }
 

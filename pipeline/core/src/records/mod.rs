@@ -16,7 +16,7 @@ use apache_avro::Schema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use control::{Command, SourceState, SyncRun};
+pub use control::{Command, RecentVersion, SourceState, SyncRun};
 pub use lead::{Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
 pub use referral::{Ingest, Referral, ReferralParseError};

@@ -266,6 +266,7 @@ fn control_types_agree_with_their_avsc() {
         dead_lettered: 7,
         error_class: Some("rate_limited".into()),
         error_message: Some("throttled".into()),
+        coalesced_into: Some("run-0".into()),
     });
     assert_agrees_with_contract(&SourceState {
         tenant: "contoso".into(),
@@ -273,6 +274,12 @@ fn control_types_agree_with_their_avsc() {
         cursor_id: Some("r-9".into()),
         last_run_id: Some("run-1".into()),
         last_success_at: Some(Timestamp(11)),
+        last_full_sweep_at: Some(Timestamp(9)),
+        recent: vec![RecentVersion {
+            id: "r-9".into(),
+            version: -42,
+            updated_at: Timestamp(10),
+        }],
         updated_at: Timestamp(12),
     });
     assert_agrees_with_contract(&Command {

@@ -1,0 +1,378 @@
+//! The Partner Center source against the real broker and the simulator: faults, ties and
+//! data moving while a poll pages, kill -9 mid-poll, sign-in expiry and recovery, tenants.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use hunter_e2e::{Deployment, generated_referrals, run_hunter, stat_count};
+
+fn duplicates(versions: &[(String, String)]) -> Vec<&(String, String)> {
+    let mut seen = HashSet::new();
+    versions.iter().filter(|v| !seen.insert(*v)).collect()
+}
+
+fn missing<'a>(
+    truth: &'a [(String, String)],
+    published: &[(String, String)],
+) -> Vec<&'a (String, String)> {
+    let published: HashSet<_> = published.iter().collect();
+    truth.iter().filter(|v| !published.contains(v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_ties_and_moving_data_publish_every_version_exactly_once() -> anyhow::Result<()> {
+    let referrals = generated_referrals(5000, 3)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    deployment
+        .start_simulator(&[
+            "--faults",
+            "429:0.15,500:0.05,truncate:0.03",
+            "--mutate",
+            "0.5",
+            "--mutate-burst",
+            "3",
+            "--seed",
+            "5",
+        ])
+        .await?;
+    deployment.login_and_migrate()?;
+    deployment
+        .env
+        .insert("HUNTER_SYNC_INTERVAL_SECS".into(), "2".into());
+    deployment.start_role("source").await?;
+
+    // Several polls while referrals keep moving on (in bursts sharing one timestamp) between
+    // and during their pages.
+    let started = Instant::now();
+    deployment
+        .wait_for_run("a first complete poll", Duration::from_secs(180), |run| {
+            run.status == "succeeded"
+        })
+        .await?;
+    tokio::time::sleep(
+        Duration::from_secs(6).saturating_sub(started.elapsed().min(Duration::from_secs(6))),
+    )
+    .await;
+
+    // Then the data stops moving and one more poll must catch up with all of it.
+    deployment
+        .simulator_post("/_simulator/mutate?rate=0")
+        .await?;
+    let task = deployment.request_sync(None).await?;
+    let run = deployment
+        .wait_for_run("the catch-up poll", Duration::from_secs(180), |run| {
+            run.run_id == task
+        })
+        .await?;
+    let serving = run.coalesced_into.clone().unwrap_or(run.run_id.clone());
+    let run = deployment
+        .wait_for_run(
+            "the run serving the trigger",
+            Duration::from_secs(180),
+            |r| r.run_id == serving,
+        )
+        .await?;
+    assert_eq!(run.status, "succeeded", "{run:?}");
+
+    let stats = deployment.simulator_get("/_simulator/stats").await?;
+    let mutated = stats["mutations"]["referrals"].as_u64().unwrap_or(0);
+    assert!(mutated > 0, "the simulator moved nothing on: {stats}");
+    let faults = &stats["faults"];
+    assert!(
+        stat_count(faults, &[]) > 0,
+        "no faults were injected: {stats}"
+    );
+
+    let truth = deployment.simulator_truth().await?;
+    assert_eq!(truth.len(), 5000);
+    let published = deployment.published_versions().await?;
+    let lost = missing(&truth, &published);
+    assert!(
+        lost.is_empty(),
+        "{} current versions never published, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let doubled = duplicates(&published);
+    assert!(
+        doubled.is_empty(),
+        "{} versions published twice, e.g. {:?}",
+        doubled.len(),
+        &doubled[..doubled.len().min(5)]
+    );
+    eprintln!(
+        "published {} versions of 5000 referrals ({mutated} moves, faults {faults})",
+        published.len()
+    );
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_poll_then_restart_loses_nothing_and_resumes_from_the_cursor()
+-> anyhow::Result<()> {
+    let referrals = generated_referrals(1500, 11)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    // Throttling makes the first poll take long enough to be killed in the middle.
+    deployment
+        .start_simulator(&["--page-size", "25", "--faults", "429:0.25"])
+        .await?;
+    deployment.login_and_migrate()?;
+    let source = deployment.start_role("source").await?;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let published = deployment.published_versions().await?.len();
+        if published >= 200 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nothing published in time\n{}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    deployment.process(source).kill9();
+    let before = deployment.published_versions().await?.len();
+    let runs = deployment.sync_runs().await?;
+    assert!(
+        runs.iter().all(|r| r.status != "succeeded"),
+        "the poll finished before the kill: {runs:?}"
+    );
+    assert!(before < 1500, "the poll finished before the kill");
+
+    // Restart: the cursor was never stored, so everything is read again; nothing is lost.
+    deployment.start_role("source").await?;
+    let run = deployment
+        .wait_for_run(
+            "the poll after the restart",
+            Duration::from_secs(180),
+            |r| r.status == "succeeded",
+        )
+        .await?;
+    let truth = deployment.simulator_truth().await?;
+    let published = deployment.published_versions().await?;
+    assert!(
+        missing(&truth, &published).is_empty(),
+        "lost versions after kill -9"
+    );
+    // At-least-once: only what the killed poll had published may appear twice.
+    assert!(
+        duplicates(&published).len() <= before,
+        "more duplicates than the killed poll published"
+    );
+    assert_eq!(run.trigger, "startup");
+
+    // A second kill -9 after the cursor was stored: the restart's poll re-reads the overlap
+    // window and publishes none of it again (the window's versions are stored with the cursor).
+    let last = deployment.processes_len() - 1;
+    deployment.process(last).kill9();
+    let count = published.len();
+    deployment.start_role("source").await?;
+    let after = deployment
+        .wait_for_run(
+            "the poll after the second restart",
+            Duration::from_secs(60),
+            |r| r.status == "succeeded" && r.run_id != run.run_id,
+        )
+        .await?;
+    assert_eq!(after.published, 0, "{after:?}");
+    assert!(
+        after.skipped >= 1,
+        "the overlap window was re-read: {after:?}"
+    );
+    assert_eq!(deployment.published_versions().await?.len(), count);
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_sign_in_suspends_the_tenant_until_a_new_login() -> anyhow::Result<()> {
+    let referrals = generated_referrals(60, 21)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    // Access tokens shorter than the refresh margin: every call refreshes silently.
+    deployment
+        .start_simulator(&["--access-token-lifetime", "1"])
+        .await?;
+    deployment.login_and_migrate()?;
+    let cache_path = std::path::PathBuf::from(&deployment.env["HUNTER_TOKEN_CACHE"]);
+    let first_cache: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache_path)?)?;
+    deployment
+        .env
+        .insert("HUNTER_SYNC_INTERVAL_SECS".into(), "1".into());
+    deployment.start_role("source").await?;
+    deployment
+        .wait_for_run("a first poll", Duration::from_secs(60), |r| {
+            r.status == "succeeded"
+        })
+        .await?;
+
+    // Silent refresh rotated the refresh token in the cache, which stays private.
+    let cache: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache_path)?)?;
+    assert_ne!(
+        cache["refresh_token"], first_cache["refresh_token"],
+        "refresh token rotated"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cache_path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    let stats = deployment.simulator_get("/_simulator/stats").await?;
+    assert!(
+        stat_count(&stats["tokens"]["refresh_token"], &["ok"]) >= 1,
+        "{stats}"
+    );
+
+    // The refresh token is revoked (as after 90 idle days) and the access token expires.
+    deployment
+        .simulator_post("/_simulator/revoke-refresh-tokens")
+        .await?;
+    deployment
+        .simulator_post("/_simulator/expire-access-tokens")
+        .await?;
+    let failed = deployment
+        .wait_for_run(
+            "a run reporting the sign-in",
+            Duration::from_secs(60),
+            |r| r.error_class.as_deref() == Some("signin_required"),
+        )
+        .await?;
+    let message = failed.error_message.clone().unwrap_or_default();
+    assert!(message.contains("hunter auth login"), "{message}");
+    assert!(
+        message.contains("AADSTS700082") || message.contains("invalid_grant"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(cache["refresh_token"].as_str().unwrap()),
+        "no secret in the run record"
+    );
+    let metrics = deployment.metrics().await?;
+    assert!(
+        metrics.contains("hunter_source_signin_required{tenant=\"test-tenant\"} 1"),
+        "{metrics}"
+    );
+
+    // Suspended: ticks go on (and say why) but make no calls to the API or the authority.
+    let calls = |stats: &serde_json::Value| {
+        stats["requests"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "healthz")
+                    .map(|(_, v)| stat_count(v, &[]))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    let before = calls(&deployment.simulator_get("/_simulator/stats").await?);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = calls(&deployment.simulator_get("/_simulator/stats").await?);
+    assert_eq!(before, after, "a suspended tenant called the simulator");
+    let suspended = deployment
+        .sync_runs()
+        .await?
+        .into_iter()
+        .filter(|r| r.error_class.as_deref() == Some("signin_required"))
+        .count();
+    assert!(suspended >= 2, "suspended ticks are recorded");
+
+    // A new sign-in: the source notices the new cache and resumes by itself.
+    let (ok, output) = run_hunter(&["auth", "login"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    let resumed_after = hunter_core::records::Timestamp::now();
+    deployment
+        .wait_for_run("a poll after the new login", Duration::from_secs(60), |r| {
+            r.status == "succeeded" && r.started_at > resumed_after
+        })
+        .await?;
+    let metrics = deployment.metrics().await?;
+    assert!(
+        metrics.contains("hunter_source_signin_required{tenant=\"test-tenant\"} 0"),
+        "{metrics}"
+    );
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_fail_independently_and_a_disabled_source_makes_no_calls() -> anyhow::Result<()> {
+    let referrals = generated_referrals(40, 31)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    deployment.start_simulator(&[]).await?;
+    deployment.login_and_migrate()?;
+
+    // A second tenant that never signed in, next to the one that did.
+    let config = deployment.dir.path().join("hunter.toml");
+    let missing_cache = deployment.dir.path().join("never-signed-in.json");
+    std::fs::write(
+        &config,
+        format!(
+            "[[partner_center.tenants]]\nname = \"fabrikam\"\ntenant_id = \"fabrikam.example\"\nclient_id = \"c2\"\ntoken_cache = \"{}\"\n",
+            missing_cache.display()
+        ),
+    )?;
+    deployment
+        .env
+        .insert("HUNTER_CONFIG".into(), config.display().to_string());
+    deployment
+        .env
+        .insert("HUNTER_SYNC_INTERVAL_SECS".into(), "1".into());
+    deployment.start_role("source").await?;
+    let ok = deployment
+        .wait_for_run(
+            "the signed-in tenant's poll",
+            Duration::from_secs(60),
+            |r| r.tenant == "test-tenant" && r.status == "succeeded",
+        )
+        .await?;
+    assert_eq!(ok.published, 40);
+    let failed = deployment
+        .wait_for_run("the other tenant's report", Duration::from_secs(60), |r| {
+            r.tenant == "fabrikam"
+        })
+        .await?;
+    assert_eq!(
+        failed.error_class.as_deref(),
+        Some("signin_required"),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .error_message
+            .unwrap_or_default()
+            .contains("hunter auth login")
+    );
+    // The healthy tenant keeps polling while the other one waits.
+    deployment
+        .wait_for_run(
+            "a later poll of the healthy tenant",
+            Duration::from_secs(30),
+            |r| r.tenant == "test-tenant" && r.status == "succeeded" && r.run_id != ok.run_id,
+        )
+        .await?;
+    let last = deployment.processes_len() - 1;
+    deployment.process(last).kill9();
+
+    // Disabled: the source idles, says so, and calls nothing.
+    let before = deployment.simulator_get("/_simulator/stats").await?;
+    deployment
+        .env
+        .insert("HUNTER_PARTNER_CENTER_ENABLED".into(), "false".into());
+    let index = deployment.start_role("source").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = deployment.simulator_get("/_simulator/stats").await?;
+    assert_eq!(
+        before["requests"]["list"], after["requests"]["list"],
+        "a disabled source listed referrals"
+    );
+    assert_eq!(
+        before["tokens"], after["tokens"],
+        "a disabled source asked for tokens"
+    );
+    assert!(deployment.process(index).output().contains("disabled"));
+    deployment.teardown().await;
+    Ok(())
+}
