@@ -353,6 +353,37 @@ async fn tenants_fail_independently_and_a_disabled_source_makes_no_calls() -> an
             |r| r.tenant == "test-tenant" && r.status == "succeeded" && r.run_id != ok.run_id,
         )
         .await?;
+    // `hunter auth status` tells which tenant needs a sign-in, and fails while one does.
+    let (ok, output) = run_hunter(
+        &["auth", "status"],
+        &deployment.env,
+        Duration::from_secs(30),
+    )?;
+    assert!(
+        !ok,
+        "auth status passed with a tenant not signed in: {output}"
+    );
+    assert!(
+        output.contains("fabrikam") && output.contains("hunter auth login"),
+        "{output}"
+    );
+    let (ok, output) = run_hunter(
+        &["auth", "status", "--tenant", "test-tenant"],
+        &deployment.env,
+        Duration::from_secs(30),
+    )?;
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("demo@simulator.local"),
+        "the account is shown: {output}"
+    );
+    let cache = std::fs::read_to_string(&deployment.env["HUNTER_TOKEN_CACHE"])?;
+    let cache: serde_json::Value = serde_json::from_str(&cache)?;
+    assert!(
+        !output.contains(cache["access_token"].as_str().unwrap()),
+        "no token in the status"
+    );
+
     let last = deployment.processes_len() - 1;
     deployment.process(last).kill9();
 
@@ -373,6 +404,87 @@ async fn tenants_fail_independently_and_a_disabled_source_makes_no_calls() -> an
         "a disabled source asked for tokens"
     );
     assert!(deployment.process(index).output().contains("disabled"));
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_during_a_poll_coalesce_into_one_follow_up_poll() -> anyhow::Result<()> {
+    let referrals = generated_referrals(400, 41)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    // Throttled small pages: the startup poll takes a few seconds.
+    deployment
+        .start_simulator(&["--page-size", "20", "--faults", "429:0.3", "--seed", "9"])
+        .await?;
+    deployment.login_and_migrate()?;
+    deployment.start_role("source").await?;
+    // Wait until the startup poll is under way, then ask three times.
+    hunter_e2e::wait_for(
+        "the startup poll to start",
+        Duration::from_secs(30),
+        || async {
+            Ok(deployment
+                .sync_runs()
+                .await?
+                .iter()
+                .any(|r| r.trigger == "startup")
+                .then_some(()))
+        },
+    )
+    .await?;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(deployment.request_sync(None).await?);
+    }
+    let startup = deployment
+        .wait_for_run("the startup poll", Duration::from_secs(120), |r| {
+            r.trigger == "startup"
+        })
+        .await?;
+    assert_eq!(startup.status, "succeeded", "{startup:?}");
+    // Every trigger is served: by a manual run of its own, or coalesced into a run that was
+    // due anyway; triggers that piled up during a poll cost one follow-up poll, not one each.
+    let mut coalesced = 0;
+    for task in &tasks {
+        let run = deployment
+            .wait_for_run("a trigger's run", Duration::from_secs(120), |r| {
+                r.run_id == *task
+            })
+            .await?;
+        let serving = match run.status.as_str() {
+            "coalesced" => {
+                coalesced += 1;
+                run.coalesced_into
+                    .clone()
+                    .expect("a coalesced run names the run that served it")
+            }
+            _ => run.run_id.clone(),
+        };
+        let served = deployment
+            .wait_for_run("the serving run", Duration::from_secs(120), |r| {
+                r.run_id == serving
+            })
+            .await?;
+        assert_eq!(
+            (served.status.as_str(), served.trigger.as_str()),
+            ("succeeded", "manual"),
+            "{served:?}"
+        );
+    }
+    assert!(
+        coalesced >= 1,
+        "three triggers during a poll were not coalesced"
+    );
+    let polls = deployment
+        .sync_runs()
+        .await?
+        .into_iter()
+        .filter(|r| r.status == "succeeded")
+        .count();
+    assert!(
+        polls <= 3,
+        "{polls} polls for the startup and three triggers"
+    );
     deployment.teardown().await;
     Ok(())
 }
