@@ -16,18 +16,8 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 cd "$REPO"
 
-# CI runs as root with a minimal environment: make sure HOME and ~/.cargo/bin are there.
-if [[ -z "${HOME:-}" ]]; then
-    HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
-    export HOME
-fi
-for dir in /usr/local/sbin /usr/sbin /sbin /usr/local/bin /usr/bin /bin "$HOME/.cargo/bin"; do
-    case ":$PATH:" in
-        *":$dir:"*) ;;
-        *) PATH="${PATH:+$PATH:}$dir" ;;
-    esac
-done
-export PATH
+# shellcheck source=deploy/local/env.sh
+source "$REPO/deploy/local/env.sh"
 
 STACK="$REPO/deploy/local/stack.sh"
 

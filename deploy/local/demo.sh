@@ -16,15 +16,8 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 cd "$REPO"
 
-if [[ -z "${HOME:-}" ]]; then
-    HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
-    export HOME
-fi
-case ":$PATH:" in
-    *":$HOME/.cargo/bin:"*) ;;
-    *) PATH="${PATH:+$PATH:}$HOME/.cargo/bin" ;;
-esac
-export PATH
+# shellcheck source=deploy/local/env.sh
+source "$SCRIPT_DIR/env.sh"
 
 LOCAL="$REPO/.local"
 DEMO_DIR="$LOCAL/demo"

@@ -28,19 +28,8 @@ PROMETHEUS_HOME="$LOCAL/prometheus"
 PROMETHEUS_CONFIG="$REPO/deploy/prometheus/prometheus.yml"
 CLICKHOUSE_TEMPLATES="$SCRIPT_DIR/clickhouse"
 
-# A bare environment (CI, cron) may lack HOME, ~/.cargo/bin or the sbin directories
-# (clickhouse-server lives in /usr/sbin).
-if [[ -z "${HOME:-}" ]]; then
-    HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
-    export HOME
-fi
-for dir in /usr/local/sbin /usr/sbin /sbin /usr/local/bin /usr/bin /bin "$HOME/.cargo/bin"; do
-    case ":$PATH:" in
-        *":$dir:"*) ;;
-        *) PATH="${PATH:+$PATH:}$dir" ;;
-    esac
-done
-export PATH
+# shellcheck source=deploy/local/env.sh
+source "$SCRIPT_DIR/env.sh"
 
 HOST=127.0.0.1
 KAFKA_PORT=19092
