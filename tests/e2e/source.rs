@@ -320,6 +320,9 @@ async fn tenants_fail_independently_and_a_disabled_source_makes_no_calls() -> an
     deployment
         .env
         .insert("HUNTER_SYNC_INTERVAL_SECS".into(), "1".into());
+    deployment
+        .env
+        .insert("HUNTER_SYNC_FULL_SWEEP_SECS".into(), "3".into());
     deployment.start_role("source").await?;
     let ok = deployment
         .wait_for_run(
@@ -353,6 +356,16 @@ async fn tenants_fail_independently_and_a_disabled_source_makes_no_calls() -> an
             |r| r.tenant == "test-tenant" && r.status == "succeeded" && r.run_id != ok.run_id,
         )
         .await?;
+    // The periodic full sweep reads everything again (no updatedDateTime filter) and, nothing
+    // having changed, publishes nothing.
+    let sweep = deployment
+        .wait_for_run("a full sweep", Duration::from_secs(30), |r| {
+            r.tenant == "test-tenant" && r.trigger == "sweep"
+        })
+        .await?;
+    assert_eq!(sweep.status, "succeeded", "{sweep:?}");
+    assert!(sweep.fetched >= 40 && sweep.published == 0, "{sweep:?}");
+
     // `hunter auth status` tells which tenant needs a sign-in, and fails while one does.
     let (ok, output) = run_hunter(
         &["auth", "status"],
