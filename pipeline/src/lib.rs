@@ -7,15 +7,19 @@
 //!   consume → decode → process → produce → acknowledge:
 //!   [`roles::source`], [`roles::process`], [`roles::sink`], [`roles::api`].
 //! - [`commands`]: the one-shot subcommands (`auth`, `migrate`, `simulate`).
+//! - [`processors`]: dedupe and enrichment, the processor role's logic.
 //!
 //! Delivery semantics (at-least-once end to end, idempotent effects):
 //! - source: a tenant's cursor advances only after every record of the poll was acknowledged
 //!   by the broker (acks=all, idempotent producer); a crash replays, never skips;
 //! - processor: a referral's offset is stored only after its lead (or dead letter) was
-//!   acknowledged; the same referral version always yields the same lead version;
+//!   acknowledged; the same referral version always yields the same lead version (same
+//!   `version`; a replay is recognised and produces nothing, and only the DNS-derived mail
+//!   provider and score could differ if a replay did produce);
 //! - sink: an offset is stored only after ClickHouse acknowledged the insert holding it;
 //!   `leads` is a ReplacingMergeTree on `version`, so replays add no live rows.
 
 pub mod cli;
 pub mod commands;
+pub mod processors;
 pub mod roles;

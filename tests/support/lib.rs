@@ -100,6 +100,10 @@ impl Process {
         })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown hooks run.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -688,4 +692,93 @@ pub fn stat_count(map: &serde_json::Value, statuses: &[&str]) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+impl Deployment {
+    /// Publishes referrals (API JSON) to the referral topic the way the source does: Avro
+    /// records keyed by id, Java's partitioner.
+    pub async fn produce_referrals(&self, referrals: &[serde_json::Value]) -> anyhow::Result<()> {
+        use hunter_core::records::{Ingest, Referral, Timestamp};
+        let topic = self.topic("partner-center.referrals.v1");
+        let codec = hunter_core::codec::Codec::<Referral>::new(&topic, None);
+        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.brokers)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()?;
+        for chunk in referrals.chunks(500) {
+            let mut records = Vec::with_capacity(chunk.len());
+            for raw in chunk {
+                let ingest = Ingest {
+                    tenant: "test-tenant".into(),
+                    fetched_at: Timestamp::now(),
+                    sync_run_id: "test".into(),
+                };
+                let referral = Referral::from_api_json(&raw.to_string(), ingest)?;
+                records.push((referral.id.clone(), codec.encode_single_object(&referral)?));
+            }
+            let sends = records.iter().map(|(key, payload)| {
+                producer.send(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key(key)
+                        .payload(payload),
+                    Duration::from_secs(30),
+                )
+            });
+            for result in futures::future::join_all(sends).await {
+                result.map_err(|(error, _)| error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every lead record in the lead topic, in topic order.
+    pub async fn leads(&self) -> anyhow::Result<Vec<hunter_core::records::Lead>> {
+        let topic = self.topic("hunter.leads.v1");
+        let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(&topic, None);
+        let mut leads = Vec::new();
+        for (payload, _) in read_topic(&self.stack.brokers, &topic, 0)? {
+            leads.push(codec.decode(&payload).await?);
+        }
+        Ok(leads)
+    }
+
+    /// Records in a topic of this deployment now (high minus low watermarks).
+    pub fn topic_count(&self, base: &str) -> anyhow::Result<i64> {
+        let topic = self.topic(base);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.brokers)
+            .set("group.id", unique("count"))
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut total = 0;
+        for partition in metadata.topics()[0].partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))?;
+            total += high - low;
+        }
+        std::thread::spawn(move || drop(consumer));
+        Ok(total)
+    }
+
+    /// Starts `hunter run ROLE` with its HTTP listener on `port` (for several processes of one
+    /// deployment) and waits for its `/healthz`.
+    pub async fn start_role_on(&mut self, role: &str, port: u16) -> anyhow::Result<usize> {
+        let mut env = self.env.clone();
+        env.insert("HUNTER_API_LISTEN".into(), format!("127.0.0.1:{port}"));
+        let name = format!("run-{role}-{port}");
+        let process = Process::spawn(&name, &["run", role], &env, self.dir.path())?;
+        self.processes.push(process);
+        let index = self.processes.len() - 1;
+        let result = wait_healthy(
+            &name,
+            &format!("http://127.0.0.1:{port}/healthz"),
+            Duration::from_secs(30),
+        )
+        .await;
+        if let Err(error) = result {
+            bail!("{error}\n{}", self.processes[index].output());
+        }
+        Ok(index)
+    }
 }

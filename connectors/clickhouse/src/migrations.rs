@@ -65,13 +65,7 @@ pub fn statements(sql: &str) -> Vec<String> {
 }
 
 fn checksum(sql: &str) -> String {
-    // FNV-1a: stable across builds and platforms, enough to notice an edited file.
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for byte in sql.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", hunter_core::records::stable_hash(sql.as_bytes()))
 }
 
 /// Creates `database` and applies every pending migration. `server` has no database set.

@@ -100,24 +100,13 @@ mod tests {
         Lead {
             lead_id: "l".into(),
             referral_id: "l".into(),
-            engagement_id: None,
             tenant: "t".into(),
-            name: None,
             status: Some("New".into()),
-            substatus: None,
-            direction: None,
-            qualification: None,
-            referral_type: None,
-            company_name: None,
-            company_domain: None,
-            country: None,
             deal_value: value,
-            currency: None,
-            created_at: None,
             updated_at: Timestamp(1_700_000_000_123_456),
-            etag: None,
             version: 1_700_000_000_123_456,
             processed_at: Timestamp(1_700_000_001_000_000),
+            ..Lead::default()
         }
     }
 

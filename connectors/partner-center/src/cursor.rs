@@ -25,10 +25,9 @@
 //!   no later incremental poll can read them again.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use hunter_core::records::Timestamp;
+use hunter_core::records::{Timestamp, stable_hash};
 
 /// A position in the `(updatedDateTime, id)` order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,13 +124,12 @@ impl Pager {
 
 /// The version key of one referral version: its eTag, else its timestamp.
 pub fn version_of(etag: Option<&str>, updated_at: Option<Timestamp>) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // Persisted with the cursor: a hash that does not change between builds.
     match (etag, updated_at) {
-        (Some(etag), _) => etag.hash(&mut hasher),
-        (None, Some(at)) => at.hash(&mut hasher),
-        (None, None) => 0u8.hash(&mut hasher),
+        (Some(etag), _) => stable_hash(etag.as_bytes()),
+        (None, Some(at)) => stable_hash(&at.micros().to_le_bytes()),
+        (None, None) => 0,
     }
-    hasher.finish()
 }
 
 /// One remembered version, as persisted in the source state.

@@ -68,6 +68,8 @@ impl Defaults {
     pub const OVERLAP_SECS: u64 = 600;
     pub const POLL_BUDGET_SECS: u64 = 1_800;
     pub const FULL_SWEEP_SECS: u64 = 86_400;
+    pub const DNS_TIMEOUT_MS: u64 = 500;
+    pub const MX_CACHE_SECS: u64 = 3_600;
     pub const PAGE_SIZE: u32 = 100;
     pub const SINK_BATCH_ROWS: usize = 10_000;
     pub const SINK_BATCH_MILLIS: u64 = 1_000;
@@ -84,6 +86,19 @@ pub struct Settings {
     pub api: ApiSettings,
     pub sync: SyncSettings,
     pub sink: SinkSettings,
+    pub enrich: EnrichSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrichSettings {
+    /// DNS server for MX lookups; `None` uses the system's resolver configuration.
+    pub dns_server: Option<SocketAddr>,
+    /// Per-lookup timeout: past it the provider is `unknown` and the stream goes on.
+    pub dns_timeout: Duration,
+    /// How long an MX answer is cached per domain.
+    pub mx_cache_ttl: Duration,
+    /// Currency code to USD per unit; a currency without a rate gets no USD value.
+    pub usd_rates: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +252,18 @@ struct FileConfig {
     sync: FileSync,
     #[serde(default)]
     sink: FileSink,
+    #[serde(default)]
+    enrich: FileEnrich,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEnrich {
+    dns_server: Option<String>,
+    dns_timeout_ms: Option<u64>,
+    mx_cache_secs: Option<u64>,
+    #[serde(default)]
+    usd_rates: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -399,6 +426,7 @@ impl Settings {
         };
         let src = Source { env };
         let FileConfig {
+            enrich,
             environment,
             partner_center: pc,
             kafka,
@@ -749,6 +777,71 @@ impl Settings {
             )?
             .unwrap_or(Defaults::SINK_BATCH_MILLIS);
 
+        let dns_server =
+            match src.text(
+                "HUNTER_ENRICH_DNS_SERVER",
+                enrich.dns_server,
+                "enrich.dns_server",
+            ) {
+                None => None,
+                Some((value, setting)) => Some(value.trim().parse::<SocketAddr>().map_err(
+                    |_| ConfigError::Invalid {
+                        setting,
+                        message: format!("{value:?} is not an address like 127.0.0.1:53"),
+                    },
+                )?),
+            };
+        let dns_timeout_ms = src
+            .parse(
+                "HUNTER_ENRICH_DNS_TIMEOUT_MS",
+                enrich.dns_timeout_ms,
+                "a whole number of milliseconds",
+            )?
+            .unwrap_or(Defaults::DNS_TIMEOUT_MS);
+        let mx_cache_secs = src
+            .parse(
+                "HUNTER_ENRICH_MX_CACHE_SECS",
+                enrich.mx_cache_secs,
+                "a whole number of seconds",
+            )?
+            .unwrap_or(Defaults::MX_CACHE_SECS);
+        let mut usd_rates = std::collections::BTreeMap::new();
+        for (code, rate) in enrich.usd_rates {
+            usd_rates.insert(code.trim().to_ascii_uppercase(), rate);
+        }
+        if let Some(text) = env.get("HUNTER_ENRICH_USD_RATES").filter(|v| !v.is_empty()) {
+            for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let parsed = item.split_once('=').and_then(|(code, rate)| {
+                    Some((
+                        code.trim().to_ascii_uppercase(),
+                        rate.trim().parse::<f64>().ok()?,
+                    ))
+                });
+                match parsed {
+                    Some((code, rate)) => {
+                        usd_rates.insert(code, rate);
+                    }
+                    None => {
+                        return Err(ConfigError::Invalid {
+                            setting: "HUNTER_ENRICH_USD_RATES".into(),
+                            message: format!("{item:?} is not CODE=RATE (e.g. EUR=1.08)"),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some((code, rate)) = usd_rates.iter().find(|(code, rate)| {
+            code.len() != 3
+                || !code.chars().all(|c| c.is_ascii_uppercase())
+                || !rate.is_finite()
+                || **rate <= 0.0
+        }) {
+            return Err(ConfigError::Invalid {
+                setting: "enrich.usd_rates / HUNTER_ENRICH_USD_RATES".into(),
+                message: format!("{code}={rate}: codes are 3 letters, rates positive numbers"),
+            });
+        }
+
         Ok(Settings {
             environment,
             partner_center,
@@ -769,6 +862,12 @@ impl Settings {
             sink: SinkSettings {
                 batch_rows,
                 batch_max_wait: Duration::from_millis(batch_max_wait_ms.max(1)),
+            },
+            enrich: EnrichSettings {
+                dns_server,
+                dns_timeout: Duration::from_millis(dns_timeout_ms.max(1)),
+                mx_cache_ttl: Duration::from_secs(mx_cache_secs),
+                usd_rates,
             },
         })
     }
@@ -848,6 +947,13 @@ mod tests {
         assert!(
             error_for(&[("HUNTER_CLICKHOUSE_DATABASE", "x;drop")])
                 .contains("HUNTER_CLICKHOUSE_DATABASE")
+        );
+        assert!(
+            error_for(&[("HUNTER_ENRICH_USD_RATES", "EUR:1.1")])
+                .contains("HUNTER_ENRICH_USD_RATES")
+        );
+        assert!(
+            error_for(&[("HUNTER_ENRICH_DNS_SERVER", "dns")]).contains("HUNTER_ENRICH_DNS_SERVER")
         );
         let missing =
             Settings::from_sources(None, &env(&[("HUNTER_PARTNER_CENTER_CLIENT_ID", "c")]))

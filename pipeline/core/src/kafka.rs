@@ -88,6 +88,9 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
         .set("client.id", client_id)
         .set("acks", "all")
         .set("enable.idempotence", "true")
+        // Java's partitioner: the same key lands in the same partition whoever produces it
+        // (a Java producer, or Hunter into the referral and the lead topic alike).
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
         .create()
@@ -101,7 +104,22 @@ pub fn consumer(
     group_id: &str,
     client_id: &str,
 ) -> Result<StreamConsumer, KafkaError> {
-    base_config(settings)
+    group_config(settings, group_id, client_id).create()
+}
+
+/// [`consumer`] with a context of the caller's (to see rebalances).
+pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
+    settings: &KafkaSettings,
+    group_id: &str,
+    client_id: &str,
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaError> {
+    group_config(settings, group_id, client_id).create_with_context(context)
+}
+
+fn group_config(settings: &KafkaSettings, group_id: &str, client_id: &str) -> ClientConfig {
+    let mut config = base_config(settings);
+    config
         .set("group.id", group_id)
         .set("client.id", client_id)
         .set("enable.auto.commit", "true")
@@ -110,8 +128,8 @@ pub fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    config
 }
 
 /// A consumer outside any group, for reading a topic from the start (state rebuilds).

@@ -42,6 +42,8 @@ pub mod names {
     pub const SOURCE_POLL_DURATION_SECONDS: &str = "hunter_source_poll_duration_seconds";
     /// Referrals consumed by the processor, by outcome (`lead`, `dead_letter`).
     pub const PROCESSOR_RECORDS_TOTAL: &str = "hunter_processor_records_total";
+    /// Referral ids held in the processor's dedupe state.
+    pub const PROCESSOR_DEDUPE_KEYS: &str = "hunter_processor_dedupe_keys";
     /// Rows written to ClickHouse by table.
     pub const SINK_ROWS_WRITTEN_TOTAL: &str = "hunter_sink_rows_written_total";
     /// Inserts acknowledged by ClickHouse by table.
@@ -105,7 +107,7 @@ fn describe_all() {
     );
     describe_counter!(
         PROCESSOR_RECORDS_TOTAL,
-        "Referrals consumed by the processor, by outcome."
+        "Referrals consumed by the processor, by outcome (lead, duplicate, stale, dead_letter)."
     );
     describe_counter!(
         SINK_ROWS_WRITTEN_TOTAL,

@@ -1,36 +1,49 @@
-//! The processor: referrals in, leads out.
+//! The processor: referrals in, deduplicated and enriched leads out.
 //!
-//! consume `partner-center.referrals.v1` → decode (either framing) → lead → produce
-//! `hunter.leads.v1` (key = lead id) → store the referral's offset once the lead was
-//! acknowledged.
+//! consume `partner-center.referrals.v1` → decode (either framing) → dedupe (newest version
+//! per referral id) → enrich → produce `hunter.leads.v1` (key = lead id) → store the
+//! referral's offset once what it produced was acknowledged.
 //!
 //! Invariants:
 //! - at-least-once: offsets are stored in consumption order, each only after the broker
-//!   acknowledged what that referral produced (a lead or a dead letter); a crash replays;
-//! - replays are harmless: the same referral version yields the same lead version;
+//!   acknowledged what that referral produced (a lead, a dead letter, or nothing for a
+//!   repeat); a crash replays from the last commit;
+//! - replays are harmless: the dedupe state is rebuilt from the compacted lead topic for the
+//!   assigned partitions before their first referral is processed, so a replayed version is
+//!   recognised as a repeat and produces no second lead;
 //! - a record that cannot be decoded or mapped goes to `hunter.dlq.v1` with its reason and
-//!   origin in headers; it never stops the stream.
+//!   origin in headers; it never stops the stream;
+//! - enrichment never blocks the stream for longer than its DNS timeout, and runs for many
+//!   referrals at once (lookups overlap), while offsets still move in order.
 //!
-//! Failure modes: a produce that fails after librdkafka's own retries (`message.timeout.ms`)
-//! stops the role with an error and without storing the offset, so a restart replays it.
+//! Failure modes: a produce that fails after librdkafka's own retries stops the role without
+//! storing the offset, so a restart replays it. The lead topic must have as many partitions as
+//! the referral topic (checked at start), or the state of a partition could not be found.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::stream::{FuturesOrdered, StreamExt};
 use hunter_core::codec::Codec;
+use hunter_core::config::KafkaSettings;
 use hunter_core::kafka::{self, DeadLetter};
 use hunter_core::records::{Lead, Referral, Timestamp};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Message};
 
 use super::Context;
+use crate::processors::dedupe::{Verdict, Versions};
+use crate::processors::enrich::{EnrichOptions, Enricher};
 
-/// Produces in flight at most; beyond it the loop waits for acknowledgements.
+/// Referrals in flight at most; beyond it the loop waits for acknowledgements.
 const MAX_IN_FLIGHT: usize = 5_000;
 
 type Delivery = Pin<Box<dyn std::future::Future<Output = Acked> + Send>>;
@@ -43,17 +56,62 @@ struct Acked {
     result: anyhow::Result<()>,
 }
 
+/// Sees rebalances: revoked partitions' dedupe state is dropped before the next message.
+struct RebalanceWatch {
+    revoked: Arc<Mutex<Vec<i32>>>,
+}
+
+impl ClientContext for RebalanceWatch {}
+
+impl ConsumerContext for RebalanceWatch {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            revoked.extend(partitions.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+/// What the loop shares with the deliveries it spawns.
+struct Shared {
+    producer: FutureProducer,
+    leads: Codec<Lead>,
+    enricher: Enricher,
+    leads_topic: String,
+    dlq_topic: String,
+}
+
 pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
-    let settings = &context.settings.kafka;
+    let settings = &context.settings;
     let topics = &context.topics;
-    let consumer = kafka::consumer(settings, &context.group_id("processor"), "hunter-processor")
-        .context("kafka consumer")?;
+    check_partitions(&settings.kafka, &topics.referrals, &topics.leads).await?;
+    let revoked = Arc::new(Mutex::new(Vec::new()));
+    let consumer: StreamConsumer<RebalanceWatch> = kafka::consumer_with_context(
+        &settings.kafka,
+        &context.group_id("processor"),
+        "hunter-processor",
+        RebalanceWatch {
+            revoked: revoked.clone(),
+        },
+    )
+    .context("kafka consumer")?;
     consumer
         .subscribe(&[topics.referrals.as_str()])
         .context("subscribe to the referral topic")?;
-    let producer = kafka::producer(settings, "hunter-processor").context("kafka producer")?;
     let referrals = Codec::<Referral>::new(&topics.referrals, context.registry.clone());
-    let leads = Codec::<Lead>::new(&topics.leads, context.registry.clone());
+    let shared = Arc::new(Shared {
+        producer: kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?,
+        leads: Codec::new(&topics.leads, context.registry.clone()),
+        enricher: Enricher::new(EnrichOptions {
+            dns_server: settings.enrich.dns_server,
+            dns_timeout: settings.enrich.dns_timeout,
+            mx_cache_ttl: settings.enrich.mx_cache_ttl,
+            usd_rates: settings.enrich.usd_rates.clone(),
+        }),
+        leads_topic: topics.leads.clone(),
+        dlq_topic: topics.dlq.clone(),
+    });
+    let mut versions = Versions::default();
     tracing::info!(topic = %topics.referrals, "processor consuming");
 
     let mut in_flight: FuturesOrdered<Delivery> = FuturesOrdered::new();
@@ -73,23 +131,15 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 drop(message);
-                let delivery = match to_lead(&referrals, &leads, &payload).await {
-                    Ok((lead_id, bytes)) => send(&producer, topics.leads.clone(), Some(lead_id), bytes, None, partition, offset, "lead"),
-                    Err(reason) => {
-                        tracing::warn!(partition, offset, error = %reason.message, "referral dead-lettered");
-                        metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "processor", "class" => reason.class).increment(1);
-                        let headers = DeadLetter {
-                            stage: "processor",
-                            error: &reason.message,
-                            error_class: reason.class,
-                            original_topic: &topics.referrals,
-                            original_partition: Some(partition),
-                            original_offset: Some(offset),
-                        }
-                        .headers();
-                        send(&producer, topics.dlq.clone(), None, payload, Some(headers), partition, offset, "dead_letter")
-                    }
-                };
+                let gone: Vec<i32> = std::mem::take(&mut *revoked.lock().unwrap_or_else(|e| e.into_inner()));
+                if !gone.is_empty() {
+                    versions.revoke(gone);
+                    versions.apply_revocations();
+                }
+                if !versions.is_loaded(partition) {
+                    rebuild(&context, &shared.leads, &mut versions, partition).await?;
+                }
+                let delivery = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, payload).await;
                 in_flight.push_back(delivery);
             }
         }
@@ -103,7 +153,6 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         }
     }
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing stored yet is not a failure.
         tracing::debug!(%error, "final commit");
     }
     super::drop_consumer(consumer);
@@ -113,76 +162,269 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     }
 }
 
-struct Rejection {
-    class: &'static str,
-    message: String,
-}
-
-async fn to_lead(
+/// Decodes and dedupes one referral; returns the future of what it produces.
+async fn decide(
+    shared: &Arc<Shared>,
     referrals: &Codec<Referral>,
-    leads: &Codec<Lead>,
-    payload: &[u8],
-) -> Result<(String, Vec<u8>), Rejection> {
-    let referral = referrals.decode(payload).await.map_err(|error| Rejection {
-        class: "decode",
-        message: error.to_string(),
-    })?;
-    let lead = Lead::from_referral(&referral, Timestamp::now()).map_err(|error| Rejection {
-        class: "invalid",
-        message: error.to_string(),
-    })?;
-    let bytes = leads.encode(&lead).await.map_err(|error| Rejection {
-        class: "encode",
-        message: error.to_string(),
-    })?;
-    Ok((lead.lead_id, bytes))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send(
-    producer: &FutureProducer,
-    topic: String,
-    key: Option<String>,
-    payload: Vec<u8>,
-    headers: Option<rdkafka::message::OwnedHeaders>,
+    versions: &mut Versions,
+    origin: &str,
     partition: i32,
     offset: i64,
-    outcome: &'static str,
+    payload: Vec<u8>,
 ) -> Delivery {
-    let producer = producer.clone();
+    let referral = match referrals.decode(&payload).await {
+        Ok(referral) => referral,
+        Err(error) => {
+            return dead_letter(
+                shared,
+                origin,
+                partition,
+                offset,
+                payload,
+                "decode",
+                error.to_string(),
+            );
+        }
+    };
+    let mut lead = match Lead::from_referral(&referral, Timestamp::now()) {
+        Ok(lead) => lead,
+        Err(error) => {
+            return dead_letter(
+                shared,
+                origin,
+                partition,
+                offset,
+                payload,
+                "invalid",
+                error.to_string(),
+            );
+        }
+    };
+    let verdict = versions.observe(
+        partition,
+        &referral.id,
+        lead.updated_at,
+        referral.e_tag.as_deref(),
+        referral.status.as_deref(),
+    );
+    let (first, previous_status) = match verdict {
+        Verdict::Repeat => return ready(partition, offset, "duplicate"),
+        Verdict::Older => return ready(partition, offset, "stale"),
+        Verdict::First => (true, None),
+        Verdict::Newer { previous_status } => (false, previous_status),
+    };
+    metrics::gauge!(names::PROCESSOR_DEDUPE_KEYS).set(versions.keys() as f64);
+    let shared = shared.clone();
     Box::pin(async move {
-        let mut record = FutureRecord::<String, Vec<u8>>::to(&topic).payload(&payload);
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        if let Some(headers) = headers {
-            record = record.headers(headers);
-        }
-        let result = producer
-            .send(record, Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| anyhow::anyhow!("produce to {topic} failed: {error}"));
+        // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
+        let enrichment = shared
+            .enricher
+            .enrich(&referral, previous_status.as_deref(), first)
+            .await;
+        apply(&mut lead, enrichment);
+        let result = match shared.leads.encode(&lead).await {
+            Ok(bytes) => shared
+                .producer
+                .send(
+                    FutureRecord::to(&shared.leads_topic)
+                        .key(&lead.lead_id)
+                        .payload(&bytes),
+                    Timeout::Never,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(error, _)| {
+                    anyhow::anyhow!("produce to {} failed: {error}", shared.leads_topic)
+                }),
+            Err(error) => Err(anyhow::anyhow!("lead does not fit its schema: {error}")),
+        };
         Acked {
             partition,
             offset,
-            outcome,
+            outcome: "lead",
             result,
         }
     })
 }
 
-fn acknowledge(
-    consumer: &rdkafka::consumer::StreamConsumer,
+fn apply(lead: &mut Lead, enrichment: crate::processors::enrich::Enrichment) {
+    lead.enrichment_version = enrichment.enrichment_version;
+    if enrichment.company_domain.is_some() {
+        lead.company_domain = enrichment.company_domain;
+    }
+    lead.company_domain_source = enrichment.company_domain_source;
+    lead.email_provider = enrichment.email_provider;
+    lead.email_provider_source = enrichment.email_provider_source;
+    lead.company_name_normalized = enrichment.company_name_normalized;
+    if enrichment.country.is_some() {
+        lead.country = enrichment.country;
+    }
+    lead.size_band = enrichment.size_band;
+    lead.products = enrichment.products;
+    lead.solutions = enrichment.solutions;
+    lead.industries = enrichment.industries;
+    lead.deal_value_usd = enrichment.deal_value_usd;
+    lead.usd_rate = enrichment.usd_rate;
+    lead.score = enrichment.score;
+    lead.priority = enrichment.priority;
+    lead.change_type = enrichment.change_type;
+    lead.previous_status = enrichment.previous_status;
+}
+
+fn ready(partition: i32, offset: i64, outcome: &'static str) -> Delivery {
+    Box::pin(std::future::ready(Acked {
+        partition,
+        offset,
+        outcome,
+        result: Ok(()),
+    }))
+}
+
+fn dead_letter(
+    shared: &Arc<Shared>,
+    origin: &str,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+    class: &'static str,
+    reason: String,
+) -> Delivery {
+    tracing::warn!(partition, offset, error = %reason, "referral dead-lettered");
+    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "processor", "class" => class)
+        .increment(1);
+    let headers = DeadLetter {
+        stage: "processor",
+        error: &reason,
+        error_class: class,
+        original_topic: origin,
+        original_partition: Some(partition),
+        original_offset: Some(offset),
+    }
+    .headers();
+    let shared = shared.clone();
+    Box::pin(async move {
+        let result = shared
+            .producer
+            .send(
+                FutureRecord::<(), Vec<u8>>::to(&shared.dlq_topic)
+                    .payload(&payload)
+                    .headers(headers),
+                Timeout::Never,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| anyhow::anyhow!("dead-letter produce failed: {error}"));
+        Acked {
+            partition,
+            offset,
+            outcome: "dead_letter",
+            result,
+        }
+    })
+}
+
+fn acknowledge<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
     topic: &str,
     acked: Acked,
 ) -> anyhow::Result<()> {
     acked.result?;
     metrics::counter!(names::PROCESSOR_RECORDS_TOTAL, "outcome" => acked.outcome).increment(1);
     if let Err(error) = consumer.store_offset(topic, acked.partition, acked.offset) {
-        // The partition was revoked meanwhile: its new owner replays from the last commit,
-        // which is at-least-once and harmless (same referral version, same lead version).
+        // The partition was revoked meanwhile: its new owner replays from the last commit and
+        // its rebuilt state recognises what this processor already produced.
         tracing::warn!(partition = acked.partition, offset = acked.offset, %error, "offset not stored");
     }
     Ok(())
+}
+
+/// The lead topic must mirror the referral topic's partitions (see the module doc).
+async fn check_partitions(
+    settings: &KafkaSettings,
+    referrals: &str,
+    leads: &str,
+) -> anyhow::Result<()> {
+    let settings = settings.clone();
+    let (referrals, leads) = (referrals.to_owned(), leads.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let reader: BaseConsumer = kafka::reader(&settings, "hunter-processor-check")?;
+        let count = |topic: &str| -> anyhow::Result<usize> {
+            let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+            let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+            anyhow::ensure!(partitions > 0, "topic {topic} is missing: run `hunter migrate`");
+            Ok(partitions)
+        };
+        let (r, l) = (count(&referrals)?, count(&leads)?);
+        std::thread::spawn(move || drop(reader));
+        anyhow::ensure!(
+            r == l,
+            "{leads} has {l} partitions but {referrals} has {r}: the processor finds a referral's dedupe state in the lead partition of the same number, so they must match"
+        );
+        Ok(())
+    })
+    .await
+    .context("partition check panicked")?
+}
+
+/// Reads lead partition `partition` from its start to its current end into the dedupe state.
+async fn rebuild(
+    context: &Context,
+    codec: &Codec<Lead>,
+    versions: &mut Versions,
+    partition: i32,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let settings = context.settings.kafka.clone();
+    let topic = context.topics.leads.clone();
+    let payloads =
+        tokio::task::spawn_blocking(move || read_partition(&settings, &topic, partition))
+            .await
+            .context("state rebuild panicked")??;
+    let mut leads = Vec::with_capacity(payloads.len());
+    let mut unreadable = 0usize;
+    for payload in &payloads {
+        match codec.decode(payload).await {
+            Ok(lead) => leads.push(lead),
+            Err(_) => unreadable += 1,
+        }
+    }
+    versions.load(partition, leads.iter());
+    tracing::info!(partition, leads = leads.len(), unreadable, elapsed = ?started.elapsed(), "dedupe state rebuilt from the lead topic");
+    Ok(())
+}
+
+fn read_partition(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let reader: BaseConsumer = kafka::reader(settings, "hunter-processor-state")?;
+    let (low, high) = reader
+        .fetch_watermarks(topic, partition, Duration::from_secs(30))
+        .with_context(|| format!("watermarks of {topic}/{partition}"))?;
+    let mut payloads = Vec::with_capacity((high - low).max(0) as usize);
+    if high > low {
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))?;
+        reader.assign(&assignment)?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "reading {topic}/{partition} did not reach its end"
+            );
+            let Some(message) = reader.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message.with_context(|| format!("reading {topic}/{partition}"))?;
+            if let Some(payload) = message.payload() {
+                payloads.push(payload.to_vec());
+            }
+            if message.offset() + 1 >= high {
+                break;
+            }
+        }
+    }
+    std::thread::spawn(move || drop(reader));
+    Ok(payloads)
 }

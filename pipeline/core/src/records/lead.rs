@@ -28,6 +28,94 @@ pub struct Lead {
     /// The referral's `updatedDateTime` in microseconds: higher wins in ClickHouse.
     pub version: i64,
     pub processed_at: Timestamp,
+    // Enrichment (`enrichment_version` 0 means none was applied).
+    #[serde(default)]
+    pub enrichment_version: i32,
+    #[serde(default)]
+    pub company_domain_source: Option<String>,
+    #[serde(default = "unknown")]
+    pub email_provider: String,
+    #[serde(default = "no_domain")]
+    pub email_provider_source: String,
+    #[serde(default)]
+    pub company_name_normalized: Option<String>,
+    #[serde(default)]
+    pub size_band: Option<String>,
+    #[serde(default)]
+    pub products: Vec<String>,
+    #[serde(default)]
+    pub solutions: Vec<String>,
+    #[serde(default)]
+    pub industries: Vec<String>,
+    #[serde(default)]
+    pub deal_value_usd: Option<f64>,
+    #[serde(default)]
+    pub usd_rate: Option<f64>,
+    #[serde(default)]
+    pub score: i32,
+    #[serde(default = "low")]
+    pub priority: String,
+    #[serde(default = "created")]
+    pub change_type: String,
+    #[serde(default)]
+    pub previous_status: Option<String>,
+}
+
+impl Default for Lead {
+    /// An empty lead with the contract's defaults (for tests and tools; the processor builds
+    /// leads with [`Lead::from_referral`]).
+    fn default() -> Self {
+        Lead {
+            lead_id: String::new(),
+            referral_id: String::new(),
+            engagement_id: None,
+            tenant: String::new(),
+            name: None,
+            status: None,
+            substatus: None,
+            direction: None,
+            qualification: None,
+            referral_type: None,
+            company_name: None,
+            company_domain: None,
+            country: None,
+            deal_value: None,
+            currency: None,
+            created_at: None,
+            updated_at: Timestamp(0),
+            etag: None,
+            version: 0,
+            processed_at: Timestamp(0),
+            enrichment_version: 0,
+            company_domain_source: None,
+            email_provider: unknown(),
+            email_provider_source: no_domain(),
+            company_name_normalized: None,
+            size_band: None,
+            products: Vec::new(),
+            solutions: Vec::new(),
+            industries: Vec::new(),
+            deal_value_usd: None,
+            usd_rate: None,
+            score: 0,
+            priority: low(),
+            change_type: created(),
+            previous_status: None,
+        }
+    }
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+fn no_domain() -> String {
+    "no_domain".into()
+}
+fn low() -> String {
+    "low".into()
+}
+fn created() -> String {
+    "created".into()
 }
 
 /// Why a referral cannot become a lead.
@@ -73,6 +161,21 @@ impl Lead {
             etag: referral.e_tag.clone(),
             version: updated_at.micros(),
             processed_at,
+            enrichment_version: 0,
+            company_domain_source: None,
+            email_provider: unknown(),
+            email_provider_source: no_domain(),
+            company_name_normalized: None,
+            size_band: None,
+            products: Vec::new(),
+            solutions: Vec::new(),
+            industries: Vec::new(),
+            deal_value_usd: None,
+            usd_rate: None,
+            score: 0,
+            priority: low(),
+            change_type: created(),
+            previous_status: None,
         })
     }
 }

@@ -21,6 +21,17 @@ pub use lead::{Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
 pub use referral::{Ingest, Referral, ReferralParseError};
 
+/// FNV-1a, 64 bits: a hash that stays the same across builds, platforms and Rust versions,
+/// for values that are persisted or compared between processes (version keys, checksums).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
 /// A record type with its contract schema.
 pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The `.avsc` text as checked in.

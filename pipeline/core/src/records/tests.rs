@@ -231,6 +231,16 @@ fn lead_type_agrees_with_lead_avsc() {
     let referral = Referral::from_api_json(FULL_REFERRAL, ingest()).unwrap();
     let mut lead = Lead::from_referral(&referral, Timestamp(1)).unwrap();
     lead.company_domain = Some("example.com".into());
+    lead.enrichment_version = 1;
+    lead.company_domain_source = Some("contact_email".into());
+    lead.company_name_normalized = Some("sample customer one".into());
+    lead.size_band = Some("medium".into());
+    lead.products = vec!["Azure".into()];
+    lead.solutions = vec!["Sample Solution".into()];
+    lead.industries = vec!["Manufacturing".into()];
+    lead.deal_value_usd = Some(31750.63);
+    lead.usd_rate = Some(1.27);
+    lead.previous_status = Some("New".into());
     assert_eq!(lead.country.as_deref(), Some("GB"));
     assert_eq!(lead.version, referral.updated_date_time.unwrap().micros());
     assert_agrees_with_contract(&lead);
