@@ -248,3 +248,94 @@ async fn two_processors_split_the_partitions_and_a_rebalance_loses_nothing() -> 
     deployment.teardown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_enrichment_uses_a_local_dns_server_and_degrades_on_timeout() -> anyhow::Result<()> {
+    let dns = hunter_e2e::MxServer::start(HashMap::from([(
+        "contoso.com".to_owned(),
+        vec!["contoso-com.mail.protection.outlook.com.".to_owned()],
+    )]))
+    .await?;
+    let with_email = |id: &str, email: &str| {
+        json!({
+            "id": id, "updatedDateTime": "2026-11-01T10:00:00Z", "createdDateTime": "2026-10-30T10:00:00Z",
+            "status": "New", "substatus": "Pending", "qualification": "SalesQualified",
+            "customerProfile": { "name": "Contoso Ltd", "size": "251to1000employees",
+                                 "address": { "country": "GB" }, "team": [ { "email": email } ] },
+            "details": { "dealValue": 20000, "currency": "GBP" }
+        })
+    };
+    let mut deployment = Deployment::new(&[])?;
+    let (ok, output) =
+        hunter_e2e::run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    deployment
+        .env
+        .insert("HUNTER_ENRICH_DNS_SERVER".into(), dns.address.to_string());
+    deployment
+        .env
+        .insert("HUNTER_ENRICH_DNS_TIMEOUT_MS".into(), "300".into());
+    deployment
+        .env
+        .insert("HUNTER_ENRICH_USD_RATES".into(), "GBP=1.25".into());
+    deployment
+        .produce_referrals(&[
+            with_email("mx-1", "alex@sales.contoso.com"),
+            with_email("mx-2", "sam@gmail.com"),
+            with_email("mx-3", "kim@nxdomain-corp.com"),
+        ])
+        .await?;
+    let first = deployment.start_role("process").await?;
+    wait_for_leads(&deployment, 3, Duration::from_secs(60)).await?;
+    let leads = deployment.leads().await?;
+    let lead = |id: &str| leads.iter().find(|l| l.lead_id == id).unwrap().clone();
+    let m365 = lead("mx-1");
+    assert_eq!(m365.company_domain.as_deref(), Some("contoso.com"));
+    assert_eq!(
+        (
+            m365.email_provider.as_str(),
+            m365.email_provider_source.as_str()
+        ),
+        ("microsoft365", "mx")
+    );
+    assert_eq!(m365.deal_value_usd, Some(25_000.0));
+    assert_eq!(m365.country.as_deref(), Some("GB"));
+    let free_mail = lead("mx-2");
+    assert_eq!(
+        free_mail.company_domain, None,
+        "free mail is never a company domain"
+    );
+    let nxdomain = lead("mx-3");
+    assert_eq!(
+        (
+            nxdomain.email_provider.as_str(),
+            nxdomain.email_provider_source.as_str()
+        ),
+        ("unknown", "dns_error")
+    );
+
+    // A DNS server that never answers: the lead still comes, as unknown, within the timeout.
+    deployment.process(first).kill9();
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    deployment.env.insert(
+        "HUNTER_ENRICH_DNS_SERVER".into(),
+        silent.local_addr()?.to_string(),
+    );
+    deployment
+        .produce_referrals(&[with_email("mx-4", "lee@contoso.com")])
+        .await?;
+    deployment.start_role("process").await?;
+    wait_for_leads(&deployment, 4, Duration::from_secs(60)).await?;
+    let leads = deployment.leads().await?;
+    let timed_out = leads.iter().find(|l| l.lead_id == "mx-4").unwrap();
+    assert_eq!(
+        (
+            timed_out.email_provider.as_str(),
+            timed_out.email_provider_source.as_str()
+        ),
+        ("unknown", "dns_timeout")
+    );
+    assert_eq!(timed_out.company_domain.as_deref(), Some("contoso.com"));
+    deployment.teardown().await;
+    Ok(())
+}
