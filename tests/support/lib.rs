@@ -313,6 +313,10 @@ impl Deployment {
             ("HUNTER_API_TOKEN", api_token.clone()),
             ("HUNTER_SYNC_INTERVAL_SECS", "3600".into()),
             ("HUNTER_SINK_BATCH_MAX_WAIT_MS", "200".into()),
+            // MX lookups never leave the machine in tests: a closed local port answers at once
+            // (provider `unknown`); tests of MX enrichment point it at their own server.
+            ("HUNTER_ENRICH_DNS_SERVER", "127.0.0.1:9".into()),
+            ("HUNTER_ENRICH_DNS_TIMEOUT_MS", "200".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
