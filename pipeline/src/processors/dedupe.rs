@@ -259,7 +259,10 @@ mod tests {
             );
         }
         let per_key = versions.bytes_per_key();
-        eprintln!("dedupe state: {per_key:.1} bytes per key over {} keys", versions.keys());
+        eprintln!(
+            "dedupe state: {per_key:.1} bytes per key over {} keys",
+            versions.keys()
+        );
         assert!(per_key <= 64.0, "{per_key} bytes per key");
     }
 
