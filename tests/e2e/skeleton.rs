@@ -105,6 +105,19 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         anyhow::bail!("{error}\n{}", deployment.logs());
     }
 
+    // Enriched columns reach ClickHouse too.
+    let enriched = deployment
+        .clickhouse
+        .rows("SELECT count() AS n FROM leads FINAL WHERE enrichment_version = 1 AND priority IN ('high', 'medium', 'low') AND change_type = 'created'")
+        .await?;
+    assert_eq!(
+        enriched[0]["n"]
+            .as_str()
+            .map(|n| n.parse::<u64>().unwrap())
+            .or(enriched[0]["n"].as_u64()),
+        Some(150)
+    );
+
     // The API serves them, newest first, behind the token.
     let (status, body) = deployment.get("/api/v1/leads?limit=1000").await?;
     assert_eq!(status, 200, "{body}");
@@ -329,4 +342,38 @@ fn time_now_rfc3339() -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z"
     );
     time::OffsetDateTime::now_utc().format(&format).unwrap()
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow::Result<()> {
+    let deployment = Deployment::new(&[])?;
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    assert!(output.contains("2 applied, 0 already applied"), "{output}");
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    assert!(output.contains("0 applied, 2 already applied"), "{output}");
+
+    // An interrupted 0002: some columns added, the migration not recorded. Running again
+    // finishes it.
+    deployment
+        .clickhouse
+        .execute(&format!(
+            "ALTER TABLE {db}.hunter_migrations DELETE WHERE name = '0002_lead_enrichment.sql'",
+            db = deployment.env["HUNTER_CLICKHOUSE_DATABASE"]
+        ))
+        .await?;
+    // Mutations are asynchronous on MergeTree: wait until the record is gone.
+    hunter_e2e::wait_for("the migration record to go", Duration::from_secs(30), || async {
+        let rows = deployment.clickhouse.rows("SELECT count() AS n FROM hunter_migrations WHERE name = '0002_lead_enrichment.sql'").await?;
+        Ok((rows[0]["n"].as_str() == Some("0") || rows[0]["n"].as_u64() == Some(0)).then_some(()))
+    })
+    .await?;
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    assert!(output.contains("1 applied, 1 already applied"), "{output}");
+    let columns = deployment.clickhouse.rows("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'leads' AND name = 'score'").await?;
+    assert_eq!(columns.len(), 1);
+    deployment.clickhouse.drop_database().await;
+    Ok(())
 }

@@ -293,6 +293,17 @@ async fn an_expired_sign_in_suspends_the_tenant_until_a_new_login() -> anyhow::R
         metrics.contains("hunter_source_signin_required{tenant=\"test-tenant\"} 0"),
         "{metrics}"
     );
+
+    // No token, old or new, ever reached a log line of the source, the simulator or the CLI.
+    let latest: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache_path)?)?;
+    let logs = deployment.full_logs();
+    assert!(logs.contains("poll succeeded"), "the logs were read");
+    for cache in [&first_cache, &cache, &latest] {
+        for field in ["access_token", "refresh_token"] {
+            let secret = cache[field].as_str().unwrap();
+            assert!(!logs.contains(secret), "a {field} appears in the logs");
+        }
+    }
     deployment.teardown().await;
     Ok(())
 }

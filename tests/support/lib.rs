@@ -399,6 +399,15 @@ impl Deployment {
             .join("\n")
     }
 
+    /// Every process's whole log.
+    pub fn full_logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(Process::output)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// An authenticated GET of an API path, as JSON.
     pub async fn get(
         &self,

@@ -19,10 +19,26 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_leads.sql",
-    sql: include_str!("../../../schemas/clickhouse/0001_leads.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_leads.sql",
+        sql: include_str!("../../../schemas/clickhouse/0001_leads.sql"),
+    },
+    Migration {
+        name: "0002_lead_enrichment.sql",
+        sql: include_str!("../../../schemas/clickhouse/0002_lead_enrichment.sql"),
+    },
+];
+
+/// An `ADD COLUMN` that failed because the column is there already (a migration interrupted
+/// after some of its statements): done, not an error. 18.16 has no `IF NOT EXISTS` for it.
+fn already_added(statement: &str, error: &clickhouse::error::Error) -> bool {
+    let text = error.to_string();
+    statement.to_ascii_uppercase().contains("ADD COLUMN")
+        && (text.contains("already exists")
+            || text.contains("DUPLICATE_COLUMN")
+            || text.contains("Code: 15"))
+}
 
 #[derive(Debug, Row, Serialize, Deserialize)]
 struct AppliedRow {
@@ -102,14 +118,18 @@ pub async fn apply(server: &Client, database: &str) -> Result<Report, Error> {
             continue;
         }
         for statement in statements(migration.sql) {
-            client
-                .query(&statement)
-                .execute()
-                .await
-                .map_err(|e| Error::Migration {
-                    name: migration.name.to_owned(),
-                    message: e.to_string(),
-                })?;
+            match client.query(&statement).execute().await {
+                Ok(()) => {}
+                Err(error) if already_added(&statement, &error) => {
+                    tracing::info!(migration = migration.name, %error, "column already present");
+                }
+                Err(error) => {
+                    return Err(Error::Migration {
+                        name: migration.name.to_owned(),
+                        message: error.to_string(),
+                    });
+                }
+            }
         }
         let mut insert = client.insert::<AppliedRow>("hunter_migrations").await?;
         insert

@@ -32,6 +32,23 @@ pub struct LeadRow {
     pub version: u64,
     #[serde(with = "clickhouse::serde::time::datetime")]
     pub processed_at: OffsetDateTime,
+    // Enrichment (`0002_lead_enrichment.sql`).
+    pub enrichment_version: u16,
+    pub company_domain_source: Option<String>,
+    pub email_provider: String,
+    pub email_provider_source: String,
+    pub company_name_normalized: Option<String>,
+    pub size_band: Option<String>,
+    pub products: Vec<String>,
+    pub solutions: Vec<String>,
+    pub industries: Vec<String>,
+    /// Decimal(18, 2) as hundredths.
+    pub deal_value_usd: Option<i64>,
+    pub usd_rate: Option<f64>,
+    pub score: u8,
+    pub priority: String,
+    pub change_type: String,
+    pub previous_status: Option<String>,
 }
 
 /// DateTime holds whole seconds since 1970 up to 2106; values outside are clamped, not wrapped.
@@ -50,21 +67,32 @@ pub enum RowError {
     DealValueOutOfRange(f64),
     #[error("version {0} is negative")]
     NegativeVersion(i64),
+    #[error("deal_value_usd {0} does not fit Decimal(18, 2)")]
+    UsdValueOutOfRange(f64),
+    #[error("score {0} is outside 0..=100")]
+    ScoreOutOfRange(i32),
+}
+
+/// Hundredths for Decimal(18, 2), which holds 18 digits in all.
+fn hundredths(value: f64) -> Option<i64> {
+    let scaled = (value * 100.0).round();
+    (scaled.is_finite() && scaled.abs() < 1e18).then_some(scaled as i64)
 }
 
 impl LeadRow {
     pub fn from_lead(lead: &Lead) -> Result<Self, RowError> {
         let deal_value = match lead.deal_value {
             None => None,
-            Some(value) => {
-                let hundredths = (value * 100.0).round();
-                // Decimal(18, 2) holds 18 digits in all.
-                if !hundredths.is_finite() || hundredths.abs() >= 1e18 {
-                    return Err(RowError::DealValueOutOfRange(value));
-                }
-                Some(hundredths as i64)
-            }
+            Some(value) => Some(hundredths(value).ok_or(RowError::DealValueOutOfRange(value))?),
         };
+        let deal_value_usd = match lead.deal_value_usd {
+            None => None,
+            Some(value) => Some(hundredths(value).ok_or(RowError::UsdValueOutOfRange(value))?),
+        };
+        let score = u8::try_from(lead.score)
+            .ok()
+            .filter(|s| *s <= 100)
+            .ok_or(RowError::ScoreOutOfRange(lead.score))?;
         let version =
             u64::try_from(lead.version).map_err(|_| RowError::NegativeVersion(lead.version))?;
         Ok(LeadRow {
@@ -88,6 +116,21 @@ impl LeadRow {
             etag: lead.etag.clone(),
             version,
             processed_at: datetime(lead.processed_at),
+            enrichment_version: u16::try_from(lead.enrichment_version.max(0)).unwrap_or(u16::MAX),
+            company_domain_source: lead.company_domain_source.clone(),
+            email_provider: lead.email_provider.clone(),
+            email_provider_source: lead.email_provider_source.clone(),
+            company_name_normalized: lead.company_name_normalized.clone(),
+            size_band: lead.size_band.clone(),
+            products: lead.products.clone(),
+            solutions: lead.solutions.clone(),
+            industries: lead.industries.clone(),
+            deal_value_usd,
+            usd_rate: lead.usd_rate,
+            score,
+            priority: lead.priority.clone(),
+            change_type: lead.change_type.clone(),
+            previous_status: lead.previous_status.clone(),
         })
     }
 }
@@ -121,6 +164,19 @@ mod tests {
             LeadRow::from_lead(&lead(Some(1e17))),
             Err(RowError::DealValueOutOfRange(1e17))
         );
+    }
+
+    #[test]
+    fn enriched_values_are_checked() {
+        let mut bad = lead(None);
+        bad.score = 101;
+        assert_eq!(
+            LeadRow::from_lead(&bad),
+            Err(RowError::ScoreOutOfRange(101))
+        );
+        let mut usd = lead(Some(10.0));
+        usd.deal_value_usd = Some(12.345);
+        assert_eq!(LeadRow::from_lead(&usd).unwrap().deal_value_usd, Some(1235));
     }
 
     #[test]

@@ -183,6 +183,17 @@ struct LeadView {
     updated_at: String,
     etag: Option<String>,
     version: u64,
+    enrichment_version: u16,
+    email_provider: String,
+    company_name_normalized: Option<String>,
+    size_band: Option<String>,
+    products: Vec<String>,
+    solutions: Vec<String>,
+    deal_value_usd: Option<f64>,
+    score: u8,
+    priority: String,
+    change_type: String,
+    previous_status: Option<String>,
 }
 
 fn rfc3339(instant: time::OffsetDateTime) -> String {
@@ -213,6 +224,19 @@ impl From<LeadRow> for LeadView {
             updated_at: rfc3339(row.updated_at),
             etag: row.etag,
             version: row.version,
+            enrichment_version: row.enrichment_version,
+            email_provider: row.email_provider,
+            company_name_normalized: row.company_name_normalized,
+            size_band: row.size_band,
+            products: row.products,
+            solutions: row.solutions,
+            deal_value_usd: row
+                .deal_value_usd
+                .map(|hundredths| hundredths as f64 / 100.0),
+            score: row.score,
+            priority: row.priority,
+            change_type: row.change_type,
+            previous_status: row.previous_status,
         }
     }
 }

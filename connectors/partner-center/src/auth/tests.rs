@@ -90,9 +90,8 @@ async fn device_code_login_writes_a_private_cache_and_never_prints_tokens() {
 
     // The tokens appear nowhere but in the file.
     assert_no_secret(&logs.text(), &cache, "the log");
-    // Other tests running in parallel can race tracing's per-callsite cache, so only require
-    // that something (the HTTP exchanges at least) was captured.
-    assert!(!logs.text().is_empty(), "logging was captured");
+    // (Whether anything was captured depends on tracing's per-callsite interest cache, which
+    // tests running in parallel race; `tests/e2e/source.rs` checks the real processes' logs.)
     assert_no_secret(
         &format!("{prompt:?} {}", prompt.message),
         &cache,
