@@ -161,21 +161,8 @@ impl Lead {
             etag: referral.e_tag.clone(),
             version: updated_at.micros(),
             processed_at,
-            enrichment_version: 0,
-            company_domain_source: None,
-            email_provider: unknown(),
-            email_provider_source: no_domain(),
-            company_name_normalized: None,
-            size_band: None,
-            products: Vec::new(),
-            solutions: Vec::new(),
-            industries: Vec::new(),
-            deal_value_usd: None,
-            usd_rate: None,
-            score: 0,
-            priority: low(),
-            change_type: created(),
-            previous_status: None,
+            // Not enriched yet: the processor fills these in.
+            ..Lead::default()
         })
     }
 }
