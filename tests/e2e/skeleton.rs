@@ -158,6 +158,15 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
     );
 
     // Round two: the file changes (10 referrals move on), a manual sync picks it up.
+    let round_one_status: HashMap<String, String> = referrals
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
     let moved: Vec<String> = referrals
         .iter()
         .take(10)
@@ -249,6 +258,43 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         160,
         "lead records"
     );
+
+    // The analysts' tables: every lead version in the history, the status transitions view,
+    // the sync runs and the dead letter.
+    let count = |rows: Vec<Value>| -> u64 {
+        rows[0]["n"]
+            .as_str()
+            .map(|n| n.parse().unwrap())
+            .or(rows[0]["n"].as_u64())
+            .unwrap()
+    };
+    let changed_status = moved
+        .iter()
+        .filter(|id| {
+            let before = &round_one_status[id.as_str()];
+            let after = referrals.iter().find(|r| r["id"] == json!(id)).unwrap()["status"]
+                .as_str()
+                .unwrap();
+            before != after
+        })
+        .count() as u64;
+    let clickhouse = &deployment.clickhouse;
+    let result = wait_for("the history, runs and dead letters in clickhouse", Duration::from_secs(30), || async {
+        let history = count(clickhouse.rows("SELECT count() AS n FROM lead_history FINAL").await?);
+        let transitions = count(clickhouse.rows("SELECT count() AS n FROM status_transitions").await?);
+        let runs = count(clickhouse.rows(&format!("SELECT count() AS n FROM sync_runs FINAL WHERE run_id = '{task_id}' AND status = 'succeeded' AND published = 10")).await?);
+        let dead = count(clickhouse.rows("SELECT count() AS n FROM dlq FINAL WHERE stage = 'processor' AND payload = '{\"not\": \"avro\"}'").await?);
+        Ok((history == 160 && transitions == changed_status && runs == 1 && dead == 1).then_some(()))
+    })
+    .await;
+    if let Err(error) = result {
+        anyhow::bail!("{error}\n{}", deployment.logs());
+    }
+    // The companies view answers (the generated contacts' domains decide how many rows).
+    deployment
+        .clickhouse
+        .rows("SELECT company_domain, leads, pipeline_usd, latest_status FROM companies_by_domain")
+        .await?;
 
     // Metrics are served in Prometheus text.
     let metrics = reqwest::get(format!("{}/metrics", deployment.api))
@@ -349,10 +395,10 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     let deployment = Deployment::new(&[])?;
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("2 applied, 0 already applied"), "{output}");
+    assert!(output.contains("6 applied, 0 already applied"), "{output}");
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("0 applied, 2 already applied"), "{output}");
+    assert!(output.contains("0 applied, 6 already applied"), "{output}");
 
     // An interrupted 0002: some columns added, the migration not recorded. Running again
     // finishes it.
@@ -371,7 +417,7 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     .await?;
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("1 applied, 1 already applied"), "{output}");
+    assert!(output.contains("1 applied, 5 already applied"), "{output}");
     let columns = deployment.clickhouse.rows("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'leads' AND name = 'score'").await?;
     assert_eq!(columns.len(), 1);
     deployment.clickhouse.drop_database().await;

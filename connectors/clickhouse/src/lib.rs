@@ -13,6 +13,9 @@ pub mod migrations;
 pub mod rows;
 pub mod writer;
 
+/// The row traits, for code generic over the tables.
+pub use clickhouse::{RowOwned, RowWrite};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("clickhouse: {0}")]

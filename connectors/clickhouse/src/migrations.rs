@@ -28,6 +28,22 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_lead_enrichment.sql",
         sql: include_str!("../../../schemas/clickhouse/0002_lead_enrichment.sql"),
     },
+    Migration {
+        name: "0003_lead_history.sql",
+        sql: include_str!("../../../schemas/clickhouse/0003_lead_history.sql"),
+    },
+    Migration {
+        name: "0004_sync_runs.sql",
+        sql: include_str!("../../../schemas/clickhouse/0004_sync_runs.sql"),
+    },
+    Migration {
+        name: "0005_dlq.sql",
+        sql: include_str!("../../../schemas/clickhouse/0005_dlq.sql"),
+    },
+    Migration {
+        name: "0006_views.sql",
+        sql: include_str!("../../../schemas/clickhouse/0006_views.sql"),
+    },
 ];
 
 /// An `ADD COLUMN` that failed because the column is there already (a migration interrupted

@@ -1,7 +1,7 @@
 //! Row types: field names equal column names, and inserts name their columns.
 
 use clickhouse::Row;
-use hunter_core::records::{Lead, Timestamp};
+use hunter_core::records::{Lead, SyncRun, Timestamp};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -135,6 +135,128 @@ impl LeadRow {
     }
 }
 
+/// A row of `lead_history` (`0003_lead_history.sql`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct LeadHistoryRow {
+    pub lead_id: String,
+    pub version: u64,
+    pub tenant: String,
+    pub status: Option<String>,
+    pub substatus: Option<String>,
+    pub previous_status: Option<String>,
+    pub change_type: String,
+    pub deal_value_usd: Option<i64>,
+    pub score: u8,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub processed_at: OffsetDateTime,
+}
+
+impl LeadHistoryRow {
+    pub fn from_lead_row(row: &LeadRow) -> Self {
+        LeadHistoryRow {
+            lead_id: row.lead_id.clone(),
+            version: row.version,
+            tenant: row.tenant.clone(),
+            status: row.status.clone(),
+            substatus: row.substatus.clone(),
+            previous_status: row.previous_status.clone(),
+            change_type: row.change_type.clone(),
+            deal_value_usd: row.deal_value_usd,
+            score: row.score,
+            updated_at: row.updated_at,
+            processed_at: row.processed_at,
+        }
+    }
+}
+
+/// A row of `sync_runs` (`0004_sync_runs.sql`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct SyncRunRow {
+    pub run_id: String,
+    pub tenant: String,
+    pub trigger: String,
+    pub status: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub pages: u64,
+    pub fetched: u64,
+    pub published: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub coalesced_into: Option<String>,
+    /// The run's latest record wins: its end (else its start) in microseconds.
+    pub row_version: u64,
+}
+
+impl SyncRunRow {
+    pub fn from_run(run: &SyncRun) -> Self {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        SyncRunRow {
+            run_id: run.run_id.clone(),
+            tenant: run.tenant.clone(),
+            trigger: run.trigger.clone(),
+            status: run.status.clone(),
+            started_at: datetime(run.started_at),
+            finished_at: run.finished_at.map(datetime),
+            pages: count(run.pages),
+            fetched: count(run.fetched),
+            published: count(run.published),
+            skipped: count(run.skipped),
+            dead_lettered: count(run.dead_lettered),
+            error_class: run.error_class.clone(),
+            error_message: run.error_message.clone(),
+            coalesced_into: run.coalesced_into.clone(),
+            row_version: count(run.finished_at.unwrap_or(run.started_at).micros()),
+        }
+    }
+}
+
+/// A row of `dlq` (`0005_dlq.sql`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct DlqRow {
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+    pub stage: String,
+    pub error_class: String,
+    pub error: String,
+    pub original_topic: String,
+    pub original_partition: Option<i32>,
+    pub original_offset: Option<i64>,
+    /// The dead record as text when it is UTF-8, else as lowercase hex.
+    pub payload: String,
+}
+
+impl DlqRow {
+    /// From a dead letter's position, headers (`hunter.*`) and payload.
+    pub fn new(
+        partition: i32,
+        offset: i64,
+        header: impl Fn(&str) -> Option<String>,
+        payload: &[u8],
+    ) -> Self {
+        DlqRow {
+            dlq_partition: partition,
+            dlq_offset: offset,
+            stage: header("hunter.stage").unwrap_or_default(),
+            error_class: header("hunter.error.class").unwrap_or_default(),
+            error: header("hunter.error").unwrap_or_default(),
+            original_topic: header("hunter.original.topic").unwrap_or_default(),
+            original_partition: header("hunter.original.partition").and_then(|p| p.parse().ok()),
+            original_offset: header("hunter.original.offset").and_then(|o| o.parse().ok()),
+            payload: match std::str::from_utf8(payload) {
+                Ok(text) => text.to_owned(),
+                Err(_) => payload.iter().map(|b| format!("{b:02x}")).collect(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +299,51 @@ mod tests {
         let mut usd = lead(Some(10.0));
         usd.deal_value_usd = Some(12.345);
         assert_eq!(LeadRow::from_lead(&usd).unwrap().deal_value_usd, Some(1235));
+    }
+
+    #[test]
+    fn a_run_row_prefers_its_end_and_a_dead_letter_keeps_its_origin() {
+        let run = SyncRun {
+            run_id: "r".into(),
+            tenant: "t".into(),
+            trigger: "manual".into(),
+            status: "succeeded".into(),
+            started_at: Timestamp(1_000_000),
+            finished_at: Some(Timestamp(5_000_000)),
+            pages: 1,
+            fetched: 2,
+            published: 2,
+            skipped: 0,
+            dead_lettered: -1,
+            error_class: None,
+            error_message: None,
+            coalesced_into: None,
+        };
+        let row = SyncRunRow::from_run(&run);
+        assert_eq!(
+            row.row_version, 5_000_000,
+            "the final record outranks the start record"
+        );
+        assert_eq!(row.dead_lettered, 0, "negative counts are not carried over");
+        let headers = [
+            ("hunter.stage", "processor"),
+            ("hunter.original.offset", "42"),
+        ];
+        let header = |key: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        let dead = DlqRow::new(0, 7, header, &[0xff, 0x00]);
+        assert_eq!(
+            (
+                dead.stage.as_str(),
+                dead.original_offset,
+                dead.payload.as_str()
+            ),
+            ("processor", Some(42), "ff00")
+        );
     }
 
     #[test]

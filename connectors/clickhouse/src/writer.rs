@@ -53,10 +53,20 @@ impl Writer {
 
     /// Inserts one batch in one INSERT; `Ok` means ClickHouse acknowledged every row.
     pub async fn insert_leads(&self, rows: &[LeadRow]) -> Result<(), Error> {
+        self.insert("leads", rows).await
+    }
+
+    /// Inserts `rows` into `table` in one INSERT naming the row type's columns; `Ok` means
+    /// ClickHouse acknowledged every row.
+    pub async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.client.insert::<LeadRow>("leads").await?;
+        let mut insert = self.client.insert::<T>(table).await?;
         for row in rows {
             insert.write(row).await?;
         }

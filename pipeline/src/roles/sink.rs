@@ -1,54 +1,80 @@
-//! The sink: leads into ClickHouse.
+//! The sink: Hunter's topics into ClickHouse.
 //!
-//! consume `hunter.leads.v1` → decode → row → batch (by rows and time) → insert → store the
-//! offsets of every message in the batch once ClickHouse acknowledged the insert.
+//! consume `hunter.leads.v1`, `hunter.sync-runs.v1` and `hunter.dlq.v1` → decode → rows →
+//! batch (by rows, bytes and time) → insert into `leads` and `lead_history`, `sync_runs`, `dlq`
+//! → store the offsets of every message in the batch once ClickHouse acknowledged every insert.
 //!
 //! Invariants:
-//! - an offset is stored only after the insert holding its row returned `Ok`; a crash before
-//!   that replays the batch, and `leads` (ReplacingMergeTree on `version`) keeps one live row;
+//! - an offset is stored only after the inserts holding its rows returned `Ok`; a crash before
+//!   that replays the batch, and every table is a ReplacingMergeTree keyed so that a replayed
+//!   row collapses into the one already there (`leads` by lead id and version, `lead_history`
+//!   by lead id and version, `sync_runs` by run id, `dlq` by the dead letter's position);
 //! - while ClickHouse is unreachable the batch is retried with backoff and nothing new is
 //!   consumed, so memory stays bounded by one batch;
-//! - a lead the table cannot take goes to the dead-letter topic (acknowledged before its
-//!   offset is stored) and never blocks the partition.
+//! - a record a table cannot take goes to the dead-letter topic (acknowledged before its offset
+//!   is stored) and never blocks the partition.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hunter_clickhouse::rows::LeadRow;
+use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, SyncRunRow};
 use hunter_clickhouse::writer::Writer;
 use hunter_core::codec::Codec;
 use hunter_core::kafka::{self, DeadLetter};
-use hunter_core::records::Lead;
+use hunter_core::records::{Lead, SyncRun};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use super::Context;
 
-const TABLE: &str = "leads";
+/// Payload bytes per batch at most (besides the row limit from the settings).
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
-/// One batch: its rows and, per partition, the highest offset it covers.
+/// One batch: the rows of each table and, per topic and partition, the highest offset it covers.
 #[derive(Default)]
 struct Batch {
-    rows: Vec<LeadRow>,
-    offsets: BTreeMap<i32, i64>,
+    leads: Vec<LeadRow>,
+    history: Vec<LeadHistoryRow>,
+    runs: Vec<SyncRunRow>,
+    dead_letters: Vec<DlqRow>,
+    offsets: BTreeMap<(String, i32), i64>,
+    bytes: usize,
     started: Option<Instant>,
 }
 
 impl Batch {
-    fn cover(&mut self, partition: i32, offset: i64) {
-        let highest = self.offsets.entry(partition).or_insert(offset);
+    fn cover(&mut self, topic: &str, partition: i32, offset: i64, bytes: usize) {
+        let highest = self
+            .offsets
+            .entry((topic.to_owned(), partition))
+            .or_insert(offset);
         *highest = (*highest).max(offset);
+        self.bytes += bytes;
         self.started.get_or_insert_with(Instant::now);
     }
 
     fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
+
+    fn rows(&self) -> usize {
+        self.leads.len() + self.runs.len() + self.dead_letters.len()
+    }
+}
+
+/// What the sink reads.
+struct Inputs {
+    leads: Codec<Lead>,
+    runs: Codec<SyncRun>,
+    leads_topic: String,
+    runs_topic: String,
+    dlq_topic: String,
 }
 
 pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
@@ -58,13 +84,27 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let consumer = kafka::consumer(&settings.kafka, &context.group_id("sink"), "hunter-sink")
         .context("kafka consumer")?;
     consumer
-        .subscribe(&[topics.leads.as_str()])
-        .context("subscribe to the lead topic")?;
+        .subscribe(&[
+            topics.leads.as_str(),
+            topics.sync_runs.as_str(),
+            topics.dlq.as_str(),
+        ])
+        .context("subscribe to the lead, sync-run and dead-letter topics")?;
     let producer = kafka::producer(&settings.kafka, "hunter-sink").context("kafka producer")?;
-    let leads = Codec::<Lead>::new(&topics.leads, context.registry.clone());
+    let inputs = Inputs {
+        leads: Codec::new(&topics.leads, context.registry.clone()),
+        runs: Codec::new(&topics.sync_runs, context.registry.clone()),
+        leads_topic: topics.leads.clone(),
+        runs_topic: topics.sync_runs.clone(),
+        dlq_topic: topics.dlq.clone(),
+    };
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
-    tracing::info!(topic = %topics.leads, table = TABLE, max_rows, ?max_wait, "sink consuming");
+    tracing::info!(
+        max_rows,
+        ?max_wait,
+        "sink consuming leads, sync runs and dead letters"
+    );
 
     let mut batch = Batch::default();
     let result: anyhow::Result<()> = async {
@@ -76,29 +116,35 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 biased;
                 _ = shutdown.wait() => break,
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    flush(&writer, &consumer, &topics.leads, &mut batch, &mut shutdown).await?;
+                    flush(&writer, &consumer, &mut batch, &mut shutdown).await?;
                 }
                 received = consumer.recv() => {
                     let message = received.context("kafka consume")?;
+                    let topic = message.topic().to_owned();
                     let (partition, offset) = (message.partition(), message.offset());
                     let payload = message.payload().unwrap_or_default().to_vec();
+                    let headers: Vec<(String, String)> = message
+                        .headers()
+                        .map(|all| {
+                            all.iter()
+                                .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     drop(message);
-                    match to_row(&leads, &payload).await {
-                        Ok(row) => batch.rows.push(row),
-                        Err((class, reason)) => {
-                            dead_letter(&producer, &topics.dlq, &topics.leads, partition, offset, payload, class, &reason).await?;
-                        }
+                    if let Err((class, reason)) = add(&inputs, &mut batch, &topic, partition, offset, &headers, &payload).await {
+                        dead_letter(&producer, &inputs.dlq_topic, &topic, partition, offset, payload.clone(), class, &reason).await?;
                     }
-                    batch.cover(partition, offset);
-                    if batch.rows.len() >= max_rows {
-                        flush(&writer, &consumer, &topics.leads, &mut batch, &mut shutdown).await?;
+                    batch.cover(&topic, partition, offset, payload.len());
+                    if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
+                        flush(&writer, &consumer, &mut batch, &mut shutdown).await?;
                     }
                 }
             }
         }
         // Shutdown: write what was consumed so it need not be replayed.
         if !batch.is_empty() {
-            flush(&writer, &consumer, &topics.leads, &mut batch, &mut shutdown).await?;
+            flush(&writer, &consumer, &mut batch, &mut shutdown).await?;
         }
         Ok(())
     }
@@ -118,42 +164,64 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn to_row(leads: &Codec<Lead>, payload: &[u8]) -> Result<LeadRow, (&'static str, String)> {
-    let lead = leads
-        .decode(payload)
-        .await
-        .map_err(|error| ("decode", error.to_string()))?;
-    LeadRow::from_lead(&lead).map_err(|error| ("schema", error.to_string()))
+/// Turns one message into rows of the batch; an error names a class and the reason.
+async fn add(
+    inputs: &Inputs,
+    batch: &mut Batch,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    headers: &[(String, String)],
+    payload: &[u8],
+) -> Result<(), (&'static str, String)> {
+    if topic == inputs.leads_topic {
+        let lead = inputs
+            .leads
+            .decode(payload)
+            .await
+            .map_err(|error| ("decode", error.to_string()))?;
+        let row = LeadRow::from_lead(&lead).map_err(|error| ("schema", error.to_string()))?;
+        batch.history.push(LeadHistoryRow::from_lead_row(&row));
+        batch.leads.push(row);
+    } else if topic == inputs.runs_topic {
+        let run = inputs
+            .runs
+            .decode(payload)
+            .await
+            .map_err(|error| ("decode", error.to_string()))?;
+        batch.runs.push(SyncRunRow::from_run(&run));
+    } else {
+        let header = |key: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        batch
+            .dead_letters
+            .push(DlqRow::new(partition, offset, header, payload));
+    }
+    Ok(())
 }
 
-/// Inserts the batch, retrying with backoff until ClickHouse acknowledges it, then stores its
-/// offsets. On shutdown during retries it gives up without storing: the batch is replayed later.
+/// Inserts the batch, retrying with backoff until ClickHouse acknowledges all of it, then
+/// stores its offsets. On shutdown during retries it gives up without storing: the batch is
+/// replayed later (and collapses into whatever part was written).
 async fn flush(
     writer: &Writer,
     consumer: &StreamConsumer,
-    topic: &str,
     batch: &mut Batch,
     shutdown: &mut Shutdown,
 ) -> anyhow::Result<()> {
     let mut attempt = 0u32;
     loop {
-        let started = Instant::now();
-        match writer.insert_leads(&batch.rows).await {
-            Ok(()) => {
-                let elapsed = started.elapsed().as_secs_f64();
-                metrics::histogram!(names::SINK_INSERT_DURATION_SECONDS, "table" => TABLE)
-                    .record(elapsed);
-                metrics::counter!(names::SINK_BATCHES_TOTAL, "table" => TABLE).increment(1);
-                metrics::counter!(names::SINK_ROWS_WRITTEN_TOTAL, "table" => TABLE)
-                    .increment(batch.rows.len() as u64);
-                tracing::debug!(rows = batch.rows.len(), elapsed, "batch inserted");
-                break;
-            }
-            Err(error) => {
-                metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => TABLE, "class" => error.class()).increment(1);
+        match insert_all(writer, batch).await {
+            Ok(()) => break,
+            Err((table, error)) => {
+                metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => table, "class" => error.class()).increment(1);
                 let wait =
                     super::backoff(attempt, Duration::from_millis(200), Duration::from_secs(10));
-                tracing::warn!(rows = batch.rows.len(), attempt, error = %error, retry_in = ?wait, "clickhouse insert failed; retrying");
+                tracing::warn!(table, rows = batch.rows(), attempt, error = %error, retry_in = ?wait, "clickhouse insert failed; retrying");
                 attempt += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -162,12 +230,44 @@ async fn flush(
             }
         }
     }
-    for (partition, offset) in &batch.offsets {
+    for ((topic, partition), offset) in &batch.offsets {
         if let Err(error) = consumer.store_offset(topic, *partition, *offset) {
-            tracing::warn!(partition, offset, %error, "offset not stored (partition revoked); it will be replayed");
+            tracing::warn!(topic, partition, offset, %error, "offset not stored (partition revoked); it will be replayed");
         }
     }
     *batch = Batch::default();
+    Ok(())
+}
+
+async fn insert_all(
+    writer: &Writer,
+    batch: &Batch,
+) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
+    timed(writer, "leads", &batch.leads).await?;
+    timed(writer, "lead_history", &batch.history).await?;
+    timed(writer, "sync_runs", &batch.runs).await?;
+    timed(writer, "dlq", &batch.dead_letters).await?;
+    Ok(())
+}
+
+async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
+    writer: &Writer,
+    table: &'static str,
+    rows: &[T],
+) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    writer
+        .insert(table, rows)
+        .await
+        .map_err(|error| (table, error))?;
+    metrics::histogram!(names::SINK_INSERT_DURATION_SECONDS, "table" => table)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::SINK_BATCHES_TOTAL, "table" => table).increment(1);
+    metrics::counter!(names::SINK_ROWS_WRITTEN_TOTAL, "table" => table)
+        .increment(rows.len() as u64);
     Ok(())
 }
 
@@ -182,7 +282,7 @@ async fn dead_letter(
     class: &'static str,
     reason: &str,
 ) -> anyhow::Result<()> {
-    tracing::warn!(partition, offset, error = %reason, "lead dead-lettered");
+    tracing::warn!(topic = origin, partition, offset, error = %reason, "record dead-lettered by the sink");
     metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "sink", "class" => class).increment(1);
     let headers = DeadLetter {
         stage: "sink",
