@@ -143,7 +143,11 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         &format!("{}hunter.dlq.v1", deployment.prefix),
         1,
     )?;
-    let (payload, headers) = &dlq[0];
+    let (payload, headers) = dlq
+        .iter()
+        .find(|(_, headers)| headers.get("hunter.stage").map(String::as_str) == Some("processor"))
+        .expect("the processor's dead letter");
+    assert_eq!(dlq.len(), 1, "one dead letter for one poison record");
     assert_eq!(payload, b"{\"not\": \"avro\"}");
     assert_eq!(
         headers.get("hunter.stage").map(String::as_str),
@@ -284,12 +288,36 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         let transitions = count(clickhouse.rows("SELECT count() AS n FROM status_transitions").await?);
         let runs = count(clickhouse.rows(&format!("SELECT count() AS n FROM sync_runs FINAL WHERE run_id = '{task_id}' AND status = 'succeeded' AND published = 10")).await?);
         let dead = count(clickhouse.rows("SELECT count() AS n FROM dlq FINAL WHERE stage = 'processor' AND payload = '{\"not\": \"avro\"}'").await?);
-        Ok((history == 160 && transitions == changed_status && runs == 1 && dead == 1).then_some(()))
+        let referrals_now = count(clickhouse.rows("SELECT count() AS n FROM referrals FINAL WHERE length(raw_json) > 100").await?);
+        Ok((history == 160 && transitions == changed_status && runs == 1 && dead == 1 && referrals_now == 150).then_some(()))
     })
     .await;
     if let Err(error) = result {
         anyhow::bail!("{error}\n{}", deployment.logs());
     }
+    // The referral as received is kept whole: its raw JSON is the simulator's current version.
+    let moved_id = &moved[0];
+    let raw = deployment
+        .clickhouse
+        .rows(&format!(
+            "SELECT raw_json FROM referrals FINAL WHERE referral_id = '{moved_id}'"
+        ))
+        .await?;
+    let stored: Value = serde_json::from_str(raw[0]["raw_json"].as_str().unwrap())?;
+    let current = referrals
+        .iter()
+        .find(|r| r["id"] == json!(moved_id))
+        .unwrap();
+    assert_eq!(&stored, current, "raw referral JSON in clickhouse");
+    let metrics_text = reqwest::get(format!("{}/metrics", deployment.api))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics_text.contains("hunter_sink_end_to_end_latency_seconds_count"),
+        "end-to-end latency is measured"
+    );
+
     // The companies view answers (the generated contacts' domains decide how many rows).
     deployment
         .clickhouse
@@ -395,10 +423,10 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     let deployment = Deployment::new(&[])?;
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("6 applied, 0 already applied"), "{output}");
+    assert!(output.contains("7 applied, 0 already applied"), "{output}");
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("0 applied, 6 already applied"), "{output}");
+    assert!(output.contains("0 applied, 7 already applied"), "{output}");
 
     // An interrupted 0002: some columns added, the migration not recorded. Running again
     // finishes it.
@@ -417,7 +445,7 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     .await?;
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("1 applied, 5 already applied"), "{output}");
+    assert!(output.contains("1 applied, 6 already applied"), "{output}");
     let columns = deployment.clickhouse.rows("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'leads' AND name = 'score'").await?;
     assert_eq!(columns.len(), 1);
     deployment.clickhouse.drop_database().await;

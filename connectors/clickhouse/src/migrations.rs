@@ -44,6 +44,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_views.sql",
         sql: include_str!("../../../schemas/clickhouse/0006_views.sql"),
     },
+    Migration {
+        name: "0007_referrals.sql",
+        sql: include_str!("../../../schemas/clickhouse/0007_referrals.sql"),
+    },
 ];
 
 /// An `ADD COLUMN` that failed because the column is there already (a migration interrupted

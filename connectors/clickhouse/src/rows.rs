@@ -1,7 +1,7 @@
 //! Row types: field names equal column names, and inserts name their columns.
 
 use clickhouse::Row;
-use hunter_core::records::{Lead, SyncRun, Timestamp};
+use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -213,6 +213,36 @@ impl SyncRunRow {
             error_message: run.error_message.clone(),
             coalesced_into: run.coalesced_into.clone(),
             row_version: count(run.finished_at.unwrap_or(run.started_at).micros()),
+        }
+    }
+}
+
+/// A row of `referrals` (`0007_referrals.sql`): the referral as received.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct ReferralRow {
+    pub referral_id: String,
+    pub tenant: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub updated_at: OffsetDateTime,
+    /// `updatedDateTime` in microseconds: the newest version wins.
+    pub version: u64,
+    pub etag: Option<String>,
+    pub raw_json: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub fetched_at: OffsetDateTime,
+}
+
+impl ReferralRow {
+    pub fn from_referral(referral: &Referral) -> Self {
+        let updated = referral.updated_date_time.unwrap_or_default();
+        ReferralRow {
+            referral_id: referral.id.clone(),
+            tenant: referral.ingest.tenant.clone(),
+            updated_at: datetime(updated),
+            version: u64::try_from(updated.micros()).unwrap_or(0),
+            etag: referral.e_tag.clone(),
+            raw_json: referral.raw_json.clone(),
+            fetched_at: datetime(referral.ingest.fetched_at),
         }
     }
 }

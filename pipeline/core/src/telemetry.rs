@@ -50,6 +50,9 @@ pub mod names {
     pub const SINK_BATCHES_TOTAL: &str = "hunter_sink_batches_total";
     /// Insert latency by table.
     pub const SINK_INSERT_DURATION_SECONDS: &str = "hunter_sink_insert_duration_seconds";
+    /// Seconds from the source reading a referral version to its lead row being acknowledged
+    /// by ClickHouse.
+    pub const SINK_END_TO_END_LATENCY_SECONDS: &str = "hunter_sink_end_to_end_latency_seconds";
     /// Failed inserts by table and class.
     pub const SINK_FAILURES_TOTAL: &str = "hunter_sink_failures_total";
     /// Records sent to the dead-letter topic, by stage and class.

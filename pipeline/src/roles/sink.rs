@@ -1,14 +1,16 @@
 //! The sink: Hunter's topics into ClickHouse.
 //!
-//! consume `hunter.leads.v1`, `hunter.sync-runs.v1` and `hunter.dlq.v1` → decode → rows →
-//! batch (by rows, bytes and time) → insert into `leads` and `lead_history`, `sync_runs`, `dlq`
-//! → store the offsets of every message in the batch once ClickHouse acknowledged every insert.
+//! consume `hunter.leads.v1`, `partner-center.referrals.v1`, `hunter.sync-runs.v1` and
+//! `hunter.dlq.v1` → decode → rows → batch (by rows, bytes and time) → insert into `leads` and
+//! `lead_history`, `referrals`, `sync_runs`, `dlq` → store the offsets of every message in the
+//! batch once ClickHouse acknowledged every insert.
 //!
 //! Invariants:
 //! - an offset is stored only after the inserts holding its rows returned `Ok`; a crash before
 //!   that replays the batch, and every table is a ReplacingMergeTree keyed so that a replayed
 //!   row collapses into the one already there (`leads` by lead id and version, `lead_history`
-//!   by lead id and version, `sync_runs` by run id, `dlq` by the dead letter's position);
+//!   by lead id and version, `referrals` by id and version, `sync_runs` by run id, `dlq` by the
+//!   dead letter's position);
 //! - while ClickHouse is unreachable the batch is retried with backoff and nothing new is
 //!   consumed, so memory stays bounded by one batch;
 //! - a record a table cannot take goes to the dead-letter topic (acknowledged before its offset
@@ -18,11 +20,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, SyncRunRow};
+use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow};
 use hunter_clickhouse::writer::Writer;
 use hunter_core::codec::Codec;
 use hunter_core::kafka::{self, DeadLetter};
-use hunter_core::records::{Lead, SyncRun};
+use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
 use rdkafka::Message;
@@ -41,6 +43,9 @@ const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 struct Batch {
     leads: Vec<LeadRow>,
     history: Vec<LeadHistoryRow>,
+    referrals: Vec<ReferralRow>,
+    /// When the source read each lead's referral version, for the end-to-end latency.
+    fetched: Vec<Timestamp>,
     runs: Vec<SyncRunRow>,
     dead_letters: Vec<DlqRow>,
     offsets: BTreeMap<(String, i32), i64>,
@@ -64,13 +69,15 @@ impl Batch {
     }
 
     fn rows(&self) -> usize {
-        self.leads.len() + self.runs.len() + self.dead_letters.len()
+        self.leads.len() + self.referrals.len() + self.runs.len() + self.dead_letters.len()
     }
 }
 
 /// What the sink reads.
 struct Inputs {
     leads: Codec<Lead>,
+    referrals: Codec<Referral>,
+    referrals_topic: String,
     runs: Codec<SyncRun>,
     leads_topic: String,
     runs_topic: String,
@@ -86,13 +93,16 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     consumer
         .subscribe(&[
             topics.leads.as_str(),
+            topics.referrals.as_str(),
             topics.sync_runs.as_str(),
             topics.dlq.as_str(),
         ])
-        .context("subscribe to the lead, sync-run and dead-letter topics")?;
+        .context("subscribe to the lead, referral, sync-run and dead-letter topics")?;
     let producer = kafka::producer(&settings.kafka, "hunter-sink").context("kafka producer")?;
     let inputs = Inputs {
         leads: Codec::new(&topics.leads, context.registry.clone()),
+        referrals: Codec::new(&topics.referrals, context.registry.clone()),
+        referrals_topic: topics.referrals.clone(),
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
         leads_topic: topics.leads.clone(),
         runs_topic: topics.sync_runs.clone(),
@@ -103,7 +113,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     tracing::info!(
         max_rows,
         ?max_wait,
-        "sink consuming leads, sync runs and dead letters"
+        "sink consuming leads, referrals, sync runs and dead letters"
     );
 
     let mut batch = Batch::default();
@@ -183,6 +193,16 @@ async fn add(
         let row = LeadRow::from_lead(&lead).map_err(|error| ("schema", error.to_string()))?;
         batch.history.push(LeadHistoryRow::from_lead_row(&row));
         batch.leads.push(row);
+        batch.fetched.extend(lead.fetched_at);
+    } else if topic == inputs.referrals_topic {
+        match inputs.referrals.decode(payload).await {
+            Ok(referral) => batch.referrals.push(ReferralRow::from_referral(&referral)),
+            // The processor dead-letters an unreadable referral; a second dead letter of the
+            // same record from here would only be noise.
+            Err(error) => {
+                tracing::debug!(partition, offset, %error, "unreadable referral left to the processor's dead letter")
+            }
+        }
     } else if topic == inputs.runs_topic {
         let run = inputs
             .runs
@@ -230,6 +250,11 @@ async fn flush(
             }
         }
     }
+    let now = Timestamp::now().micros();
+    for fetched in &batch.fetched {
+        let seconds = (now - fetched.micros()).max(0) as f64 / 1e6;
+        metrics::histogram!(names::SINK_END_TO_END_LATENCY_SECONDS).record(seconds);
+    }
     for ((topic, partition), offset) in &batch.offsets {
         if let Err(error) = consumer.store_offset(topic, *partition, *offset) {
             tracing::warn!(topic, partition, offset, %error, "offset not stored (partition revoked); it will be replayed");
@@ -245,6 +270,7 @@ async fn insert_all(
 ) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
     timed(writer, "leads", &batch.leads).await?;
     timed(writer, "lead_history", &batch.history).await?;
+    timed(writer, "referrals", &batch.referrals).await?;
     timed(writer, "sync_runs", &batch.runs).await?;
     timed(writer, "dlq", &batch.dead_letters).await?;
     Ok(())

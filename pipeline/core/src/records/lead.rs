@@ -59,6 +59,9 @@ pub struct Lead {
     pub change_type: String,
     #[serde(default)]
     pub previous_status: Option<String>,
+    /// When the source read this referral version from the API.
+    #[serde(default)]
+    pub fetched_at: Option<Timestamp>,
 }
 
 impl Default for Lead {
@@ -101,6 +104,7 @@ impl Default for Lead {
             priority: low(),
             change_type: created(),
             previous_status: None,
+            fetched_at: None,
         }
     }
 }
@@ -161,6 +165,8 @@ impl Lead {
             etag: referral.e_tag.clone(),
             version: updated_at.micros(),
             processed_at,
+            fetched_at: (referral.ingest.fetched_at.micros() > 0)
+                .then_some(referral.ingest.fetched_at),
             // Not enriched yet: the processor fills these in.
             ..Lead::default()
         })

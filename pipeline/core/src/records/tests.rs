@@ -241,6 +241,7 @@ fn lead_type_agrees_with_lead_avsc() {
     lead.deal_value_usd = Some(31750.63);
     lead.usd_rate = Some(1.27);
     lead.previous_status = Some("New".into());
+    assert_eq!(lead.fetched_at, Some(ingest().fetched_at));
     assert_eq!(lead.country.as_deref(), Some("GB"));
     assert_eq!(lead.version, referral.updated_date_time.unwrap().micros());
     assert_agrees_with_contract(&lead);
