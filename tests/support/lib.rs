@@ -363,7 +363,7 @@ impl Deployment {
     /// Starts `hunter run ROLE` and waits for its `/healthz`.
     pub async fn start_role(&mut self, role: &str) -> anyhow::Result<usize> {
         let process = Process::spawn(
-            &format!("run-{role}"),
+            &format!("run-{role}-{}", self.processes.len()),
             &["run", role],
             &self.env,
             self.dir.path(),
@@ -852,5 +852,36 @@ impl MxServer {
             }
         });
         Ok(MxServer { address, task })
+    }
+}
+
+impl Deployment {
+    /// Publishes leads to the lead topic as the processor does (Avro, keyed by lead id).
+    pub async fn produce_leads(&self, leads: &[hunter_core::records::Lead]) -> anyhow::Result<()> {
+        let topic = self.topic("hunter.leads.v1");
+        let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(&topic, None);
+        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.stack.brokers)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()?;
+        for chunk in leads.chunks(500) {
+            let mut records = Vec::with_capacity(chunk.len());
+            for lead in chunk {
+                records.push((lead.lead_id.clone(), codec.encode_single_object(lead)?));
+            }
+            let sends = records.iter().map(|(key, payload)| {
+                producer.send(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key(key)
+                        .payload(payload),
+                    Duration::from_secs(30),
+                )
+            });
+            for result in futures::future::join_all(sends).await {
+                result.map_err(|(error, _)| error)?;
+            }
+        }
+        Ok(())
     }
 }
