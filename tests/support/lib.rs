@@ -714,25 +714,34 @@ impl Deployment {
         use hunter_core::records::{Ingest, Referral, Timestamp};
         let topic = self.topic("partner-center.referrals.v1");
         let codec = hunter_core::codec::Codec::<Referral>::new(&topic, None);
+        let mut records = Vec::with_capacity(referrals.len());
+        for raw in referrals {
+            let ingest = Ingest {
+                tenant: "test-tenant".into(),
+                fetched_at: Timestamp::now(),
+                sync_run_id: "test".into(),
+            };
+            let referral = Referral::from_api_json(&raw.to_string(), ingest)?;
+            records.push((referral.id.clone(), codec.encode_single_object(&referral)?));
+        }
+        self.produce_keyed(&topic, &records).await
+    }
+
+    /// Produces keyed records the way Hunter does (Java's partitioner), 500 at a time.
+    async fn produce_keyed(
+        &self,
+        topic: &str,
+        records: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<()> {
         let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.stack.brokers)
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .create()?;
-        for chunk in referrals.chunks(500) {
-            let mut records = Vec::with_capacity(chunk.len());
-            for raw in chunk {
-                let ingest = Ingest {
-                    tenant: "test-tenant".into(),
-                    fetched_at: Timestamp::now(),
-                    sync_run_id: "test".into(),
-                };
-                let referral = Referral::from_api_json(&raw.to_string(), ingest)?;
-                records.push((referral.id.clone(), codec.encode_single_object(&referral)?));
-            }
-            let sends = records.iter().map(|(key, payload)| {
+        for chunk in records.chunks(500) {
+            let sends = chunk.iter().map(|(key, payload)| {
                 producer.send(
-                    rdkafka::producer::FutureRecord::to(&topic)
+                    rdkafka::producer::FutureRecord::to(topic)
                         .key(key)
                         .payload(payload),
                     Duration::from_secs(30),
@@ -860,28 +869,10 @@ impl Deployment {
     pub async fn produce_leads(&self, leads: &[hunter_core::records::Lead]) -> anyhow::Result<()> {
         let topic = self.topic("hunter.leads.v1");
         let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(&topic, None);
-        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.stack.brokers)
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .create()?;
-        for chunk in leads.chunks(500) {
-            let mut records = Vec::with_capacity(chunk.len());
-            for lead in chunk {
-                records.push((lead.lead_id.clone(), codec.encode_single_object(lead)?));
-            }
-            let sends = records.iter().map(|(key, payload)| {
-                producer.send(
-                    rdkafka::producer::FutureRecord::to(&topic)
-                        .key(key)
-                        .payload(payload),
-                    Duration::from_secs(30),
-                )
-            });
-            for result in futures::future::join_all(sends).await {
-                result.map_err(|(error, _)| error)?;
-            }
+        let mut records = Vec::with_capacity(leads.len());
+        for lead in leads {
+            records.push((lead.lead_id.clone(), codec.encode_single_object(lead)?));
         }
-        Ok(())
+        self.produce_keyed(&topic, &records).await
     }
 }
