@@ -50,13 +50,24 @@ pub fn hunter_bin() -> PathBuf {
     path
 }
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 right now, handed out once per test process.
+///
+/// Ports come from below the kernel's ephemeral range (32768-60999 on Debian): a port taken from
+/// `bind(0)` and released can be handed to an outgoing connection (to the broker, ClickHouse)
+/// before the child process binds it, which failed CI once with "Address already in use".
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test binary starts in its own block so a lingering child of an earlier binary is
+    // unlikely to hold the same ports.
+    let base = 21_000 + (std::process::id() % 50) as u16 * 200;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        let port = 21_000 + (base - 21_000 + offset) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A short random name part for topics, groups and databases.
