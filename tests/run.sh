@@ -4,7 +4,7 @@
 #   1. cargo fmt --all -- --check                          (fails fast)
 #   2. cargo clippy --workspace --all-targets -- -D warnings (fails fast)
 #   3. deploy/local/stack.sh up: the real broker, ClickHouse and Prometheus
-#   4. cargo build --workspace --bins
+#   4. tests/browser/install.sh (chromium, playwright-core), cargo build --workspace --bins
 #   5. cargo test --workspace --no-fail-fast -- --test-threads=4
 #      with the stack's settings and HUNTER_BIN=target/debug/hunter
 #
@@ -71,7 +71,9 @@ eval "$("$STACK" env)"
 
 # --- 4, 5: build and test ----------------------------------------------------------------------------
 
-say "step 4/5: building the binaries (cargo build --workspace --bins)"
+say "step 4/5: browser test tools (Debian chromium, playwright-core), then the binaries (cargo build --workspace --bins)"
+"$REPO/tests/browser/install.sh"
+say "building: cargo build --workspace --bins"
 cargo build --workspace --bins
 
 export HUNTER_BIN="$REPO/target/debug/hunter"

@@ -1,5 +1,7 @@
 -- One row per sync run from hunter.sync-runs.v1. A run is written when it starts and when it
 -- ends; the row with the highest `row_version` (finished_at, else started_at) is the run's state.
+-- A manual trigger of several tenants gives one run per tenant with the same run_id (the task id),
+-- so a run is identified by (run_id, tenant).
 CREATE TABLE IF NOT EXISTS sync_runs
 (
     run_id         String,
@@ -19,4 +21,4 @@ CREATE TABLE IF NOT EXISTS sync_runs
     row_version    UInt64
 )
 ENGINE = ReplacingMergeTree(row_version)
-ORDER BY run_id;
+ORDER BY (run_id, tenant);

@@ -887,3 +887,53 @@ impl Deployment {
         self.produce_keyed(&topic, &records).await
     }
 }
+
+impl Deployment {
+    /// Simulator, sign-in, migrations and `hunter run all`, then waits until every one of the
+    /// simulator's `expected` referrals is a live lead in ClickHouse.
+    pub async fn run_all_until_leads(&mut self, expected: u64) -> anyhow::Result<()> {
+        self.start_simulator(&[]).await?;
+        self.login_and_migrate()?;
+        self.start_role("all").await?;
+        let clickhouse = &self.clickhouse;
+        let result = wait_for(
+            "every referral as a live lead",
+            Duration::from_secs(120),
+            || async {
+                let rows = clickhouse
+                    .rows("SELECT toString(count()) AS n FROM leads FINAL")
+                    .await?;
+                let n: u64 = rows[0]["n"].as_str().unwrap_or("0").parse()?;
+                Ok((n == expected).then_some(()))
+            },
+        )
+        .await;
+        if let Err(error) = result {
+            bail!("{error}\n{}", self.logs());
+        }
+        Ok(())
+    }
+
+    /// An API call with the given token (or none), any method, returning status, headers and
+    /// the JSON body (Null when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        serde_json::Value,
+    )> {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.api));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, headers, body))
+    }
+}

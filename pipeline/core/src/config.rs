@@ -63,6 +63,7 @@ impl Defaults {
     pub const CLICKHOUSE_URL: &'static str = "http://127.0.0.1:18123";
     pub const CLICKHOUSE_DATABASE: &'static str = "hunter";
     pub const API_LISTEN: &'static str = "127.0.0.1:8080";
+    pub const API_REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const SYNC_INTERVAL_PRODUCTION_SECS: u64 = 600;
     pub const SYNC_INTERVAL_DEVELOPMENT_SECS: u64 = 30;
     pub const OVERLAP_SECS: u64 = 600;
@@ -204,8 +205,14 @@ pub struct ClickHouseSettings {
 pub struct ApiSettings {
     /// Where every role serves `/healthz` and `/metrics` (and the API, for `api`/`all`).
     pub listen: SocketAddr,
-    /// Bearer token required on every `/api/v1` route.
+    /// Admin bearer token: every `/api/v1` route, including the sync trigger.
     pub token: Option<Secret>,
+    /// Optional read-only bearer token: every `GET` route of `/api/v1`, not the sync trigger.
+    pub read_token: Option<Secret>,
+    /// Origins allowed to call the API from a browser (CORS); empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Longest an API request may take before it is answered 503.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -314,6 +321,9 @@ struct FileClickHouse {
 struct FileApi {
     listen: Option<String>,
     token: Option<Secret>,
+    read_token: Option<Secret>,
+    cors_origins: Option<Vec<String>>,
+    request_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -706,12 +716,69 @@ impl Settings {
             Some(value) => Some(Secret::new(value.clone())),
             None => api.token,
         };
-        if let Some(token) = &token
-            && token.expose().len() < 16
+        let read_token = match env.get("HUNTER_API_READ_TOKEN").filter(|v| !v.is_empty()) {
+            Some(value) => Some(Secret::new(value.clone())),
+            None => api.read_token,
+        };
+        for (setting, value) in [
+            ("HUNTER_API_TOKEN", &token),
+            ("HUNTER_API_READ_TOKEN", &read_token),
+        ] {
+            if let Some(value) = value
+                && value.expose().len() < 16
+            {
+                return Err(ConfigError::Invalid {
+                    setting: setting.into(),
+                    message: "must be at least 16 characters".into(),
+                });
+            }
+        }
+        if let (Some(admin), Some(read)) = (&token, &read_token)
+            && admin.expose() == read.expose()
         {
             return Err(ConfigError::Invalid {
-                setting: "HUNTER_API_TOKEN".into(),
-                message: "must be at least 16 characters".into(),
+                setting: "HUNTER_API_READ_TOKEN".into(),
+                message: "must differ from HUNTER_API_TOKEN (the admin token)".into(),
+            });
+        }
+        let cors_origins = match src.text(
+            "HUNTER_API_CORS_ORIGINS",
+            api.cors_origins.map(|list| list.join(",")),
+            "api.cors_origins",
+        ) {
+            None => Vec::new(),
+            Some((value, setting)) => {
+                let mut origins = Vec::new();
+                for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                    let parsed = Url::parse(origin).ok().filter(|url| {
+                        matches!(url.scheme(), "http" | "https")
+                            && url.path() == "/"
+                            && !origin.ends_with('/')
+                    });
+                    if parsed.is_none() {
+                        return Err(ConfigError::Invalid {
+                            setting,
+                            message: format!(
+                                "{origin:?} is not an origin like https://crm.example.com"
+                            ),
+                        });
+                    }
+                    origins.push(origin.to_owned());
+                }
+                origins
+            }
+        };
+        let request_timeout_secs = src
+            .parse(
+                "HUNTER_API_REQUEST_TIMEOUT_SECS",
+                api.request_timeout_secs,
+                "a whole number of seconds",
+            )?
+            .unwrap_or(Defaults::API_REQUEST_TIMEOUT_SECS);
+        if !(1..=300).contains(&request_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_API_REQUEST_TIMEOUT_SECS".into(),
+                message: format!("{request_timeout_secs} is not from 1 to 300 seconds"),
             });
         }
 
@@ -851,7 +918,13 @@ impl Settings {
                 schema_registry_url,
             },
             clickhouse,
-            api: ApiSettings { listen, token },
+            api: ApiSettings {
+                listen,
+                token,
+                read_token,
+                cors_origins,
+                request_timeout: Duration::from_secs(request_timeout_secs),
+            },
             sync: SyncSettings {
                 interval: Duration::from_secs(interval_secs),
                 overlap: Duration::from_secs(overlap_secs),

@@ -59,6 +59,8 @@ pub mod names {
     pub const DLQ_RECORDS_TOTAL: &str = "hunter_dlq_records_total";
     /// API requests by route and status class.
     pub const API_REQUESTS_TOTAL: &str = "hunter_api_requests_total";
+    /// API request duration in seconds, by route template.
+    pub const API_REQUEST_DURATION_SECONDS: &str = "hunter_api_request_duration_seconds";
     /// Manual sync triggers accepted.
     pub const API_SYNC_TRIGGERS_TOTAL: &str = "hunter_api_sync_triggers_total";
     /// Referrals API requests, one per HTTP attempt, by endpoint (list, next, get) and outcome.
@@ -137,6 +139,10 @@ fn describe_all() {
         "API requests by route and status class."
     );
     describe_counter!(API_SYNC_TRIGGERS_TOTAL, "Manual sync triggers accepted.");
+    describe_histogram!(
+        API_REQUEST_DURATION_SECONDS,
+        "API request duration in seconds, by route template."
+    );
     describe_counter!(
         PARTNER_CENTER_API_REQUESTS_TOTAL,
         "Partner Center Referrals API requests, one per HTTP attempt, by endpoint and outcome."

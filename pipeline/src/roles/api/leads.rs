@@ -1,0 +1,909 @@
+//! `GET /leads`, `GET /leads/{id}` and `GET /referrals/{id}`.
+//!
+//! The list reads `leads FINAL` (one live row per lead) with validated filters, a sort from a
+//! fixed set, and keyset pagination: the cursor carries the sort, the last row's sort key and
+//! its lead id, so a page never repeats or skips a lead while rows are being added.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clickhouse::Row;
+use hunter_clickhouse::rows::LeadRow;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ApiError, ApiState};
+
+/// Query parameters of `GET /leads`; all optional, unknown ones refused.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LeadsQuery {
+    /// Referral status, one or several comma-separated: None, New, Active, Closed.
+    pub status: Option<String>,
+    /// Referral substatus, comma-separated: None, Pending, Received, Accepted, Won, Lost,
+    /// Declined, Expired, Error.
+    pub substatus: Option<String>,
+    /// ISO 3166-1 alpha-2 country codes, comma-separated (e.g. `US,DE`).
+    pub country: Option<String>,
+    /// Mail provider of the company domain, comma-separated: microsoft365, google_workspace,
+    /// other, unknown.
+    pub provider: Option<String>,
+    /// Lowest lead score (0-100).
+    pub min_score: Option<String>,
+    /// Only leads updated at or after this RFC 3339 instant.
+    pub updated_since: Option<String>,
+    /// Case-insensitive text searched in the company name, the referral name and the domain
+    /// (1-100 characters).
+    pub q: Option<String>,
+    /// Incoming or Outgoing.
+    pub direction: Option<String>,
+    /// Referral qualification, comma-separated: None, Direct, MarketingQualified, SalesQualified.
+    pub qualification: Option<String>,
+    /// Sort key, `-` for descending: updated_at, created_at, score, deal_value_usd, company.
+    /// Default `-updated_at`.
+    pub sort: Option<String>,
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page, with the same sort.
+    pub cursor: Option<String>,
+}
+
+const STATUSES: &[&str] = &["None", "New", "Active", "Closed"];
+const SUBSTATUSES: &[&str] = &[
+    "None", "Pending", "Received", "Accepted", "Won", "Lost", "Declined", "Expired", "Error",
+];
+const QUALIFICATIONS: &[&str] = &["None", "Direct", "MarketingQualified", "SalesQualified"];
+const DIRECTIONS: &[&str] = &["Incoming", "Outgoing"];
+const PROVIDERS: &[&str] = &["microsoft365", "google_workspace", "other", "unknown"];
+const MAX_LIMIT: u32 = 500;
+const DEFAULT_LIMIT: u32 = 50;
+/// Below every Decimal(18, 2) value in hundredths: where a lead has no USD value.
+const NO_USD_VALUE: i64 = -1_000_000_000_000_000_000;
+
+/// One bound value of a query, in placeholder order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all(mut query: clickhouse::query::Query, binds: &[Bind]) -> clickhouse::query::Query {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text.as_str()),
+            Bind::Int(number) => query.bind(*number),
+        };
+    }
+    query
+}
+
+/// The sortable keys. Each has an SQL expression without NULLs, so a keyset comparison is
+/// total, and the same value computed from a row for the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortKey {
+    UpdatedAt,
+    CreatedAt,
+    Score,
+    DealValueUsd,
+    Company,
+}
+
+impl SortKey {
+    const ALL: &[(&str, SortKey)] = &[
+        ("updated_at", SortKey::UpdatedAt),
+        ("created_at", SortKey::CreatedAt),
+        ("score", SortKey::Score),
+        ("deal_value_usd", SortKey::DealValueUsd),
+        ("company", SortKey::Company),
+    ];
+
+    fn expression(self) -> &'static str {
+        match self {
+            SortKey::UpdatedAt => "toInt64(toUInt32(updated_at))",
+            SortKey::CreatedAt => "toInt64(ifNull(toUInt32(created_at), 0))",
+            SortKey::Score => "toInt64(score)",
+            SortKey::DealValueUsd => "ifNull(toInt64(deal_value_usd * 100), -1000000000000000000)",
+            SortKey::Company => "ifNull(company_name, '')",
+        }
+    }
+
+    fn value_of(self, row: &LeadRow) -> CursorKey {
+        match self {
+            SortKey::UpdatedAt => CursorKey::Int(row.updated_at.unix_timestamp()),
+            SortKey::CreatedAt => {
+                CursorKey::Int(row.created_at.map_or(0, OffsetDateTime::unix_timestamp))
+            }
+            SortKey::Score => CursorKey::Int(i64::from(row.score)),
+            SortKey::DealValueUsd => CursorKey::Int(row.deal_value_usd.unwrap_or(NO_USD_VALUE)),
+            SortKey::Company => CursorKey::Text(row.company_name.clone().unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sort {
+    key: SortKey,
+    descending: bool,
+}
+
+impl Sort {
+    fn parse(text: Option<&str>) -> Result<Sort, ApiError> {
+        let Some(text) = text else {
+            return Ok(Sort {
+                key: SortKey::UpdatedAt,
+                descending: true,
+            });
+        };
+        let (descending, name) = match text.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, text),
+        };
+        let key = SortKey::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, key)| *key)
+            .ok_or_else(|| {
+                ApiError::parameter(
+                    "sort",
+                    format!(
+                        "{text:?} is not one of updated_at, created_at, score, deal_value_usd, company (prefix - for descending)"
+                    ),
+                )
+            })?;
+        Ok(Sort { key, descending })
+    }
+
+    fn name(self) -> String {
+        let name = SortKey::ALL
+            .iter()
+            .find(|(_, key)| *key == self.key)
+            .map_or("updated_at", |(name, _)| name);
+        if self.descending {
+            format!("-{name}")
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum CursorKey {
+    Int(i64),
+    Text(String),
+}
+
+/// Where the previous page ended. Serialised as base64url JSON; opaque to callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cursor {
+    /// The sort it belongs to, e.g. `-updated_at`.
+    s: String,
+    /// The last row's sort key.
+    k: CursorKey,
+    /// The last row's lead id (the tie-breaker).
+    i: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str, sort: Sort) -> Result<Cursor, ApiError> {
+        let malformed = || ApiError::parameter("cursor", "is not a cursor this API returned");
+        if text.len() > 2048 {
+            return Err(malformed());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| malformed())?;
+        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+        if cursor.s != sort.name() {
+            return Err(ApiError::parameter(
+                "cursor",
+                format!(
+                    "belongs to sort {:?}, not {:?}; start again without a cursor",
+                    cursor.s,
+                    sort.name()
+                ),
+            ));
+        }
+        let key_fits = matches!(
+            (&cursor.k, sort.key),
+            (CursorKey::Text(_), SortKey::Company)
+                | (
+                    CursorKey::Int(_),
+                    SortKey::UpdatedAt
+                        | SortKey::CreatedAt
+                        | SortKey::Score
+                        | SortKey::DealValueUsd
+                )
+        );
+        if !key_fits {
+            return Err(malformed());
+        }
+        Ok(cursor)
+    }
+}
+
+/// Comma-separated values, each one of `allowed` (matched without regard to case), returned
+/// in their canonical spelling.
+fn enum_list(
+    parameter: &'static str,
+    text: &str,
+    allowed: &[&'static str],
+) -> Result<Vec<&'static str>, ApiError> {
+    let mut values = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let value = allowed
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(item))
+            .ok_or_else(|| {
+                ApiError::parameter(
+                    parameter,
+                    format!("{item:?} is not one of {}", allowed.join(", ")),
+                )
+            })?;
+        if !values.contains(value) {
+            values.push(*value);
+        }
+    }
+    Ok(values)
+}
+
+/// The validated request: SQL conditions with their binds, sort, page size and cursor.
+#[derive(Debug)]
+pub(crate) struct LeadsRequest {
+    conditions: Vec<String>,
+    binds: Vec<Bind>,
+    sort: Sort,
+    limit: u32,
+    cursor: Option<Cursor>,
+}
+
+impl LeadsRequest {
+    pub(crate) fn parse(query: &LeadsQuery) -> Result<LeadsRequest, ApiError> {
+        let mut request = LeadsRequest {
+            conditions: Vec::new(),
+            binds: Vec::new(),
+            sort: Sort::parse(query.sort.as_deref())?,
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+        };
+        for (parameter, column, value, allowed) in [
+            ("status", "status", &query.status, STATUSES),
+            ("substatus", "substatus", &query.substatus, SUBSTATUSES),
+            ("provider", "email_provider", &query.provider, PROVIDERS),
+            ("direction", "direction", &query.direction, DIRECTIONS),
+            (
+                "qualification",
+                "qualification",
+                &query.qualification,
+                QUALIFICATIONS,
+            ),
+        ] {
+            if let Some(text) = value {
+                let values = enum_list(parameter, text, allowed)?;
+                request.push_in(column, values.into_iter().map(str::to_owned).collect());
+            }
+        }
+        if let Some(text) = &query.country {
+            let mut countries = Vec::new();
+            for item in text.split(',').map(str::trim) {
+                if item.len() != 2 || !item.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(ApiError::parameter(
+                        "country",
+                        format!("{item:?} is not a two-letter ISO 3166 country code"),
+                    ));
+                }
+                countries.push(item.to_ascii_uppercase());
+            }
+            request.push_in("country", countries);
+        }
+        if let Some(text) = &query.min_score {
+            let score = text
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|score| *score <= 100)
+                .ok_or_else(|| {
+                    ApiError::parameter(
+                        "min_score",
+                        format!("{text:?} is not a whole number from 0 to 100"),
+                    )
+                })?;
+            request.conditions.push("score >= ?".into());
+            request.binds.push(Bind::Int(i64::from(score)));
+        }
+        if let Some(text) = &query.updated_since {
+            let instant = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| {
+                ApiError::parameter(
+                    "updated_since",
+                    format!("{text:?} is not an RFC 3339 date-time like 2026-01-31T08:00:00Z"),
+                )
+            })?;
+            request
+                .conditions
+                .push("toInt64(toUInt32(updated_at)) >= ?".into());
+            request.binds.push(Bind::Int(instant.unix_timestamp()));
+        }
+        if let Some(text) = &query.q {
+            let text = text.trim();
+            let length = text.chars().count();
+            if !(1..=100).contains(&length) {
+                return Err(ApiError::parameter(
+                    "q",
+                    "must be 1 to 100 characters of search text",
+                ));
+            }
+            request.conditions.push(
+                "(positionCaseInsensitiveUTF8(ifNull(company_name, ''), ?) > 0 \
+                 OR positionCaseInsensitiveUTF8(ifNull(name, ''), ?) > 0 \
+                 OR positionCaseInsensitiveUTF8(ifNull(company_domain, ''), ?) > 0)"
+                    .into(),
+            );
+            for _ in 0..3 {
+                request.binds.push(Bind::Text(text.to_owned()));
+            }
+        }
+        if let Some(text) = &query.limit {
+            request.limit = text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::parameter(
+                        "limit",
+                        format!("{text:?} is not a whole number from 1 to {MAX_LIMIT}"),
+                    )
+                })?;
+        }
+        if let Some(text) = &query.cursor {
+            request.cursor = Some(Cursor::decode(text, request.sort)?);
+        }
+        Ok(request)
+    }
+
+    fn push_in(&mut self, column: &str, values: Vec<String>) {
+        let placeholders = vec!["?"; values.len()].join(", ");
+        self.conditions
+            .push(format!("{column} IN ({placeholders})"));
+        self.binds.extend(values.into_iter().map(Bind::Text));
+    }
+
+    fn where_clause(conditions: &[String]) -> String {
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        }
+    }
+
+    /// The page query (one row more than the page, to know whether another page follows).
+    pub(crate) fn page_sql(&self) -> (String, Vec<Bind>) {
+        let mut conditions = self.conditions.clone();
+        let mut binds = self.binds.clone();
+        let expression = self.sort.key.expression();
+        let (op, direction) = if self.sort.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(cursor) = &self.cursor {
+            conditions.push(format!(
+                "({expression} {op} ? OR ({expression} = ? AND lead_id {op} ?))"
+            ));
+            let key = match &cursor.k {
+                CursorKey::Int(number) => Bind::Int(*number),
+                CursorKey::Text(text) => Bind::Text(text.clone()),
+            };
+            binds.push(key.clone());
+            binds.push(key);
+            binds.push(Bind::Text(cursor.i.clone()));
+        }
+        let sql = format!(
+            "SELECT ?fields FROM leads FINAL{} ORDER BY {expression} {direction}, lead_id {direction} LIMIT {}",
+            Self::where_clause(&conditions),
+            self.limit + 1
+        );
+        (sql, binds)
+    }
+
+    /// The total count for the filters (without the cursor).
+    pub(crate) fn count_sql(&self) -> (String, Vec<Bind>) {
+        (
+            format!(
+                "SELECT count() FROM leads FINAL{}",
+                Self::where_clause(&self.conditions)
+            ),
+            self.binds.clone(),
+        )
+    }
+}
+
+/// A lead as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeadView {
+    lead_id: String,
+    referral_id: String,
+    engagement_id: Option<String>,
+    tenant: String,
+    name: Option<String>,
+    status: Option<String>,
+    substatus: Option<String>,
+    direction: Option<String>,
+    qualification: Option<String>,
+    referral_type: Option<String>,
+    company_name: Option<String>,
+    company_domain: Option<String>,
+    company_domain_source: Option<String>,
+    country: Option<String>,
+    /// In `currency`.
+    deal_value: Option<f64>,
+    currency: Option<String>,
+    /// RFC 3339.
+    created_at: Option<String>,
+    /// RFC 3339.
+    updated_at: String,
+    etag: Option<String>,
+    version: u64,
+    enrichment_version: u16,
+    email_provider: String,
+    email_provider_source: String,
+    company_name_normalized: Option<String>,
+    size_band: Option<String>,
+    products: Vec<String>,
+    solutions: Vec<String>,
+    industries: Vec<String>,
+    deal_value_usd: Option<f64>,
+    usd_rate: Option<f64>,
+    score: u8,
+    priority: String,
+    change_type: String,
+    previous_status: Option<String>,
+}
+
+pub(crate) fn rfc3339(instant: OffsetDateTime) -> String {
+    instant.format(&Rfc3339).unwrap_or_default()
+}
+
+fn money(hundredths: Option<i64>) -> Option<f64> {
+    hundredths.map(|value| value as f64 / 100.0)
+}
+
+impl From<LeadRow> for LeadView {
+    fn from(row: LeadRow) -> Self {
+        LeadView {
+            lead_id: row.lead_id,
+            referral_id: row.referral_id,
+            engagement_id: row.engagement_id,
+            tenant: row.tenant,
+            name: row.name,
+            status: row.status,
+            substatus: row.substatus,
+            direction: row.direction,
+            qualification: row.qualification,
+            referral_type: row.referral_type,
+            company_name: row.company_name,
+            company_domain: row.company_domain,
+            company_domain_source: row.company_domain_source,
+            country: row.country,
+            deal_value: money(row.deal_value),
+            currency: row.currency,
+            created_at: row.created_at.map(rfc3339),
+            updated_at: rfc3339(row.updated_at),
+            etag: row.etag,
+            version: row.version,
+            enrichment_version: row.enrichment_version,
+            email_provider: row.email_provider,
+            email_provider_source: row.email_provider_source,
+            company_name_normalized: row.company_name_normalized,
+            size_band: row.size_band,
+            products: row.products,
+            solutions: row.solutions,
+            industries: row.industries,
+            deal_value_usd: money(row.deal_value_usd),
+            usd_rate: row.usd_rate,
+            score: row.score,
+            priority: row.priority,
+            change_type: row.change_type,
+            previous_status: row.previous_status,
+        }
+    }
+}
+
+/// One page of leads.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeadsPage {
+    items: Vec<LeadView>,
+    /// Leads matching the filters, over all pages.
+    total: u64,
+    limit: u32,
+    /// The sort applied, e.g. `-updated_at`.
+    sort: String,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+fn query_error(rejection: QueryRejection) -> ApiError {
+    // serde names the offending parameter ("unknown field `x`", "invalid type ... `limit`").
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        rejection.body_text(),
+    )
+}
+
+#[utoipa::path(
+    get,
+    path = "/leads",
+    params(LeadsQuery),
+    responses(
+        (status = 200, description = "A page of leads", body = LeadsPage),
+        (status = 400, description = "A parameter is invalid", body = super::ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+        (status = 503, description = "ClickHouse is not answering", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "leads"
+)]
+pub(crate) async fn list(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<LeadsQuery>, QueryRejection>,
+) -> Result<Json<LeadsPage>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let request = LeadsRequest::parse(&query)?;
+    let client = state.clickhouse.client();
+    let (page_sql, page_binds) = request.page_sql();
+    let (count_sql, count_binds) = request.count_sql();
+    let page = bind_all(client.query(&page_sql), &page_binds).fetch_all::<LeadRow>();
+    let count = bind_all(client.query(&count_sql), &count_binds).fetch_one::<u64>();
+    let (mut rows, total) = tokio::try_join!(page, count).map_err(ApiError::clickhouse)?;
+    let more = rows.len() > request.limit as usize;
+    rows.truncate(request.limit as usize);
+    let next_cursor = match rows.last() {
+        Some(last) if more => Some(
+            Cursor {
+                s: request.sort.name(),
+                k: request.sort.key.value_of(last),
+                i: last.lead_id.clone(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(Json(LeadsPage {
+        items: rows.into_iter().map(LeadView::from).collect(),
+        total,
+        limit: request.limit,
+        sort: request.sort.name(),
+        next_cursor,
+    }))
+}
+
+/// One version of a lead, from `lead_history`.
+#[derive(Debug, Row, Deserialize)]
+struct HistoryRow {
+    version: u64,
+    status: Option<String>,
+    substatus: Option<String>,
+    previous_status: Option<String>,
+    change_type: String,
+    deal_value_usd: Option<i64>,
+    score: u8,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    updated_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    processed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryView {
+    version: u64,
+    status: Option<String>,
+    substatus: Option<String>,
+    previous_status: Option<String>,
+    change_type: String,
+    deal_value_usd: Option<f64>,
+    score: u8,
+    updated_at: String,
+    processed_at: String,
+}
+
+/// A lead with every version seen, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeadDetail {
+    lead: LeadView,
+    history: Vec<HistoryView>,
+}
+
+/// Ids are Partner Center GUIDs in practice; anything longer than this is not one of ours.
+fn check_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = id.map_err(|rejection| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            rejection.body_text(),
+        )
+    })?;
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(ApiError::parameter(
+            "id",
+            "must be 1 to 200 printable characters",
+        ));
+    }
+    Ok(id)
+}
+
+#[utoipa::path(
+    get,
+    path = "/leads/{id}",
+    params(("id" = String, Path, description = "Lead id (= referral id)")),
+    responses(
+        (status = 200, description = "The lead and its history", body = LeadDetail),
+        (status = 400, description = "The id is invalid", body = super::ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+        (status = 404, description = "No such lead", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "leads"
+)]
+pub(crate) async fn detail(
+    State(state): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<LeadDetail>, ApiError> {
+    let id = check_id(id)?;
+    let client = state.clickhouse.client();
+    let lead = client
+        .query("SELECT ?fields FROM leads FINAL WHERE lead_id = ? LIMIT 1")
+        .bind(id.as_str())
+        .fetch_optional::<LeadRow>();
+    let history = client
+        .query("SELECT ?fields FROM lead_history FINAL WHERE lead_id = ? ORDER BY version")
+        .bind(id.as_str())
+        .fetch_all::<HistoryRow>();
+    let (lead, history) = tokio::try_join!(lead, history).map_err(ApiError::clickhouse)?;
+    let lead = lead.ok_or_else(|| ApiError::not_found("lead"))?;
+    Ok(Json(LeadDetail {
+        lead: lead.into(),
+        history: history
+            .into_iter()
+            .map(|row| HistoryView {
+                version: row.version,
+                status: row.status,
+                substatus: row.substatus,
+                previous_status: row.previous_status,
+                change_type: row.change_type,
+                deal_value_usd: money(row.deal_value_usd),
+                score: row.score,
+                updated_at: rfc3339(row.updated_at),
+                processed_at: rfc3339(row.processed_at),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredReferral {
+    tenant: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    updated_at: OffsetDateTime,
+    etag: Option<String>,
+    raw_json: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    fetched_at: OffsetDateTime,
+}
+
+/// A referral's latest version as Partner Center returned it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReferralView {
+    referral_id: String,
+    tenant: String,
+    updated_at: String,
+    etag: Option<String>,
+    /// When the source read this version.
+    fetched_at: String,
+    /// The referral JSON exactly as received, unknown fields included.
+    #[schema(value_type = Object)]
+    referral: Box<serde_json::value::RawValue>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/referrals/{id}",
+    params(("id" = String, Path, description = "Referral id")),
+    responses(
+        (status = 200, description = "The referral as received", body = ReferralView),
+        (status = 400, description = "The id is invalid", body = super::ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+        (status = 404, description = "No such referral", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "referrals"
+)]
+pub(crate) async fn referral(
+    State(state): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ReferralView>, ApiError> {
+    let id = check_id(id)?;
+    let stored = state
+        .clickhouse
+        .client()
+        .query("SELECT ?fields FROM referrals FINAL WHERE referral_id = ? LIMIT 1")
+        .bind(id.as_str())
+        .fetch_optional::<StoredReferral>()
+        .await
+        .map_err(ApiError::clickhouse)?
+        .ok_or_else(|| ApiError::not_found("referral"))?;
+    let referral =
+        serde_json::value::RawValue::from_string(stored.raw_json).map_err(ApiError::clickhouse)?;
+    Ok(Json(ReferralView {
+        referral_id: id,
+        tenant: stored.tenant,
+        updated_at: rfc3339(stored.updated_at),
+        etag: stored.etag,
+        fetched_at: rfc3339(stored.fetched_at),
+        referral,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<LeadsRequest, ApiError> {
+        let text = pairs
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let query: LeadsQuery = serde_urlencoded_like(&text);
+        LeadsRequest::parse(&query)
+    }
+
+    /// Parses a query string the way axum's `Query` does.
+    fn serde_urlencoded_like(text: &str) -> LeadsQuery {
+        let uri: axum::http::Uri = format!("/leads?{text}").parse().unwrap();
+        Query::<LeadsQuery>::try_from_uri(&uri).unwrap().0
+    }
+
+    fn parameter_of(result: Result<LeadsRequest, ApiError>) -> &'static str {
+        result.expect_err("should be refused").parameter.unwrap()
+    }
+
+    #[test]
+    fn filters_become_bound_conditions_in_canonical_spelling() {
+        let request = parse(&[
+            ("status", "new,ACTIVE"),
+            ("country", "us,De"),
+            ("provider", "microsoft365"),
+            ("min_score", "40"),
+            ("q", "Contoso'); DROP TABLE leads; --"),
+            ("updated_since", "2026-01-31T08:00:00Z"),
+        ])
+        .unwrap();
+        let (sql, binds) = request.page_sql();
+        assert!(sql.contains("status IN (?, ?)"), "{sql}");
+        assert!(sql.contains("country IN (?, ?)"), "{sql}");
+        assert!(
+            !sql.contains("DROP"),
+            "request text never enters the SQL: {sql}"
+        );
+        assert_eq!(binds[0], Bind::Text("New".into()));
+        assert_eq!(binds[1], Bind::Text("Active".into()));
+        assert!(binds.contains(&Bind::Text("US".into())));
+        assert!(binds.contains(&Bind::Text("DE".into())));
+        assert!(binds.contains(&Bind::Int(40)));
+        assert!(binds.contains(&Bind::Int(1_769_846_400)));
+        assert!(
+            sql.ends_with("LIMIT 51"),
+            "one more than the default page: {sql}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        assert_eq!(parameter_of(parse(&[("status", "Open")])), "status");
+        assert_eq!(
+            parameter_of(parse(&[("substatus", "Won,Maybe")])),
+            "substatus"
+        );
+        assert_eq!(parameter_of(parse(&[("country", "USA")])), "country");
+        assert_eq!(parameter_of(parse(&[("provider", "yahoo")])), "provider");
+        assert_eq!(parameter_of(parse(&[("min_score", "101")])), "min_score");
+        assert_eq!(parameter_of(parse(&[("min_score", "-1")])), "min_score");
+        assert_eq!(
+            parameter_of(parse(&[("updated_since", "yesterday")])),
+            "updated_since"
+        );
+        assert_eq!(parameter_of(parse(&[("limit", "0")])), "limit");
+        assert_eq!(parameter_of(parse(&[("limit", "501")])), "limit");
+        assert_eq!(parameter_of(parse(&[("sort", "name")])), "sort");
+        assert_eq!(parameter_of(parse(&[("q", "")])), "q");
+        assert_eq!(
+            parameter_of(parse(&[("direction", "Sideways")])),
+            "direction"
+        );
+        assert_eq!(
+            parameter_of(parse(&[("qualification", "Hot")])),
+            "qualification"
+        );
+        assert_eq!(parameter_of(parse(&[("cursor", "not-a-cursor")])), "cursor");
+    }
+
+    #[test]
+    fn unknown_parameters_are_refused() {
+        let uri: axum::http::Uri = "/leads?colour=red".parse().unwrap();
+        let error = Query::<LeadsQuery>::try_from_uri(&uri).unwrap_err();
+        assert!(
+            error.body_text().contains("colour"),
+            "{}",
+            error.body_text()
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_belong_to_their_sort() {
+        let sort = Sort::parse(Some("-score")).unwrap();
+        let cursor = Cursor {
+            s: sort.name(),
+            k: CursorKey::Int(42),
+            i: "lead-7".into(),
+        };
+        let text = cursor.encode();
+        assert_eq!(Cursor::decode(&text, sort).unwrap(), cursor);
+        let other = Sort::parse(Some("score")).unwrap();
+        assert_eq!(
+            Cursor::decode(&text, other).unwrap_err().parameter,
+            Some("cursor")
+        );
+        let request = parse(&[("sort", "-score"), ("cursor", &text)]).unwrap();
+        let (sql, binds) = request.page_sql();
+        assert!(
+            sql.contains("(toInt64(score) < ? OR (toInt64(score) = ? AND lead_id < ?))"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY toInt64(score) DESC, lead_id DESC"),
+            "{sql}"
+        );
+        assert_eq!(
+            binds,
+            vec![Bind::Int(42), Bind::Int(42), Bind::Text("lead-7".into())]
+        );
+        // A company cursor must carry text.
+        let company = Sort::parse(Some("company")).unwrap();
+        let wrong = Cursor {
+            s: company.name(),
+            k: CursorKey::Int(1),
+            i: "x".into(),
+        };
+        assert!(Cursor::decode(&wrong.encode(), company).is_err());
+    }
+
+    #[test]
+    fn the_count_ignores_the_cursor() {
+        let sort = Sort::parse(None).unwrap();
+        let cursor = Cursor {
+            s: sort.name(),
+            k: CursorKey::Int(5),
+            i: "a".into(),
+        }
+        .encode();
+        let request = parse(&[("status", "New"), ("cursor", &cursor)]).unwrap();
+        let (sql, binds) = request.count_sql();
+        assert_eq!(sql, "SELECT count() FROM leads FINAL WHERE status IN (?)");
+        assert_eq!(binds, vec![Bind::Text("New".into())]);
+    }
+}

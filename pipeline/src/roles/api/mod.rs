@@ -1,0 +1,377 @@
+//! The HTTP API: leads and referrals from ClickHouse, the "sync now" trigger and the sync
+//! status, health, metrics, the OpenAPI document and the web page.
+//!
+//! Access: every `/api/v1` route requires `Authorization: Bearer <token>`, compared in
+//! constant time. `HUNTER_API_TOKEN` is the admin token (every route); the optional
+//! `HUNTER_API_READ_TOKEN` may call the `GET` routes only (403 on the sync trigger). Errors are
+//! JSON `{"error": {"code", "message"}}` (plus `"parameter"` when one query parameter is at
+//! fault). CORS is closed unless `HUNTER_API_CORS_ORIGINS` lists origins; request bodies are
+//! limited to [`BODY_LIMIT_BYTES`] and requests to `HUNTER_API_REQUEST_TIMEOUT_SECS`.
+//!
+//! Queries bind their parameters through the `clickhouse` crate (`?` placeholders, escaped
+//! client-side), never by pasting request text into SQL.
+
+mod leads;
+mod openapi;
+mod sync;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hunter_clickhouse::writer::Writer;
+use hunter_core::codec::Codec;
+use hunter_core::config::Secret;
+use hunter_core::kafka;
+use hunter_core::records::Command;
+use hunter_core::telemetry::{self, names};
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+
+use super::Context;
+
+/// The web page, compiled into the binary: it asks for the token once (kept in the browser
+/// session) and calls the same API.
+const INDEX_HTML: &str = include_str!("../web/index.html");
+
+/// Largest request body accepted (the API takes no large bodies).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+pub(crate) struct ApiState {
+    admin_token: Secret,
+    read_token: Option<Secret>,
+    clickhouse: Writer,
+    producer: FutureProducer,
+    commands: Codec<Command>,
+    commands_topic: String,
+    /// The tenants and schedule this deployment polls, for the sync status.
+    settings: Arc<hunter_core::config::Settings>,
+    /// Task ids this process handed out recently, so a caller polling a task that the source
+    /// has not picked up yet hears "queued" rather than 404.
+    issued_tasks: sync::IssuedTasks,
+}
+
+/// What the presented token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Admin,
+}
+
+/// Builds the router; fails at start when the API cannot work (no token, no ClickHouse).
+pub async fn router(context: &Context) -> anyhow::Result<Router> {
+    let settings = &context.settings;
+    let admin_token = settings
+        .api
+        .token
+        .clone()
+        .context("missing HUNTER_API_TOKEN: the API refuses to run without a bearer token")?;
+    let clickhouse = super::connect_clickhouse(&settings.clickhouse).await?;
+    let producer = kafka::producer(&settings.kafka, "hunter-api").context("kafka producer")?;
+    let state = Arc::new(ApiState {
+        admin_token,
+        read_token: settings.api.read_token.clone(),
+        clickhouse,
+        producer,
+        commands: Codec::new(&context.topics.commands, context.registry.clone()),
+        commands_topic: context.topics.commands.clone(),
+        settings: context.settings.clone(),
+        issued_tasks: sync::IssuedTasks::default(),
+    });
+    let timeout = settings.api.request_timeout;
+    let mut api = Router::new()
+        .route("/leads", get(leads::list))
+        .route("/leads/{id}", get(leads::detail))
+        .route("/referrals/{id}", get(leads::referral))
+        .route("/partner-center/referrals/sync", post(sync::trigger))
+        .route("/partner-center/sync/status", get(sync::status))
+        .route("/sync/runs", get(sync::runs))
+        .route("/sync/runs/{task_id}", get(sync::run))
+        .route("/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        // A body without a declared length is cut at the limit while it is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            BODY_LIMIT_BYTES,
+        ))
+        .layer(middleware::from_fn(move |request, next| {
+            limit_and_time(timeout, request, next)
+        }));
+    if !settings.api.cors_origins.is_empty() {
+        api = api.layer(cors(&settings.api.cors_origins)?);
+    }
+    let readiness = state.clone();
+    Ok(telemetry::health_and_metrics_router()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/readyz", get(move || readyz(readiness.clone())))
+        .nest("/api/v1", api.with_state(state)))
+}
+
+/// CORS for the configured origins only: `GET`/`POST` with the `Authorization` header.
+fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    let origins = origins
+        .iter()
+        .map(|origin| HeaderValue::from_str(origin))
+        .collect::<Result<Vec<_>, _>>()
+        .context("HUNTER_API_CORS_ORIGINS")?;
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600)))
+}
+
+/// A JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    parameter: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            parameter: None,
+        }
+    }
+
+    /// 400 naming the query parameter at fault.
+    fn parameter(parameter: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_parameter",
+            message: format!("{parameter}: {}", message.into()),
+            parameter: Some(parameter),
+        }
+    }
+
+    fn not_found(what: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    /// The lead store failed: logged with its cause, answered 503 without it.
+    fn clickhouse(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "clickhouse query failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "clickhouse_unavailable",
+            "the lead store is not answering; try again",
+        )
+    }
+}
+
+/// The error body, as documented in the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `invalid_parameter`, `unauthenticated`, `forbidden`,
+    /// `not_found`, `payload_too_large`, `timeout`, `clickhouse_unavailable`, `broker_unavailable`.
+    code: String,
+    message: String,
+    /// The query parameter at fault, for `invalid_parameter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                parameter: self.parameter.map(str::to_owned),
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Equal length and equal bytes, looking at every byte whatever the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl ApiState {
+    /// Both tokens are compared whatever the first result, so timing tells nothing.
+    fn access(&self, presented: &str) -> Option<Access> {
+        let admin = constant_time_eq(presented.as_bytes(), self.admin_token.expose().as_bytes());
+        let read = self
+            .read_token
+            .as_ref()
+            .is_some_and(|token| constant_time_eq(presented.as_bytes(), token.expose().as_bytes()));
+        match (admin, read) {
+            (true, _) => Some(Access::Admin),
+            (false, true) => Some(Access::Read),
+            (false, false) => None,
+        }
+    }
+}
+
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send Authorization: Bearer <token>",
+        )
+        .into_response();
+    };
+    match state.access(presented) {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the bearer token is not valid",
+        )
+        .into_response(),
+        Some(Access::Read) if !matches!(*request.method(), Method::GET | Method::HEAD) => {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may only read; this call needs the admin token (HUNTER_API_TOKEN)",
+            )
+            .into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+/// Refuses bodies over [`BODY_LIMIT_BYTES`] (413), answers 503 past the request timeout, and
+/// counts and times every response by route template and status class (bounded labels).
+async fn limit_and_time(timeout: Duration, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let response = if declared.is_some_and(|length| length > BODY_LIMIT_BYTES as u64) {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {BODY_LIMIT_BYTES} bytes"),
+        )
+        .into_response()
+    } else {
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request took longer than {} s", timeout.as_secs()),
+            )
+            .into_response(),
+        }
+    };
+    let class = match response.status().as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::counter!(names::API_REQUESTS_TOTAL, "route" => route.clone(), "status" => class)
+        .increment(1);
+    metrics::histogram!(names::API_REQUEST_DURATION_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `/readyz`: 200 when the broker and ClickHouse answer, else 503 naming what does not.
+async fn readyz(state: Arc<ApiState>) -> Response {
+    let clickhouse = async {
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            state
+                .clickhouse
+                .client()
+                .query("SELECT 1")
+                .fetch_one::<u8>(),
+        )
+        .await
+        .map_err(|_| "no answer within 3 s".to_owned())
+        .and_then(|result| result.map(|_| ()).map_err(|error| error.to_string()))
+    };
+    let producer = state.producer.clone();
+    let broker = async move {
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer as _;
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
+        .await
+        .unwrap_or_else(|error| Err(error.to_string()))
+    };
+    let (clickhouse, broker) = tokio::join!(clickhouse, broker);
+    let verdict = |result: &Result<(), String>| match result {
+        Ok(()) => "ok".to_owned(),
+        Err(error) => error.clone(),
+    };
+    let ready = clickhouse.is_ok() && broker.is_ok();
+    let body = serde_json::json!({
+        "ready": ready,
+        "checks": { "clickhouse": verdict(&clickhouse), "broker": verdict(&broker) },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abcdefgh", b"abcdefgh"));
+        assert!(!constant_time_eq(b"abcdefgh", b"abcdefgx"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,560 @@
+//! The sync trigger and the sync status, read back from `sync_runs`.
+//!
+//! A trigger is a command on `hunter.commands.v1`; the source turns it into one run per tenant
+//! whose `run_id` is the command id (the `task_id` returned here), or records it as
+//! `coalesced` into a run that was due anyway. The sink writes runs to `sync_runs`, so a caller
+//! follows its task with `GET /sync/runs/{task_id}` until the state is final.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use clickhouse::Row;
+use hunter_core::records::{Command, Timestamp};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::leads::rfc3339;
+use super::{ApiError, ApiState};
+use hunter_core::telemetry::names;
+
+/// Task ids handed out by this process, newest last (bounded).
+#[derive(Default)]
+pub(crate) struct IssuedTasks(Mutex<VecDeque<String>>);
+
+impl IssuedTasks {
+    const CAPACITY: usize = 1000;
+
+    fn remember(&self, task_id: &str) {
+        let mut tasks = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if tasks.len() == Self::CAPACITY {
+            tasks.pop_front();
+        }
+        tasks.push_back(task_id.to_owned());
+    }
+
+    fn contains(&self, task_id: &str) -> bool {
+        let tasks = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tasks.iter().any(|known| known == task_id)
+    }
+}
+
+/// The trigger's answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SyncAccepted {
+    success: bool,
+    /// Follow it with `GET /sync/runs/{task_id}`.
+    task_id: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/partner-center/referrals/sync",
+    responses(
+        (status = 202, description = "The sync was queued", body = SyncAccepted),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+        (status = 403, description = "A read-only token", body = super::ErrorBody),
+        (status = 503, description = "The broker did not take the trigger", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "sync"
+)]
+pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let command = Command {
+        command_id: uuid::Uuid::new_v4().to_string(),
+        kind: Command::SYNC_NOW.to_owned(),
+        tenant: None,
+        requested_at: Timestamp::now(),
+    };
+    let unavailable = |error: String| {
+        tracing::error!(%error, "sync trigger not delivered");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            "the sync trigger could not be queued; try again",
+        )
+    };
+    let payload = state
+        .commands
+        .encode(&command)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    state
+        .producer
+        .send(
+            FutureRecord::to(&state.commands_topic)
+                .key(&command.command_id)
+                .payload(&payload),
+            Timeout::After(Duration::from_secs(10)),
+        )
+        .await
+        .map_err(|(error, _)| unavailable(error.to_string()))?;
+    state.issued_tasks.remember(&command.command_id);
+    metrics::counter!(names::API_SYNC_TRIGGERS_TOTAL).increment(1);
+    tracing::info!(task_id = %command.command_id, "sync requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SyncAccepted {
+            success: true,
+            task_id: command.command_id,
+        }),
+    )
+        .into_response())
+}
+
+/// A row of `sync_runs`, as read.
+#[derive(Debug, Clone, Row, Deserialize)]
+struct RunRow {
+    run_id: String,
+    tenant: String,
+    trigger: String,
+    status: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    started_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    finished_at: Option<OffsetDateTime>,
+    pages: u64,
+    fetched: u64,
+    published: u64,
+    skipped: u64,
+    dead_lettered: u64,
+    error_class: Option<String>,
+    error_message: Option<String>,
+    coalesced_into: Option<String>,
+}
+
+/// One sync run of one tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunView {
+    run_id: String,
+    tenant: String,
+    /// schedule, startup, manual or sweep.
+    trigger: String,
+    /// running, succeeded, failed or coalesced.
+    status: String,
+    started_at: String,
+    finished_at: Option<String>,
+    pages: u64,
+    fetched: u64,
+    published: u64,
+    skipped: u64,
+    dead_lettered: u64,
+    error_class: Option<String>,
+    error_message: Option<String>,
+    /// For a coalesced trigger: the run that served it.
+    coalesced_into: Option<String>,
+}
+
+impl From<RunRow> for RunView {
+    fn from(row: RunRow) -> Self {
+        RunView {
+            run_id: row.run_id,
+            tenant: row.tenant,
+            trigger: row.trigger,
+            status: row.status,
+            started_at: rfc3339(row.started_at),
+            finished_at: row.finished_at.map(rfc3339),
+            pages: row.pages,
+            fetched: row.fetched,
+            published: row.published,
+            skipped: row.skipped,
+            dead_lettered: row.dead_lettered,
+            error_class: row.error_class,
+            error_message: row.error_message,
+            coalesced_into: row.coalesced_into,
+        }
+    }
+}
+
+/// Sync state of one tenant.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TenantStatus {
+    tenant: String,
+    /// idle, running, failed or disabled.
+    state: String,
+    last_run: Option<RunView>,
+    /// End of the last successful run.
+    last_success_at: Option<String>,
+    /// When the schedule polls next (estimate: last scheduled start + interval).
+    next_run_at: Option<String>,
+}
+
+/// The sync status of the deployment.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SyncStatus {
+    /// The Partner Center source's feature flag (HUNTER_PARTNER_CENTER_ENABLED).
+    enabled: bool,
+    /// Worst state over the tenants: disabled, failed, running or idle.
+    state: String,
+    interval_seconds: u64,
+    tenants: Vec<TenantStatus>,
+}
+
+/// A run still "running" this long after its start was interrupted (its source stopped).
+fn stale_after(state: &ApiState) -> Duration {
+    state.settings.sync.poll_budget + Duration::from_secs(60)
+}
+
+fn tenant_state(run: Option<&RunRow>, stale_after: Duration) -> &'static str {
+    match run {
+        None => "idle",
+        Some(run) if run.status == "running" => {
+            let age = OffsetDateTime::now_utc() - run.started_at;
+            if age > stale_after {
+                "failed"
+            } else {
+                "running"
+            }
+        }
+        Some(run) if run.status == "failed" => "failed",
+        Some(_) => "idle",
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/partner-center/sync/status",
+    responses(
+        (status = 200, description = "Sync state per tenant", body = SyncStatus),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+        (status = 503, description = "ClickHouse is not answering", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "sync"
+)]
+pub(crate) async fn status(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<SyncStatus>, ApiError> {
+    let settings = &state.settings;
+    let client = state.clickhouse.client();
+    // The latest real run per tenant (coalesced triggers are served by another run).
+    let latest = client
+        .query(
+            "SELECT ?fields FROM sync_runs FINAL WHERE status != 'coalesced' \
+             ORDER BY started_at DESC, row_version DESC LIMIT 1 BY tenant",
+        )
+        .fetch_all::<RunRow>();
+    let successes = client
+        .query(
+            "SELECT tenant, toInt64(ifNull(toUInt32(max(finished_at)), 0)) FROM sync_runs FINAL \
+             WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY tenant",
+        )
+        .fetch_all::<(String, i64)>();
+    let scheduled = client
+        .query(
+            "SELECT tenant, toInt64(toUInt32(max(started_at))) FROM sync_runs FINAL \
+             WHERE trigger IN ('schedule', 'startup', 'sweep') GROUP BY tenant",
+        )
+        .fetch_all::<(String, i64)>();
+    let (latest, successes, scheduled) =
+        tokio::try_join!(latest, successes, scheduled).map_err(ApiError::clickhouse)?;
+    let stale = stale_after(&state);
+    let interval = settings.sync.interval;
+    let at = |seconds: i64| {
+        OffsetDateTime::from_unix_timestamp(seconds)
+            .ok()
+            .map(rfc3339)
+    };
+    let enabled = settings.partner_center.enabled;
+    let tenants: Vec<TenantStatus> = settings
+        .partner_center
+        .tenants
+        .iter()
+        .map(|tenant| {
+            let run = latest.iter().find(|run| run.tenant == tenant.name);
+            let state = if enabled {
+                tenant_state(run, stale)
+            } else {
+                "disabled"
+            };
+            TenantStatus {
+                tenant: tenant.name.clone(),
+                state: state.to_owned(),
+                last_run: run.cloned().map(RunView::from),
+                last_success_at: successes
+                    .iter()
+                    .find(|(name, _)| *name == tenant.name)
+                    .and_then(|(_, seconds)| at(*seconds)),
+                next_run_at: if enabled {
+                    scheduled
+                        .iter()
+                        .find(|(name, _)| *name == tenant.name)
+                        .and_then(|(_, seconds)| at(seconds + interval.as_secs() as i64))
+                } else {
+                    None
+                },
+            }
+        })
+        .collect();
+    let overall = ["disabled", "failed", "running"]
+        .into_iter()
+        .find(|worst| {
+            (!enabled && *worst == "disabled") || tenants.iter().any(|t| t.state == *worst)
+        })
+        .unwrap_or("idle");
+    Ok(Json(SyncStatus {
+        enabled,
+        state: overall.to_owned(),
+        interval_seconds: interval.as_secs(),
+        tenants,
+    }))
+}
+
+/// Query parameters of `GET /sync/runs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    /// Newest runs first, 1-200 (default 20).
+    limit: Option<String>,
+    /// Only this tenant's runs.
+    tenant: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunsPage {
+    items: Vec<RunView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/sync/runs",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "Recent sync runs, newest first", body = RunsPage),
+        (status = 400, description = "A parameter is invalid", body = super::ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "sync"
+)]
+pub(crate) async fn runs(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<RunsQuery>, QueryRejection>,
+) -> Result<Json<RunsPage>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            rejection.body_text(),
+        )
+    })?;
+    let limit = match query.limit.as_deref() {
+        None => 20,
+        Some(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=200).contains(limit))
+            .ok_or_else(|| {
+                ApiError::parameter(
+                    "limit",
+                    format!("{text:?} is not a whole number from 1 to 200"),
+                )
+            })?,
+    };
+    if let Some(tenant) = &query.tenant
+        && !state
+            .settings
+            .partner_center
+            .tenants
+            .iter()
+            .any(|known| known.name == *tenant)
+    {
+        return Err(ApiError::parameter(
+            "tenant",
+            format!("{tenant:?} is not a tenant of this deployment"),
+        ));
+    }
+    let sql = format!(
+        "SELECT ?fields FROM sync_runs FINAL{} ORDER BY started_at DESC, run_id LIMIT ?",
+        if query.tenant.is_some() {
+            " WHERE tenant = ?"
+        } else {
+            ""
+        }
+    );
+    let mut select = state.clickhouse.client().query(&sql);
+    if let Some(tenant) = &query.tenant {
+        select = select.bind(tenant.as_str());
+    }
+    let rows = select
+        .bind(limit)
+        .fetch_all::<RunRow>()
+        .await
+        .map_err(ApiError::clickhouse)?;
+    Ok(Json(RunsPage {
+        items: rows.into_iter().map(RunView::from).collect(),
+    }))
+}
+
+/// A triggered task followed to completion.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskView {
+    task_id: String,
+    /// queued (accepted, no run recorded yet), running, succeeded or failed (any tenant's
+    /// run failed). A coalesced trigger takes the state of the runs that served it.
+    state: String,
+    /// Its runs, one per tenant; for a coalesced trigger, the runs that served it.
+    runs: Vec<RunView>,
+    /// For a coalesced trigger: its own records (status coalesced).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    coalesced: Vec<RunView>,
+}
+
+fn task_state(runs: &[RunRow], stale_after: Duration) -> &'static str {
+    if runs.is_empty() {
+        return "queued";
+    }
+    let states: Vec<&str> = runs
+        .iter()
+        .map(|run| tenant_state(Some(run), stale_after))
+        .collect();
+    if states.contains(&"running") {
+        "running"
+    } else if states.contains(&"failed") {
+        "failed"
+    } else {
+        "succeeded"
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/sync/runs/{task_id}",
+    params(("task_id" = String, Path, description = "The task_id returned by the sync trigger, or any run id")),
+    responses(
+        (status = 200, description = "The task and its runs", body = TaskView),
+        (status = 400, description = "The id is invalid", body = super::ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
+        (status = 404, description = "No such task", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "sync"
+)]
+pub(crate) async fn run(
+    State(state): State<Arc<ApiState>>,
+    task_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let Path(task_id) = task_id.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            rejection.body_text(),
+        )
+    })?;
+    if task_id.is_empty() || task_id.len() > 100 || task_id.chars().any(char::is_control) {
+        return Err(ApiError::parameter(
+            "task_id",
+            "must be 1 to 100 printable characters",
+        ));
+    }
+    let fetch = |ids: Vec<String>| {
+        let placeholders = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "SELECT ?fields FROM sync_runs FINAL WHERE run_id IN ({placeholders}) ORDER BY tenant"
+        );
+        let mut select = state.clickhouse.client().query(&sql);
+        for id in &ids {
+            select = select.bind(id.as_str());
+        }
+        select.fetch_all::<RunRow>()
+    };
+    let own = fetch(vec![task_id.clone()])
+        .await
+        .map_err(ApiError::clickhouse)?;
+    if own.is_empty() && !state.issued_tasks.contains(&task_id) {
+        return Err(ApiError::not_found("task"));
+    }
+    let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) =
+        own.into_iter().partition(|run| run.status == "coalesced");
+    let serving: Vec<String> = coalesced
+        .iter()
+        .filter_map(|run| run.coalesced_into.clone())
+        .filter(|id| *id != task_id)
+        .collect();
+    if !serving.is_empty() {
+        runs.extend(fetch(serving).await.map_err(ApiError::clickhouse)?);
+    }
+    let stale = stale_after(&state);
+    // Coalesced records whose serving run is not recorded yet still count as pending work.
+    let state_name = if runs.is_empty() && !coalesced.is_empty() {
+        "running"
+    } else {
+        task_state(&runs, stale)
+    };
+    coalesced.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(Json(TaskView {
+        task_id,
+        state: state_name.to_owned(),
+        runs: runs.into_iter().map(RunView::from).collect(),
+        coalesced: coalesced.into_iter().map(RunView::from).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: &str, started_secs_ago: i64) -> RunRow {
+        RunRow {
+            run_id: "r".into(),
+            tenant: "t".into(),
+            trigger: "manual".into(),
+            status: status.into(),
+            started_at: OffsetDateTime::now_utc() - time::Duration::seconds(started_secs_ago),
+            finished_at: None,
+            pages: 0,
+            fetched: 0,
+            published: 0,
+            skipped: 0,
+            dead_lettered: 0,
+            error_class: None,
+            error_message: None,
+            coalesced_into: None,
+        }
+    }
+
+    #[test]
+    fn states_from_runs() {
+        let stale = Duration::from_secs(600);
+        assert_eq!(tenant_state(None, stale), "idle");
+        assert_eq!(tenant_state(Some(&run("running", 5)), stale), "running");
+        assert_eq!(tenant_state(Some(&run("running", 3600)), stale), "failed");
+        assert_eq!(tenant_state(Some(&run("failed", 5)), stale), "failed");
+        assert_eq!(tenant_state(Some(&run("succeeded", 5)), stale), "idle");
+        assert_eq!(task_state(&[], stale), "queued");
+        assert_eq!(
+            task_state(&[run("succeeded", 5), run("running", 1)], stale),
+            "running"
+        );
+        assert_eq!(
+            task_state(&[run("succeeded", 5), run("failed", 1)], stale),
+            "failed"
+        );
+        assert_eq!(task_state(&[run("succeeded", 5)], stale), "succeeded");
+    }
+
+    #[test]
+    fn issued_tasks_are_bounded() {
+        let tasks = IssuedTasks::default();
+        for n in 0..(IssuedTasks::CAPACITY + 5) {
+            tasks.remember(&n.to_string());
+        }
+        assert!(!tasks.contains("0"));
+        assert!(tasks.contains(&(IssuedTasks::CAPACITY + 4).to_string()));
+    }
+}

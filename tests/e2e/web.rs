@@ -1,0 +1,93 @@
+//! The web page in headless Chromium (Debian's `chromium`, driven by playwright-core from
+//! npm: `tests/browser/web.mjs`) against a real deployment: sign in, the leads table, paging,
+//! filters, the detail modal, the sync button's toasts and the status indicator, a read-only
+//! token. Screenshots land in `target/browser-artifacts/`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use hunter_e2e::{Deployment, generated_referrals};
+use serde_json::json;
+
+const REFERRALS: usize = 120;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Result<()> {
+    let browser_dir = repo().join("tests/browser");
+    anyhow::ensure!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let referrals = generated_referrals(REFERRALS, 21)?;
+    let mut deployment = Deployment::new(&referrals)?;
+    let read_token = "read-only-token-for-the-browser".to_owned();
+    deployment
+        .env
+        .insert("HUNTER_API_READ_TOKEN".into(), read_token.clone());
+    deployment.run_all_until_leads(REFERRALS as u64).await?;
+
+    // What the page must show, from the simulator's data.
+    let new_total = referrals.iter().filter(|r| r["status"] == "New").count();
+    let lead = &referrals[7];
+    let search = lead["customerProfile"]["name"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let rows = deployment
+        .clickhouse
+        .rows(&format!(
+            "SELECT toString(count()) AS n FROM leads FINAL WHERE positionCaseInsensitiveUTF8(ifNull(company_name, ''), '{s}') > 0 OR positionCaseInsensitiveUTF8(ifNull(name, ''), '{s}') > 0 OR positionCaseInsensitiveUTF8(ifNull(company_domain, ''), '{s}') > 0",
+            s = search.replace('\'', "")
+        ))
+        .await?;
+    let search_total: u64 = rows[0]["n"].as_str().unwrap().parse()?;
+    let expect = json!({
+        "total": REFERRALS,
+        "new_total": new_total,
+        "search": search,
+        "search_total": search_total,
+        "lead_id": lead["id"],
+        "lead_name": lead["name"],
+    });
+    let artifacts = repo().join("target/browser-artifacts");
+    let output = tokio::task::spawn_blocking({
+        let api = deployment.api.clone();
+        let token = deployment.api_token.clone();
+        move || {
+            Command::new("node")
+                .arg("web.mjs")
+                .current_dir(&browser_dir)
+                .env("HUNTER_WEB_URL", api)
+                .env("HUNTER_WEB_TOKEN", token)
+                .env("HUNTER_WEB_READ_TOKEN", read_token)
+                .env("HUNTER_WEB_EXPECT", expect.to_string())
+                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
+                .output()
+        }
+    })
+    .await??;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        anyhow::bail!(
+            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
+            deployment.logs()
+        );
+    }
+    assert!(text.contains("web page checks passed"), "{text}");
+    deployment.teardown().await;
+    Ok(())
+}
