@@ -1,0 +1,218 @@
+//! `GET /api/v1/leads` under load against the same query sent straight to ClickHouse.
+//!
+//! `cargo bench -p hunter-e2e --bench api` with the local stack up, its settings in the
+//! environment, `HUNTER_BIN` naming a release build and `wrk` installed (Debian package).
+//!
+//! N leads (default 1,000,000; `HUNTER_BENCH_LEADS`) are inserted into a fresh database in
+//! ten inserts (as the sink would leave them: several parts, not merged by hand). Then, three
+//! times each, median, with wrk at 32 connections for 15 s (`HUNTER_BENCH_SECONDS`):
+//! - api: `GET /api/v1/leads?status=Active&min_score=30&limit=50` (page + total count);
+//! - ceiling: the page query the API sends (FINAL, filters, sort, LIMIT 51) as a GET to
+//!   ClickHouse's HTTP interface;
+//! - count: the API's total-count query alone on ClickHouse (the API runs both at once).
+
+use std::process::Command;
+use std::time::Duration;
+
+use hunter_e2e::{ClickHouse, Process, Stack, free_port, run_hunter, unique, wait_healthy};
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn millis(text: &str) -> f64 {
+    let text = text.trim();
+    if let Some(v) = text.strip_suffix("us") {
+        v.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(v) = text.strip_suffix("ms") {
+        v.parse::<f64>().unwrap()
+    } else if let Some(v) = text.strip_suffix('s') {
+        v.parse::<f64>().unwrap() * 1000.0
+    } else {
+        panic!("unreadable wrk latency {text:?}")
+    }
+}
+
+/// Runs wrk and reads its latency distribution and request rate.
+fn wrk(url: &str, headers: &[&str], seconds: u64) -> anyhow::Result<Load> {
+    let mut command = Command::new("wrk");
+    command.args(["-t2", "-c32", "--latency", "--timeout", "10s"]);
+    command.arg(format!("-d{seconds}s"));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command.arg(url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|line| line.starts_with(prefix))
+            .map(|line| line.split_whitespace().nth(1).unwrap_or("").to_owned())
+    };
+    let errors = text
+        .lines()
+        .find(|line| line.contains("Non-2xx or 3xx responses"))
+        .and_then(|line| line.split(':').nth(1))
+        .map_or(0, |n| n.trim().parse().unwrap_or(0));
+    Ok(Load {
+        requests_per_second: field("Requests/sec:").unwrap_or_default().parse()?,
+        p50_ms: millis(&field("50%").unwrap_or_default()),
+        p99_ms: millis(&field("99%").unwrap_or_default()),
+        errors,
+    })
+}
+
+const PAGE_SQL: &str = "SELECT lead_id, referral_id, engagement_id, tenant, name, status, substatus, direction, qualification, referral_type, company_name, company_domain, country, deal_value, currency, created_at, updated_at, etag, version, processed_at, enrichment_version, company_domain_source, email_provider, email_provider_source, company_name_normalized, size_band, products, solutions, industries, deal_value_usd, usd_rate, score, priority, change_type, previous_status FROM leads FINAL WHERE status IN ('Active') AND score >= 30 ORDER BY toInt64(toUInt32(updated_at)) DESC, lead_id DESC LIMIT 51 FORMAT RowBinary";
+const COUNT_SQL: &str =
+    "SELECT count() FROM leads FINAL WHERE status IN ('Active') AND score >= 30 FORMAT RowBinary";
+
+fn insert_sql(from: u64, to: u64) -> String {
+    format!(
+        "INSERT INTO leads (lead_id, referral_id, tenant, name, status, substatus, direction, qualification, referral_type, company_name, company_domain, country, deal_value, currency, created_at, updated_at, version, processed_at, enrichment_version, email_provider, email_provider_source, products, solutions, industries, deal_value_usd, score, priority, change_type) \
+         SELECT concat('lead-', toString(number)), concat('lead-', toString(number)), 'bench', concat('Referral ', toString(number)), \
+         arrayElement(['New', 'Active', 'Closed'], number % 3 + 1), arrayElement(['Pending', 'Accepted', 'Won', 'Lost'], number % 4 + 1), \
+         if(number % 2 = 0, 'Incoming', 'Outgoing'), arrayElement(['None', 'Direct', 'MarketingQualified', 'SalesQualified'], number % 4 + 1), 'Shared', \
+         concat('Company ', toString(number % 50000)), concat('company', toString(number % 50000), '.com'), arrayElement(['US', 'DE', 'NL', 'FR', 'GB'], number % 5 + 1), \
+         toDecimal64(number % 100000, 2), 'USD', toDateTime(1700000000 + number * 7), toDateTime(1700000000 + (number * 7919) % 30000000), \
+         number, now(), 1, arrayElement(['microsoft365', 'google_workspace', 'other', 'unknown'], number % 4 + 1), 'mx', \
+         emptyArrayString(), emptyArrayString(), emptyArrayString(), toDecimal64(number % 100000, 2), toUInt8(number % 101), 'medium', 'created' \
+         FROM numbers({to}) WHERE number >= {from}"
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(()); // `cargo test --benches` lists; nothing to list here.
+    }
+    let leads: u64 = std::env::var("HUNTER_BENCH_LEADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let seconds: u64 = std::env::var("HUNTER_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    anyhow::ensure!(
+        Command::new("wrk").arg("--version").output().is_ok(),
+        "wrk missing: apt-get install wrk"
+    );
+    let stack = Stack::from_env();
+    let database = unique("hunter_bench_api");
+    let api_port = free_port();
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let env: std::collections::HashMap<String, String> = [
+        ("HUNTER_KAFKA_BROKERS", stack.brokers.clone()),
+        ("HUNTER_KAFKA_TOPIC_PREFIX", format!("{}.", unique("b"))),
+        ("HUNTER_CLICKHOUSE_URL", stack.clickhouse_url.clone()),
+        ("HUNTER_CLICKHOUSE_DATABASE", database.clone()),
+        ("HUNTER_PARTNER_CENTER_ENABLED", "false".into()),
+        ("HUNTER_API_LISTEN", format!("127.0.0.1:{api_port}")),
+        ("HUNTER_API_TOKEN", token.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let (ok, output) = run_hunter(&["migrate"], &env, Duration::from_secs(60))?;
+    anyhow::ensure!(ok, "migrate: {output}");
+    let clickhouse = ClickHouse::new(&stack.clickhouse_url, &database);
+    let step = leads.div_ceil(10);
+    for from in (0..leads).step_by(step as usize) {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/?database={database}",
+                stack.clickhouse_url.trim_end_matches('/')
+            ))
+            .body(insert_sql(from, (from + step).min(leads)))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "insert: {}",
+            response.text().await?
+        );
+    }
+    let parts = clickhouse
+        .rows("SELECT toString(count()) AS n FROM system.parts WHERE active AND database = currentDatabase() AND table = 'leads'")
+        .await?;
+    println!(
+        "{leads} leads in {database}.leads, {} active parts",
+        parts[0]["n"].as_str().unwrap_or("?")
+    );
+
+    let dir = tempfile::tempdir()?;
+    let _api = Process::spawn("bench-api", &["run", "api"], &env, dir.path())?;
+    let api = format!("http://127.0.0.1:{api_port}");
+    wait_healthy(
+        "the api",
+        &format!("{api}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+
+    let api_url = format!("{api}/api/v1/leads?status=Active&min_score=30&limit=50");
+    let auth = format!("Authorization: Bearer {token}");
+    // The API's answer is right before it is timed.
+    let page: serde_json::Value = reqwest::Client::new()
+        .get(&api_url)
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        page["items"].as_array().map(Vec::len) == Some(50),
+        "unexpected page: {page}"
+    );
+    println!("total for the filter: {}", page["total"]);
+    let encode =
+        |sql: &str| -> String { url::form_urlencoded::byte_serialize(sql.as_bytes()).collect() };
+    let base = stack.clickhouse_url.trim_end_matches('/');
+    let ceiling_url = format!("{base}/?database={database}&query={}", encode(PAGE_SQL));
+    let count_url = format!("{base}/?database={database}&query={}", encode(COUNT_SQL));
+
+    let (mut api_runs, mut ceiling_runs, mut count_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=3 {
+        let a = wrk(&api_url, &[&auth], seconds)?;
+        let c = wrk(&ceiling_url, &[], seconds)?;
+        let n = wrk(&count_url, &[], seconds)?;
+        println!(
+            "round {round}: api {a:?}\n         clickhouse page query {c:?}\n         clickhouse count query {n:?}"
+        );
+        anyhow::ensure!(
+            a.errors == 0 && c.errors == 0 && n.errors == 0,
+            "non-2xx answers under load"
+        );
+        api_runs.push(a);
+        ceiling_runs.push(c);
+        count_runs.push(n);
+    }
+    let summary = |name: &str, runs: &[Load]| {
+        let rps = median(runs.iter().map(|r| r.requests_per_second).collect());
+        let p50 = median(runs.iter().map(|r| r.p50_ms).collect());
+        let p99 = median(runs.iter().map(|r| r.p99_ms).collect());
+        println!("{name:<28} {rps:>9.1} req/s   p50 {p50:>7.1} ms   p99 {p99:>7.1} ms");
+        (rps, p50, p99)
+    };
+    println!("\nmedians of 3, wrk -t2 -c32 -d{seconds}s, {leads} leads:");
+    let (api_rps, _, api_p99) = summary("api GET /leads (page+count)", &api_runs);
+    let (ceiling_rps, _, ceiling_p99) = summary("clickhouse page query", &ceiling_runs);
+    summary("clickhouse count query", &count_runs);
+    println!(
+        "api / clickhouse page query: {:.2} of the requests/s, p99 {:.2}x",
+        api_rps / ceiling_rps,
+        api_p99 / ceiling_p99
+    );
+    clickhouse.drop_database().await;
+    Ok(())
+}
