@@ -11,8 +11,10 @@
 //!   row collapses into the one already there (`leads` by lead id and version, `lead_history`
 //!   by lead id and version, `referrals` by id and version, `sync_runs` by run id, `dlq` by the
 //!   dead letter's position);
-//! - while ClickHouse is unreachable the batch is retried with backoff and nothing new is
-//!   consumed, so memory stays bounded by one batch;
+//! - while ClickHouse refuses a batch, the stream pauses its partitions (prefetched messages are
+//!   dropped, nothing more is fetched: memory stays bounded by one batch), retries the batch with
+//!   backoff, keeps polling so that it stays in its consumer group, and resumes once the batch is
+//!   in; the process never exits for an outage;
 //! - a record a table cannot take goes to the dead-letter topic (acknowledged before its offset
 //!   is stored) and never blocks the partition.
 
@@ -122,7 +124,21 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A batch ClickHouse refused: consumption is paused until it goes in.
+struct Stall {
+    /// Failed attempts so far, for the backoff.
+    attempts: u32,
+    /// When to try the batch again.
+    retry_at: tokio::time::Instant,
+}
+
 /// One input topic's loop: consume → rows → batch → insert → store offsets.
+///
+/// While ClickHouse refuses a batch the stream is *stalled*: its partitions are paused (the
+/// consumer drops what it had prefetched and fetches nothing more, so memory holds one batch),
+/// the batch is retried with backoff, and the loop keeps polling the consumer so that it stays
+/// in its group however long the outage lasts. Once the batch is in, its offsets are stored and
+/// consumption resumes where it stopped.
 async fn stream(
     context: &Context,
     writer: &Writer,
@@ -140,19 +156,25 @@ async fn stream(
         .with_context(|| format!("subscribe to {topic}"))?;
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
+    let label = group.trim_start_matches("sink-");
+    metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(0.0);
     tracing::info!(topic, max_rows, ?max_wait, "sink consuming");
 
     let mut batch = Batch::default();
+    let mut stall: Option<Stall> = None;
     let result: anyhow::Result<()> = async {
         loop {
-            let deadline = batch
-                .started
-                .map(|started| tokio::time::Instant::from_std(started + max_wait));
+            let deadline = match &stall {
+                Some(stall) => Some(stall.retry_at),
+                None => batch
+                    .started
+                    .map(|started| tokio::time::Instant::from_std(started + max_wait)),
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    flush(writer, &consumer, &mut batch, &mut shutdown).await?;
+                    flush(writer, &consumer, &mut batch, &mut stall, label).await;
                 }
                 received = consumer.recv() => {
                     let message = received.context("kafka consume")?;
@@ -172,15 +194,21 @@ async fn stream(
                         dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, payload.clone(), class, &reason).await?;
                     }
                     batch.cover(&topic, partition, offset, payload.len());
-                    if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
-                        flush(writer, &consumer, &mut batch, &mut shutdown).await?;
+                    if stall.is_some() {
+                        // A partition assigned during the stall (a rebalance) is not paused yet.
+                        pause(&consumer, true);
+                    } else if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
+                        flush(writer, &consumer, &mut batch, &mut stall, label).await;
                     }
                 }
             }
         }
-        // Shutdown: write what was consumed so it need not be replayed.
+        // Shutdown: one last try to write what was consumed, so it need not be replayed.
         if !batch.is_empty() {
-            flush(writer, &consumer, &mut batch, &mut shutdown).await?;
+            flush(writer, &consumer, &mut batch, &mut stall, label).await;
+            if stall.is_some() {
+                anyhow::bail!("shutdown while clickhouse was refusing inserts: the batch will be replayed");
+            }
         }
         Ok(())
     }
@@ -191,6 +219,20 @@ async fn stream(
     }
     super::drop_consumer(consumer);
     result
+}
+
+/// Pauses (or resumes) every partition the consumer holds; failure only costs memory or time.
+fn pause(consumer: &StreamConsumer, paused: bool) {
+    let result = consumer.assignment().and_then(|assignment| {
+        if paused {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        }
+    });
+    if let Err(error) = result {
+        tracing::warn!(%error, paused, "pausing or resuming consumption failed");
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -250,31 +292,45 @@ async fn add(
     Ok(())
 }
 
-/// Inserts the batch, retrying with backoff until ClickHouse acknowledges all of it, then
-/// stores its offsets. On shutdown during retries it gives up without storing: the batch is
-/// replayed later (and collapses into whatever part was written).
+/// Tries to insert the batch once. On success its offsets are stored, the batch is emptied and
+/// a stall ends (consumption resumes). On failure the stream stalls: consumption pauses and the
+/// same batch is tried again after a backoff (up to 10 s); nothing is stored, so a crash during
+/// a stall replays the batch, which collapses into whatever part of it was written.
 async fn flush(
     writer: &Writer,
     consumer: &StreamConsumer,
     batch: &mut Batch,
-    shutdown: &mut Shutdown,
-) -> anyhow::Result<()> {
-    let mut attempt = 0u32;
-    loop {
-        match insert_all(writer, batch).await {
-            Ok(()) => break,
-            Err((table, error)) => {
-                metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => table, "class" => error.class()).increment(1);
-                let wait =
-                    super::backoff(attempt, Duration::from_millis(200), Duration::from_secs(10));
-                tracing::warn!(table, rows = batch.rows(), attempt, error = %error, retry_in = ?wait, "clickhouse insert failed; retrying");
-                attempt += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.wait() => anyhow::bail!("shutdown while clickhouse was failing: the batch will be replayed"),
-                }
-            }
+    stall: &mut Option<Stall>,
+    label: &str,
+) {
+    if let Err((table, error)) = insert_all(writer, batch).await {
+        metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => table, "class" => error.class())
+            .increment(1);
+        let attempts = stall.as_ref().map_or(0, |stall| stall.attempts) + 1;
+        if stall.is_none() {
+            pause(consumer, true);
+            metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(1.0);
         }
+        let wait = super::backoff(
+            attempts - 1,
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+        );
+        tracing::warn!(table, rows = batch.rows(), attempts, error = %error, retry_in = ?wait, "clickhouse insert failed; consumption paused, retrying");
+        *stall = Some(Stall {
+            attempts,
+            retry_at: tokio::time::Instant::now() + wait,
+        });
+        return;
+    }
+    if let Some(ended) = stall.take() {
+        pause(consumer, false);
+        metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(0.0);
+        tracing::info!(
+            attempts = ended.attempts,
+            rows = batch.rows(),
+            "clickhouse took the batch; consumption resumed"
+        );
     }
     let now = Timestamp::now().micros();
     for fetched in &batch.fetched {
@@ -287,7 +343,6 @@ async fn flush(
         }
     }
     *batch = Batch::default();
-    Ok(())
 }
 
 async fn insert_all(
