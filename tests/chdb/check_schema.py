@@ -7,10 +7,13 @@
 In a fresh database it applies `schemas/clickhouse/*.sql` in file-name order, statement by
 statement, exactly as `hunter migrate` does (connectors/clickhouse/src/migrations.rs: a `;` at
 the end of a line ends a statement, `--` lines are comments, an ADD COLUMN that fails because
-the column exists counts as done), then applies them all a second time (every statement must be
+the column exists counts as done, a file with `-- requires ClickHouse >= X.Y` is left pending on
+an older server), then applies them all a second time (every statement must be
 idempotent: `hunter migrate` repairs an interrupted migration by re-running it). Then it inserts
 a few rows (naming their columns, as the sink does) into every table, queries every view and
-asserts the exact results, and runs every SQL example in schemas/clickhouse/README.md. A view
+asserts the exact results, runs every SQL example in schemas/clickhouse/README.md, and, on
+servers with insert deduplication tokens (22.2+), checks that the tables drop an insert whose
+token they have seen (migration 0008). A view
 without checks here fails the run, so a new view cannot go untested.
 
 Exit status 0 only if everything passed; the first failure is printed with the statement.
@@ -60,6 +63,23 @@ def statements(sql: str) -> list[str]:
     if rest:
         out.append(rest)
     return out
+
+
+def required_version(sql: str) -> tuple[int, int] | None:
+    """migrations.rs `required_version`: a `-- requires ClickHouse >= X.Y` line."""
+    for line in sql.splitlines():
+        match = re.fullmatch(r"--\s*requires ClickHouse >=\s*(\d+)\.(\d+)\s*", line.strip())
+        if match:
+            return int(match[1]), int(match[2])
+    return None
+
+
+def version_tuple(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+DEDUPLICATION_TOKENS = (22, 2)
 
 
 def already_added(statement: str, error: str) -> bool:
@@ -169,13 +189,19 @@ class Check:
         except StatementFailed as error:
             raise StatementFailed(f"{error}\n  query: {sql}") from None
 
-    def migrate(self) -> int:
-        """Applies every migration's statements in order, in the database; returns how many."""
+    def migrate(self) -> tuple[int, list[str]]:
+        """Applies every migration's statements in order, in the database; returns how many ran
+        and the migrations left pending for a newer server."""
         files = sorted(SCHEMA_DIR.glob("*.sql"))
         assert files, f"no migrations in {SCHEMA_DIR}"
-        count = 0
+        count, waiting = 0, []
         for path in files:
-            for statement in statements(path.read_text()):
+            sql = path.read_text()
+            required = required_version(sql)
+            if required and version_tuple(self.engine.version) < required:
+                waiting.append(path.name)
+                continue
+            for statement in statements(sql):
                 try:
                     self.engine.execute(statement, self.db)
                 except StatementFailed as error:
@@ -183,11 +209,12 @@ class Check:
                         continue
                     raise StatementFailed(f"{path.name}: {error}\n  statement: {statement}") from None
                 count += 1
-        return count
+        return count, waiting
 
-    def insert(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+    def insert(self, table: str, columns: list[str], rows: list[tuple], token: str | None = None) -> None:
         values = ",\n".join("(" + ", ".join(sql_literal(v) for v in row) + ")" for row in rows)
-        self.run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES\n{values}")
+        settings = f"SETTINGS insert_deduplication_token = {sql_literal(token)} " if token else ""
+        self.run(f"INSERT INTO {table} ({', '.join(columns)}) {settings}VALUES\n{values}")
 
 
 def sql_literal(value) -> str:
@@ -328,6 +355,29 @@ def check_views(check: Check) -> None:
         [{"stage": "process", "error_class": "decode", "original_offset": 12}])
 
 
+def check_deduplication(check: Check) -> None:
+    """On 22.2+: a table drops an insert whose token it has seen (0008 set the window), and
+    keeps one with a new token, whatever the rows. The sink's retries rely on it."""
+    tables = {
+        "leads": (LEAD_COLUMNS, lambda i: lead(f"dedup-{i}", 1, "New", None, None, None, "2026-02-01 00:00:00")),
+        "lead_history": (HISTORY_COLUMNS, lambda i: history(f"dedup-{i}", 1, "New", None, "created", "2026-02-01 00:00:00")),
+    }
+    for table, (columns, row) in tables.items():
+        check.insert(table, columns, [row(1)], token="hunter-sink-v1|t|0:1-1@1")
+        check.insert(table, columns, [row(2)], token="hunter-sink-v1|t|0:1-1@1")  # a retry: dropped
+        check.insert(table, columns, [row(1)], token="hunter-sink-v1|t|0:2-2@2")  # new token: kept
+        expect(f"{table} after inserts with a repeated token", check.rows(
+            f"SELECT lead_id, count() AS n FROM {table} WHERE lead_id LIKE 'dedup-%' "
+            f"GROUP BY lead_id ORDER BY lead_id"),
+            [{"lead_id": "dedup-1", "n": 2}])
+    for table in ["leads", "lead_history", "referrals", "sync_runs", "dlq"]:
+        window = check.rows(
+            f"SELECT engine_full FROM system.tables WHERE database = '{check.db}' AND name = '{table}'"
+        )[0]["engine_full"]
+        if "non_replicated_deduplication_window = 1000" not in window:
+            raise AssertionError(f"{table} has no deduplication window: {window}")
+
+
 def check_readme_examples(check: Check) -> int:
     """Every ```sql block of the README runs (in the test database) and returns rows."""
     text = (SCHEMA_DIR / "README.md").read_text()
@@ -356,10 +406,17 @@ def main() -> int:
     try:
         engine.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
         check.run(MIGRATIONS_TABLE)
-        first = check.migrate()
-        again = check.migrate()
+        first, waiting = check.migrate()
+        again, _ = check.migrate()
         check_views(check)
         examples = check_readme_examples(check)
+        tokens = version_tuple(engine.version) >= DEDUPLICATION_TOKENS
+        if tokens:
+            if waiting:
+                raise AssertionError(f"migrations left pending on {engine.version}: {waiting}")
+            check_deduplication(check)
+        elif waiting != ["0008_insert_deduplication.sql"]:
+            raise AssertionError(f"pending on {engine.version}: {waiting}, expected only 0008")
     except (StatementFailed, AssertionError) as error:
         print(f"[schema] FAILED on {label}: {error}", file=sys.stderr)
         return 1
@@ -369,8 +426,10 @@ def main() -> int:
         except StatementFailed:
             pass
         engine.close()
+    dedup = ("insert deduplication by token checked" if tokens
+             else f"pending here (needs a newer server): {', '.join(waiting)}")
     print(f"[schema] {label}: {first} migration statements applied (and again: {again}), "
-          f"3 views and {examples} README queries checked")
+          f"3 views and {examples} README queries checked; {dedup}")
     return 0
 
 
