@@ -4,12 +4,14 @@
 #   1. cargo fmt --all -- --check                          (fails fast)
 #   2. cargo clippy --workspace --all-targets -- -D warnings (fails fast)
 #   3. deploy/local/stack.sh up: the real broker, ClickHouse and Prometheus
-#   4. tests/browser/install.sh (chromium, playwright-core), cargo build --workspace --bins
-#   5. cargo test --workspace --no-fail-fast -- --test-threads=4
+#   4. tests/chdb/check.sh: every ClickHouse migration and analyst view on current ClickHouse
+#      (in-process, PyPI chdb-core, installed once into .local/chdb-venv) and on the stack's 18.16
+#   5. tests/browser/install.sh (chromium, playwright-core), cargo build --workspace --bins
+#   6. cargo test --workspace --no-fail-fast -- --test-threads=4
 #      with the stack's settings and HUNTER_BIN=target/debug/hunter
 #
 # Components of the stack that this script started are stopped again at exit; components that
-# were already running are left alone. Exits with the test status.
+# were already running are left alone. Exits non-zero if step 4 or the tests failed.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,10 +34,10 @@ say "using $(cargo --version) from $(command -v cargo)"
 
 # --- 1, 2: formatting and lints, before anything slow --------------------------------------------------
 
-say "step 1/5: checking formatting (cargo fmt --all -- --check)"
+say "step 1/6: checking formatting (cargo fmt --all -- --check)"
 cargo fmt --all -- --check
 
-say "step 2/5: linting (cargo clippy --workspace --all-targets -- -D warnings)"
+say "step 2/6: linting (cargo clippy --workspace --all-targets -- -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 # --- 3: the stack ------------------------------------------------------------------------------------
@@ -47,9 +49,9 @@ for component in tansu clickhouse prometheus; do
     if ! grep -qxF "$component" <<<"$already_running"; then to_stop+=("$component"); fi
 done
 if ((${#to_stop[@]} == 0)); then
-    say "step 3/5: the local stack is already running; it stays up afterwards"
+    say "step 3/6: the local stack is already running; it stays up afterwards"
 else
-    say "step 3/5: starting the local stack; this script stops ${to_stop[*]} again when it exits"
+    say "step 3/6: starting the local stack; this script stops ${to_stop[*]} again when it exits"
 fi
 
 # shellcheck disable=SC2317 # called from the EXIT trap
@@ -69,24 +71,33 @@ trap 'exit 143' TERM
 "$STACK" up
 eval "$("$STACK" env)"
 
-# --- 4, 5: build and test ----------------------------------------------------------------------------
+# --- 4: the ClickHouse schema on both versions -------------------------------------------------------
 
-say "step 4/5: browser test tools (Debian chromium, playwright-core), then the binaries (cargo build --workspace --bins)"
+say "step 4/6: ClickHouse migrations and views on current ClickHouse (chdb-core) and on 18.16"
+schema_status=0
+"$REPO/tests/chdb/check.sh" || schema_status=$?
+
+# --- 5, 6: build and test ----------------------------------------------------------------------------
+
+say "step 5/6: browser test tools (Debian chromium, playwright-core), then the binaries (cargo build --workspace --bins)"
 "$REPO/tests/browser/install.sh"
-say "building: cargo build --workspace --bins"
 cargo build --workspace --bins
 
 export HUNTER_BIN="$REPO/target/debug/hunter"
 [[ -x "$HUNTER_BIN" ]] || die "cargo build succeeded but $HUNTER_BIN is missing"
 
-say "step 5/5: running the tests against the stack (cargo test --workspace --no-fail-fast -- --test-threads=4)"
+say "step 6/6: running the tests against the stack (cargo test --workspace --no-fail-fast -- --test-threads=4)"
 say "  HUNTER_BIN=$HUNTER_BIN HUNTER_KAFKA_BROKERS=$HUNTER_KAFKA_BROKERS HUNTER_CLICKHOUSE_URL=$HUNTER_CLICKHOUSE_URL"
 test_status=0
 cargo test --workspace --no-fail-fast -- --test-threads=4 || test_status=$?
 
+if ((schema_status != 0)); then
+    say "the ClickHouse schema check failed (step 4, exit $schema_status): see the [schema] lines above"
+fi
 if ((test_status == 0)); then
-    say "all tests passed"
+    say "all cargo tests passed"
 else
     say "tests failed (cargo test exit $test_status)"
 fi
+if ((test_status == 0 && schema_status != 0)); then exit "$schema_status"; fi
 exit "$test_status"

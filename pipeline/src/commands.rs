@@ -156,7 +156,7 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let writer = roles::connect_clickhouse(&settings.clickhouse).await?;
     let report = writer.migrate(&settings.clickhouse.database).await?;
     println!(
-        "clickhouse database {}: {} applied, {} already applied{}",
+        "clickhouse database {}: {} applied, {} already applied{}{}",
         settings.clickhouse.database,
         report.applied.len(),
         report.already_applied.len(),
@@ -164,6 +164,15 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
             String::new()
         } else {
             format!(", edited after release: {:?}", report.changed)
+        },
+        if report.waiting.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", waiting for a newer clickhouse than {}: {:?}",
+                writer.version(),
+                report.waiting
+            )
         }
     );
     let topics = settings.kafka.topics();

@@ -1,9 +1,13 @@
-//! The sink against the real broker and ClickHouse: kill -9 mid-batch, then the exact set.
+//! The sink against the real broker and ClickHouse: kill -9 mid-batch, then the exact set;
+//! ClickHouse stopped for 30 s and started again, then the exact set from the same process.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
-use hunter_e2e::{Deployment, generated_referrals, run_hunter, wait_for};
+use hunter_e2e::{
+    ClickHouse, Deployment, OwnClickHouse, generated_referrals, run_hunter, wait_for,
+};
 
 fn count(rows: &[serde_json::Value], field: &str) -> u64 {
     rows[0][field]
@@ -11,6 +15,171 @@ fn count(rows: &[serde_json::Value], field: &str) -> u64 {
         .map(|n| n.parse().unwrap())
         .or(rows[0][field].as_u64())
         .unwrap()
+}
+
+/// Leads built the way the processor builds them, from `count` generated referrals.
+fn leads_from_generated(count: usize, seed: u64) -> anyhow::Result<Vec<Lead>> {
+    let mut leads = Vec::with_capacity(count);
+    for raw in generated_referrals(count, seed)? {
+        let referral = Referral::from_api_json(&raw.to_string(), Ingest::default())?;
+        leads.push(Lead::from_referral(&referral, Timestamp::now())?);
+    }
+    Ok(leads)
+}
+
+/// `lead_id -> version` of every live row (`leads FINAL`), failing on a lead that appears twice.
+async fn live_versions(clickhouse: &ClickHouse) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut live = BTreeMap::new();
+    for row in clickhouse
+        .rows("SELECT lead_id, version FROM leads FINAL")
+        .await?
+    {
+        let id = row["lead_id"].as_str().unwrap_or_default().to_owned();
+        let version = row["version"]
+            .as_str()
+            .map(|n| n.parse())
+            .transpose()?
+            .or(row["version"].as_i64())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            live.insert(id.clone(), version).is_none(),
+            "lead {id} has two live rows"
+        );
+    }
+    Ok(live)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_stopped_for_30_s_then_started_again_loses_nothing() -> anyhow::Result<()> {
+    let leads = leads_from_generated(3_000, 82)?;
+    let (before, during) = leads.split_at(1_500);
+    // Newer versions of every tenth early lead arrive during the outage: they must win.
+    let newer: Vec<Lead> = before
+        .iter()
+        .step_by(10)
+        .map(|lead| Lead {
+            status: Some("Closed".into()),
+            substatus: Some("Won".into()),
+            version: lead.version + 1,
+            ..lead.clone()
+        })
+        .collect();
+    let mut expected: BTreeMap<String, i64> = leads
+        .iter()
+        .map(|lead| (lead.lead_id.clone(), lead.version))
+        .collect();
+    for lead in &newer {
+        expected.insert(lead.lead_id.clone(), lead.version);
+    }
+    anyhow::ensure!(
+        expected.len() == 3_000,
+        "generated lead ids are not distinct"
+    );
+
+    // A server of this test's own: the shared one stays up for the other tests.
+    let mut own = OwnClickHouse::start().await?;
+    let mut deployment = Deployment::new(&[])?;
+    deployment.use_clickhouse(&own.url());
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    deployment
+        .env
+        .insert("HUNTER_SINK_BATCH_ROWS".into(), "500".into());
+    deployment.produce_leads(before).await?;
+    let sink = deployment.start_role("sink").await?;
+    let clickhouse = deployment.clickhouse.clone();
+    let result = wait_for(
+        "the first leads in clickhouse",
+        Duration::from_secs(120),
+        || async { Ok((live_versions(&clickhouse).await?.len() == before.len()).then_some(())) },
+    )
+    .await;
+    if let Err(error) = result {
+        anyhow::bail!("{error}\n{}", deployment.logs());
+    }
+
+    own.stop().await?;
+    let stopped = Instant::now();
+    deployment.produce_leads(during).await?;
+    deployment.produce_leads(&newer).await?;
+    // Down: the sink has paused its lead stream (it holds one batch, fetches nothing more)
+    // and is still running.
+    let paused = wait_for(
+        "the sink to pause the lead stream",
+        Duration::from_secs(25),
+        || async {
+            let metrics = deployment.metrics().await?;
+            Ok(metrics
+                .lines()
+                .any(|line| line == r#"hunter_sink_consumption_paused{stream="leads"} 1"#)
+                .then_some(()))
+        },
+    )
+    .await;
+    if let Err(error) = paused {
+        anyhow::bail!("{error}\n{}", deployment.logs());
+    }
+    while stopped.elapsed() < Duration::from_secs(30) {
+        anyhow::ensure!(
+            deployment.process(sink).is_running(),
+            "the sink exited while clickhouse was down\n{}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    own.start_again().await?;
+
+    // Up again: the same process writes everything, each lead once, the newest version live.
+    let result = wait_for(
+        "every lead in clickhouse",
+        Duration::from_secs(120),
+        || async { Ok((live_versions(&clickhouse).await? == expected).then_some(())) },
+    )
+    .await;
+    if let Err(error) = result {
+        anyhow::bail!("{error}\n{}", deployment.logs());
+    }
+    let history = clickhouse
+        .rows(
+            "SELECT count() AS n, uniqExact(lead_id, version) AS versions FROM lead_history FINAL",
+        )
+        .await?;
+    let expected_history = (leads.len() + newer.len()) as u64;
+    assert_eq!(count(&history, "n"), expected_history);
+    assert_eq!(count(&history, "versions"), expected_history);
+    let resumed = wait_for(
+        "the lead stream to resume",
+        Duration::from_secs(30),
+        || async {
+            let metrics = deployment.metrics().await?;
+            Ok(metrics
+                .lines()
+                .any(|line| line == r#"hunter_sink_consumption_paused{stream="leads"} 0"#)
+                .then_some(()))
+        },
+    )
+    .await;
+    resumed?;
+    let failures = deployment
+        .metrics()
+        .await?
+        .lines()
+        .filter(|line| {
+            line.starts_with("hunter_sink_failures_total{") && line.contains("table=\"leads\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(
+        failures >= 1.0,
+        "the outage left no failed insert in the metrics"
+    );
+    assert!(
+        deployment.process(sink).is_running(),
+        "the sink exited\n{}",
+        deployment.logs()
+    );
+    deployment.teardown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

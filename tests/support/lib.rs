@@ -275,6 +275,133 @@ impl ClickHouse {
     }
 }
 
+/// A ClickHouse server of the test's own, for tests that stop and start it while the shared one
+/// stays up for everyone else: the stack's Debian `clickhouse-server` with the stack's config
+/// template (deploy/local/clickhouse/, as `deploy/local/stack.sh` renders it), on free ports,
+/// with its data in a temporary directory. Killed and deleted when dropped.
+pub struct OwnClickHouse {
+    pub http_port: u16,
+    pub tcp_port: u16,
+    home: tempfile::TempDir,
+    server: Option<Child>,
+}
+
+impl OwnClickHouse {
+    pub async fn start() -> anyhow::Result<Self> {
+        let home = tempfile::tempdir()?;
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/clickhouse");
+        let template = std::fs::read_to_string(templates.join("config.xml"))?;
+        let home_text = home.path().display().to_string();
+        let config = template
+            .replace("@CLICKHOUSE_HOME@", &home_text)
+            .replace(
+                "<http_port>18123</http_port>",
+                &format!("<http_port>{http_port}</http_port>"),
+            )
+            .replace(
+                "<tcp_port>19000</tcp_port>",
+                &format!("<tcp_port>{tcp_port}</tcp_port>"),
+            );
+        anyhow::ensure!(
+            config.contains(&format!("<http_port>{http_port}</http_port>"))
+                && config.contains(&format!("<tcp_port>{tcp_port}</tcp_port>")),
+            "deploy/local/clickhouse/config.xml no longer names ports 18123 and 19000"
+        );
+        let etc = home.path().join("etc");
+        std::fs::create_dir_all(&etc)?;
+        for dir in ["data", "tmp", "user_files", "format_schemas", "logs"] {
+            std::fs::create_dir_all(home.path().join(dir))?;
+        }
+        std::fs::write(etc.join("config.xml"), config)?;
+        std::fs::copy(templates.join("users.xml"), etc.join("users.xml"))?;
+        let mut own = OwnClickHouse {
+            http_port,
+            tcp_port,
+            home,
+            server: None,
+        };
+        own.start_again().await?;
+        Ok(own)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again: same config, data and ports) and waits for its `/ping`.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.server.is_none(), "clickhouse is already running");
+        let out = File::create(self.home.path().join("logs/stdout.log"))?;
+        let server = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.home.path().join("etc/config.xml").display()
+            ))
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawn clickhouse-server (the Debian package; deploy/local/stack.sh up installs it)")?;
+        self.server = Some(server);
+        let ping = format!("{}/ping", self.url());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = reqwest::get(&ping).await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(
+                    self.home.path().join("logs/clickhouse-server.err.log"),
+                )
+                .unwrap_or_default();
+                bail!(
+                    "own clickhouse on {} did not answer /ping (exit: {exited:?})\n{}",
+                    self.url(),
+                    tail(&log, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, and waits until the server has exited (SIGKILL after 60 s).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.server.take() else {
+            bail!("clickhouse is not running");
+        };
+        Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!("clickhouse did not stop within 60 s of SIGTERM; killed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
 /// One isolated Hunter deployment on the local stack: its own topic prefix, ClickHouse
 /// database, simulator, token cache and API port.
 pub struct Deployment {
@@ -442,6 +569,15 @@ impl Deployment {
         std::fs::write(&temp, serde_json::to_vec_pretty(referrals)?)?;
         std::fs::rename(&temp, &self.referrals_file)?;
         Ok(())
+    }
+
+    /// Points this deployment (its processes started from now on, and `self.clickhouse`) at
+    /// another ClickHouse server, such as an [`OwnClickHouse`].
+    pub fn use_clickhouse(&mut self, url: &str) {
+        let database = self.env["HUNTER_CLICKHOUSE_DATABASE"].clone();
+        self.env
+            .insert("HUNTER_CLICKHOUSE_URL".into(), url.to_owned());
+        self.clickhouse = ClickHouse::new(url, &database);
     }
 
     /// Stops every process and drops the test database.

@@ -4,12 +4,15 @@
 //! `hunter_migrations` only after all its statements succeeded; every statement is itself
 //! idempotent (`IF NOT EXISTS`), so a crash between the two steps is repaired by running
 //! `hunter migrate` again. A migration whose text changed after it was applied is reported,
-//! not re-run.
+//! not re-run. A migration that needs a newer server says so in a line
+//! `-- requires ClickHouse >= MAJOR.MINOR`; on an older server it is left pending (not run, not
+//! recorded), so the first `hunter migrate` against a server that is new enough applies it.
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::writer::ServerVersion;
 
 /// One migration file, embedded at build time so the binary carries its schema.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +51,27 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_referrals.sql",
         sql: include_str!("../../../schemas/clickhouse/0007_referrals.sql"),
     },
+    Migration {
+        name: "0008_insert_deduplication.sql",
+        sql: include_str!("../../../schemas/clickhouse/0008_insert_deduplication.sql"),
+    },
 ];
+
+impl Migration {
+    /// The server version this migration needs, from its `-- requires ClickHouse >= X.Y` line.
+    pub fn requires(&self) -> Option<ServerVersion> {
+        required_version(self.sql)
+    }
+}
+
+/// The version named by a `-- requires ClickHouse >= X.Y` comment line, if the text has one.
+pub fn required_version(sql: &str) -> Option<ServerVersion> {
+    sql.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("--")?.trim();
+        let rest = rest.strip_prefix("requires ClickHouse >=")?;
+        ServerVersion::parse(rest)
+    })
+}
 
 /// An `ADD COLUMN` that failed because the column is there already (a migration interrupted
 /// after some of its statements): done, not an error. 18.16 has no `IF NOT EXISTS` for it.
@@ -73,6 +96,8 @@ pub struct Report {
     pub already_applied: Vec<String>,
     /// Applied earlier with different text (the file was edited after release).
     pub changed: Vec<String>,
+    /// Pending because they need a newer server than this one.
+    pub waiting: Vec<String>,
 }
 
 /// Splits a file into statements: `;` at the end of a line ends one; `--` lines are comments.
@@ -104,8 +129,13 @@ fn checksum(sql: &str) -> String {
     format!("{:016x}", hunter_core::records::stable_hash(sql.as_bytes()))
 }
 
-/// Creates `database` and applies every pending migration. `server` has no database set.
-pub async fn apply(server: &Client, database: &str) -> Result<Report, Error> {
+/// Creates `database` and applies every pending migration that `version` supports. `server` has
+/// no database set.
+pub async fn apply(
+    server: &Client,
+    database: &str,
+    version: ServerVersion,
+) -> Result<Report, Error> {
     server
         .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
         .execute()
@@ -135,6 +165,16 @@ pub async fn apply(server: &Client, database: &str) -> Result<Report, Error> {
                 );
                 report.changed.push(migration.name.to_owned());
             }
+            continue;
+        }
+        if let Some(required) = migration.requires().filter(|required| version < *required) {
+            tracing::info!(
+                migration = migration.name,
+                %required,
+                server = %version,
+                "migration needs a newer clickhouse; left pending"
+            );
+            report.waiting.push(migration.name.to_owned());
             continue;
         }
         for statement in statements(migration.sql) {
@@ -195,5 +235,32 @@ mod tests {
             .collect();
         files.sort();
         assert_eq!(files, names, "every .sql file is embedded in MIGRATIONS");
+    }
+
+    #[test]
+    fn a_migration_names_the_server_it_needs() {
+        let v = |major, minor| Some(ServerVersion { major, minor });
+        assert_eq!(
+            required_version("-- requires ClickHouse >= 22.2\nALTER TABLE x;"),
+            v(22, 2)
+        );
+        assert_eq!(
+            required_version("-- a comment\n  --   requires ClickHouse >= 23.10\nSELECT 1;"),
+            v(23, 10)
+        );
+        assert_eq!(required_version("CREATE TABLE x (a String);"), None);
+        assert_eq!(required_version("-- requires ClickHouse >= soon\n"), None);
+        let dedup = MIGRATIONS
+            .iter()
+            .find(|m| m.name == "0008_insert_deduplication.sql")
+            .unwrap();
+        assert_eq!(
+            dedup.requires(),
+            Some(ServerVersion::INSERT_DEDUPLICATION_TOKEN)
+        );
+        // Everything before it runs on 18.16.
+        for migration in MIGRATIONS.iter().filter(|m| m.name < "0008") {
+            assert_eq!(migration.requires(), None, "{}", migration.name);
+        }
     }
 }

@@ -6,18 +6,56 @@ use hunter_core::config::ClickHouseSettings;
 use crate::Error;
 use crate::rows::LeadRow;
 
+/// A server's `major.minor` version, for what it supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// `insert_deduplication_token` (and with it deduplication of non-replicated MergeTree
+    /// tables by a caller's token) arrived in ClickHouse 22.2.
+    pub const INSERT_DEDUPLICATION_TOKEN: ServerVersion = ServerVersion {
+        major: 22,
+        minor: 2,
+    };
+    /// Row-type validation needs `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks.
+    pub const ROW_VALIDATION: ServerVersion = ServerVersion {
+        major: 22,
+        minor: 0,
+    };
+
+    /// Parses `SELECT version()` (`18.16.1`, `26.9.2.1`) or `22.2`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(ServerVersion { major, minor })
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
 /// A client for Hunter's database, set up for the server it talks to.
 #[derive(Clone)]
 pub struct Writer {
     client: Client,
     /// The server without a database selected (for `CREATE DATABASE`).
     server: Client,
+    /// What the server is, for migrations that need a newer one.
+    version: ServerVersion,
 }
 
 impl Writer {
     /// Connects and asks the server its version: row-type validation needs
     /// `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks, so it is on only for servers
-    /// that have it (22.x and later).
+    /// that have it (22.x and later); insert deduplication tokens are sent only to servers that
+    /// know the setting (22.2 and later).
     pub async fn connect(settings: &ClickHouseSettings) -> Result<Self, Error> {
         let mut server = Client::default()
             .with_url(settings.url.as_str().trim_end_matches('/'))
@@ -28,18 +66,32 @@ impl Writer {
         if let Some(password) = &settings.password {
             server = server.with_password(password.expose());
         }
-        let version: String = server.query("SELECT version()").fetch_one().await?;
-        let major: u32 = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        let server = server.with_validation(major >= 22);
-        tracing::debug!(%version, validation = major >= 22, "connected to clickhouse");
+        let text: String = server.query("SELECT version()").fetch_one().await?;
+        // An unreadable version is taken as the oldest: nothing optional is used.
+        let version = ServerVersion::parse(&text).unwrap_or(ServerVersion { major: 0, minor: 0 });
+        let validation = version >= ServerVersion::ROW_VALIDATION;
+        let server = server.with_validation(validation);
+        tracing::debug!(
+            version = %text,
+            validation,
+            deduplication_tokens = version >= ServerVersion::INSERT_DEDUPLICATION_TOKEN,
+            "connected to clickhouse"
+        );
         Ok(Writer {
             client: server.clone().with_database(&settings.database),
             server,
+            version,
         })
+    }
+
+    /// The server's version.
+    pub fn version(&self) -> ServerVersion {
+        self.version
+    }
+
+    /// Whether inserts carry their deduplication token (see [`Writer::insert`]).
+    pub fn sends_deduplication_tokens(&self) -> bool {
+        self.version >= ServerVersion::INSERT_DEDUPLICATION_TOKEN
     }
 
     /// The client with Hunter's database selected, for queries.
@@ -48,29 +100,74 @@ impl Writer {
     }
 
     pub async fn migrate(&self, database: &str) -> Result<crate::migrations::Report, Error> {
-        crate::migrations::apply(&self.server, database).await
+        crate::migrations::apply(&self.server, database, self.version).await
     }
 
     /// Inserts one batch in one INSERT; `Ok` means ClickHouse acknowledged every row.
     pub async fn insert_leads(&self, rows: &[LeadRow]) -> Result<(), Error> {
-        self.insert("leads", rows).await
+        self.insert("leads", rows, None).await
     }
 
     /// Inserts `rows` into `table` in one INSERT naming the row type's columns; `Ok` means
     /// ClickHouse acknowledged every row.
+    ///
+    /// `deduplication_token` names the data (the same token must always mean the same rows).
+    /// On ClickHouse 22.2 and later it goes along as `insert_deduplication_token`, and a table
+    /// with `non_replicated_deduplication_window` (migration 0008) drops an insert whose token
+    /// it saw among its last inserts: a retried batch whose first attempt did reach the table is
+    /// not written twice. Older servers do not know the setting; there the table's
+    /// ReplacingMergeTree collapses the replayed rows instead.
     pub async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
         &self,
         table: &str,
         rows: &[T],
+        deduplication_token: Option<&str>,
     ) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut insert = self.client.insert::<T>(table).await?;
+        if let Some(token) = deduplication_token.filter(|_| self.sends_deduplication_tokens()) {
+            insert = insert.with_setting("insert_deduplication_token", token);
+        }
         for row in rows {
             insert.write(row).await?;
         }
         insert.end().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_parse_and_order() {
+        let v = |text| ServerVersion::parse(text).unwrap();
+        assert_eq!(
+            v("18.16.1"),
+            ServerVersion {
+                major: 18,
+                minor: 16
+            }
+        );
+        assert_eq!(
+            v("26.9.2.1"),
+            ServerVersion {
+                major: 26,
+                minor: 9
+            }
+        );
+        assert_eq!(v("22.2"), ServerVersion::INSERT_DEDUPLICATION_TOKEN);
+        assert!(v("18.16.1") < ServerVersion::INSERT_DEDUPLICATION_TOKEN);
+        assert!(v("22.1.3.7") < ServerVersion::INSERT_DEDUPLICATION_TOKEN);
+        assert!(v("22.2.1.1") >= ServerVersion::INSERT_DEDUPLICATION_TOKEN);
+        assert!(v("22.10.1") >= ServerVersion::INSERT_DEDUPLICATION_TOKEN);
+        assert!(v("22.1.3.7") >= ServerVersion::ROW_VALIDATION);
+        assert!(v("21.12.1") < ServerVersion::ROW_VALIDATION);
+        assert_eq!(ServerVersion::parse("unknown"), None);
+        assert_eq!(ServerVersion::parse("23"), None);
+        assert_eq!(ServerVersion::parse(""), None);
     }
 }

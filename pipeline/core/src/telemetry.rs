@@ -55,6 +55,8 @@ pub mod names {
     pub const SINK_END_TO_END_LATENCY_SECONDS: &str = "hunter_sink_end_to_end_latency_seconds";
     /// Failed inserts by table and class.
     pub const SINK_FAILURES_TOTAL: &str = "hunter_sink_failures_total";
+    /// 1 while a sink stream has stopped consuming because ClickHouse refuses its batch.
+    pub const SINK_CONSUMPTION_PAUSED: &str = "hunter_sink_consumption_paused";
     /// Records sent to the dead-letter topic, by stage and class.
     pub const DLQ_RECORDS_TOTAL: &str = "hunter_dlq_records_total";
     /// API requests by route and status class.
@@ -129,6 +131,10 @@ fn describe_all() {
     describe_counter!(
         SINK_FAILURES_TOTAL,
         "Failed ClickHouse inserts by table and class."
+    );
+    describe_gauge!(
+        SINK_CONSUMPTION_PAUSED,
+        "1 while a sink stream has paused consumption because ClickHouse refuses its batch, by stream."
     );
     describe_counter!(
         DLQ_RECORDS_TOTAL,

@@ -11,8 +11,14 @@
 //!   row collapses into the one already there (`leads` by lead id and version, `lead_history`
 //!   by lead id and version, `referrals` by id and version, `sync_runs` by run id, `dlq` by the
 //!   dead letter's position);
-//! - while ClickHouse is unreachable the batch is retried with backoff and nothing new is
-//!   consumed, so memory stays bounded by one batch;
+//! - while ClickHouse refuses a batch, the stream pauses its partitions (prefetched messages are
+//!   dropped, nothing more is fetched: memory stays bounded by one batch), retries the batch with
+//!   backoff, keeps polling so that it stays in its consumer group, and resumes once the batch is
+//!   in; the process never exits for an outage;
+//! - where the server supports it (ClickHouse 22.2 and later, tables set up by migration 0008),
+//!   every insert carries a deduplication token made of the batch's topic, partitions and offset
+//!   spans, so a retried batch whose first attempt did reach a table is not written to it twice;
+//!   on older servers ReplacingMergeTree collapses such rows;
 //! - a record a table cannot take goes to the dead-letter topic (acknowledged before its offset
 //!   is stored) and never blocks the partition.
 
@@ -38,7 +44,19 @@ use super::Context;
 /// Payload bytes per batch at most (besides the row limit from the settings).
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
-/// One batch: the rows of each table and, per topic and partition, the highest offset it covers.
+/// Where a batch's messages came from in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// The lowest and highest offset consumed (a partition is consumed in order, so the batch
+    /// holds every message of the partition between them).
+    first: i64,
+    last: i64,
+    /// The broker timestamp of the message at `first` (milliseconds), so that a topic deleted
+    /// and created again under the same name, whose offsets start over, gives other tokens.
+    first_timestamp: Option<i64>,
+}
+
+/// One batch: the rows of each table and, per topic and partition, the offsets it covers.
 #[derive(Default)]
 struct Batch {
     leads: Vec<LeadRow>,
@@ -48,20 +66,57 @@ struct Batch {
     fetched: Vec<Timestamp>,
     runs: Vec<SyncRunRow>,
     dead_letters: Vec<DlqRow>,
-    offsets: BTreeMap<(String, i32), i64>,
+    offsets: BTreeMap<(String, i32), Span>,
     bytes: usize,
     started: Option<Instant>,
 }
 
 impl Batch {
-    fn cover(&mut self, topic: &str, partition: i32, offset: i64, bytes: usize) {
-        let highest = self
+    fn cover(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        bytes: usize,
+    ) {
+        let span = self
             .offsets
             .entry((topic.to_owned(), partition))
-            .or_insert(offset);
-        *highest = (*highest).max(offset);
+            .or_insert(Span {
+                first: offset,
+                last: offset,
+                first_timestamp: timestamp,
+            });
+        if offset < span.first {
+            span.first = offset;
+            span.first_timestamp = timestamp;
+        }
+        span.last = span.last.max(offset);
         self.bytes += bytes;
         self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// The batch's insert deduplication token: its topic, partitions and offset spans, which
+    /// determine its messages and so its rows (`t|p:first-last@timestamp,...`, sorted). A retry
+    /// of the same batch carries the same token; any other batch carries another.
+    fn deduplication_token(&self) -> String {
+        let mut token = String::from("hunter-sink-v1");
+        let mut topic_before: Option<&str> = None;
+        for ((topic, partition), span) in &self.offsets {
+            if topic_before != Some(topic.as_str()) {
+                token.push('|');
+                token.push_str(topic);
+                topic_before = Some(topic);
+            }
+            token.push_str(&format!(
+                "|{partition}:{}-{}@{}",
+                span.first,
+                span.last,
+                span.first_timestamp.unwrap_or(-1)
+            ));
+        }
+        token
     }
 
     fn is_empty(&self) -> bool {
@@ -122,7 +177,21 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A batch ClickHouse refused: consumption is paused until it goes in.
+struct Stall {
+    /// Failed attempts so far, for the backoff.
+    attempts: u32,
+    /// When to try the batch again.
+    retry_at: tokio::time::Instant,
+}
+
 /// One input topic's loop: consume → rows → batch → insert → store offsets.
+///
+/// While ClickHouse refuses a batch the stream is *stalled*: its partitions are paused (the
+/// consumer drops what it had prefetched and fetches nothing more, so memory holds one batch),
+/// the batch is retried with backoff, and the loop keeps polling the consumer so that it stays
+/// in its group however long the outage lasts. Once the batch is in, its offsets are stored and
+/// consumption resumes where it stopped.
 async fn stream(
     context: &Context,
     writer: &Writer,
@@ -140,24 +209,31 @@ async fn stream(
         .with_context(|| format!("subscribe to {topic}"))?;
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
+    let label = group.trim_start_matches("sink-");
+    metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(0.0);
     tracing::info!(topic, max_rows, ?max_wait, "sink consuming");
 
     let mut batch = Batch::default();
+    let mut stall: Option<Stall> = None;
     let result: anyhow::Result<()> = async {
         loop {
-            let deadline = batch
-                .started
-                .map(|started| tokio::time::Instant::from_std(started + max_wait));
+            let deadline = match &stall {
+                Some(stall) => Some(stall.retry_at),
+                None => batch
+                    .started
+                    .map(|started| tokio::time::Instant::from_std(started + max_wait)),
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    flush(writer, &consumer, &mut batch, &mut shutdown).await?;
+                    flush(writer, &consumer, &mut batch, &mut stall, label).await;
                 }
                 received = consumer.recv() => {
                     let message = received.context("kafka consume")?;
                     let topic = message.topic().to_owned();
                     let (partition, offset) = (message.partition(), message.offset());
+                    let timestamp = message.timestamp().to_millis();
                     let payload = message.payload().unwrap_or_default().to_vec();
                     let headers: Vec<(String, String)> = message
                         .headers()
@@ -171,16 +247,22 @@ async fn stream(
                     if let Err((class, reason)) = add(inputs, &mut batch, &topic, partition, offset, &headers, &payload).await {
                         dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, payload.clone(), class, &reason).await?;
                     }
-                    batch.cover(&topic, partition, offset, payload.len());
-                    if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
-                        flush(writer, &consumer, &mut batch, &mut shutdown).await?;
+                    batch.cover(&topic, partition, offset, timestamp, payload.len());
+                    if stall.is_some() {
+                        // A partition assigned during the stall (a rebalance) is not paused yet.
+                        pause(&consumer, true);
+                    } else if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
+                        flush(writer, &consumer, &mut batch, &mut stall, label).await;
                     }
                 }
             }
         }
-        // Shutdown: write what was consumed so it need not be replayed.
+        // Shutdown: one last try to write what was consumed, so it need not be replayed.
         if !batch.is_empty() {
-            flush(writer, &consumer, &mut batch, &mut shutdown).await?;
+            flush(writer, &consumer, &mut batch, &mut stall, label).await;
+            if stall.is_some() {
+                anyhow::bail!("shutdown while clickhouse was refusing inserts: the batch will be replayed");
+            }
         }
         Ok(())
     }
@@ -191,6 +273,20 @@ async fn stream(
     }
     super::drop_consumer(consumer);
     result
+}
+
+/// Pauses (or resumes) every partition the consumer holds; failure only costs memory or time.
+fn pause(consumer: &StreamConsumer, paused: bool) {
+    let result = consumer.assignment().and_then(|assignment| {
+        if paused {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        }
+    });
+    if let Err(error) = result {
+        tracing::warn!(%error, paused, "pausing or resuming consumption failed");
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -250,55 +346,71 @@ async fn add(
     Ok(())
 }
 
-/// Inserts the batch, retrying with backoff until ClickHouse acknowledges all of it, then
-/// stores its offsets. On shutdown during retries it gives up without storing: the batch is
-/// replayed later (and collapses into whatever part was written).
+/// Tries to insert the batch once. On success its offsets are stored, the batch is emptied and
+/// a stall ends (consumption resumes). On failure the stream stalls: consumption pauses and the
+/// same batch is tried again after a backoff (up to 10 s); nothing is stored, so a crash during
+/// a stall replays the batch, which collapses into whatever part of it was written.
 async fn flush(
     writer: &Writer,
     consumer: &StreamConsumer,
     batch: &mut Batch,
-    shutdown: &mut Shutdown,
-) -> anyhow::Result<()> {
-    let mut attempt = 0u32;
-    loop {
-        match insert_all(writer, batch).await {
-            Ok(()) => break,
-            Err((table, error)) => {
-                metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => table, "class" => error.class()).increment(1);
-                let wait =
-                    super::backoff(attempt, Duration::from_millis(200), Duration::from_secs(10));
-                tracing::warn!(table, rows = batch.rows(), attempt, error = %error, retry_in = ?wait, "clickhouse insert failed; retrying");
-                attempt += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.wait() => anyhow::bail!("shutdown while clickhouse was failing: the batch will be replayed"),
-                }
-            }
+    stall: &mut Option<Stall>,
+    label: &str,
+) {
+    if let Err((table, error)) = insert_all(writer, batch).await {
+        metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => table, "class" => error.class())
+            .increment(1);
+        let attempts = stall.as_ref().map_or(0, |stall| stall.attempts) + 1;
+        if stall.is_none() {
+            pause(consumer, true);
+            metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(1.0);
         }
+        let wait = super::backoff(
+            attempts - 1,
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+        );
+        tracing::warn!(table, rows = batch.rows(), attempts, error = %error, retry_in = ?wait, "clickhouse insert failed; consumption paused, retrying");
+        *stall = Some(Stall {
+            attempts,
+            retry_at: tokio::time::Instant::now() + wait,
+        });
+        return;
+    }
+    if let Some(ended) = stall.take() {
+        pause(consumer, false);
+        metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(0.0);
+        tracing::info!(
+            attempts = ended.attempts,
+            rows = batch.rows(),
+            "clickhouse took the batch; consumption resumed"
+        );
     }
     let now = Timestamp::now().micros();
     for fetched in &batch.fetched {
         let seconds = (now - fetched.micros()).max(0) as f64 / 1e6;
         metrics::histogram!(names::SINK_END_TO_END_LATENCY_SECONDS).record(seconds);
     }
-    for ((topic, partition), offset) in &batch.offsets {
-        if let Err(error) = consumer.store_offset(topic, *partition, *offset) {
+    for ((topic, partition), span) in &batch.offsets {
+        let offset = span.last;
+        if let Err(error) = consumer.store_offset(topic, *partition, offset) {
             tracing::warn!(topic, partition, offset, %error, "offset not stored (partition revoked); it will be replayed");
         }
     }
     *batch = Batch::default();
-    Ok(())
 }
 
 async fn insert_all(
     writer: &Writer,
     batch: &Batch,
 ) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
-    timed(writer, "leads", &batch.leads).await?;
-    timed(writer, "lead_history", &batch.history).await?;
-    timed(writer, "referrals", &batch.referrals).await?;
-    timed(writer, "sync_runs", &batch.runs).await?;
-    timed(writer, "dlq", &batch.dead_letters).await?;
+    // One token for every table: each table keeps its own log of the tokens it has seen.
+    let token = batch.deduplication_token();
+    timed(writer, "leads", &batch.leads, &token).await?;
+    timed(writer, "lead_history", &batch.history, &token).await?;
+    timed(writer, "referrals", &batch.referrals, &token).await?;
+    timed(writer, "sync_runs", &batch.runs, &token).await?;
+    timed(writer, "dlq", &batch.dead_letters, &token).await?;
     Ok(())
 }
 
@@ -306,13 +418,14 @@ async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
     writer: &Writer,
     table: &'static str,
     rows: &[T],
+    deduplication_token: &str,
 ) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
     if rows.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
     writer
-        .insert(table, rows)
+        .insert(table, rows, Some(deduplication_token))
         .await
         .map_err(|error| (table, error))?;
     metrics::histogram!(names::SINK_INSERT_DURATION_SECONDS, "table" => table)
@@ -355,4 +468,68 @@ async fn dead_letter(
         .await
         .map_err(|(error, _)| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(messages: &[(&str, i32, i64, Option<i64>)]) -> Batch {
+        let mut batch = Batch::default();
+        for (topic, partition, offset, timestamp) in messages {
+            batch.cover(topic, *partition, *offset, *timestamp, 10);
+        }
+        batch
+    }
+
+    #[test]
+    fn the_token_names_topic_partitions_and_offset_spans() {
+        let token = batch(&[
+            ("t.leads", 2, 40, Some(1_000)),
+            ("t.leads", 0, 7, Some(900)),
+            ("t.leads", 2, 41, Some(1_001)),
+            ("t.leads", 0, 9, Some(950)),
+        ])
+        .deduplication_token();
+        assert_eq!(token, "hunter-sink-v1|t.leads|0:7-9@900|2:40-41@1000");
+    }
+
+    #[test]
+    fn the_same_messages_in_another_order_give_the_same_token() {
+        let one = batch(&[
+            ("t", 0, 5, Some(1)),
+            ("t", 1, 3, Some(2)),
+            ("t", 0, 6, Some(3)),
+        ]);
+        let other = batch(&[
+            ("t", 1, 3, Some(2)),
+            ("t", 0, 5, Some(1)),
+            ("t", 0, 6, Some(3)),
+        ]);
+        assert_eq!(one.deduplication_token(), other.deduplication_token());
+    }
+
+    #[test]
+    fn other_messages_give_another_token() {
+        let base = batch(&[("t", 0, 5, Some(1)), ("t", 0, 6, Some(2))]).deduplication_token();
+        let others = [
+            batch(&[("t", 0, 5, Some(1)), ("t", 0, 7, Some(2))]), // one more message
+            batch(&[("t", 0, 6, Some(2))]),                       // one less
+            batch(&[("t", 1, 5, Some(1)), ("t", 1, 6, Some(2))]), // another partition
+            batch(&[("u", 0, 5, Some(1)), ("u", 0, 6, Some(2))]), // another topic
+            batch(&[("t", 0, 5, Some(7)), ("t", 0, 6, Some(8))]), // the topic made anew
+            batch(&[("t", 0, 5, None), ("t", 0, 6, None)]),       // no timestamps
+        ];
+        for other in others {
+            assert_ne!(other.deduplication_token(), base);
+        }
+    }
+
+    #[test]
+    fn topics_do_not_run_into_each_other() {
+        // "t" partition 10 and "t|1" partition 0 must not read alike.
+        let a = batch(&[("t", 10, 1, Some(1))]).deduplication_token();
+        let b = batch(&[("t|1", 0, 1, Some(1))]).deduplication_token();
+        assert_ne!(a, b);
+    }
 }
