@@ -12,6 +12,7 @@ pub use hunter_core::telemetry::names::{
     PARTNER_CENTER_API_REQUEST_DURATION_SECONDS as API_REQUEST_DURATION_SECONDS,
     PARTNER_CENTER_API_REQUESTS_TOTAL as API_REQUESTS_TOTAL,
     PARTNER_CENTER_API_RETRIES_TOTAL as API_RETRIES_TOTAL,
+    PARTNER_CENTER_API_RETRY_WAIT_SECONDS as API_RETRY_WAIT_SECONDS,
     PARTNER_CENTER_TOKEN_REFRESHES_TOTAL as TOKEN_REFRESHES_TOTAL,
 };
 
@@ -68,6 +69,8 @@ pub(crate) fn api_retry_scheduled(
         "partner center request failed, retrying"
     );
     metrics::counter!(API_RETRIES_TOTAL, "endpoint" => endpoint, "reason" => reason).increment(1);
+    metrics::histogram!(API_RETRY_WAIT_SECONDS, "endpoint" => endpoint, "reason" => reason)
+        .record(delay.as_secs_f64());
 }
 
 /// A refresh-token grant finished.

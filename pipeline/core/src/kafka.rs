@@ -180,6 +180,95 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// How often [`spawn_lag_monitor`] measures.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Exports a consumer group's lag on `topic` as `hunter_kafka_consumer_lag_records{stage, topic,
+/// partition}` every [`LAG_INTERVAL`] until shutdown.
+///
+/// Lag is the partition's high watermark minus the group's committed offset (minus the low
+/// watermark while the group has committed nothing), so it counts what a restart would replay
+/// plus what was never read. It is read with a consumer of its own that never joins the group
+/// (the group's own consumer must not be asked for its committed offsets: see stack-notes), so
+/// every instance of a role reports the whole group: aggregate with `max by (stage, topic,
+/// partition)`. A failed measurement is logged at debug and tried again next time.
+pub fn spawn_lag_monitor(
+    settings: &KafkaSettings,
+    stage: &'static str,
+    group_id: &str,
+    topic: &str,
+    mut shutdown: crate::shutdown::Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+    let consumer: rdkafka::consumer::BaseConsumer = base_config(settings)
+        .set("group.id", group_id)
+        .set("client.id", format!("hunter-{stage}-lag"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    let consumer = std::sync::Arc::new(consumer);
+    let topic = topic.to_owned();
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LAG_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tick.tick() => {}
+            }
+            let (measuring, name) = (consumer.clone(), topic.clone());
+            match tokio::task::spawn_blocking(move || consumer_lag(&measuring, &name)).await {
+                Ok(Ok(lags)) => {
+                    for (partition, lag) in lags {
+                        metrics::gauge!(
+                            crate::telemetry::names::KAFKA_CONSUMER_LAG_RECORDS,
+                            "stage" => stage,
+                            "topic" => topic.clone(),
+                            "partition" => partition.to_string()
+                        )
+                        .set(lag as f64);
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(stage, topic, %error, "consumer lag not measured")
+                }
+                Err(error) => tracing::debug!(stage, topic, %error, "consumer lag task failed"),
+            }
+        }
+        // librdkafka's close blocks: not on the runtime's threads.
+        std::thread::spawn(move || drop(consumer));
+    }))
+}
+
+/// Per partition of `topic`: high watermark minus the committed offset of `consumer`'s group.
+pub fn consumer_lag(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+        if let Some(error) = found.error() {
+            return Err(KafkaError::MetadataFetch(error.into()));
+        }
+        for partition in found.partitions() {
+            partitions.add_partition(topic, partition.id());
+        }
+    }
+    let committed = consumer.committed_offsets(partitions, timeout)?;
+    let mut lags = Vec::new();
+    for element in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
+        let from = match element.offset() {
+            rdkafka::Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        lags.push((element.partition(), (high - from).max(0)));
+    }
+    Ok(lags)
+}
+
 /// The context a dead letter carries in its headers, so an operator can find and replay it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {

@@ -75,96 +75,264 @@ pub mod names {
     /// Refresh-token grants against the login authority, by outcome (ok, error).
     pub const PARTNER_CENTER_TOKEN_REFRESHES_TOTAL: &str =
         "hunter_partner_center_token_refreshes_total";
+    /// Waits before a retried Referrals API request (Retry-After or backoff), by endpoint and reason.
+    pub const PARTNER_CENTER_API_RETRY_WAIT_SECONDS: &str =
+        "hunter_partner_center_api_retry_wait_seconds";
+    /// Records a consumer group has not committed yet, by stage, topic and partition.
+    pub const KAFKA_CONSUMER_LAG_RECORDS: &str = "hunter_kafka_consumer_lag_records";
+}
+
+/// How a metric aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricKind {
+    /// The Prometheus type name (`# TYPE` line, `dashboards/README.md`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One exported metric: its name, type, the only labels it may carry, and its help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    /// Every label the metric carries; each has a bounded set of values (never ids).
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+/// The metrics catalogue: every metric Hunter exports. `dashboards/README.md` lists the same
+/// metrics (a test compares them), and the dashboards and alert rules use only these names.
+pub const CATALOGUE: &[Metric] = {
+    use MetricKind::{Counter, Gauge, Histogram};
+    use names::*;
+    const fn metric(
+        name: &'static str,
+        kind: MetricKind,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Metric {
+        Metric {
+            name,
+            kind,
+            labels,
+            help,
+        }
+    }
+    &[
+        metric(
+            SOURCE_POLLS_TOTAL,
+            Counter,
+            &["tenant", "outcome"],
+            "Partner Center polls by tenant and outcome (succeeded, failed).",
+        ),
+        metric(
+            SOURCE_ERRORS_TOTAL,
+            Counter,
+            &["tenant", "class"],
+            "Failed polls by tenant and error class.",
+        ),
+        metric(
+            SOURCE_PAGES_TOTAL,
+            Counter,
+            &["tenant"],
+            "Partner Center API pages read, by tenant.",
+        ),
+        metric(
+            SOURCE_RECORDS_FETCHED_TOTAL,
+            Counter,
+            &["tenant"],
+            "Referrals read from the API, by tenant.",
+        ),
+        metric(
+            SOURCE_RECORDS_PUBLISHED_TOTAL,
+            Counter,
+            &["tenant"],
+            "Referrals published to Kafka, by tenant.",
+        ),
+        metric(
+            SOURCE_RECORDS_SKIPPED_TOTAL,
+            Counter,
+            &["tenant"],
+            "Referrals skipped because that version was already published, by tenant.",
+        ),
+        metric(
+            SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS,
+            Gauge,
+            &["tenant"],
+            "Unix time of the last successful poll, by tenant.",
+        ),
+        metric(
+            SOURCE_POLL_DURATION_SECONDS,
+            Histogram,
+            &[],
+            "Duration of a whole poll in seconds.",
+        ),
+        metric(
+            SOURCE_SIGNIN_REQUIRED,
+            Gauge,
+            &["tenant"],
+            "1 while the tenant waits for `hunter auth login` (polls suspended), else 0.",
+        ),
+        metric(
+            SOURCE_CURSOR_AGE_SECONDS,
+            Gauge,
+            &["tenant"],
+            "Seconds between now and the tenant's cursor (updatedDateTime of the newest record read).",
+        ),
+        metric(
+            SOURCE_ACCESS_TOKEN_EXPIRY_TIMESTAMP_SECONDS,
+            Gauge,
+            &["tenant"],
+            "Unix time at which the tenant's cached access token expires.",
+        ),
+        metric(
+            SOURCE_REFRESH_TOKEN_AGE_SECONDS,
+            Gauge,
+            &["tenant"],
+            "Age of the tenant's refresh token in seconds (Entra drops it after 90 idle days).",
+        ),
+        metric(
+            SOURCE_TRIGGERS_COALESCED_TOTAL,
+            Counter,
+            &["tenant"],
+            "Manual triggers served by a run that was already due.",
+        ),
+        metric(
+            PROCESSOR_RECORDS_TOTAL,
+            Counter,
+            &["outcome"],
+            "Referrals consumed by the processor, by outcome (lead, duplicate, stale, dead_letter).",
+        ),
+        metric(
+            PROCESSOR_DEDUPE_KEYS,
+            Gauge,
+            &[],
+            "Referral ids held in the processor's dedupe state.",
+        ),
+        metric(
+            SINK_ROWS_WRITTEN_TOTAL,
+            Counter,
+            &["table"],
+            "Rows acknowledged by ClickHouse, by table.",
+        ),
+        metric(
+            SINK_BATCHES_TOTAL,
+            Counter,
+            &["table"],
+            "Inserts acknowledged by ClickHouse, by table.",
+        ),
+        metric(
+            SINK_INSERT_DURATION_SECONDS,
+            Histogram,
+            &["table"],
+            "ClickHouse insert latency in seconds, by table.",
+        ),
+        metric(
+            SINK_END_TO_END_LATENCY_SECONDS,
+            Histogram,
+            &[],
+            "Seconds from the source reading a referral version to its lead row acknowledged by ClickHouse.",
+        ),
+        metric(
+            SINK_FAILURES_TOTAL,
+            Counter,
+            &["table", "class"],
+            "Failed ClickHouse inserts by table and class.",
+        ),
+        metric(
+            SINK_CONSUMPTION_PAUSED,
+            Gauge,
+            &["stream"],
+            "1 while a sink stream has paused consumption because ClickHouse refuses its batch, by stream.",
+        ),
+        metric(
+            DLQ_RECORDS_TOTAL,
+            Counter,
+            &["stage", "class"],
+            "Records sent to the dead-letter topic, by stage and class.",
+        ),
+        metric(
+            API_REQUESTS_TOTAL,
+            Counter,
+            &["route", "status"],
+            "API requests by route and status class.",
+        ),
+        metric(
+            API_REQUEST_DURATION_SECONDS,
+            Histogram,
+            &["route"],
+            "API request duration in seconds, by route template.",
+        ),
+        metric(
+            API_SYNC_TRIGGERS_TOTAL,
+            Counter,
+            &[],
+            "Manual sync triggers accepted.",
+        ),
+        metric(
+            PARTNER_CENTER_API_REQUESTS_TOTAL,
+            Counter,
+            &["endpoint", "outcome"],
+            "Partner Center Referrals API requests, one per HTTP attempt, by endpoint and outcome.",
+        ),
+        metric(
+            PARTNER_CENTER_API_REQUEST_DURATION_SECONDS,
+            Histogram,
+            &["endpoint"],
+            "Partner Center Referrals API request latency to the whole body, in seconds, by endpoint.",
+        ),
+        metric(
+            PARTNER_CENTER_API_RETRIES_TOTAL,
+            Counter,
+            &["endpoint", "reason"],
+            "Retries of Partner Center Referrals API requests, by endpoint and reason.",
+        ),
+        metric(
+            PARTNER_CENTER_API_RETRY_WAIT_SECONDS,
+            Histogram,
+            &["endpoint", "reason"],
+            "Seconds waited before a retried Referrals API request (Retry-After or backoff).",
+        ),
+        metric(
+            PARTNER_CENTER_TOKEN_REFRESHES_TOTAL,
+            Counter,
+            &["outcome"],
+            "Refresh-token grants against the login authority, by outcome.",
+        ),
+        metric(
+            KAFKA_CONSUMER_LAG_RECORDS,
+            Gauge,
+            &["stage", "topic", "partition"],
+            "Records a consumer group has not committed yet (high watermark minus committed offset), by stage, topic and partition.",
+        ),
+    ]
+};
+
+/// The catalogue entry for `name`.
+pub fn metric(name: &str) -> Option<&'static Metric> {
+    CATALOGUE.iter().find(|metric| metric.name == name)
 }
 
 fn describe_all() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    use names::*;
-    describe_counter!(
-        SOURCE_POLLS_TOTAL,
-        "Partner Center polls by tenant and outcome."
-    );
-    describe_counter!(
-        SOURCE_PAGES_TOTAL,
-        "Partner Center API pages read, by tenant."
-    );
-    describe_counter!(
-        SOURCE_RECORDS_FETCHED_TOTAL,
-        "Referrals read from the API, by tenant."
-    );
-    describe_counter!(
-        SOURCE_RECORDS_PUBLISHED_TOTAL,
-        "Referrals published to Kafka, by tenant."
-    );
-    describe_counter!(
-        SOURCE_RECORDS_SKIPPED_TOTAL,
-        "Referrals skipped because that version was already published, by tenant."
-    );
-    describe_counter!(
-        SOURCE_ERRORS_TOTAL,
-        "Poll errors by tenant and error class."
-    );
-    describe_gauge!(
-        SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS,
-        "Unix time of the last successful poll, by tenant."
-    );
-    describe_histogram!(
-        SOURCE_POLL_DURATION_SECONDS,
-        "Duration of a whole poll in seconds."
-    );
-    describe_counter!(
-        PROCESSOR_RECORDS_TOTAL,
-        "Referrals consumed by the processor, by outcome (lead, duplicate, stale, dead_letter)."
-    );
-    describe_counter!(
-        SINK_ROWS_WRITTEN_TOTAL,
-        "Rows acknowledged by ClickHouse, by table."
-    );
-    describe_counter!(
-        SINK_BATCHES_TOTAL,
-        "Inserts acknowledged by ClickHouse, by table."
-    );
-    describe_histogram!(
-        SINK_INSERT_DURATION_SECONDS,
-        "ClickHouse insert latency in seconds, by table."
-    );
-    describe_counter!(
-        SINK_FAILURES_TOTAL,
-        "Failed ClickHouse inserts by table and class."
-    );
-    describe_gauge!(
-        SINK_CONSUMPTION_PAUSED,
-        "1 while a sink stream has paused consumption because ClickHouse refuses its batch, by stream."
-    );
-    describe_counter!(
-        DLQ_RECORDS_TOTAL,
-        "Records sent to the dead-letter topic, by stage and class."
-    );
-    describe_counter!(
-        API_REQUESTS_TOTAL,
-        "API requests by route and status class."
-    );
-    describe_counter!(API_SYNC_TRIGGERS_TOTAL, "Manual sync triggers accepted.");
-    describe_histogram!(
-        API_REQUEST_DURATION_SECONDS,
-        "API request duration in seconds, by route template."
-    );
-    describe_counter!(
-        PARTNER_CENTER_API_REQUESTS_TOTAL,
-        "Partner Center Referrals API requests, one per HTTP attempt, by endpoint and outcome."
-    );
-    describe_histogram!(
-        PARTNER_CENTER_API_REQUEST_DURATION_SECONDS,
-        "Partner Center Referrals API request latency to the whole body, in seconds, by endpoint."
-    );
-    describe_counter!(
-        PARTNER_CENTER_API_RETRIES_TOTAL,
-        "Retries of Partner Center Referrals API requests, by endpoint and reason."
-    );
-    describe_counter!(
-        PARTNER_CENTER_TOKEN_REFRESHES_TOTAL,
-        "Refresh-token grants against the login authority, by outcome."
-    );
+    for metric in CATALOGUE {
+        let help = metric.help;
+        match metric.kind {
+            MetricKind::Counter => metrics::describe_counter!(metric.name, help),
+            MetricKind::Gauge => metrics::describe_gauge!(metric.name, help),
+            MetricKind::Histogram => metrics::describe_histogram!(metric.name, help),
+        }
+    }
 }
 
 /// Starts structured logging (`RUST_LOG` filters; `HUNTER_LOG_FORMAT=json` for JSON lines).
@@ -221,4 +389,130 @@ pub fn health_and_metrics_router() -> Router {
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// `dashboards/README.md`'s table: name -> (type, labels).
+    fn readme_catalogue() -> BTreeMap<String, (String, Vec<String>)> {
+        let text = std::fs::read_to_string(workspace().join("dashboards/README.md"))
+            .expect("dashboards/README.md is readable");
+        let mut rows = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with("| `hunter_")) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            assert!(cells.len() >= 4, "catalogue row needs 4 cells: {line}");
+            let name = cells[0].trim_matches('`').to_owned();
+            let labels = cells[2]
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            assert!(!cells[3].is_empty(), "{name}: meaning is empty");
+            let previous = rows.insert(name.clone(), (cells[1].to_owned(), labels));
+            assert!(previous.is_none(), "{name} is listed twice");
+        }
+        rows
+    }
+
+    #[test]
+    fn readme_lists_the_catalogue() {
+        let readme = readme_catalogue();
+        for metric in CATALOGUE {
+            let (kind, labels) = readme.get(metric.name).unwrap_or_else(|| {
+                panic!(
+                    "{} is exported but not listed in dashboards/README.md",
+                    metric.name
+                )
+            });
+            assert_eq!(kind, metric.kind.as_str(), "{}: type", metric.name);
+            assert_eq!(labels, metric.labels, "{}: labels", metric.name);
+        }
+        for name in readme.keys() {
+            assert!(
+                metric(name).is_some(),
+                "dashboards/README.md lists {name}, which telemetry::CATALOGUE does not have"
+            );
+        }
+    }
+
+    #[test]
+    fn every_name_is_in_the_catalogue_once_and_well_formed() {
+        // The `names` module's string constants, read from this file.
+        let source = include_str!("telemetry.rs");
+        let module = &source[source.find("pub mod names").unwrap()..];
+        let module = &module[..module.find("\n}\n").unwrap()];
+        let declared: Vec<&str> = module
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("hunter_"))
+            .collect();
+        assert_eq!(declared.len(), CATALOGUE.len(), "names vs CATALOGUE");
+        for name in declared {
+            let metric = metric(name).unwrap_or_else(|| panic!("{name} is not in CATALOGUE"));
+            assert_eq!(CATALOGUE.iter().filter(|m| m.name == name).count(), 1);
+            match metric.kind {
+                MetricKind::Counter => assert!(name.ends_with("_total"), "{name}"),
+                _ => assert!(!name.ends_with("_total"), "{name}"),
+            }
+            for label in metric.labels {
+                assert!(
+                    !label.ends_with("id"),
+                    "{name}: label {label} looks like an id"
+                );
+            }
+        }
+    }
+
+    /// Metrics are emitted only through `names` constants: a string literal as a metric macro's
+    /// name would bypass the catalogue.
+    #[test]
+    fn no_metric_is_named_outside_the_catalogue() {
+        fn visit(dir: &Path, offenders: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    if name != "target" && !name.starts_with('.') {
+                        visit(&path, offenders);
+                    }
+                } else if name.ends_with(".rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for kind in ["counter!(", "gauge!(", "histogram!("] {
+                        for (at, _) in text.match_indices(kind) {
+                            let rest = text[at + kind.len()..].trim_start();
+                            let mut chars = rest.chars();
+                            if chars.next() == Some('"')
+                                && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                            {
+                                offenders.push(format!(
+                                    "{}: {kind}{}",
+                                    path.display(),
+                                    &rest[..rest.len().min(40)]
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut offenders = Vec::new();
+        for dir in ["pipeline", "connectors"] {
+            visit(&workspace().join(dir), &mut offenders);
+        }
+        assert!(
+            offenders.is_empty(),
+            "metrics named by literal: {offenders:#?}"
+        );
+    }
 }

@@ -98,6 +98,14 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     consumer
         .subscribe(&[topics.referrals.as_str()])
         .context("subscribe to the referral topic")?;
+    kafka::spawn_lag_monitor(
+        &settings.kafka,
+        "processor",
+        &context.group_id("processor"),
+        &topics.referrals,
+        shutdown.clone(),
+    )
+    .context("kafka lag monitor")?;
     let referrals = Codec::<Referral>::new(&topics.referrals, context.registry.clone());
     let shared = Arc::new(Shared {
         producer: kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?,

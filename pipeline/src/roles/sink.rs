@@ -207,6 +207,14 @@ async fn stream(
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribe to {topic}"))?;
+    kafka::spawn_lag_monitor(
+        &settings.kafka,
+        "sink",
+        &context.group_id(group),
+        topic,
+        shutdown.clone(),
+    )
+    .context("kafka lag monitor")?;
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
     let label = group.trim_start_matches("sink-");

@@ -121,6 +121,14 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     commands
         .subscribe(&[topics.commands.as_str()])
         .context("subscribe to the command topic")?;
+    kafka::spawn_lag_monitor(
+        &settings.kafka,
+        "source",
+        &context.group_id("source-commands"),
+        &topics.commands,
+        shutdown.clone(),
+    )
+    .context("kafka lag monitor")?;
     let command_codec = Codec::<Command>::new(&topics.commands, context.registry.clone());
     let result: anyhow::Result<()> = loop {
         tokio::select! {
