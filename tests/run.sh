@@ -8,7 +8,8 @@
 #      (in-process, PyPI chdb-core, installed once into .local/chdb-venv) and on the stack's 18.16
 #   5. tests/browser/install.sh (chromium, playwright-core), cargo build --workspace --bins
 #   6. cargo test --workspace --no-fail-fast -- --test-threads=4
-#      with the stack's settings and HUNTER_BIN=target/debug/hunter
+#      with the stack's settings and HUNTER_BIN=target/debug/hunter; this includes
+#      `promtool check rules/config` and `promtool test rules` (tests/e2e/alerts.rs)
 #
 # Components of the stack that this script started are stopped again at exit; components that
 # were already running are left alone. Exits non-zero if step 4 or the tests failed.

@@ -27,6 +27,8 @@ pub mod names {
     /// Unix time of the last successful poll, by tenant.
     pub const SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
         "hunter_source_last_success_timestamp_seconds";
+    /// The configured time between scheduled polls, by tenant (alert rules scale with it).
+    pub const SOURCE_SYNC_INTERVAL_SECONDS: &str = "hunter_source_sync_interval_seconds";
     /// 1 while a tenant waits for `hunter auth login` (its polls are suspended), else 0.
     pub const SOURCE_SIGNIN_REQUIRED: &str = "hunter_source_signin_required";
     /// Seconds between now and the tenant's cursor (`updatedDateTime` of the newest record read).
@@ -171,6 +173,12 @@ pub const CATALOGUE: &[Metric] = {
             Gauge,
             &["tenant"],
             "Unix time of the last successful poll, by tenant.",
+        ),
+        metric(
+            SOURCE_SYNC_INTERVAL_SECONDS,
+            Gauge,
+            &["tenant"],
+            "The configured time between scheduled polls in seconds, by tenant.",
         ),
         metric(
             SOURCE_POLL_DURATION_SECONDS,

@@ -262,6 +262,9 @@ async fn tenant_loop(
     let mut ticks = tokio::time::interval(sync.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    // Alert rules compare the last success with this, whatever the deployment's interval.
+    metrics::gauge!(names::SOURCE_SYNC_INTERVAL_SECONDS, "tenant" => tenant.name.clone())
+        .set(sync.interval.as_secs_f64());
     report_auth(&tenant);
     loop {
         let (mut trigger, run_id) = tokio::select! {
