@@ -30,6 +30,9 @@ pub enum Command {
     },
     /// Create the ClickHouse database and tables and the Kafka topics (idempotent).
     Migrate,
+    /// Check config, sign-in, Partner Center, Kafka, registry, ClickHouse and the last sync run;
+    /// print a verdict and a fix for each. Exits non-zero when a check fails.
+    Doctor,
     /// Run one role, or every role in this process.
     Run {
         #[arg(value_enum)]

@@ -19,6 +19,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 AuthCommand::Status { tenant } => status(&settings, tenant.as_deref()),
             }
         }
+        Command::Doctor => crate::doctor::run(cli.config.as_deref()).await,
         Command::Migrate => migrate(&Settings::load(cli.config.as_deref())?).await,
         Command::Run { role } => roles::run(Settings::load(cli.config.as_deref())?, role).await,
     }

@@ -6,7 +6,8 @@
 //! - [`roles`]: one file per long-running role, each reading top to bottom
 //!   consume → decode → process → produce → acknowledge:
 //!   [`roles::source`], [`roles::process`], [`roles::sink`], [`roles::api`].
-//! - [`commands`]: the one-shot subcommands (`auth`, `migrate`, `simulate`).
+//! - [`commands`]: the one-shot subcommands (`auth`, `migrate`, `simulate`, `doctor`).
+//! - [`doctor`]: `hunter doctor`, the troubleshooting guide as checks with verdicts and fixes.
 //! - [`processors`]: dedupe and enrichment, the processor role's logic.
 //!
 //! Delivery semantics (at-least-once end to end, idempotent effects):
@@ -21,5 +22,6 @@
 
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod processors;
 pub mod roles;

@@ -1,0 +1,621 @@
+//! `hunter doctor`: the troubleshooting guide as a command.
+//!
+//! Each check prints a verdict (`ok`, `warn`, `FAIL`, `skip`) and, when something is wrong,
+//! the fix. Checks run in the order an operator would work through them; a check whose
+//! prerequisite failed is skipped, not failed again. The command exits non-zero when any check
+//! failed (warnings do not). It only reads, except the silent token refresh, which rotates the
+//! cached tokens exactly as the source would on its next poll.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hunter_core::config::{Settings, TenantSettings};
+use hunter_core::kafka;
+use hunter_partner_center::auth::{AuthError, TokenProvider, auth_status};
+use hunter_partner_center::client::{ClientSettings, PartnerCenterClient};
+use time::OffsetDateTime;
+
+use crate::roles;
+
+/// Longest any single network check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+/// A refresh token this old is a warning: Entra drops it at 90 days without use.
+const REFRESH_TOKEN_WARN_DAYS: u64 = 80;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+/// One check's outcome.
+#[derive(Debug)]
+struct Check {
+    name: String,
+    verdict: Verdict,
+    detail: String,
+    fix: Option<String>,
+}
+
+#[derive(Default)]
+struct Report {
+    checks: Vec<Check>,
+}
+
+impl Report {
+    fn add(&mut self, name: impl Into<String>, verdict: Verdict, detail: impl Into<String>) {
+        self.push(name, verdict, detail, None::<String>);
+    }
+
+    fn push(
+        &mut self,
+        name: impl Into<String>,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        fix: Option<impl Into<String>>,
+    ) {
+        let check = Check {
+            name: name.into(),
+            verdict,
+            detail: detail.into(),
+            fix: fix.map(Into::into),
+        };
+        let label = match check.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
+        };
+        println!("{label}  {:<24} {}", check.name, check.detail);
+        if let Some(fix) = &check.fix {
+            println!("      {:<24} fix: {fix}", "");
+        }
+        self.checks.push(check);
+    }
+
+    fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.push(name, Verdict::Fail, detail, Some(fix));
+    }
+
+    fn failed(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
+/// Runs every check; `Err` names the failed ones.
+pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    let settings = match Settings::load(config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            report.fail(
+                "config",
+                error.to_string(),
+                "set the named HUNTER_* variable or config file key (README: Configuration)",
+            );
+            anyhow::bail!("doctor: 1 check failed: config");
+        }
+    };
+    report.add(
+        "config",
+        Verdict::Ok,
+        format!(
+            "settings valid ({}, sync every {} s, {} tenant(s))",
+            match settings.environment {
+                hunter_core::config::Environment::Production => "production",
+                hunter_core::config::Environment::Development => "development",
+            },
+            settings.sync.interval.as_secs(),
+            settings.partner_center.tenants.len()
+        ),
+    );
+
+    partner_center(&settings, &mut report).await;
+    kafka_checks(&settings, &mut report).await;
+    registry(&settings, &mut report).await;
+    let writer = clickhouse(&settings, &mut report).await;
+    last_run(&settings, writer.as_ref(), &mut report).await;
+
+    let failed = report.failed();
+    if failed.is_empty() {
+        println!("all checks passed");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "doctor: {} check(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        )
+    }
+}
+
+/// Feature flag, then per tenant: token cache, silent refresh, the Referrals API.
+async fn partner_center(settings: &Settings, report: &mut Report) {
+    let pc = &settings.partner_center;
+    if !pc.enabled {
+        report.fail(
+            "feature flag",
+            "the source is disabled: no polls are made",
+            "set HUNTER_PARTNER_CENTER_ENABLED=true",
+        );
+        for name in ["token cache", "token refresh", "partner center api"] {
+            report.add(name, Verdict::Skip, "the source is disabled");
+        }
+        return;
+    }
+    report.add(
+        "feature flag",
+        Verdict::Ok,
+        "HUNTER_PARTNER_CENTER_ENABLED=true",
+    );
+    if pc.tenants.is_empty() {
+        report.fail(
+            "tenants",
+            "no partner account is configured",
+            "set HUNTER_PARTNER_CENTER_TENANT_ID and HUNTER_PARTNER_CENTER_CLIENT_ID",
+        );
+        return;
+    }
+    for tenant in &pc.tenants {
+        tenant_checks(settings, tenant, report).await;
+    }
+}
+
+async fn tenant_checks(settings: &Settings, tenant: &TenantSettings, report: &mut Report) {
+    let pc = &settings.partner_center;
+    let name = |check: &str| {
+        if pc.tenants.len() == 1 {
+            check.to_owned()
+        } else {
+            format!("{check} ({})", tenant.name)
+        }
+    };
+    let login = format!("run `hunter auth login --tenant {}`", tenant.name);
+    let auth = roles::source::auth_settings(pc, tenant);
+    let path = &tenant.token_cache;
+
+    // Present, readable, and private.
+    let cache_ok = match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            report.fail(
+                name("token cache"),
+                format!("{} is missing", path.display()),
+                login.clone(),
+            );
+            false
+        }
+        Err(error) => {
+            report.fail(
+                name("token cache"),
+                format!("{}: {error}", path.display()),
+                "check the path (HUNTER_TOKEN_CACHE) and that hunter's user may read it",
+            );
+            false
+        }
+        Ok(metadata) => match (std::fs::File::open(path), cache_mode(&metadata)) {
+            (Err(error), _) => {
+                report.fail(
+                    name("token cache"),
+                    format!("{} is not readable: {error}", path.display()),
+                    "make hunter's user the owner of the file: chown it, then chmod 600",
+                );
+                false
+            }
+            (Ok(_), Some(mode)) if mode & 0o077 != 0 => {
+                report.fail(
+                    name("token cache"),
+                    format!(
+                        "{} has mode {mode:o}: others may read the refresh token",
+                        path.display()
+                    ),
+                    format!("chmod 600 {}", path.display()),
+                );
+                false
+            }
+            (Ok(_), _) => match auth_status(&auth) {
+                Ok(status) if status.needs_login => {
+                    report.fail(name("token cache"), status.verdict, login.clone());
+                    false
+                }
+                Ok(status) => {
+                    let days = status.refresh_token_age.as_secs() / 86_400;
+                    if days >= REFRESH_TOKEN_WARN_DAYS {
+                        report.push(
+                            name("token cache"),
+                            Verdict::Warn,
+                            format!("refresh token is {days} days old (Entra drops it at 90)"),
+                            Some(login.clone()),
+                        );
+                    } else {
+                        report.add(
+                            name("token cache"),
+                            Verdict::Ok,
+                            format!(
+                                "{} (mode 600, refresh token {days} days old)",
+                                path.display()
+                            ),
+                        );
+                    }
+                    true
+                }
+                Err(error) => {
+                    report.fail(name("token cache"), error.to_string(), login.clone());
+                    false
+                }
+            },
+        },
+    };
+    if !cache_ok {
+        report.add(
+            name("token refresh"),
+            Verdict::Skip,
+            "no usable token cache",
+        );
+        report.add(
+            name("partner center api"),
+            Verdict::Skip,
+            "no usable token cache",
+        );
+        return;
+    }
+
+    let tokens = Arc::new(TokenProvider::new(auth));
+    match tokio::time::timeout(CHECK_TIMEOUT, tokens.refresh_now()).await {
+        Ok(Ok(_)) => report.add(
+            name("token refresh"),
+            Verdict::Ok,
+            format!("silent refresh against {} succeeded", pc.authority_url),
+        ),
+        Ok(Err(error)) => {
+            let fix = match &error {
+                AuthError::SignInRequired { .. } | AuthError::CacheMissing { .. } => login.clone(),
+                _ => format!(
+                    "check that {} is reachable from here (HUNTER_PARTNER_CENTER_AUTHORITY_URL, proxy, firewall)",
+                    pc.authority_url
+                ),
+            };
+            report.fail(name("token refresh"), error.to_string(), fix);
+            report.add(name("partner center api"), Verdict::Skip, "no access token");
+            return;
+        }
+        Err(_) => {
+            report.fail(
+                name("token refresh"),
+                format!(
+                    "{} did not answer within {CHECK_TIMEOUT:?}",
+                    pc.authority_url
+                ),
+                "check the network path to the login authority",
+            );
+            report.add(name("partner center api"), Verdict::Skip, "no access token");
+            return;
+        }
+    }
+
+    let client = PartnerCenterClient::new(
+        ClientSettings {
+            api_url: pc.api_url.clone(),
+            page_size: 1,
+            request_timeout: CHECK_TIMEOUT,
+            max_attempts: 1,
+            ..ClientSettings::default()
+        },
+        tokens,
+    );
+    let since = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let answer = match client {
+        Ok(client) => client.first_page(Some(since)).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match answer {
+        Ok(()) => report.add(
+            name("partner center api"),
+            Verdict::Ok,
+            format!("{}/referrals answered", pc.api_url),
+        ),
+        Err(error) => {
+            let fix = match error.status() {
+                Some(401 | 403) => format!(
+                    "the signed-in account lacks Partner Center access (Referrals admin or user role); {login}"
+                ),
+                Some(429) => "the API is rate limiting: wait, and keep HUNTER_SYNC_INTERVAL_SECS at 600 or more".to_owned(),
+                _ => format!(
+                    "check HUNTER_PARTNER_CENTER_API_URL ({}) and the network path to it",
+                    pc.api_url
+                ),
+            };
+            report.fail(name("partner center api"), error.to_string(), fix);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn cache_mode(metadata: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(metadata.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn cache_mode(_metadata: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+/// The broker answers, and every topic Hunter uses exists.
+async fn kafka_checks(settings: &Settings, report: &mut Report) {
+    let kafka = settings.kafka.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        let consumer = kafka::reader(&kafka, "hunter-doctor")?;
+        let metadata = consumer.fetch_metadata(None, CHECK_TIMEOUT)?;
+        let topics: BTreeMap<String, usize> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect();
+        std::thread::spawn(move || drop(consumer));
+        Ok::<_, rdkafka::error::KafkaError>(topics)
+    })
+    .await;
+    let topics = match listed {
+        Ok(Ok(topics)) => topics,
+        Ok(Err(error)) => {
+            report.fail(
+                "kafka broker",
+                format!("{}: {error}", settings.kafka.brokers),
+                "check HUNTER_KAFKA_BROKERS and that the broker runs and is reachable from here",
+            );
+            report.add("kafka topics", Verdict::Skip, "the broker did not answer");
+            return;
+        }
+        Err(error) => {
+            report.fail(
+                "kafka broker",
+                format!("metadata task failed: {error}"),
+                "run again",
+            );
+            report.add("kafka topics", Verdict::Skip, "the broker did not answer");
+            return;
+        }
+    };
+    report.add(
+        "kafka broker",
+        Verdict::Ok,
+        format!("{} answered", settings.kafka.brokers),
+    );
+    let wanted = settings.kafka.topics().specs();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|spec| !topics.contains_key(&spec.name))
+        .map(|spec| spec.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        report.add(
+            "kafka topics",
+            Verdict::Ok,
+            format!("all {} present", wanted.len()),
+        );
+    } else {
+        report.fail(
+            "kafka topics",
+            format!("missing: {}", missing.join(", ")),
+            "run `hunter migrate` (creates the topics; check HUNTER_KAFKA_TOPIC_PREFIX)",
+        );
+    }
+}
+
+/// The Schema Registry answers `GET /subjects`, when one is configured.
+async fn registry(settings: &Settings, report: &mut Report) {
+    let Some(url) = &settings.kafka.schema_registry_url else {
+        report.add(
+            "schema registry",
+            Verdict::Skip,
+            "none configured (records use Avro single-object encoding)",
+        );
+        return;
+    };
+    let subjects = url.join("subjects").map_err(|e| e.to_string());
+    let answer = match subjects {
+        Ok(subjects) => reqwest::Client::builder()
+            .timeout(CHECK_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())
+            .map(|client| (client, subjects)),
+        Err(error) => Err(error),
+    };
+    let result = match answer {
+        Ok((client, subjects)) => client
+            .get(subjects)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => report.add("schema registry", Verdict::Ok, format!("{url} answered")),
+        Err(error) => report.fail(
+            "schema registry",
+            format!("{url}: {error}"),
+            "check HUNTER_SCHEMA_REGISTRY_URL and that the registry runs",
+        ),
+    }
+}
+
+/// ClickHouse answers and every migration is applied. Returns the connection when both hold.
+async fn clickhouse(
+    settings: &Settings,
+    report: &mut Report,
+) -> Option<hunter_clickhouse::writer::Writer> {
+    let ch = &settings.clickhouse;
+    let writer = match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        hunter_clickhouse::writer::Writer::connect(ch),
+    )
+    .await
+    {
+        Ok(Ok(writer)) => writer,
+        Ok(Err(error)) => {
+            report.fail(
+                "clickhouse",
+                format!("{}: {error}", ch.url),
+                "check HUNTER_CLICKHOUSE_URL (the HTTP port, 8123 by default), HUNTER_CLICKHOUSE_USER and _PASSWORD",
+            );
+            report.add(
+                "clickhouse migrations",
+                Verdict::Skip,
+                "ClickHouse did not answer",
+            );
+            return None;
+        }
+        Err(_) => {
+            report.fail(
+                "clickhouse",
+                format!("{} did not answer within {CHECK_TIMEOUT:?}", ch.url),
+                "check HUNTER_CLICKHOUSE_URL and that ClickHouse runs",
+            );
+            report.add(
+                "clickhouse migrations",
+                Verdict::Skip,
+                "ClickHouse did not answer",
+            );
+            return None;
+        }
+    };
+    report.add("clickhouse", Verdict::Ok, format!("{} answered", ch.url));
+    let applied: Result<Vec<String>, _> = writer
+        .client()
+        .query("SELECT name FROM hunter_migrations")
+        .fetch_all::<String>()
+        .await;
+    let applied = applied.unwrap_or_default();
+    let missing: Vec<&str> = hunter_clickhouse::migrations::MIGRATIONS
+        .iter()
+        .map(|m| m.name)
+        .filter(|name| !applied.iter().any(|a| a == name))
+        .collect();
+    if missing.is_empty() {
+        report.add(
+            "clickhouse migrations",
+            Verdict::Ok,
+            format!(
+                "database {}: all {} applied",
+                ch.database,
+                hunter_clickhouse::migrations::MIGRATIONS.len()
+            ),
+        );
+    } else {
+        report.fail(
+            "clickhouse migrations",
+            format!(
+                "database {}: not applied: {}",
+                ch.database,
+                missing.join(", ")
+            ),
+            "run `hunter migrate`",
+        );
+        return None;
+    }
+    Some(writer)
+}
+
+/// The scheduler's last successful run per tenant (ClickHouse `sync_runs`), against the interval.
+async fn last_run(
+    settings: &Settings,
+    writer: Option<&hunter_clickhouse::writer::Writer>,
+    report: &mut Report,
+) {
+    if !settings.partner_center.enabled {
+        report.add("last sync run", Verdict::Skip, "the source is disabled");
+        return;
+    }
+    let Some(writer) = writer else {
+        report.add(
+            "last sync run",
+            Verdict::Skip,
+            "ClickHouse is unreachable or not migrated",
+        );
+        return;
+    };
+    // One text column per tenant: 18.16-safe, and no row type needed.
+    let rows = writer
+        .client()
+        .query(
+            "SELECT concat(tenant, '\\t', toString(toUInt32(maxIf(ifNull(finished_at, started_at), status = 'succeeded'))), '\\t', toString(toUInt32(max(started_at))), '\\t', argMax(status, started_at)) FROM sync_runs FINAL GROUP BY tenant",
+        )
+        .fetch_all::<String>()
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => {
+            report.fail(
+                "last sync run",
+                format!("cannot read sync_runs: {error}"),
+                "run `hunter migrate`, then check that the sink runs",
+            );
+            return;
+        }
+    };
+    let mut last: BTreeMap<String, (i64, i64, String)> = BTreeMap::new();
+    for row in rows {
+        let parts: Vec<&str> = row.split('\t').collect();
+        if let [tenant, success, started, status] = parts[..] {
+            last.insert(
+                tenant.to_owned(),
+                (
+                    success.parse().unwrap_or(0),
+                    started.parse().unwrap_or(0),
+                    status.to_owned(),
+                ),
+            );
+        }
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let interval = settings.sync.interval.as_secs() as i64;
+    for tenant in &settings.partner_center.tenants {
+        let check = if settings.partner_center.tenants.len() == 1 {
+            "last sync run".to_owned()
+        } else {
+            format!("last sync run ({})", tenant.name)
+        };
+        match last.get(&tenant.name) {
+            None => report.fail(
+                check,
+                format!("no sync run of tenant {} recorded", tenant.name),
+                "start the source and the sink (`hunter run source`, `hunter run sink`) and check their logs",
+            ),
+            Some((success, _, status)) if *success == 0 => report.fail(
+                check,
+                format!("no successful run yet; the latest is {status}"),
+                "read the source's `poll failed` log lines; the checks above name the usual causes",
+            ),
+            Some((success, _, status)) => {
+                let age = now - success;
+                if age > 2 * interval {
+                    report.fail(
+                        check,
+                        format!(
+                            "last success {age} s ago, more than two intervals ({interval} s); the latest run is {status}"
+                        ),
+                        "check that the source runs (`/healthz`), then its `poll failed` log lines",
+                    );
+                } else {
+                    report.add(
+                        check,
+                        Verdict::Ok,
+                        format!("last success {age} s ago (interval {interval} s)"),
+                    );
+                }
+            }
+        }
+    }
+}
