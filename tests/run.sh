@@ -6,7 +6,8 @@
 #   3. deploy/local/stack.sh up: the real broker, ClickHouse and Prometheus
 #   4. tests/chdb/check.sh: every ClickHouse migration and analyst view on current ClickHouse
 #      (in-process, PyPI chdb-core, installed once into .local/chdb-venv) and on the stack's 18.16
-#   5. tests/browser/install.sh (chromium, playwright-core), cargo build --workspace --bins
+#   5. tests/browser/install.sh (chromium, playwright-core), docker-compose (apt, for the
+#      deployment tests), cargo build --workspace --bins
 #   6. cargo test --workspace --no-fail-fast -- --test-threads=4
 #      with the stack's settings and HUNTER_BIN=target/debug/hunter; this includes
 #      `promtool check rules/config` and `promtool test rules` (tests/e2e/alerts.rs)
@@ -82,6 +83,16 @@ schema_status=0
 
 say "step 5/6: browser test tools (Debian chromium, playwright-core), then the binaries (cargo build --workspace --bins)"
 "$REPO/tests/browser/install.sh"
+# The deployment tests validate docker-compose.yml with Debian's docker-compose (no Docker engine
+# needed for `config`; --no-install-recommends keeps docker.io out) and parse the Kubernetes
+# manifests with PyYAML, one of its dependencies.
+if ! command -v docker-compose >/dev/null 2>&1; then
+    say "installing docker-compose (apt, --no-install-recommends)"
+    as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >&2
+fi
+say "building: cargo build --workspace --bins"
 cargo build --workspace --bins
 
 export HUNTER_BIN="$REPO/target/debug/hunter"

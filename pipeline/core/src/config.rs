@@ -946,6 +946,46 @@ impl Settings {
     }
 }
 
+/// Every environment variable Hunter reads: the settings above, `HUNTER_CONFIG` (the config
+/// file, `cli.rs`) and `HUNTER_LOG_FORMAT` (`telemetry.rs`). Deployment files (docker-compose,
+/// Kubernetes, `.env.example`) are checked against this list.
+pub const ENV_VARS: &[&str] = &[
+    "HUNTER_API_CORS_ORIGINS",
+    "HUNTER_API_LISTEN",
+    "HUNTER_API_READ_TOKEN",
+    "HUNTER_API_REQUEST_TIMEOUT_SECS",
+    "HUNTER_API_TOKEN",
+    "HUNTER_CLICKHOUSE_DATABASE",
+    "HUNTER_CLICKHOUSE_PASSWORD",
+    "HUNTER_CLICKHOUSE_URL",
+    "HUNTER_CLICKHOUSE_USER",
+    "HUNTER_CONFIG",
+    "HUNTER_ENRICH_DNS_SERVER",
+    "HUNTER_ENRICH_DNS_TIMEOUT_MS",
+    "HUNTER_ENRICH_MX_CACHE_SECS",
+    "HUNTER_ENRICH_USD_RATES",
+    "HUNTER_ENVIRONMENT",
+    "HUNTER_KAFKA_BROKERS",
+    "HUNTER_KAFKA_TOPIC_PREFIX",
+    "HUNTER_LOG_FORMAT",
+    "HUNTER_PARTNER_CENTER_API_URL",
+    "HUNTER_PARTNER_CENTER_AUTHORITY_URL",
+    "HUNTER_PARTNER_CENTER_CLIENT_ID",
+    "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
+    "HUNTER_PARTNER_CENTER_ENABLED",
+    "HUNTER_PARTNER_CENTER_PAGE_SIZE",
+    "HUNTER_PARTNER_CENTER_SCOPE",
+    "HUNTER_PARTNER_CENTER_TENANT_ID",
+    "HUNTER_SCHEMA_REGISTRY_URL",
+    "HUNTER_SINK_BATCH_MAX_WAIT_MS",
+    "HUNTER_SINK_BATCH_ROWS",
+    "HUNTER_SYNC_FULL_SWEEP_SECS",
+    "HUNTER_SYNC_INTERVAL_SECS",
+    "HUNTER_SYNC_OVERLAP_SECS",
+    "HUNTER_SYNC_POLL_BUDGET_SECS",
+    "HUNTER_TOKEN_CACHE",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1119,5 +1159,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("intervall_secs"), "{error}");
+    }
+
+    #[test]
+    fn env_vars_lists_every_variable_read() {
+        let source = include_str!("config.rs");
+        let code = &source[..source.find("pub const ENV_VARS").unwrap()];
+        let read: std::collections::BTreeSet<&str> = code
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("HUNTER_") && s.len() > "HUNTER_".len())
+            .collect();
+        for name in &read {
+            assert!(
+                ENV_VARS.contains(name),
+                "{name} is read but not in ENV_VARS"
+            );
+        }
+        for name in ENV_VARS {
+            assert!(
+                read.contains(name) || ["HUNTER_CONFIG", "HUNTER_LOG_FORMAT"].contains(name),
+                "{name} is in ENV_VARS but config.rs does not read it"
+            );
+        }
+        assert!(include_str!("telemetry.rs").contains("\"HUNTER_LOG_FORMAT\""));
+        assert!(include_str!("../../src/cli.rs").contains("env = \"HUNTER_CONFIG\""));
     }
 }
