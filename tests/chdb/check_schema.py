@@ -14,7 +14,10 @@ a few rows (naming their columns, as the sink does) into every table, queries ev
 asserts the exact results, runs every SQL example in schemas/clickhouse/README.md, and, on
 servers with insert deduplication tokens (22.2+), checks that the tables drop an insert whose
 token they have seen (migration 0008). A view
-without checks here fails the run, so a new view cannot go untested.
+without checks here fails the run, so a new view cannot go untested. Every ClickHouse panel of
+the Grafana dashboards (dashboards/*.json) runs too, its plugin macros expanded as in
+tests/support/lib.rs (`grafana::expand_clickhouse_macros`); tests/e2e/dashboards.rs checks
+their results against what a running Hunter wrote.
 
 Exit status 0 only if everything passed; the first failure is printed with the statement.
 """
@@ -378,6 +381,40 @@ def check_deduplication(check: Check) -> None:
             raise AssertionError(f"{table} has no deduplication window: {window}")
 
 
+def expand_panel_macros(sql: str, start: int, end: int, interval_s: int) -> str:
+    """The grafana-clickhouse-datasource macros the panels may use (any other is an error)."""
+    def time_filter(match: re.Match) -> str:
+        column = match.group(1).strip()
+        return f"{column} >= toDateTime({start}) AND {column} <= toDateTime({end})"
+    sql = re.sub(r"\$__timeFilter\(([^(),]+)\)", time_filter, sql)
+    sql = sql.replace("$__interval_s", str(interval_s))
+    sql = sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
+    if "$__" in sql:
+        raise AssertionError(f"unsupported macro in panel SQL:\n{sql}")
+    return sql
+
+
+def check_dashboard_panels(check: Check) -> int:
+    """Every ClickHouse panel query of dashboards/*.json runs (on the test data)."""
+    count = 0
+    for path in sorted((REPO / "dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard.get("panels", []):
+            for target in panel.get("targets", []):
+                datasource = target.get("datasource") or panel.get("datasource") or {}
+                if datasource.get("type") != "grafana-clickhouse-datasource":
+                    continue
+                sql = expand_panel_macros(target["rawSql"], 0, 4102444800, 86400)
+                try:
+                    check.rows(sql)
+                except StatementFailed as error:
+                    raise StatementFailed(f"{path.name}, panel {panel.get('title')!r}: {error}") from None
+                count += 1
+    if count == 0:
+        raise AssertionError("no ClickHouse panels found in dashboards/*.json")
+    return count
+
+
 def check_readme_examples(check: Check) -> int:
     """Every ```sql block of the README runs (in the test database) and returns rows."""
     text = (SCHEMA_DIR / "README.md").read_text()
@@ -410,6 +447,7 @@ def main() -> int:
         again, _ = check.migrate()
         check_views(check)
         examples = check_readme_examples(check)
+        panels = check_dashboard_panels(check)
         tokens = version_tuple(engine.version) >= DEDUPLICATION_TOKENS
         if tokens:
             if waiting:
@@ -429,7 +467,7 @@ def main() -> int:
     dedup = ("insert deduplication by token checked" if tokens
              else f"pending here (needs a newer server): {', '.join(waiting)}")
     print(f"[schema] {label}: {first} migration statements applied (and again: {again}), "
-          f"3 views and {examples} README queries checked; {dedup}")
+          f"3 views, {examples} README queries and {panels} dashboard panels checked; {dedup}")
     return 0
 
 
