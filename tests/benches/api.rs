@@ -5,11 +5,12 @@
 //!
 //! N leads (default 1,000,000; `HUNTER_BENCH_LEADS`) are inserted into a fresh database in
 //! ten inserts (as the sink would leave them: several parts, not merged by hand). Then, three
-//! times each, median, with wrk at 32 connections for 15 s (`HUNTER_BENCH_SECONDS`):
+//! times each, median, with wrk at 32 connections for 20 s (`HUNTER_BENCH_SECONDS`):
 //! - api: `GET /api/v1/leads?status=Active&min_score=30&limit=50` (page + total count);
-//! - ceiling: the page query the API sends (FINAL, filters, sort, LIMIT 51) as a GET to
-//!   ClickHouse's HTTP interface;
-//! - count: the API's total-count query alone on ClickHouse (the API runs both at once).
+//! - ceiling: the page query the API sends first (ids and sort keys under FINAL, filters,
+//!   sort, LIMIT 51) as a GET to ClickHouse's HTTP interface;
+//! - count: the API's total-count query alone on ClickHouse (the API runs both at once, then
+//!   reads the page's 50 rows by (lead id, version)).
 
 use std::process::Command;
 use std::time::Duration;
@@ -45,7 +46,7 @@ fn millis(text: &str) -> f64 {
 /// Runs wrk and reads its latency distribution and request rate.
 fn wrk(url: &str, headers: &[&str], seconds: u64) -> anyhow::Result<Load> {
     let mut command = Command::new("wrk");
-    command.args(["-t2", "-c32", "--latency", "--timeout", "10s"]);
+    command.args(["-t2", "-c32", "--latency", "--timeout", "30s"]);
     command.arg(format!("-d{seconds}s"));
     for header in headers {
         command.args(["-H", header]);
@@ -64,6 +65,10 @@ fn wrk(url: &str, headers: &[&str], seconds: u64) -> anyhow::Result<Load> {
         .find(|line| line.contains("Non-2xx or 3xx responses"))
         .and_then(|line| line.split(':').nth(1))
         .map_or(0, |n| n.trim().parse().unwrap_or(0));
+    anyhow::ensure!(
+        !text.contains(" 0 requests in"),
+        "no request completed within the run: {text}"
+    );
     Ok(Load {
         requests_per_second: field("Requests/sec:").unwrap_or_default().parse()?,
         p50_ms: millis(&field("50%").unwrap_or_default()),
@@ -72,7 +77,7 @@ fn wrk(url: &str, headers: &[&str], seconds: u64) -> anyhow::Result<Load> {
     })
 }
 
-const PAGE_SQL: &str = "SELECT lead_id, referral_id, engagement_id, tenant, name, status, substatus, direction, qualification, referral_type, company_name, company_domain, country, deal_value, currency, created_at, updated_at, etag, version, processed_at, enrichment_version, company_domain_source, email_provider, email_provider_source, company_name_normalized, size_band, products, solutions, industries, deal_value_usd, usd_rate, score, priority, change_type, previous_status FROM leads FINAL WHERE status IN ('Active') AND score >= 30 ORDER BY toInt64(toUInt32(updated_at)) DESC, lead_id DESC LIMIT 51 FORMAT RowBinary";
+const PAGE_SQL: &str = "SELECT lead_id, version, toString(toInt64(toUInt32(updated_at))) FROM leads FINAL WHERE status IN ('Active') AND score >= 30 ORDER BY toInt64(toUInt32(updated_at)) DESC, lead_id DESC LIMIT 51 FORMAT RowBinary";
 const COUNT_SQL: &str =
     "SELECT count() FROM leads FINAL WHERE status IN ('Active') AND score >= 30 FORMAT RowBinary";
 
@@ -102,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("HUNTER_BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(20);
     anyhow::ensure!(
         Command::new("wrk").arg("--version").output().is_ok(),
         "wrk missing: apt-get install wrk"
