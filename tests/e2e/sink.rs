@@ -281,3 +281,62 @@ async fn kill_9_mid_batch_then_restart_gives_the_exact_leads() -> anyhow::Result
     deployment.teardown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_the_table_cannot_take_is_dead_lettered_and_the_rest_written() -> anyhow::Result<()>
+{
+    let mut leads = leads_from_generated(200, 83)?;
+    // Decimal(18, 2) holds less than 1e16: this deal value does not fit the column.
+    leads[17].deal_value = Some(1e17);
+    let bad_id = leads[17].lead_id.clone();
+    let mut deployment = Deployment::new(&[])?;
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    deployment.produce_leads(&leads).await?;
+    deployment.start_role("sink").await?;
+    let clickhouse = &deployment.clickhouse;
+    let written = wait_for(
+        "199 leads and one dead letter",
+        Duration::from_secs(60),
+        || async {
+            let live = live_versions(clickhouse).await?;
+            let dead = clickhouse
+                .rows("SELECT toString(count()) AS n FROM dlq FINAL WHERE stage = 'sink'")
+                .await?;
+            Ok((live.len() == 199 && count(&dead, "n") == 1).then_some(live))
+        },
+    )
+    .await;
+    let live = match written {
+        Ok(live) => live,
+        Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
+    };
+    assert!(!live.contains_key(&bad_id), "the bad lead is not in leads");
+    let dlq = hunter_e2e::read_topic(
+        &deployment.stack.brokers,
+        &deployment.topic("hunter.dlq.v1"),
+        1,
+    )?;
+    assert_eq!(dlq.len(), 1);
+    let (_, headers) = &dlq[0];
+    assert_eq!(
+        headers.get("hunter.stage").map(String::as_str),
+        Some("sink")
+    );
+    assert_eq!(
+        headers.get("key").map(String::as_str),
+        Some(bad_id.as_str())
+    );
+    assert!(
+        headers
+            .get("hunter.error")
+            .is_some_and(|e| e.contains("deal_value") && e.contains("Decimal(18, 2)")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        headers.get("hunter.original.topic"),
+        Some(&deployment.topic("hunter.leads.v1"))
+    );
+    deployment.teardown().await;
+    Ok(())
+}

@@ -151,6 +151,11 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
     assert_eq!(dlq.len(), 1, "one dead letter for one poison record");
     assert_eq!(payload, b"{\"not\": \"avro\"}");
     assert_eq!(
+        headers.get("key").map(String::as_str),
+        Some("poison"),
+        "the dead letter keeps the record's key"
+    );
+    assert_eq!(
         headers.get("hunter.stage").map(String::as_str),
         Some("processor")
     );

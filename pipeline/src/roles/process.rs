@@ -138,6 +138,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 let message = received.context("kafka consume")?;
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
+                let key = message.key().map(<[u8]>::to_vec);
                 drop(message);
                 let gone: Vec<i32> = std::mem::take(&mut *revoked.lock().unwrap_or_else(|e| e.into_inner()));
                 if !gone.is_empty() {
@@ -147,7 +148,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 if !versions.is_loaded(partition) {
                     rebuild(&context, &shared.leads, &mut versions, partition).await?;
                 }
-                let delivery = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, payload).await;
+                let delivery = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, key, payload).await;
                 in_flight.push_back(delivery);
             }
         }
@@ -171,6 +172,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
 }
 
 /// Decodes and dedupes one referral; returns the future of what it produces.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     shared: &Arc<Shared>,
     referrals: &Codec<Referral>,
@@ -178,6 +180,7 @@ async fn decide(
     origin: &str,
     partition: i32,
     offset: i64,
+    key: Option<Vec<u8>>,
     payload: Vec<u8>,
 ) -> Delivery {
     let referral = match referrals.decode(&payload).await {
@@ -188,6 +191,7 @@ async fn decide(
                 origin,
                 partition,
                 offset,
+                key,
                 payload,
                 "decode",
                 error.to_string(),
@@ -202,6 +206,7 @@ async fn decide(
                 origin,
                 partition,
                 offset,
+                key,
                 payload,
                 "invalid",
                 error.to_string(),
@@ -288,11 +293,15 @@ fn ready(partition: i32, offset: i64, outcome: &'static str) -> Delivery {
     }))
 }
 
+/// The record goes to the dead-letter topic as it came (same key and payload), with headers
+/// naming the stage, the error and where it came from.
+#[allow(clippy::too_many_arguments)]
 fn dead_letter(
     shared: &Arc<Shared>,
     origin: &str,
     partition: i32,
     offset: i64,
+    key: Option<Vec<u8>>,
     payload: Vec<u8>,
     class: &'static str,
     reason: String,
@@ -311,14 +320,15 @@ fn dead_letter(
     .headers();
     let shared = shared.clone();
     Box::pin(async move {
+        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&shared.dlq_topic)
+            .payload(&payload)
+            .headers(headers);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
         let result = shared
             .producer
-            .send(
-                FutureRecord::<(), Vec<u8>>::to(&shared.dlq_topic)
-                    .payload(&payload)
-                    .headers(headers),
-                Timeout::Never,
-            )
+            .send(record, Timeout::Never)
             .await
             .map(|_| ())
             .map_err(|(error, _)| anyhow::anyhow!("dead-letter produce failed: {error}"));

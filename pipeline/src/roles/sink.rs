@@ -243,6 +243,7 @@ async fn stream(
                     let (partition, offset) = (message.partition(), message.offset());
                     let timestamp = message.timestamp().to_millis();
                     let payload = message.payload().unwrap_or_default().to_vec();
+                    let key = message.key().map(<[u8]>::to_vec);
                     let headers: Vec<(String, String)> = message
                         .headers()
                         .map(|all| {
@@ -253,7 +254,7 @@ async fn stream(
                         .unwrap_or_default();
                     drop(message);
                     if let Err((class, reason)) = add(inputs, &mut batch, &topic, partition, offset, &headers, &payload).await {
-                        dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, payload.clone(), class, &reason).await?;
+                        dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, key, payload.clone(), class, &reason).await?;
                     }
                     batch.cover(&topic, partition, offset, timestamp, payload.len());
                     if stall.is_some() {
@@ -451,6 +452,7 @@ async fn dead_letter(
     origin: &str,
     partition: i32,
     offset: i64,
+    key: Option<Vec<u8>>,
     payload: Vec<u8>,
     class: &'static str,
     reason: &str,
@@ -466,13 +468,14 @@ async fn dead_letter(
         original_offset: Some(offset),
     }
     .headers();
+    let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(dlq)
+        .payload(&payload)
+        .headers(headers);
+    if let Some(key) = &key {
+        record = record.key(key);
+    }
     producer
-        .send(
-            FutureRecord::<(), Vec<u8>>::to(dlq)
-                .payload(&payload)
-                .headers(headers),
-            Timeout::Never,
-        )
+        .send(record, Timeout::Never)
         .await
         .map_err(|(error, _)| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
     Ok(())
