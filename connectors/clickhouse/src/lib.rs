@@ -13,8 +13,9 @@ pub mod migrations;
 pub mod rows;
 pub mod writer;
 
-/// The row traits, for code generic over the tables.
-pub use clickhouse::{RowOwned, RowWrite};
+/// The row traits, for code generic over the tables (`Row::COLUMN_NAMES` names a table's
+/// inserted columns).
+pub use clickhouse::{Row, RowOwned, RowWrite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -107,6 +107,27 @@ pub fn consumer(
     group_config(settings, group_id, client_id).create()
 }
 
+/// Broker fetch settings for a consumer that reads in bulk (the sink): ask for at least 256 KiB
+/// per fetch and let the broker wait up to 100 ms to gather it. On tansu 0.6.0 this read a lead
+/// topic about a third faster than librdkafka's defaults (1 byte, 500 ms; measured with
+/// `cargo bench -p hunter-e2e --bench sink`), and costs at most 100 ms of latency when the topic
+/// is quiet, well inside a sink batch's wait.
+pub const BULK_FETCH: &[(&str, &str)] =
+    &[("fetch.min.bytes", "262144"), ("fetch.wait.max.ms", "100")];
+
+/// [`consumer`] tuned for throughput with [`BULK_FETCH`].
+pub fn bulk_consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    client_id: &str,
+) -> Result<StreamConsumer, KafkaError> {
+    let mut config = group_config(settings, group_id, client_id);
+    for (key, value) in BULK_FETCH {
+        config.set(*key, *value);
+    }
+    config.create()
+}
+
 /// [`consumer`] with a context of the caller's (to see rebalances).
 pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
     settings: &KafkaSettings,

@@ -123,6 +123,20 @@ impl Batch {
         self.offsets.is_empty()
     }
 
+    /// Empties the batch but keeps its vectors' room: a stream's batches are alike, so the
+    /// next one does not grow its vectors of wide rows again.
+    fn clear(&mut self) {
+        self.leads.clear();
+        self.history.clear();
+        self.referrals.clear();
+        self.fetched.clear();
+        self.runs.clear();
+        self.dead_letters.clear();
+        self.offsets.clear();
+        self.bytes = 0;
+        self.started = None;
+    }
+
     fn rows(&self) -> usize {
         self.leads.len() + self.referrals.len() + self.runs.len() + self.dead_letters.len()
     }
@@ -202,7 +216,7 @@ async fn stream(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let settings = &context.settings;
-    let consumer = kafka::consumer(&settings.kafka, &context.group_id(group), "hunter-sink")
+    let consumer = kafka::bulk_consumer(&settings.kafka, &context.group_id(group), "hunter-sink")
         .context("kafka consumer")?;
     consumer
         .subscribe(&[topic])
@@ -406,7 +420,7 @@ async fn flush(
             tracing::warn!(topic, partition, offset, %error, "offset not stored (partition revoked); it will be replayed");
         }
     }
-    *batch = Batch::default();
+    batch.clear();
 }
 
 async fn insert_all(

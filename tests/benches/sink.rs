@@ -1,0 +1,358 @@
+//! Sink throughput against `clickhouse-client` inserting the same rows, in the same run.
+//!
+//! `cargo bench -p hunter-e2e --bench sink` with the local stack up, its settings in the
+//! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md).
+//!
+//! N leads (default 1,000,000; `HUNTER_BENCH_LEADS`) are loaded once into a fresh lead topic
+//! (4 partitions, Avro as the processor writes them). Then, three times, median:
+//! - broker: a plain rdkafka consumer reading the topic from the start in a new group (no
+//!   decode, no insert): the most the broker gives any consumer;
+//! - sink: `hunter run sink` into a fresh database until `leads` and `lead_history` hold N rows
+//!   each (decode, rows, batches, two inserts per batch, offsets stored after each);
+//! - ceiling: the very rows the sink wrote, dumped with `clickhouse-client … FORMAT RowBinary`,
+//!   inserted into a fresh database by `clickhouse-client --query "INSERT INTO … FORMAT
+//!   RowBinary" < file`, `leads` then `lead_history` (the sink's order): the most ClickHouse
+//!   takes these rows over its native protocol.
+//!
+//! Every figure is leads per second (a lead is one row in each of the two tables). The sink's
+//! CPU time (user + system, from /proc) gives its leads per CPU second too: what it could do
+//! if the broker were not the limit.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hunter_clickhouse::Row;
+use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow};
+use hunter_core::codec::Codec;
+use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
+use hunter_e2e::{ClickHouse, Deployment, generated_referrals, run_hunter, unique};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// The native port of the local stack's ClickHouse (deploy/local/stack.sh).
+const NATIVE_PORT: &str = "19000";
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+/// Produces `count` distinct leads, built from a small generated set the way the processor
+/// builds them, encoded and sent 2,000 at a time.
+async fn load(brokers: &str, topic: &str, count: usize) -> anyhow::Result<()> {
+    let base = generated_referrals(2_000, 3)?;
+    let codec = Codec::<Lead>::new(topic, None);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "20")
+        .create()?;
+    let mut sent = 0;
+    while sent < count {
+        let mut chunk = Vec::with_capacity(2_000);
+        for i in sent..(sent + 2_000).min(count) {
+            let mut raw = base[i % base.len()].clone();
+            let id = format!("{:08x}-0000-4000-8000-{i:012}", i);
+            raw["id"] = serde_json::json!(id);
+            let ingest = Ingest {
+                tenant: "bench".into(),
+                fetched_at: Timestamp::now(),
+                sync_run_id: "bench".into(),
+            };
+            let referral = Referral::from_api_json(&raw.to_string(), ingest)?;
+            let lead = Lead::from_referral(&referral, Timestamp::now())?;
+            chunk.push((lead.lead_id.clone(), codec.encode_single_object(&lead)?));
+        }
+        let sends = chunk.iter().map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(60),
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(error, _)| error)?;
+        }
+        sent += chunk.len();
+    }
+    Ok(())
+}
+
+/// Reads `count` messages of `topic` in a new group; leads per second from the first message.
+async fn broker_ceiling(brokers: &str, topic: &str, count: usize) -> anyhow::Result<f64> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("bench-read"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    // The sink's fetch settings: the most the broker gives a consumer like the sink.
+    for (key, value) in hunter_core::kafka::BULK_FETCH {
+        config.set(*key, *value);
+    }
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    let mut started = None;
+    let mut bytes = 0usize;
+    for _ in 0..count {
+        let message = consumer.recv().await?;
+        started.get_or_insert_with(Instant::now);
+        bytes += rdkafka::Message::payload(&message).map_or(0, <[u8]>::len);
+    }
+    let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+    std::thread::spawn(move || drop(consumer));
+    eprintln!("  broker: {count} messages, {} MB", bytes / 1_000_000);
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+/// `leads` and `lead_history` row counts.
+async fn counts(clickhouse: &ClickHouse) -> anyhow::Result<(u64, u64)> {
+    let rows = clickhouse
+        .rows("SELECT (SELECT count() FROM leads) AS leads, (SELECT count() FROM lead_history) AS history")
+        .await?;
+    let number = |field: &str| {
+        rows[0][field]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .or(rows[0][field].as_u64())
+            .unwrap_or(0)
+    };
+    Ok((number("leads"), number("history")))
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let output = Command::new("getconf").arg("CLK_TCK").output()?;
+    let per_second: f64 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
+    Ok(ticks / per_second)
+}
+
+/// Runs the sink until both tables hold `count` rows; leads per second from the first row,
+/// and the CPU seconds the sink process used.
+async fn sink(deployment: &mut Deployment, count: usize) -> anyhow::Result<(f64, f64)> {
+    let index = deployment.start_role("sink").await?;
+    let mut first: Option<(Instant, u64)> = None;
+    let mut progress = (Instant::now(), 0);
+    let rate = loop {
+        let (leads, history) = counts(&deployment.clickhouse).await?;
+        if leads > 0 && first.is_none() {
+            first = Some((Instant::now(), leads));
+        }
+        if leads as usize >= count && history as usize >= count {
+            let (at, base) = first.unwrap();
+            break (leads - base) as f64 / at.elapsed().as_secs_f64();
+        }
+        if leads + history > progress.1 {
+            progress = (Instant::now(), leads + history);
+        }
+        anyhow::ensure!(
+            progress.0.elapsed() < Duration::from_secs(120),
+            "the sink wrote nothing for 2 minutes ({leads} leads, {history} history rows)\n{}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cpu = cpu_seconds(deployment.process(index).pid())?;
+    deployment
+        .process(index)
+        .terminate(Duration::from_secs(30))?;
+    Ok((rate, cpu))
+}
+
+fn client(query: &str) -> Command {
+    let mut command = Command::new("clickhouse-client");
+    command.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        NATIVE_PORT,
+        "--query",
+        query,
+    ]);
+    command
+}
+
+/// Dumps `table`'s `columns` of `from` to a RowBinary file, then times inserting it into `to`.
+fn client_insert(
+    from: &str,
+    to: &str,
+    table: &str,
+    columns: &[&str],
+    dir: &std::path::Path,
+) -> anyhow::Result<Duration> {
+    let columns = columns.join(", ");
+    let file = dir.join(format!("{table}.rowbinary"));
+    let status = client(&format!(
+        "SELECT {columns} FROM {from}.{table} FORMAT RowBinary"
+    ))
+    .stdout(std::fs::File::create(&file)?)
+    .status()?;
+    anyhow::ensure!(status.success(), "clickhouse-client dump of {table} failed");
+    let started = Instant::now();
+    let status = client(&format!(
+        "INSERT INTO {to}.{table} ({columns}) FORMAT RowBinary"
+    ))
+    .stdin(std::fs::File::open(&file)?)
+    .stdout(Stdio::null())
+    .status()?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        status.success(),
+        "clickhouse-client insert into {table} failed"
+    );
+    eprintln!(
+        "  ceiling: {table} {} MB of RowBinary in {elapsed:.2?}",
+        std::fs::metadata(&file)?.len() / 1_000_000
+    );
+    std::fs::remove_file(&file)?;
+    Ok(elapsed)
+}
+
+/// Points the deployment at a new database and migrates it.
+fn fresh_database(deployment: &mut Deployment) -> anyhow::Result<String> {
+    let database = unique("hunter_bench");
+    deployment
+        .env
+        .insert("HUNTER_CLICKHOUSE_DATABASE".into(), database.clone());
+    deployment.clickhouse = ClickHouse::new(&deployment.stack.clickhouse_url, &database);
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    anyhow::ensure!(ok, "{output}");
+    Ok(database)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
+        "run it on a release build: cargo build --release -p hunter && \\
+         HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench sink"
+    );
+    let count: usize = std::env::var("HUNTER_BENCH_LEADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+
+    let mut deployment = Deployment::new(&[])?;
+    if let Ok(rows) = std::env::var("HUNTER_SINK_BATCH_ROWS") {
+        // A batch size to try (the default is the sink's own).
+        deployment.env.insert("HUNTER_SINK_BATCH_ROWS".into(), rows);
+    }
+    // Creates the deployment's topics (hunter migrate does) and a first database.
+    let mut databases = vec![fresh_database(&mut deployment)?];
+    let topic = deployment.topic("hunter.leads.v1");
+    let loading = Instant::now();
+    load(&deployment.stack.brokers, &topic, count).await?;
+    eprintln!(
+        "loaded {count} leads in {:.1?} ({:.0}/s)",
+        loading.elapsed(),
+        count as f64 / loading.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir()?;
+    let (mut brokers, mut sinks, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sink_capacities = Vec::new();
+    for round in 1..=3 {
+        brokers.push(broker_ceiling(&deployment.stack.brokers, &topic, count).await?);
+
+        // The sink's group starts from the beginning in each round: a fresh prefix for groups
+        // only would need a setting, so the committed offsets of the last round are reset.
+        if round > 1 {
+            reset_group(&deployment, &topic)?;
+        }
+        let sink_database = if round == 1 {
+            databases[0].clone()
+        } else {
+            let database = fresh_database(&mut deployment)?;
+            databases.push(database.clone());
+            database
+        };
+        let (rate, cpu) = sink(&mut deployment, count).await?;
+        sinks.push(rate);
+        sink_capacities.push(count as f64 / cpu);
+
+        let ceiling_database = fresh_database(&mut deployment)?;
+        databases.push(ceiling_database.clone());
+        let elapsed = client_insert(
+            &sink_database,
+            &ceiling_database,
+            "leads",
+            LeadRow::COLUMN_NAMES,
+            dir.path(),
+        )? + client_insert(
+            &sink_database,
+            &ceiling_database,
+            "lead_history",
+            LeadHistoryRow::COLUMN_NAMES,
+            dir.path(),
+        )?;
+        let (leads, history) = counts(&deployment.clickhouse).await?;
+        anyhow::ensure!(
+            leads as usize == count && history as usize == count,
+            "the ceiling wrote {leads} leads and {history} history rows, wanted {count}"
+        );
+        ceilings.push(count as f64 / elapsed.as_secs_f64());
+        eprintln!(
+            "round {round}: broker {:.0}/s, sink {:.0}/s ({:.0} per CPU second), clickhouse-client {:.0}/s",
+            brokers[round - 1],
+            sinks[round - 1],
+            sink_capacities[round - 1],
+            ceilings[round - 1]
+        );
+    }
+    for database in &databases {
+        ClickHouse::new(&deployment.stack.clickhouse_url, database)
+            .drop_database()
+            .await;
+    }
+    deployment.teardown().await;
+
+    let (broker, sink, ceiling) = (median(brokers), median(sinks), median(ceilings));
+    let capacity = median(sink_capacities);
+    println!("sink bench, {count} leads, median of 3:");
+    println!("  broker read (no decode, no insert)     {broker:>9.0} leads/s");
+    println!("  clickhouse-client RowBinary (ceiling)  {ceiling:>9.0} leads/s");
+    println!("  hunter sink                            {sink:>9.0} leads/s");
+    println!("  hunter sink per CPU second             {capacity:>9.0} leads");
+    println!(
+        "  sink / clickhouse-client               {:>9.2}",
+        sink / ceiling
+    );
+    println!(
+        "  sink / broker read                     {:>9.2}",
+        sink / broker
+    );
+    Ok(())
+}
+
+/// Commits the low watermark of every partition for the sink's lead group, so the next sink
+/// reads the topic from the start. The group has no member then (the last sink stopped).
+fn reset_group(deployment: &Deployment, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let group = format!("{}hunter-sink-leads", deployment.prefix);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &deployment.stack.brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut offsets = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (low, _) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+        offsets.add_partition_offset(topic, partition.id(), Offset::Offset(low))?;
+    }
+    consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync)?;
+    std::thread::spawn(move || drop(consumer));
+    Ok(())
+}
