@@ -346,19 +346,7 @@ impl LeadsRequest {
                 request.binds.push(Bind::Text(text.to_owned()));
             }
         }
-        if let Some(text) = &query.limit {
-            request.limit = text
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::parameter(
-                        "limit",
-                        format!("{text:?} is not a whole number from 1 to {MAX_LIMIT}"),
-                    )
-                })?;
-        }
+        request.limit = super::page_limit(query.limit.as_deref(), 1..=MAX_LIMIT, DEFAULT_LIMIT)?;
         if let Some(text) = &query.cursor {
             request.cursor = Some(Cursor::decode(text, request.sort)?);
         }
@@ -530,15 +518,6 @@ pub struct LeadsPage {
     next_cursor: Option<String>,
 }
 
-fn query_error(rejection: QueryRejection) -> ApiError {
-    // serde names the offending parameter ("unknown field `x`", "invalid type ... `limit`").
-    ApiError::new(
-        axum::http::StatusCode::BAD_REQUEST,
-        "invalid_parameter",
-        rejection.body_text(),
-    )
-}
-
 #[utoipa::path(
     get,
     path = "/leads",
@@ -556,7 +535,7 @@ pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<LeadsQuery>, QueryRejection>,
 ) -> Result<Json<LeadsPage>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
+    let Query(query) = query?;
     let request = LeadsRequest::parse(&query)?;
     let client = state.clickhouse.client();
     let (page_sql, page_binds) = request.page_sql();
@@ -664,24 +643,6 @@ pub struct LeadDetail {
     history: Vec<HistoryView>,
 }
 
-/// Ids are Partner Center GUIDs in practice; anything longer than this is not one of ours.
-fn check_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(id) = id.map_err(|rejection| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            rejection.body_text(),
-        )
-    })?;
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
-        return Err(ApiError::parameter(
-            "id",
-            "must be 1 to 200 printable characters",
-        ));
-    }
-    Ok(id)
-}
-
 #[utoipa::path(
     get,
     path = "/leads/{id}",
@@ -699,7 +660,7 @@ pub(crate) async fn detail(
     State(state): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<LeadDetail>, ApiError> {
-    let id = check_id(id)?;
+    let id = super::path_id(id, "id", 200)?;
     let client = state.clickhouse.client();
     let lead = client
         .query("SELECT ?fields FROM leads FINAL WHERE lead_id = ? LIMIT 1")
@@ -772,7 +733,7 @@ pub(crate) async fn referral(
     State(state): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ReferralView>, ApiError> {
-    let id = check_id(id)?;
+    let id = super::path_id(id, "id", 200)?;
     let stored = state
         .clickhouse
         .client()

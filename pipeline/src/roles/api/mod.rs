@@ -175,6 +175,68 @@ impl ApiError {
     }
 }
 
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    /// serde names the offending parameter ("unknown field `x`", "invalid type ... `limit`").
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            rejection.body_text(),
+        )
+    }
+}
+
+/// An id from the path: 1 to `max` printable characters (ids are GUIDs in practice).
+fn path_id(
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    parameter: &'static str,
+    max: usize,
+) -> Result<String, ApiError> {
+    let axum::extract::Path(id) = id?;
+    if id.is_empty() || id.len() > max || id.chars().any(char::is_control) {
+        return Err(ApiError::parameter(
+            parameter,
+            format!("must be 1 to {max} printable characters"),
+        ));
+    }
+    Ok(id)
+}
+
+/// A page size from the query: a whole number in `range`, `default` when absent.
+fn page_limit(
+    text: Option<&str>,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+) -> Result<u32, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|limit| range.contains(limit))
+        .ok_or_else(|| {
+            ApiError::parameter(
+                "limit",
+                format!(
+                    "{text:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
 /// The error body, as documented in the OpenAPI document.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {

@@ -345,27 +345,8 @@ pub(crate) async fn runs(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<RunsPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            rejection.body_text(),
-        )
-    })?;
-    let limit = match query.limit.as_deref() {
-        None => 20,
-        Some(text) => text
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=200).contains(limit))
-            .ok_or_else(|| {
-                ApiError::parameter(
-                    "limit",
-                    format!("{text:?} is not a whole number from 1 to 200"),
-                )
-            })?,
-    };
+    let Query(query) = query?;
+    let limit = super::page_limit(query.limit.as_deref(), 1..=200, 20)?;
     if let Some(tenant) = &query.tenant
         && !state
             .settings
@@ -449,19 +430,7 @@ pub(crate) async fn run(
     State(state): State<Arc<ApiState>>,
     task_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let Path(task_id) = task_id.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            rejection.body_text(),
-        )
-    })?;
-    if task_id.is_empty() || task_id.len() > 100 || task_id.chars().any(char::is_control) {
-        return Err(ApiError::parameter(
-            "task_id",
-            "must be 1 to 100 printable characters",
-        ));
-    }
+    let task_id = super::path_id(task_id, "task_id", 100)?;
     let fetch = |ids: Vec<String>| {
         let placeholders = vec!["?"; ids.len()].join(", ");
         let sql = format!(
