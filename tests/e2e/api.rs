@@ -326,6 +326,12 @@ async fn leads_filters_pages_details_and_sync_follow_up() -> anyhow::Result<()> 
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?
     );
     deployment.write_referrals(&referrals)?;
+    // The closed leads as the page cache holds them now, without the moved one.
+    let closed_ids = |page: &Value| -> Vec<String> { ids(page["items"].as_array().unwrap()) };
+    let (_, closed) = deployment
+        .get("/api/v1/leads?status=Closed&limit=500")
+        .await?;
+    assert!(!closed_ids(&closed).contains(&moved_id));
     let (status, _, accepted) = deployment
         .call(
             Method::POST,
@@ -376,6 +382,18 @@ async fn leads_filters_pages_details_and_sync_follow_up() -> anyhow::Result<()> 
     .await
     .map_err(|error| anyhow::anyhow!("{error}: last seen {detail}"))?;
     assert_eq!(moved_lead["lead"]["status"], json!("Closed"));
+    // The cached list catches up within its lifetime (1 s) plus one refresh.
+    wait_for(
+        "the cached list to show the change",
+        Duration::from_secs(10),
+        || async {
+            let (_, closed) = deployment
+                .get("/api/v1/leads?status=Closed&limit=500")
+                .await?;
+            Ok(closed_ids(&closed).contains(&moved_id).then_some(()))
+        },
+    )
+    .await?;
     assert_eq!(moved_lead["lead"]["substatus"], json!("Won"));
     assert_eq!(
         moved_lead["history"][1]["change_type"],

@@ -64,6 +64,7 @@ impl Defaults {
     pub const CLICKHOUSE_DATABASE: &'static str = "hunter";
     pub const API_LISTEN: &'static str = "127.0.0.1:8080";
     pub const API_REQUEST_TIMEOUT_SECS: u64 = 30;
+    pub const API_CACHE_MS: u64 = 1000;
     pub const SYNC_INTERVAL_PRODUCTION_SECS: u64 = 600;
     pub const SYNC_INTERVAL_DEVELOPMENT_SECS: u64 = 30;
     pub const OVERLAP_SECS: u64 = 600;
@@ -213,6 +214,8 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
     /// Longest an API request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// How long a lead page may be served from the API's cache (zero: no cache).
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +327,7 @@ struct FileApi {
     read_token: Option<Secret>,
     cors_origins: Option<Vec<String>>,
     request_timeout_secs: Option<u64>,
+    cache_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -775,6 +779,19 @@ impl Settings {
                 "a whole number of seconds",
             )?
             .unwrap_or(Defaults::API_REQUEST_TIMEOUT_SECS);
+        let cache_ms = src
+            .parse(
+                "HUNTER_API_CACHE_MS",
+                api.cache_ms,
+                "a whole number of milliseconds",
+            )?
+            .unwrap_or(Defaults::API_CACHE_MS);
+        if cache_ms > 60_000 {
+            return Err(ConfigError::Invalid {
+                setting: "HUNTER_API_CACHE_MS".into(),
+                message: format!("{cache_ms} is over 60000 ms; lead pages would be too old"),
+            });
+        }
         if !(1..=300).contains(&request_timeout_secs) {
             return Err(ConfigError::Invalid {
                 setting: "HUNTER_API_REQUEST_TIMEOUT_SECS".into(),
@@ -924,6 +941,7 @@ impl Settings {
                 read_token,
                 cors_origins,
                 request_timeout: Duration::from_secs(request_timeout_secs),
+                cache_ttl: Duration::from_millis(cache_ms),
             },
             sync: SyncSettings {
                 interval: Duration::from_secs(interval_secs),
@@ -950,6 +968,7 @@ impl Settings {
 /// file, `cli.rs`) and `HUNTER_LOG_FORMAT` (`telemetry.rs`). Deployment files (docker-compose,
 /// Kubernetes, `.env.example`) are checked against this list.
 pub const ENV_VARS: &[&str] = &[
+    "HUNTER_API_CACHE_MS",
     "HUNTER_API_CORS_ORIGINS",
     "HUNTER_API_LISTEN",
     "HUNTER_API_READ_TOKEN",

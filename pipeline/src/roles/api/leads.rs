@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse as _, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clickhouse::Row;
@@ -353,6 +354,18 @@ impl LeadsRequest {
         Ok(request)
     }
 
+    /// What identifies the question for the page cache (never the caller's token).
+    pub(crate) fn cache_key(&self) -> String {
+        format!(
+            "{:?}|{:?}|{}|{}|{:?}",
+            self.conditions,
+            self.binds,
+            self.sort.name(),
+            self.limit,
+            self.cursor
+        )
+    }
+
     fn push_in(&mut self, column: &str, values: Vec<String>) {
         let placeholders = vec!["?"; values.len()].join(", ");
         self.conditions
@@ -534,39 +547,64 @@ pub struct LeadsPage {
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<LeadsQuery>, QueryRejection>,
-) -> Result<Json<LeadsPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let request = LeadsRequest::parse(&query)?;
+    let key = request.cache_key();
+    let computing = state.clone();
+    let answer = state
+        .pages
+        .get(key, move || async move {
+            let page = page(&computing, request).await.map_err(Arc::new)?;
+            serde_json::to_vec(&page)
+                .map(Arc::new)
+                .map_err(|error| Arc::new(error.to_string()))
+        })
+        .await;
+    match answer {
+        Ok(body) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.as_ref().clone(),
+        )
+            .into_response()),
+        Err(error) => Err(ApiError::clickhouse(error)),
+    }
+}
+
+/// One page from ClickHouse: ids and sort keys of the page (and the total) under FINAL, then
+/// the page's rows. Errors are ClickHouse's, in words.
+async fn page(state: &ApiState, request: LeadsRequest) -> Result<LeadsPage, String> {
     let client = state.clickhouse.client();
     let (page_sql, page_binds) = request.page_sql();
     let (count_sql, count_binds) = request.count_sql();
     let page = bind_all(client.query(&page_sql), &page_binds).fetch_all::<(String, u64, String)>();
     let count = bind_all(client.query(&count_sql), &count_binds).fetch_one::<u64>();
-    let (mut keys, total) = tokio::try_join!(page, count).map_err(ApiError::clickhouse)?;
+    let (mut keys, total) = tokio::try_join!(page, count).map_err(|e| e.to_string())?;
     let more = keys.len() > request.limit as usize;
     keys.truncate(request.limit as usize);
-    let next_cursor =
-        match keys.last() {
-            Some((id, _, key)) if more => Some(
-                Cursor {
-                    s: request.sort.name(),
-                    k: request.sort.key.parse_key(key).ok_or_else(|| {
-                        ApiError::clickhouse(format!("unreadable sort key {key:?}"))
-                    })?,
-                    i: id.clone(),
-                }
-                .encode(),
-            ),
-            _ => None,
-        };
-    let rows = fetch_by_ids(&state, &keys).await?;
-    Ok(Json(LeadsPage {
+    let next_cursor = match keys.last() {
+        Some((id, _, key)) if more => Some(
+            Cursor {
+                s: request.sort.name(),
+                k: request
+                    .sort
+                    .key
+                    .parse_key(key)
+                    .ok_or_else(|| format!("unreadable sort key {key:?}"))?,
+                i: id.clone(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    let rows = fetch_by_ids(state, &keys).await?;
+    Ok(LeadsPage {
         items: rows,
         total,
         limit: request.limit,
         sort: request.sort.name(),
         next_cursor,
-    }))
+    })
 }
 
 /// The page's whole rows in the page's order, by (lead id, version): the exact rows the page
@@ -575,7 +613,7 @@ pub(crate) async fn list(
 async fn fetch_by_ids(
     state: &ApiState,
     keys: &[(String, u64, String)],
-) -> Result<Vec<LeadView>, ApiError> {
+) -> Result<Vec<LeadView>, String> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -594,7 +632,7 @@ async fn fetch_by_ids(
     let rows = select
         .fetch_all::<LeadRow>()
         .await
-        .map_err(ApiError::clickhouse)?;
+        .map_err(|e| e.to_string())?;
     let mut by_id: std::collections::HashMap<String, LeadRow> =
         std::collections::HashMap::with_capacity(rows.len());
     for row in rows {

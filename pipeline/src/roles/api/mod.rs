@@ -11,6 +11,7 @@
 //! Queries bind their parameters through the `clickhouse` crate (`?` placeholders, escaped
 //! client-side), never by pasting request text into SQL.
 
+mod cache;
 mod leads;
 mod openapi;
 mod sync;
@@ -55,6 +56,8 @@ pub(crate) struct ApiState {
     /// Task ids this process handed out recently, so a caller polling a task that the source
     /// has not picked up yet hears "queued" rather than 404.
     issued_tasks: sync::IssuedTasks,
+    /// Lead pages served again for `HUNTER_API_CACHE_MS` (see `cache.rs`).
+    pages: Arc<cache::PageCache>,
 }
 
 /// What the presented token may do.
@@ -83,6 +86,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         commands_topic: context.topics.commands.clone(),
         settings: context.settings.clone(),
         issued_tasks: sync::IssuedTasks::default(),
+        pages: Arc::new(cache::PageCache::new(settings.api.cache_ttl)),
     });
     let timeout = settings.api.request_timeout;
     let mut api = Router::new()
