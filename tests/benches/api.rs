@@ -6,7 +6,10 @@
 //! N leads (default 1,000,000; `HUNTER_BENCH_LEADS`) are inserted into a fresh database in
 //! ten inserts (as the sink would leave them: several parts, not merged by hand). Then, three
 //! times each, median, with wrk at 32 connections for 20 s (`HUNTER_BENCH_SECONDS`):
-//! - api: `GET /api/v1/leads?status=Active&min_score=30&limit=50` (page + total count);
+//! - api: `GET /api/v1/leads?status=Active&min_score=30&limit=50` with the default page cache
+//!   (`HUNTER_API_CACHE_MS` 1000: one ClickHouse query set a second for this question);
+//! - api, no cache: the same on a second API process with `HUNTER_API_CACHE_MS=0` (every request
+//!   asks ClickHouse: page + total count + the page's rows);
 //! - ceiling: the page query the API sends first (ids and sort keys under FINAL, filters,
 //!   sort, LIMIT 51) as a GET to ClickHouse's HTTP interface;
 //! - count: the API's total-count query alone on ClickHouse (the API runs both at once, then
@@ -164,8 +167,30 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
+    let uncached_port = free_port();
+    let mut uncached_env = env.clone();
+    uncached_env.insert("HUNTER_API_CACHE_MS".into(), "0".into());
+    uncached_env.insert(
+        "HUNTER_API_LISTEN".into(),
+        format!("127.0.0.1:{uncached_port}"),
+    );
+    let _uncached = Process::spawn(
+        "bench-api-uncached",
+        &["run", "api"],
+        &uncached_env,
+        dir.path(),
+    )?;
+    let uncached = format!("http://127.0.0.1:{uncached_port}");
+    wait_healthy(
+        "the uncached api",
+        &format!("{uncached}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await?;
 
-    let api_url = format!("{api}/api/v1/leads?status=Active&min_score=30&limit=50");
+    let query = "/api/v1/leads?status=Active&min_score=30&limit=50";
+    let api_url = format!("{api}{query}");
+    let uncached_url = format!("{uncached}{query}");
     let auth = format!("Authorization: Bearer {token}");
     // The API's answer is right before it is timed.
     let page: serde_json::Value = reqwest::Client::new()
@@ -186,21 +211,26 @@ async fn main() -> anyhow::Result<()> {
     let ceiling_url = format!("{base}/?database={database}&query={}", encode(PAGE_SQL));
     let count_url = format!("{base}/?database={database}&query={}", encode(COUNT_SQL));
 
-    let (mut api_runs, mut ceiling_runs, mut count_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut api_runs, mut uncached_runs, mut ceiling_runs, mut count_runs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
         let a = wrk(&api_url, &[&auth], seconds)?;
+        let u = wrk(&uncached_url, &[&auth], seconds)?;
         let c = wrk(&ceiling_url, &[], seconds)?;
         let n = wrk(&count_url, &[], seconds)?;
         println!(
-            "round {round}: api {a:?}\n         clickhouse page query {c:?}\n         clickhouse count query {n:?}"
+            "round {round}: api {a:?}\n  api without cache {u:?}\n  clickhouse page query {c:?}\n  clickhouse count query {n:?}"
         );
         anyhow::ensure!(
-            a.errors == 0 && c.errors == 0 && n.errors == 0,
+            a.errors == 0 && u.errors == 0 && c.errors == 0 && n.errors == 0,
             "non-2xx answers under load"
         );
         api_runs.push(a);
+        uncached_runs.push(u);
         ceiling_runs.push(c);
         count_runs.push(n);
+        // ClickHouse 18.16 finishes queries whose HTTP client left: let them drain.
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let summary = |name: &str, runs: &[Load]| {
         let rps = median(runs.iter().map(|r| r.requests_per_second).collect());
@@ -210,13 +240,19 @@ async fn main() -> anyhow::Result<()> {
         (rps, p50, p99)
     };
     println!("\nmedians of 3, wrk -t2 -c32 -d{seconds}s, {leads} leads:");
-    let (api_rps, _, api_p99) = summary("api GET /leads (page+count)", &api_runs);
+    let (api_rps, _, api_p99) = summary("api GET /leads (cached)", &api_runs);
+    let (uncached_rps, _, uncached_p99) = summary("api GET /leads (no cache)", &uncached_runs);
     let (ceiling_rps, _, ceiling_p99) = summary("clickhouse page query", &ceiling_runs);
     summary("clickhouse count query", &count_runs);
     println!(
-        "api / clickhouse page query: {:.2} of the requests/s, p99 {:.2}x",
+        "api (cached) / clickhouse page query: {:.2} of the requests/s, p99 {:.3}x",
         api_rps / ceiling_rps,
         api_p99 / ceiling_p99
+    );
+    println!(
+        "api (no cache) / clickhouse page query: {:.2} of the requests/s, p99 {:.2}x",
+        uncached_rps / ceiling_rps,
+        uncached_p99 / ceiling_p99
     );
     clickhouse.drop_database().await;
     Ok(())
