@@ -76,4 +76,6 @@ record!(
 record!(Command, "command.avsc", "hunter.commands.v1.Command");
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod tests;

@@ -20,6 +20,38 @@ pub enum ReferralParseError {
     Json(#[from] serde_json::Error),
     #[error("referral has no id")]
     MissingId,
+    #[error("referral is {0} bytes of JSON; more than {max} is refused", max = Referral::MAX_JSON_BYTES)]
+    TooLarge(usize),
+    #[error("referral JSON nests deeper than {max} levels", max = Referral::MAX_JSON_DEPTH)]
+    TooDeep,
+}
+
+/// Whether `raw` nests arrays and objects deeper than `max` (strings and escapes skipped).
+fn nests_deeper_than(raw: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in raw.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -109,11 +141,23 @@ pub struct Referral {
 }
 
 impl Referral {
+    /// A real referral is a few kB; its raw JSON travels in every record.
+    pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+    /// A real referral nests 4-5 levels.
+    pub const MAX_JSON_DEPTH: usize = 32;
+
     /// Reads one referral as the API returned it and stamps where it came from.
     ///
     /// Lenient about shapes; strict only about the id, without which nothing downstream can
     /// key the record.
     pub fn from_api_json(raw: &str, ingest: Ingest) -> Result<Self, ReferralParseError> {
+        if raw.len() > Self::MAX_JSON_BYTES {
+            return Err(ReferralParseError::TooLarge(raw.len()));
+        }
+        // serde_json skips unknown fields without a depth limit, and the raw JSON travels on.
+        if nests_deeper_than(raw, Self::MAX_JSON_DEPTH) {
+            return Err(ReferralParseError::TooDeep);
+        }
         let mut referral: Referral = serde_json::from_str(raw)?;
         if referral.id.trim().is_empty() {
             return Err(ReferralParseError::MissingId);
