@@ -18,12 +18,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use hunter_e2e::bench::median;
 use hunter_e2e::{ClickHouse, Process, Stack, free_port, run_hunter, unique, wait_healthy};
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Load {
@@ -100,13 +96,10 @@ fn insert_sql(from: u64, to: u64) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        return Ok(()); // `cargo test --benches` lists; nothing to list here.
-    }
-    let leads: u64 = std::env::var("HUNTER_BENCH_LEADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let Some(leads) = hunter_e2e::bench::start("api", "HUNTER_BENCH_LEADS", 1_000_000)? else {
+        return Ok(()); // `cargo test --benches` only lists
+    };
+    let leads = leads as u64;
     let seconds: u64 = std::env::var("HUNTER_BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())

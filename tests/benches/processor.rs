@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesOrdered, StreamExt};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
+use hunter_e2e::bench::median;
 use hunter_e2e::{Deployment, generated_referrals, run_hunter};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -22,11 +23,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
-}
 
 /// N distinct referral records, pre-encoded, built from a small generated set.
 fn records(count: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -144,18 +140,10 @@ async fn processor(deployment: &mut Deployment, count: usize) -> anyhow::Result<
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        return Ok(());
-    }
-    anyhow::ensure!(
-        std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
-        "run it on a release build: cargo build --release -p hunter && \\
-         HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench processor"
-    );
-    let count: usize = std::env::var("HUNTER_BENCH_REFERRALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let Some(count) = hunter_e2e::bench::start("processor", "HUNTER_BENCH_REFERRALS", 200_000)?
+    else {
+        return Ok(()); // `cargo test --benches` only lists
+    };
     let records = records(count)?;
     let (mut relays, mut processors) = (Vec::new(), Vec::new());
     for round in 1..=3 {

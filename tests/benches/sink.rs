@@ -25,6 +25,7 @@ use hunter_clickhouse::Row;
 use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
+use hunter_e2e::bench::median;
 use hunter_e2e::{ClickHouse, Deployment, generated_referrals, run_hunter, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -32,11 +33,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// The native port of the local stack's ClickHouse (deploy/local/stack.sh).
 const NATIVE_PORT: &str = "19000";
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
-}
 
 /// Produces `count` distinct leads, built from a small generated set the way the processor
 /// builds them, encoded and sent 2,000 at a time.
@@ -231,18 +227,9 @@ fn fresh_database(deployment: &mut Deployment) -> anyhow::Result<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        return Ok(());
-    }
-    anyhow::ensure!(
-        std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
-        "run it on a release build: cargo build --release -p hunter && \\
-         HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench sink"
-    );
-    let count: usize = std::env::var("HUNTER_BENCH_LEADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let Some(count) = hunter_e2e::bench::start("sink", "HUNTER_BENCH_LEADS", 1_000_000)? else {
+        return Ok(()); // `cargo test --benches` only lists
+    };
 
     let mut deployment = Deployment::new(&[])?;
     if let Ok(rows) = std::env::var("HUNTER_SINK_BATCH_ROWS") {

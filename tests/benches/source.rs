@@ -15,14 +15,10 @@ use std::time::{Duration, Instant};
 
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
+use hunter_e2e::bench::median;
 use hunter_e2e::{Deployment, generated_referrals};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
-}
 
 async fn api_ceiling(deployment: &Deployment, count: usize) -> anyhow::Result<f64> {
     let cache: serde_json::Value =
@@ -112,18 +108,9 @@ async fn source_rate(deployment: &mut Deployment, count: usize) -> anyhow::Resul
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        return Ok(());
-    }
-    let count: usize = std::env::var("HUNTER_BENCH_REFERRALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    anyhow::ensure!(
-        std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
-        "run it on a release build: cargo build --release -p hunter && \
-         HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench source"
-    );
+    let Some(count) = hunter_e2e::bench::start("source", "HUNTER_BENCH_REFERRALS", 20_000)? else {
+        return Ok(()); // `cargo test --benches` only lists
+    };
     let referrals = generated_referrals(count, 1)?;
     let (mut api, mut broker, mut source) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {

@@ -32,9 +32,8 @@ fn promtool(args: &[&str], files: &[PathBuf]) {
         .expect("promtool runs (apt-get install prometheus; deploy/local/stack.sh up installs it)");
     assert!(
         output.status.success(),
-        "promtool {args:?} {files:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "promtool {args:?} {files:?} failed:\n{}",
+        hunter_e2e::output_text(&output)
     );
 }
 

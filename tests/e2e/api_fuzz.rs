@@ -36,11 +36,7 @@ async fn fuzzing_every_route_from_the_openapi_document_gets_no_server_error() ->
             .output()
     })
     .await??;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = hunter_e2e::output_text(&output);
     if !output.status.success() {
         anyhow::bail!(
             "schemathesis found failures:\n{text}\n{}",

@@ -49,6 +49,27 @@ async fn live_versions(clickhouse: &ClickHouse) -> anyhow::Result<BTreeMap<Strin
     Ok(live)
 }
 
+/// Waits until the sink's `hunter_sink_consumption_paused{stream="leads"}` gauge says `paused`.
+async fn lead_stream_paused(
+    deployment: &Deployment,
+    paused: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let want = format!(
+        r#"hunter_sink_consumption_paused{{stream="leads"}} {}"#,
+        u8::from(paused)
+    );
+    wait_for(
+        &format!("the lead stream paused = {paused}"),
+        timeout,
+        || async {
+            let metrics = deployment.metrics().await?;
+            Ok(metrics.lines().any(|line| line == want).then_some(()))
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_stopped_for_30_s_then_started_again_loses_nothing() -> anyhow::Result<()> {
     let leads = leads_from_generated(3_000, 82)?;
@@ -104,18 +125,7 @@ async fn clickhouse_stopped_for_30_s_then_started_again_loses_nothing() -> anyho
     deployment.produce_leads(&newer).await?;
     // Down: the sink has paused its lead stream (it holds one batch, fetches nothing more)
     // and is still running.
-    let paused = wait_for(
-        "the sink to pause the lead stream",
-        Duration::from_secs(25),
-        || async {
-            let metrics = deployment.metrics().await?;
-            Ok(metrics
-                .lines()
-                .any(|line| line == r#"hunter_sink_consumption_paused{stream="leads"} 1"#)
-                .then_some(()))
-        },
-    )
-    .await;
+    let paused = lead_stream_paused(&deployment, true, Duration::from_secs(25)).await;
     if let Err(error) = paused {
         anyhow::bail!("{error}\n{}", deployment.logs());
     }
@@ -147,18 +157,7 @@ async fn clickhouse_stopped_for_30_s_then_started_again_loses_nothing() -> anyho
     let expected_history = (leads.len() + newer.len()) as u64;
     assert_eq!(count(&history, "n"), expected_history);
     assert_eq!(count(&history, "versions"), expected_history);
-    let resumed = wait_for(
-        "the lead stream to resume",
-        Duration::from_secs(30),
-        || async {
-            let metrics = deployment.metrics().await?;
-            Ok(metrics
-                .lines()
-                .any(|line| line == r#"hunter_sink_consumption_paused{stream="leads"} 0"#)
-                .then_some(()))
-        },
-    )
-    .await;
+    let resumed = lead_stream_paused(&deployment, false, Duration::from_secs(30)).await;
     resumed?;
     let failures = deployment
         .metrics()

@@ -76,11 +76,7 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
         }
     })
     .await??;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = hunter_e2e::output_text(&output);
     if !output.status.success() {
         anyhow::bail!(
             "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",

@@ -1282,3 +1282,40 @@ pub mod grafana {
             .replace("$__range", rate_interval)
     }
 }
+
+/// What every bench binary (`tests/benches/*.rs`, harness = false) starts with.
+pub mod bench {
+    /// The median of a run's rounds.
+    pub fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        values[values.len() / 2]
+    }
+
+    /// `None` when cargo only lists benches (`--list`, from `cargo test --benches`); otherwise
+    /// the size from `size_var` (or `default`), after checking `HUNTER_BIN` is a release build.
+    pub fn start(bench: &str, size_var: &str, default: usize) -> anyhow::Result<Option<usize>> {
+        if std::env::args().any(|a| a == "--list") {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
+            "run it on a release build: cargo build --release -p hunter && \
+             HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench {bench}"
+        );
+        Ok(Some(
+            std::env::var(size_var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        ))
+    }
+}
+
+/// A finished command's stdout and stderr as one text, for assertions and failure messages.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
