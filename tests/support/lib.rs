@@ -402,6 +402,149 @@ impl Drop for OwnClickHouse {
     }
 }
 
+/// A tansu broker of the test's own, for tests that stop and restart the broker while the
+/// shared one stays up for everyone else: the stack's `tansu` (`deploy/local/stack.sh up`
+/// installs it) with durable `sqlite://` storage in a temporary directory, on a free port.
+/// Killed and deleted when dropped. Topics are created by `hunter migrate`, as on any broker.
+pub struct OwnBroker {
+    pub port: u16,
+    home: tempfile::TempDir,
+    server: Option<Child>,
+}
+
+impl OwnBroker {
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut own = OwnBroker {
+            port: free_port(),
+            home: tempfile::tempdir()?,
+            server: None,
+        };
+        own.start_again().await?;
+        Ok(own)
+    }
+
+    /// The broker's log (`HUNTER_TEST_TANSU_LOG` sets its `RUST_LOG`; default `warn`).
+    pub fn log(&self) -> PathBuf {
+        self.home.path().join("tansu.log")
+    }
+
+    /// `host:port` for `HUNTER_KAFKA_BROKERS`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn tansu() -> PathBuf {
+        let on_path = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("tansu"))
+                .find(|candidate| candidate.is_file())
+        });
+        on_path.unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu")
+        })
+    }
+
+    /// Starts the broker (again: same storage and port) and waits until it answers a Kafka
+    /// metadata request.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.server.is_none(), "the broker is already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = format!("sqlite://{}/tansu.db", self.home.path().display());
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join("tansu.log"))?;
+        // As deploy/local/stack.sh runs it: from / (tansu resolves the sqlite path against its
+        // working directory), with nothing of the test runner's environment.
+        let server = Command::new(Self::tansu())
+            .args(["broker", "--cluster-id", "hunter-test"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &storage])
+            .current_dir("/")
+            .env_clear()
+            .envs(base_env())
+            .env(
+                "RUST_LOG",
+                std::env::var("HUNTER_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawn tansu (deploy/local/stack.sh up installs it)")?;
+        self.server = Some(server);
+        let brokers = self.brokers();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let brokers = brokers.clone();
+            let answered = tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()?;
+                consumer.fetch_metadata(None, Duration::from_secs(2))?;
+                anyhow::Ok(())
+            })
+            .await?;
+            if answered.is_ok() {
+                return Ok(());
+            }
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.home.path().join("tansu.log")).unwrap_or_default();
+                bail!(
+                    "own tansu on {} did not answer (exit: {exited:?}): {answered:?}\n{}",
+                    self.brokers(),
+                    tail(&log, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, and waits until the broker has exited (SIGKILL after 30 s).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.server.take() else {
+            bail!("the broker is not running");
+        };
+        Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!("tansu did not stop within 30 s of SIGTERM; killed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown hooks run; only what its storage made durable survives.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.server.take() else {
+            bail!("the broker is not running");
+        };
+        server.kill()?;
+        server.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
 /// One isolated Hunter deployment on the local stack: its own topic prefix, ClickHouse
 /// database, simulator, token cache and API port.
 pub struct Deployment {
@@ -578,6 +721,14 @@ impl Deployment {
         self.env
             .insert("HUNTER_CLICKHOUSE_URL".into(), url.to_owned());
         self.clickhouse = ClickHouse::new(url, &database);
+    }
+
+    /// Points this deployment (its processes started from now on, and the test's own reads
+    /// of its topics) at another broker, such as an [`OwnBroker`].
+    pub fn use_broker(&mut self, brokers: &str) {
+        self.env
+            .insert("HUNTER_KAFKA_BROKERS".into(), brokers.to_owned());
+        self.stack.brokers = brokers.to_owned();
     }
 
     /// Stops every process and drops the test database.
