@@ -18,7 +18,8 @@
 //! - tenants are independent: each has its own task, sign-in, cursor and metrics label.
 //!
 //! Failure modes: an API or broker error, or a poll over its time budget, ends the poll as
-//! `failed` with the error class and the cursor unchanged; the next tick tries again. A sign-in
+//! `failed` with the error class and the cursor unchanged; the next tick tries again (not before
+//! the end of a `Retry-After` the failed call was given: the client waits it out first). A sign-in
 //! that needs a person (expired or revoked refresh token, consent missing, public client flows
 //! off) suspends that tenant's polls, says what to run, and resumes by itself once
 //! `hunter auth login` has written a new token cache. A trigger that arrives while a poll is
