@@ -253,10 +253,12 @@ async fn faults_lose_nothing_double_nothing_and_are_reported_by_class() -> anyho
 
     // 4. Every access token expires: one silent refresh, no sign-in needed.
     let before = stats(&deployment).await?;
-    let expired_at = Timestamp::now();
     deployment
         .simulator_post("/_simulator/expire-access-tokens")
         .await?;
+    // Taken once the simulator has answered: a poll that started before could still have made
+    // its calls with the old token.
+    let expired_at = Timestamp::now();
     wait_for_recovery(&deployment, "a poll after the tokens expired", expired_at).await?;
     let after = stats(&deployment).await?;
     assert_eq!(
