@@ -24,7 +24,7 @@ const TICK: Duration = Duration::nanoseconds(100);
 
 impl Simulator {
     /// With probability `mutate_rate`, moves `mutate_burst` random referrals on, in memory and
-    /// in the file.
+    /// in the file (in memory only with `mutations_in_memory`).
     pub(super) async fn maybe_mutate(&self) {
         let rate = f64::from_bits(self.mutate_rate.load(std::sync::atomic::Ordering::Relaxed));
         if rate <= 0.0 {
@@ -66,18 +66,24 @@ impl Simulator {
         }
         api::sort_referrals(&mut referrals);
         let referrals = Arc::new(referrals);
-        let path = self.opts.referrals_file.clone();
-        let unserved = store.unserved.clone();
-        let to_write = referrals.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            api::write_store(&path, &to_write, &unserved)?;
-            std::fs::metadata(&path)
-        })
-        .await
-        .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+        let written = if self.opts.mutations_in_memory {
+            Ok(None)
+        } else {
+            let path = self.opts.referrals_file.clone();
+            let unserved = store.unserved.clone();
+            let to_write = referrals.clone();
+            tokio::task::spawn_blocking(move || {
+                api::write_store(&path, &to_write, &unserved)?;
+                std::fs::metadata(&path).map(Some)
+            })
+            .await
+            .unwrap_or_else(|error| Err(std::io::Error::other(error)))
+        };
         match written {
             Ok(metadata) => {
-                store.stamp = Some(api::file_stamp(&metadata));
+                if let Some(metadata) = metadata {
+                    store.stamp = Some(api::file_stamp(&metadata));
+                }
                 store.referrals = referrals;
                 store.last_mutation = Some(at);
                 drop(store);
