@@ -36,6 +36,16 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The same stack with another broker, such as an [`OwnBroker`].
+    pub fn with_brokers(&self, brokers: &str) -> Self {
+        Stack {
+            brokers: brokers.to_owned(),
+            ..self.clone()
+        }
+    }
+}
+
 /// The `hunter` binary under test.
 pub fn hunter_bin() -> PathBuf {
     if let Ok(path) = std::env::var("HUNTER_BIN") {
@@ -402,6 +412,131 @@ impl Drop for OwnClickHouse {
     }
 }
 
+/// A tansu broker of the caller's own (benches: tansu's sqlite storage grows with every record
+/// and no topic can be deleted safely, so a bench that moves gigabytes must not use the shared
+/// stack's broker). Started as `deploy/local/stack.sh` starts the stack's (from `/`, sqlite
+/// storage at an absolute path), on a free port, with its storage in a directory of its own
+/// under `$HUNTER_BENCH_DIR` (default `<repo>/.local/bench`); stopped and deleted when dropped.
+/// The directory holds `tansu.pid`, so `tests/bench.sh` can stop a broker whose bench was killed.
+pub struct OwnBroker {
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub brokers: String,
+    pub dir: PathBuf,
+    server: Child,
+}
+
+impl OwnBroker {
+    pub async fn start() -> anyhow::Result<Self> {
+        let base = std::env::var("HUNTER_BENCH_DIR").map_or_else(
+            |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/bench"),
+            PathBuf::from,
+        );
+        std::fs::create_dir_all(&base)?;
+        let dir = std::fs::canonicalize(&base)?.join(unique("tansu-"));
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let tansu = which_tansu()?;
+        let log = File::create(dir.join("tansu.log"))?;
+        let server = Command::new(&tansu)
+            .args(["broker", "--cluster-id", "hunter-bench"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .arg("--storage-engine")
+            .arg(format!("sqlite://{}", dir.join("tansu.db").display()))
+            // tansu strips the leading '/' of the sqlite path and reads ./.env: run from /.
+            .current_dir("/")
+            .env_remove("SCHEMA_REGISTRY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", tansu.display()))?;
+        std::fs::write(dir.join("tansu.pid"), server.id().to_string())?;
+        let mut broker = OwnBroker {
+            brokers: format!("127.0.0.1:{port}"),
+            dir,
+            server,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let brokers = broker.brokers.clone();
+            let answered = tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()?;
+                let metadata = consumer.fetch_metadata(None, Duration::from_secs(2));
+                std::thread::spawn(move || drop(consumer));
+                anyhow::Ok(metadata.is_ok())
+            })
+            .await??;
+            if answered {
+                return Ok(broker);
+            }
+            if let Some(status) = broker.server.try_wait()? {
+                bail!(
+                    "tansu exited ({status}) before answering\n{}",
+                    std::fs::read_to_string(broker.dir.join("tansu.log")).unwrap_or_default()
+                );
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "tansu on {} did not answer a metadata request within 60 s",
+                broker.brokers
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// Bytes its storage takes on disk now.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok()?.metadata().ok())
+                    .map(|metadata| metadata.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The broker's version line (`tansu 0.6.0`).
+    pub fn version() -> String {
+        which_tansu()
+            .ok()
+            .and_then(|tansu| Command::new(tansu).arg("--version").output().ok())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `tansu` on PATH, else where `cargo install` puts it.
+fn which_tansu() -> anyhow::Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("tansu"))
+        .find(|path| path.is_file());
+    let cargo_bin =
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/tansu"));
+    on_path
+        .or(cargo_bin.filter(|path| path.is_file()))
+        .context("tansu not found: deploy/local/stack.sh up installs it")
+}
+
 /// One isolated Hunter deployment on the local stack: its own topic prefix, ClickHouse
 /// database, simulator, token cache and API port.
 pub struct Deployment {
@@ -420,7 +555,11 @@ pub struct Deployment {
 impl Deployment {
     /// Writes `referrals` as the simulator's file and prepares settings; starts nothing.
     pub fn new(referrals: &[serde_json::Value]) -> anyhow::Result<Self> {
-        let stack = Stack::from_env();
+        Self::new_on(Stack::from_env(), referrals)
+    }
+
+    /// [`Deployment::new`] on another stack (such as the local one with an [`OwnBroker`]).
+    pub fn new_on(stack: Stack, referrals: &[serde_json::Value]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let prefix = format!("{}.", unique("t"));
         let database = unique("hunter_t");
@@ -598,6 +737,20 @@ fn tail(text: &str, lines: usize) -> String {
 pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_json::Value>> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("generated.json");
+    generate_referrals_file(&file, count, seed)?;
+    let referrals: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&file)?)?;
+    anyhow::ensure!(
+        referrals.len() == count,
+        "generated {} referrals, wanted {count}",
+        referrals.len()
+    );
+    Ok(referrals)
+}
+
+/// Writes `count` generated referrals to `file` with the real `hunter simulate --generate`,
+/// without reading them back (a million are about 4 GB of JSON).
+pub fn generate_referrals_file(file: &Path, count: usize, seed: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let file_text = file.display().to_string();
@@ -619,9 +772,11 @@ pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_
         &HashMap::new(),
         dir.path(),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // The simulator says it is listening only after the file was written.
-    while !process.output().contains("simulator on") {
+    // About 65 s per million on 2 cores.
+    let deadline = Instant::now() + Duration::from_secs(30 + count as u64 / 10_000);
+    // Said once the file is in place (it is written to a temporary file and renamed).
+    let written = format!("wrote {count} generated referrals");
+    while !process.output().contains(&written) {
         if Instant::now() > deadline || !process.is_running() {
             bail!(
                 "hunter simulate --generate did not write {}:\n{}",
@@ -632,13 +787,7 @@ pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_
         std::thread::sleep(Duration::from_millis(50));
     }
     process.kill9();
-    let referrals: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&file)?)?;
-    anyhow::ensure!(
-        referrals.len() == count,
-        "generated {} referrals, wanted {count}",
-        referrals.len()
-    );
-    Ok(referrals)
+    Ok(())
 }
 
 /// A record as read back: payload, and headers (with the key as header "key").
@@ -1283,33 +1432,7 @@ pub mod grafana {
     }
 }
 
-/// What every bench binary (`tests/benches/*.rs`, harness = false) starts with.
-pub mod bench {
-    /// The median of a run's rounds.
-    pub fn median(mut values: Vec<f64>) -> f64 {
-        values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        values[values.len() / 2]
-    }
-
-    /// `None` when cargo only lists benches (`--list`, from `cargo test --benches`); otherwise
-    /// the size from `size_var` (or `default`), after checking `HUNTER_BIN` is a release build.
-    pub fn start(bench: &str, size_var: &str, default: usize) -> anyhow::Result<Option<usize>> {
-        if std::env::args().any(|a| a == "--list") {
-            return Ok(None);
-        }
-        anyhow::ensure!(
-            std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
-            "run it on a release build: cargo build --release -p hunter && \
-             HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench {bench}"
-        );
-        Ok(Some(
-            std::env::var(size_var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default),
-        ))
-    }
-}
+pub mod bench;
 
 /// A finished command's stdout and stderr as one text, for assertions and failure messages.
 pub fn output_text(output: &std::process::Output) -> String {
