@@ -1433,6 +1433,7 @@ pub mod grafana {
 }
 
 pub mod bench;
+pub mod report;
 
 /// A finished command's stdout and stderr as one text, for assertions and failure messages.
 pub fn output_text(output: &std::process::Output) -> String {
