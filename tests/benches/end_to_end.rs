@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use hunter_core::records::Timestamp;
 use hunter_core::telemetry::names;
 use hunter_e2e::bench::{Histogram, Quantile, Report, RowKind, cpu_seconds, relay, size};
+use hunter_e2e::report::figure;
 use hunter_e2e::{Deployment, OwnBroker, Stack, free_port, generate_referrals_file};
 
 /// What one round measured.
@@ -409,7 +410,10 @@ async fn main() -> anyhow::Result<()> {
         Some("<= 5"),
     );
     report.ratio(
-        &format!("p99 latency, poll to ClickHouse row, bulk load of {count} (s)"),
+        &format!(
+            "p99 latency, poll to ClickHouse row, bulk load of {} (s)",
+            figure(count as f64)
+        ),
         bulk_p99,
         Some("<= 5"),
     );
