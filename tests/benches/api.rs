@@ -19,9 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hunter_e2e::bench::{Report, RowKind};
-use hunter_e2e::{
-    ClickHouse, OwnBroker, Process, Stack, free_port, run_hunter, unique, wait_healthy,
-};
+use hunter_e2e::{ClickHouse, Process, Stack, free_port, run_hunter, unique, wait_healthy};
 
 #[derive(Debug, Clone, Copy)]
 struct Load {
@@ -111,13 +109,13 @@ async fn main() -> anyhow::Result<()> {
         "wrk missing: apt-get install wrk"
     );
     // Its topics (`hunter migrate` creates them) on a broker of the bench's own.
-    let broker = OwnBroker::start().await?;
-    let stack = Stack::from_env().with_brokers(&broker.brokers);
+    let broker = hunter_e2e::bench::broker().await?;
+    let stack = Stack::from_env();
     let database = unique("hunter_bench_api");
     let api_port = free_port();
     let token = uuid::Uuid::new_v4().simple().to_string();
     let env: std::collections::HashMap<String, String> = [
-        ("HUNTER_KAFKA_BROKERS", stack.brokers.clone()),
+        ("HUNTER_KAFKA_BROKERS", broker.brokers()),
         ("HUNTER_KAFKA_TOPIC_PREFIX", format!("{}.", unique("b"))),
         ("HUNTER_CLICKHOUSE_URL", stack.clickhouse_url.clone()),
         ("HUNTER_CLICKHOUSE_DATABASE", database.clone()),

@@ -8,7 +8,7 @@
 //! N referrals (default 1,000,000; `HUNTER_BENCH_REFERRALS`) are generated once by
 //! `hunter simulate --generate` into a file under `$HUNTER_BENCH_DIR` (default
 //! `.local/bench`). Then three rounds, median, each on a tansu broker of its own
-//! ([`OwnBroker`]: about 8 kB per referral land on its disk, deleted after the round) and a
+//! (`bench::broker`: about 12.6 kB per referral land on its disk, deleted after the round) and a
 //! fresh ClickHouse database:
 //! - end to end: the simulator serves the file; `hunter run sink` and `hunter run process`
 //!   start (and are given a few seconds to join their groups), then `hunter run source`, whose
@@ -38,7 +38,7 @@ use hunter_core::records::Timestamp;
 use hunter_core::telemetry::names;
 use hunter_e2e::bench::{Histogram, Quantile, Report, RowKind, cpu_seconds, relay, size};
 use hunter_e2e::report::figure;
-use hunter_e2e::{Deployment, OwnBroker, Stack, free_port, generate_referrals_file};
+use hunter_e2e::{Deployment, free_port, generate_referrals_file};
 
 /// What one round measured.
 #[derive(Debug, Default)]
@@ -80,15 +80,15 @@ async fn scrape(port: u16) -> anyhow::Result<Histogram> {
 
 async fn round(
     number: usize,
-    stack: &Stack,
     referrals_file: &std::path::Path,
     count: usize,
     steady: Duration,
     burst: usize,
 ) -> anyhow::Result<Round> {
     let started = Instant::now();
-    let broker = OwnBroker::start().await?;
-    let mut deployment = Deployment::new_on(stack.with_brokers(&broker.brokers), &[])?;
+    let broker = hunter_e2e::bench::broker().await?;
+    let mut deployment = Deployment::new(&[])?;
+    deployment.use_broker(&broker.brokers());
     deployment.referrals_file = referrals_file.to_path_buf();
     for (key, value) in [
         ("HUNTER_SYNC_INTERVAL_SECS", "1"),
@@ -138,7 +138,7 @@ async fn round(
         ("processor", cpu_seconds(deployment.process(process).pid())?),
         ("sink", cpu_seconds(deployment.process(sink).pid())?),
         ("simulator", cpu_seconds(deployment.process(0).pid())?),
-        ("tansu", cpu_seconds(broker.pid())?),
+        ("tansu", cpu_seconds(broker.pid().unwrap_or(0))?),
     ];
     let first_poll = deployment
         .wait_for_run("the first poll", Duration::from_secs(60), |run| {
@@ -164,7 +164,7 @@ async fn round(
         "{referral_records} referral and {lead_records} lead records, wanted {count} each"
     );
     let relay_referrals = relay(
-        &broker.brokers,
+        &broker.brokers(),
         &referrals_topic,
         &deployment.topic("relay.referrals"),
         4,
@@ -172,7 +172,7 @@ async fn round(
     )
     .await?;
     let relay_leads = relay(
-        &broker.brokers,
+        &broker.brokers(),
         &leads_topic,
         &deployment.topic("relay.leads"),
         4,
@@ -274,12 +274,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let steady = Duration::from_secs(size("HUNTER_BENCH_STEADY_SECS", 60) as u64);
     let burst = size("HUNTER_BENCH_STEADY_BURST", 10);
-    let stack = Stack::from_env();
 
-    let base = std::env::var("HUNTER_BENCH_DIR").map_or_else(
-        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/bench"),
-        std::path::PathBuf::from,
-    );
+    let base = hunter_e2e::bench::dir();
     std::fs::create_dir_all(&base)?;
     let data = tempfile::Builder::new()
         .prefix("end-to-end-")
@@ -295,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rounds = Vec::new();
     for number in 1..=3 {
-        rounds.push(round(number, &stack, &file, count, steady, burst).await?);
+        rounds.push(round(number, &file, count, steady, burst).await?);
     }
     drop(data);
 

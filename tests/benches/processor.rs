@@ -4,7 +4,7 @@
 //! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md); `tests/bench.sh`
 //! runs it with the others.
 //!
-//! Three rounds, median, each on a broker of its own ([`OwnBroker`], deleted after the round):
+//! Three rounds, median, each on a broker of its own (`bench::broker`, deleted after the round):
 //! N referrals (default 200,000; `HUNTER_BENCH_REFERRALS`) are loaded into a fresh referral
 //! topic (4 partitions), then:
 //! - relay: an rdkafka consumer → producer pass-through (no decode, no logic; offsets stored
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
 use hunter_e2e::bench::{Report, RowKind, relay};
-use hunter_e2e::{Deployment, OwnBroker, Stack, generated_referrals, run_hunter};
+use hunter_e2e::{Deployment, generated_referrals, run_hunter};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -90,17 +90,17 @@ async fn main() -> anyhow::Result<()> {
     for round in 1..=3 {
         // A broker of its own per round: about 4 kB per referral stay on its disk three times
         // over (input, relay copy, leads), deleted with it.
-        let broker = OwnBroker::start().await?;
-        let stack = Stack::from_env().with_brokers(&broker.brokers);
-        let mut deployment = Deployment::new_on(stack, &[])?;
+        let broker = hunter_e2e::bench::broker().await?;
+        let mut deployment = Deployment::new(&[])?;
+        deployment.use_broker(&broker.brokers());
         let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
         anyhow::ensure!(ok, "{output}");
         let input = deployment.topic("partner-center.referrals.v1");
         let loading = Instant::now();
-        load(&broker.brokers, &input, &records).await?;
+        load(&broker.brokers(), &input, &records).await?;
         loads.push(count as f64 / loading.elapsed().as_secs_f64());
         let relay = relay(
-            &broker.brokers,
+            &broker.brokers(),
             &input,
             &deployment.topic("relay"),
             4,

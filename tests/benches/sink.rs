@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p hunter-e2e --bench sink` with the local stack up, its settings in the
 //! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md); `tests/bench.sh`
-//! runs it with the others. The broker is one of the bench's own ([`OwnBroker`]).
+//! runs it with the others. The broker is one of the bench's own (`bench::broker`).
 //!
 //! N leads (default 1,000,000; `HUNTER_BENCH_LEADS`) are loaded once into a fresh lead topic
 //! (4 partitions, Avro as the processor writes them). Then, three times, median:
@@ -27,9 +27,7 @@ use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
 use hunter_e2e::bench::{Report, RowKind, cpu_seconds};
-use hunter_e2e::{
-    ClickHouse, Deployment, OwnBroker, Stack, generated_referrals, run_hunter, unique,
-};
+use hunter_e2e::{ClickHouse, Deployment, generated_referrals, run_hunter, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -219,8 +217,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // A broker of the bench's own, deleted afterwards (not the shared stack's).
-    let broker = OwnBroker::start().await?;
-    let mut deployment = Deployment::new_on(Stack::from_env().with_brokers(&broker.brokers), &[])?;
+    let broker = hunter_e2e::bench::broker().await?;
+    let mut deployment = Deployment::new(&[])?;
+    deployment.use_broker(&broker.brokers());
     if let Ok(rows) = std::env::var("HUNTER_SINK_BATCH_ROWS") {
         // A batch size to try (the default is the sink's own).
         deployment.env.insert("HUNTER_SINK_BATCH_ROWS".into(), rows);

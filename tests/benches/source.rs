@@ -4,7 +4,7 @@
 //! environment (`eval "$(deploy/local/stack.sh env)"`) and `HUNTER_BIN` naming a release build:
 //! `cargo build --release -p hunter && HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench source`;
 //! `tests/bench.sh` runs it with the others. The broker is one of the bench's own
-//! ([`OwnBroker`]), not the stack's.
+//! (`bench::broker`), not the stack's.
 //!
 //! For N referrals (default 20,000; `HUNTER_BENCH_REFERRALS`), three times each, median:
 //! - api: reading every page from the simulator with a plain HTTP client (no parsing, no
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
 use hunter_e2e::bench::{Report, RowKind};
-use hunter_e2e::{Deployment, OwnBroker, Stack, generated_referrals};
+use hunter_e2e::{Deployment, generated_referrals};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -115,11 +115,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let referrals = generated_referrals(count, 1)?;
     // A broker of the bench's own, deleted afterwards (not the shared stack's).
-    let broker = OwnBroker::start().await?;
-    let stack = Stack::from_env().with_brokers(&broker.brokers);
+    let broker = hunter_e2e::bench::broker().await?;
     let (mut api, mut broker_rates, mut source) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
-        let mut deployment = Deployment::new_on(stack.clone(), &referrals)?;
+        let mut deployment = Deployment::new(&referrals)?;
+        deployment.use_broker(&broker.brokers());
         deployment.start_simulator(&["--page-size", "100"]).await?;
         deployment.login_and_migrate()?;
         api.push(api_ceiling(&deployment, count).await?);

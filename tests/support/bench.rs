@@ -34,6 +34,20 @@ pub fn start(bench: &str, size_var: &str, default: usize) -> anyhow::Result<Opti
     Ok(Some(size(size_var, default)))
 }
 
+/// Where benches keep their brokers' storage and data: `$HUNTER_BENCH_DIR`, else
+/// `<repo>/.local/bench`.
+pub fn dir() -> std::path::PathBuf {
+    std::env::var("HUNTER_BENCH_DIR").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/bench"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// A broker of the bench's own, its storage under [`dir`].
+pub async fn broker() -> anyhow::Result<crate::OwnBroker> {
+    crate::OwnBroker::start_in(&dir()).await
+}
+
 /// A whole number from the environment, or `default`.
 pub fn size(var: &str, default: usize) -> usize {
     std::env::var(var)

@@ -36,16 +36,6 @@ impl Stack {
     }
 }
 
-impl Stack {
-    /// The same stack with another broker, such as an [`OwnBroker`].
-    pub fn with_brokers(&self, brokers: &str) -> Self {
-        Stack {
-            brokers: brokers.to_owned(),
-            ..self.clone()
-        }
-    }
-}
-
 /// The `hunter` binary under test.
 pub fn hunter_bin() -> PathBuf {
     if let Ok(path) = std::env::var("HUNTER_BIN") {
@@ -412,90 +402,48 @@ impl Drop for OwnClickHouse {
     }
 }
 
-/// A tansu broker of the caller's own (benches: tansu's sqlite storage grows with every record
-/// and no topic can be deleted safely, so a bench that moves gigabytes must not use the shared
-/// stack's broker). Started as `deploy/local/stack.sh` starts the stack's (from `/`, sqlite
-/// storage at an absolute path), on a free port, with its storage in a directory of its own
-/// under `$HUNTER_BENCH_DIR` (default `<repo>/.local/bench`); stopped and deleted when dropped.
-/// The directory holds `tansu.pid`, so `tests/bench.sh` can stop a broker whose bench was killed.
+/// A tansu broker of the test's own, for tests that stop and restart the broker while the
+/// shared one stays up for everyone else: the stack's `tansu` (`deploy/local/stack.sh up`
+/// installs it) with durable `sqlite://` storage in a temporary directory, on a free port.
+/// Killed and deleted when dropped. Topics are created by `hunter migrate`, as on any broker.
 pub struct OwnBroker {
-    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
-    pub brokers: String,
-    pub dir: PathBuf,
-    server: Child,
+    pub port: u16,
+    home: tempfile::TempDir,
+    server: Option<Child>,
 }
 
 impl OwnBroker {
     pub async fn start() -> anyhow::Result<Self> {
-        let base = std::env::var("HUNTER_BENCH_DIR").map_or_else(
-            |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local/bench"),
-            PathBuf::from,
-        );
-        std::fs::create_dir_all(&base)?;
-        let dir = std::fs::canonicalize(&base)?.join(unique("tansu-"));
-        std::fs::create_dir_all(&dir)?;
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let tansu = which_tansu()?;
-        let log = File::create(dir.join("tansu.log"))?;
-        let server = Command::new(&tansu)
-            .args(["broker", "--cluster-id", "hunter-bench"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .arg("--storage-engine")
-            .arg(format!("sqlite://{}", dir.join("tansu.db").display()))
-            // tansu strips the leading '/' of the sqlite path and reads ./.env: run from /.
-            .current_dir("/")
-            .env_remove("SCHEMA_REGISTRY")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {}", tansu.display()))?;
-        std::fs::write(dir.join("tansu.pid"), server.id().to_string())?;
-        let mut broker = OwnBroker {
-            brokers: format!("127.0.0.1:{port}"),
-            dir,
-            server,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let brokers = broker.brokers.clone();
-            let answered = tokio::task::spawn_blocking(move || {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create()?;
-                let metadata = consumer.fetch_metadata(None, Duration::from_secs(2));
-                std::thread::spawn(move || drop(consumer));
-                anyhow::Ok(metadata.is_ok())
-            })
-            .await??;
-            if answered {
-                return Ok(broker);
-            }
-            if let Some(status) = broker.server.try_wait()? {
-                bail!(
-                    "tansu exited ({status}) before answering\n{}",
-                    std::fs::read_to_string(broker.dir.join("tansu.log")).unwrap_or_default()
-                );
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "tansu on {} did not answer a metadata request within 60 s",
-                broker.brokers
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        Self::start_with(tempfile::tempdir()?).await
     }
 
-    pub fn pid(&self) -> u32 {
-        self.server.id()
+    /// [`OwnBroker::start`] with its storage in a new directory `tansu-*` under `base`: benches
+    /// keep it under `.local/bench` (see [`crate::bench::dir`]), where `tests/bench.sh` finds
+    /// what a killed bench left by the `tansu.pid` every start writes.
+    pub async fn start_in(base: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(base)?;
+        let base = std::fs::canonicalize(base)?;
+        Self::start_with(tempfile::Builder::new().prefix("tansu-").tempdir_in(base)?).await
+    }
+
+    async fn start_with(home: tempfile::TempDir) -> anyhow::Result<Self> {
+        let mut own = OwnBroker {
+            port: free_port(),
+            home,
+            server: None,
+        };
+        own.start_again().await?;
+        Ok(own)
+    }
+
+    /// The running broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
     }
 
     /// Bytes its storage takes on disk now.
     pub fn disk_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.dir)
+        std::fs::read_dir(self.home.path())
             .map(|entries| {
                 entries
                     .filter_map(|entry| entry.ok()?.metadata().ok())
@@ -507,34 +455,136 @@ impl OwnBroker {
 
     /// The broker's version line (`tansu 0.6.0`).
     pub fn version() -> String {
-        which_tansu()
+        Command::new(Self::tansu())
+            .arg("--version")
+            .output()
             .ok()
-            .and_then(|tansu| Command::new(tansu).arg("--version").output().ok())
+            .filter(|output| output.status.success())
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
             .unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// The broker's log (`HUNTER_TEST_TANSU_LOG` sets its `RUST_LOG`; default `warn`).
+    pub fn log(&self) -> PathBuf {
+        self.home.path().join("tansu.log")
+    }
+
+    /// `host:port` for `HUNTER_KAFKA_BROKERS`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn tansu() -> PathBuf {
+        let on_path = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("tansu"))
+                .find(|candidate| candidate.is_file())
+        });
+        on_path.unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu")
+        })
+    }
+
+    /// Starts the broker (again: same storage and port) and waits until it answers a Kafka
+    /// metadata request.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.server.is_none(), "the broker is already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = format!("sqlite://{}/tansu.db", self.home.path().display());
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join("tansu.log"))?;
+        // As deploy/local/stack.sh runs it: from / (tansu resolves the sqlite path against its
+        // working directory), with nothing of the test runner's environment.
+        let server = Command::new(Self::tansu())
+            .args(["broker", "--cluster-id", "hunter-test"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &storage])
+            .current_dir("/")
+            .env_clear()
+            .envs(base_env())
+            .env(
+                "RUST_LOG",
+                std::env::var("HUNTER_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawn tansu (deploy/local/stack.sh up installs it)")?;
+        std::fs::write(self.home.path().join("tansu.pid"), server.id().to_string())?;
+        self.server = Some(server);
+        let brokers = self.brokers();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let brokers = brokers.clone();
+            let answered = tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()?;
+                consumer.fetch_metadata(None, Duration::from_secs(2))?;
+                anyhow::Ok(())
+            })
+            .await?;
+            if answered.is_ok() {
+                return Ok(());
+            }
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.home.path().join("tansu.log")).unwrap_or_default();
+                bail!(
+                    "own tansu on {} did not answer (exit: {exited:?}): {answered:?}\n{}",
+                    self.brokers(),
+                    tail(&log, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, and waits until the broker has exited (SIGKILL after 30 s).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.server.take() else {
+            bail!("the broker is not running");
+        };
+        Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!("tansu did not stop within 30 s of SIGTERM; killed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown hooks run; only what its storage made durable survives.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.server.take() else {
+            bail!("the broker is not running");
+        };
+        server.kill()?;
+        server.wait()?;
+        Ok(())
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
     }
-}
-
-/// `tansu` on PATH, else where `cargo install` puts it.
-fn which_tansu() -> anyhow::Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("tansu"))
-        .find(|path| path.is_file());
-    let cargo_bin =
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/tansu"));
-    on_path
-        .or(cargo_bin.filter(|path| path.is_file()))
-        .context("tansu not found: deploy/local/stack.sh up installs it")
 }
 
 /// One isolated Hunter deployment on the local stack: its own topic prefix, ClickHouse
@@ -555,11 +605,7 @@ pub struct Deployment {
 impl Deployment {
     /// Writes `referrals` as the simulator's file and prepares settings; starts nothing.
     pub fn new(referrals: &[serde_json::Value]) -> anyhow::Result<Self> {
-        Self::new_on(Stack::from_env(), referrals)
-    }
-
-    /// [`Deployment::new`] on another stack (such as the local one with an [`OwnBroker`]).
-    pub fn new_on(stack: Stack, referrals: &[serde_json::Value]) -> anyhow::Result<Self> {
+        let stack = Stack::from_env();
         let dir = tempfile::tempdir()?;
         let prefix = format!("{}.", unique("t"));
         let database = unique("hunter_t");
@@ -717,6 +763,14 @@ impl Deployment {
         self.env
             .insert("HUNTER_CLICKHOUSE_URL".into(), url.to_owned());
         self.clickhouse = ClickHouse::new(url, &database);
+    }
+
+    /// Points this deployment (its processes started from now on, and the test's own reads
+    /// of its topics) at another broker, such as an [`OwnBroker`].
+    pub fn use_broker(&mut self, brokers: &str) {
+        self.env
+            .insert("HUNTER_KAFKA_BROKERS".into(), brokers.to_owned());
+        self.stack.brokers = brokers.to_owned();
     }
 
     /// Stops every process and drops the test database.

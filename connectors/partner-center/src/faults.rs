@@ -1,4 +1,5 @@
-//! Fault injection for the simulator: `--faults 429:0.1,500:0.05,truncate:0.02`.
+//! Fault injection for the simulator: `--faults 429:0.1,500:0.05,truncate:0.02` at start, or
+//! `POST /_simulator/faults?spec=...` while it runs.
 //!
 //! Each item is `kind:rate` with `rate` in `0..=1`. Per request, one uniform draw picks at most
 //! one fault: the kinds share the unit interval in the order given, so with a total rate of at
@@ -7,7 +8,7 @@
 //! | kind | reply |
 //! |---|---|
 //! | `401` | 401 `unauthenticated`, as for an expired access token: the token stays expired (never on a token's first request, so one refresh always gets through) |
-//! | `429` | 429 with `Retry-After: 1` and the throttling body Partner Center documents |
+//! | `429` | 429 with `Retry-After: 1` (or the `retry_after` of `POST /_simulator/faults`) and the throttling body Partner Center documents |
 //! | `500` | 500 with a `generalException` error body |
 //! | `503` | 503 with a `serviceNotAvailable` error body |
 //! | `truncate` | the real 200 reply with its JSON body cut in half |
@@ -21,7 +22,7 @@ use std::str::FromStr;
 pub enum FaultKind {
     /// HTTP 401 as for an expired access token (the token stays expired).
     Unauthorized,
-    /// HTTP 429 with `Retry-After: 1`.
+    /// HTTP 429 with `Retry-After` (1 s unless changed at run time).
     TooManyRequests,
     /// HTTP 500.
     InternalError,

@@ -213,13 +213,17 @@ pub const LAG_INTERVAL: Duration = Duration::from_secs(10);
 /// (the group's own consumer must not be asked for its committed offsets: see stack-notes), so
 /// every instance of a role reports the whole group: aggregate with `max by (stage, topic,
 /// partition)`. A failed measurement is logged at debug and tried again next time.
+///
+/// It also watches for work nobody does: when the group has uncommitted records and its
+/// committed offsets have not moved for [`ORPHANED_AFTER`], the returned [`GroupHealth`] says
+/// so, and a consumer of the group that holds no partition rejoins ([`rejoin_if_orphaned`]).
 pub fn spawn_lag_monitor(
     settings: &KafkaSettings,
     stage: &'static str,
     group_id: &str,
     topic: &str,
     mut shutdown: crate::shutdown::Shutdown,
-) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+) -> Result<GroupHealth, KafkaError> {
     let consumer: rdkafka::consumer::BaseConsumer = base_config(settings)
         .set("group.id", group_id)
         .set("client.id", format!("hunter-{stage}-lag"))
@@ -228,7 +232,10 @@ pub fn spawn_lag_monitor(
         .create()?;
     let consumer = std::sync::Arc::new(consumer);
     let topic = topic.to_owned();
-    Ok(tokio::spawn(async move {
+    let health = GroupHealth::default();
+    let orphaned = health.orphaned.clone();
+    let mut watch = OrphanWatch::default();
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(LAG_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -239,7 +246,12 @@ pub fn spawn_lag_monitor(
             let (measuring, name) = (consumer.clone(), topic.clone());
             match tokio::task::spawn_blocking(move || consumer_lag(&measuring, &name)).await {
                 Ok(Ok(lags)) => {
-                    for (partition, lag) in lags {
+                    let now = std::time::Instant::now();
+                    orphaned.store(
+                        watch.observe(&lags, now),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    for (partition, lag, _) in lags {
                         metrics::gauge!(
                             crate::telemetry::names::KAFKA_CONSUMER_LAG_RECORDS,
                             "stage" => stage,
@@ -257,14 +269,133 @@ pub fn spawn_lag_monitor(
         }
         // librdkafka's close blocks: not on the runtime's threads.
         std::thread::spawn(move || drop(consumer));
-    }))
+    });
+    Ok(health)
 }
 
-/// Per partition of `topic`: high watermark minus the committed offset of `consumer`'s group.
+/// How long a group's uncommitted records may go without any committed offset moving before
+/// [`GroupHealth::orphaned`] says nobody is consuming them.
+pub const ORPHANED_AFTER: Duration = Duration::from_secs(30);
+
+/// What [`spawn_lag_monitor`] knows about its group, shared with the group's consumer.
+#[derive(Clone, Debug, Default)]
+pub struct GroupHealth {
+    orphaned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GroupHealth {
+    /// The group has uncommitted records and none of its committed offsets moved for
+    /// [`ORPHANED_AFTER`].
+    pub fn orphaned(&self) -> bool {
+        self.orphaned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn clear(&self) {
+        self.orphaned
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Remembers since when a group's committed offsets stood still while it had lag.
+#[derive(Debug, Default)]
+struct OrphanWatch {
+    committed: Vec<(i32, Option<i64>)>,
+    still_since: Option<std::time::Instant>,
+}
+
+impl OrphanWatch {
+    /// Takes one measurement (partition, lag, committed offset); true when the group has lag
+    /// and nothing it committed moved for [`ORPHANED_AFTER`].
+    fn observe(&mut self, lags: &[(i32, i64, Option<i64>)], now: std::time::Instant) -> bool {
+        let committed: Vec<(i32, Option<i64>)> = lags.iter().map(|(p, _, c)| (*p, *c)).collect();
+        let lagging = lags.iter().any(|(_, lag, _)| *lag > 0);
+        if !lagging || committed != self.committed {
+            self.still_since = lagging.then_some(now);
+        } else if self.still_since.is_none() {
+            self.still_since = Some(now);
+        }
+        self.committed = committed;
+        self.still_since
+            .is_some_and(|since| now.duration_since(since) >= ORPHANED_AFTER)
+    }
+}
+
+/// When the group's records are orphaned (see [`GroupHealth`]) and this consumer holds no
+/// partition, leaves the group and subscribes again, which makes the coordinator run a new
+/// rebalance that includes it. A consumer that holds partitions does nothing: its own stalls
+/// (a paused sink) are its own business. Returns whether it rejoined.
+///
+/// Why: on tansu 0.6.0, after a member was killed with SIGKILL and a new one joined in the
+/// same session window, the group was seen to settle with the new member owning nothing and
+/// no further rebalance (the crash suite, `tests/e2e/crash.rs`); any join ends that state.
+/// On Apache Kafka this should never fire, and `hunter_kafka_group_rejoins_total` shows it.
+pub fn rejoin_if_orphaned<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+    topic: &str,
+    health: &GroupHealth,
+    stage: &'static str,
+) -> bool {
+    use rdkafka::consumer::Consumer;
+    if !health.orphaned() {
+        return false;
+    }
+    let owns_nothing = consumer
+        .assignment()
+        .map(|assignment| assignment.count() == 0)
+        .unwrap_or(false);
+    if !owns_nothing {
+        return false;
+    }
+    tracing::warn!(
+        stage,
+        topic,
+        "the group has records nobody consumed for {} s and this consumer owns no partition: rejoining the group",
+        ORPHANED_AFTER.as_secs()
+    );
+    consumer.unsubscribe();
+    if let Err(error) = consumer.subscribe(&[topic]) {
+        tracing::warn!(stage, topic, %error, "subscribing again failed");
+        return false;
+    }
+    health.clear();
+    metrics::counter!(
+        crate::telemetry::names::KAFKA_GROUP_REJOINS_TOTAL,
+        "stage" => stage,
+        "topic" => topic.to_owned()
+    )
+    .increment(1);
+    true
+}
+
+/// The message a consumer's `recv` gave, or `None` after logging an error the consumer recovers
+/// from by itself. librdkafka reports broker outages (all brokers down, a connection refused
+/// or reset, a coordinator moving) as consumption errors on the consumer's queue and goes on
+/// reconnecting; only a fatal error (`MessageConsumptionFatal`) or any other kind ends the
+/// caller's loop. Before this, a sink whose broker was stopped for a few seconds exited
+/// ("AllBrokersDown"; found by `tests/e2e/crash.rs`).
+pub fn received<M>(
+    result: Result<M, KafkaError>,
+    stage: &'static str,
+) -> Result<Option<M>, KafkaError> {
+    match result {
+        Ok(message) => Ok(Some(message)),
+        Err(KafkaError::MessageConsumption(code)) => {
+            tracing::warn!(stage, error = %code, "kafka consumer error; librdkafka retries by itself");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// How often a consumer loop checks [`rejoin_if_orphaned`].
+pub const REJOIN_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Per partition of `topic`: high watermark minus the committed offset of `consumer`'s group,
+/// and the committed offset (`None` while the group has committed nothing there).
 pub fn consumer_lag(
     consumer: &rdkafka::consumer::BaseConsumer,
     topic: &str,
-) -> Result<Vec<(i32, i64)>, KafkaError> {
+) -> Result<Vec<(i32, i64, Option<i64>)>, KafkaError> {
     use rdkafka::consumer::Consumer;
     let timeout = Duration::from_secs(5);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
@@ -281,11 +412,12 @@ pub fn consumer_lag(
     let mut lags = Vec::new();
     for element in committed.elements() {
         let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
-        let from = match element.offset() {
-            rdkafka::Offset::Offset(offset) => offset,
-            _ => low,
+        let committed = match element.offset() {
+            rdkafka::Offset::Offset(offset) => Some(offset),
+            _ => None,
         };
-        lags.push((element.partition(), (high - from).max(0)));
+        let from = committed.unwrap_or(low);
+        lags.push((element.partition(), (high - from).max(0), committed));
     }
     Ok(lags)
 }
@@ -345,6 +477,42 @@ impl DeadLetter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_outages_are_not_the_end_of_a_consumer() {
+        use rdkafka::types::RDKafkaErrorCode;
+        let outage = KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown);
+        assert!(matches!(received::<()>(Err(outage), "sink"), Ok(None)));
+        assert!(matches!(received(Ok(7), "sink"), Ok(Some(7))));
+        let fatal = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
+        assert!(received::<()>(Err(fatal), "sink").is_err());
+    }
+
+    #[test]
+    fn lag_with_committed_offsets_standing_still_is_orphaned_after_30_s() {
+        let start = std::time::Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut watch = OrphanWatch::default();
+        let stuck = [(0, 5, Some(10)), (1, 0, Some(7))];
+        assert!(!watch.observe(&stuck, at(0)));
+        assert!(!watch.observe(&stuck, at(20)));
+        assert!(watch.observe(&stuck, at(30)));
+        assert!(watch.observe(&stuck, at(40)));
+        // An offset moves: someone consumes; the clock starts again.
+        let moving = [(0, 4, Some(11)), (1, 0, Some(7))];
+        assert!(!watch.observe(&moving, at(41)));
+        assert!(!watch.observe(&moving, at(70)));
+        assert!(watch.observe(&moving, at(71)));
+        // No lag: nothing to do, however still the offsets are.
+        let idle = [(0, 0, Some(15)), (1, 0, Some(7))];
+        assert!(!watch.observe(&idle, at(72)));
+        assert!(!watch.observe(&idle, at(200)));
+        // A group that never committed and has records waiting.
+        let mut fresh = OrphanWatch::default();
+        let never = [(0, 3, None)];
+        assert!(!fresh.observe(&never, at(0)));
+        assert!(fresh.observe(&never, at(30)));
+    }
 
     #[test]
     fn prefix_applies_to_every_topic() {

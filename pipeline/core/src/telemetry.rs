@@ -82,6 +82,9 @@ pub mod names {
         "hunter_partner_center_api_retry_wait_seconds";
     /// Records a consumer group has not committed yet, by stage, topic and partition.
     pub const KAFKA_CONSUMER_LAG_RECORDS: &str = "hunter_kafka_consumer_lag_records";
+    /// Times a consumer that held no partition rejoined its group because the group's
+    /// uncommitted records had no owner, by stage and topic.
+    pub const KAFKA_GROUP_REJOINS_TOTAL: &str = "hunter_kafka_group_rejoins_total";
 }
 
 /// How a metric aggregates.
@@ -323,6 +326,12 @@ pub const CATALOGUE: &[Metric] = {
             Gauge,
             &["stage", "topic", "partition"],
             "Records a consumer group has not committed yet (high watermark minus committed offset), by stage, topic and partition.",
+        ),
+        metric(
+            KAFKA_GROUP_REJOINS_TOTAL,
+            Counter,
+            &["stage", "topic"],
+            "Rejoins of a consumer group by a consumer that held no partition while the group's uncommitted records went unconsumed, by stage and topic.",
         ),
     ]
 };

@@ -98,7 +98,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     consumer
         .subscribe(&[topics.referrals.as_str()])
         .context("subscribe to the referral topic")?;
-    kafka::spawn_lag_monitor(
+    let health = kafka::spawn_lag_monitor(
         &settings.kafka,
         "processor",
         &context.group_id("processor"),
@@ -106,6 +106,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         shutdown.clone(),
     )
     .context("kafka lag monitor")?;
+    let mut rejoin_check = tokio::time::interval(kafka::REJOIN_CHECK_INTERVAL);
     let referrals = Codec::<Referral>::new(&topics.referrals, context.registry.clone());
     let shared = Arc::new(Shared {
         producer: kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?,
@@ -134,8 +135,13 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     break;
                 }
             }
+            _ = rejoin_check.tick() => {
+                kafka::rejoin_if_orphaned(&consumer, &topics.referrals, &health, "processor");
+            }
             received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let message = received.context("kafka consume")?;
+                let Some(message) = kafka::received(received, "processor").context("kafka consume")? else {
+                    continue;
+                };
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);

@@ -221,7 +221,7 @@ async fn stream(
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("subscribe to {topic}"))?;
-    kafka::spawn_lag_monitor(
+    let health = kafka::spawn_lag_monitor(
         &settings.kafka,
         "sink",
         &context.group_id(group),
@@ -229,6 +229,7 @@ async fn stream(
         shutdown.clone(),
     )
     .context("kafka lag monitor")?;
+    let mut rejoin_check = tokio::time::interval(kafka::REJOIN_CHECK_INTERVAL);
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
     let label = group.trim_start_matches("sink-");
@@ -251,8 +252,13 @@ async fn stream(
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     flush(writer, &consumer, &mut batch, &mut stall, label).await;
                 }
+                _ = rejoin_check.tick() => {
+                    kafka::rejoin_if_orphaned(&consumer, topic, &health, "sink");
+                }
                 received = consumer.recv() => {
-                    let message = received.context("kafka consume")?;
+                    let Some(message) = kafka::received(received, "sink").context("kafka consume")? else {
+                        continue;
+                    };
                     let topic = message.topic().to_owned();
                     let (partition, offset) = (message.partition(), message.offset());
                     let timestamp = message.timestamp().to_millis();

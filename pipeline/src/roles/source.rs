@@ -18,7 +18,8 @@
 //! - tenants are independent: each has its own task, sign-in, cursor and metrics label.
 //!
 //! Failure modes: an API or broker error, or a poll over its time budget, ends the poll as
-//! `failed` with the error class and the cursor unchanged; the next tick tries again. A sign-in
+//! `failed` with the error class and the cursor unchanged; the next tick tries again (not before
+//! the end of a `Retry-After` the failed call was given: the client waits it out first). A sign-in
 //! that needs a person (expired or revoked refresh token, consent missing, public client flows
 //! off) suspends that tenant's polls, says what to run, and resumes by itself once
 //! `hunter auth login` has written a new token cache. A trigger that arrives while a poll is
@@ -121,7 +122,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     commands
         .subscribe(&[topics.commands.as_str()])
         .context("subscribe to the command topic")?;
-    kafka::spawn_lag_monitor(
+    let health = kafka::spawn_lag_monitor(
         &settings.kafka,
         "source",
         &context.group_id("source-commands"),
@@ -129,6 +130,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         shutdown.clone(),
     )
     .context("kafka lag monitor")?;
+    let mut rejoin_check = tokio::time::interval(kafka::REJOIN_CHECK_INTERVAL);
     let command_codec = Codec::<Command>::new(&topics.commands, context.registry.clone());
     let result: anyhow::Result<()> = loop {
         tokio::select! {
@@ -136,12 +138,18 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             Some(joined) = tenants.join_next() => {
                 // A tenant loop only ends on shutdown; anything else is a bug worth a restart.
                 break match joined {
-                    Ok(()) => Err(anyhow::anyhow!("a tenant loop stopped unexpectedly")),
+                    Ok(Ok(())) => Err(anyhow::anyhow!("a tenant loop stopped unexpectedly")),
+                    Ok(Err(error)) => Err(error),
                     Err(error) => Err(anyhow::anyhow!("a tenant loop panicked: {error}")),
                 };
             }
+            _ = rejoin_check.tick() => {
+                kafka::rejoin_if_orphaned(&commands, &topics.commands, &health, "source");
+            }
             received = commands.recv() => {
-                let message = received.context("kafka consume (commands)")?;
+                let Some(message) = kafka::received(received, "source").context("kafka consume (commands)")? else {
+                    continue;
+                };
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 drop(message);
@@ -258,7 +266,7 @@ async fn tenant_loop(
     sync: SyncSettings,
     mut triggers: mpsc::Receiver<Trigger>,
     mut shutdown: Shutdown,
-) {
+) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(sync.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
@@ -266,17 +274,18 @@ async fn tenant_loop(
     metrics::gauge!(names::SOURCE_SYNC_INTERVAL_SECONDS, "tenant" => tenant.name.clone())
         .set(sync.interval.as_secs_f64());
     report_auth(&tenant);
+    let mut kafka_failures = 0;
     loop {
         let (mut trigger, run_id) = tokio::select! {
             biased;
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => return Ok(()),
             _ = ticks.tick() => {
                 let trigger = if std::mem::take(&mut first) { "startup" } else { "schedule" };
                 (trigger, uuid::Uuid::new_v4().to_string())
             }
             received = triggers.recv() => match received {
                 Some(trigger) => ("manual", trigger.command_id),
-                None => return,
+                None => return Ok(()),
             },
         };
         // Whatever else is queued is served by this run.
@@ -311,12 +320,36 @@ async fn tenant_loop(
             }
             None => {
                 let poll = poll(&mut tenant, &outputs, &sync, trigger, &run_id);
-                tokio::select! {
+                let failed = tokio::select! {
                     _ = shutdown.wait() => {
                         tracing::info!(tenant = %tenant.name, run_id, "poll interrupted by shutdown; the cursor was not moved");
-                        return;
+                        return Ok(());
                     }
-                    () = poll => {}
+                    failed = poll => failed,
+                };
+                // A producer the broker keeps refusing does not heal by itself: seen on tansu
+                // after a restart (it forgets the idempotent producer's id; every send then
+                // fails with "Unknown broker error"). After a few polls in a row fail on Kafka,
+                // or at once on a fatal producer error, the role stops with the reason, and its
+                // supervisor starts it with fresh clients (the cursor was not moved: nothing
+                // is lost).
+                kafka_failures = if failed == Some("kafka") {
+                    kafka_failures + 1
+                } else {
+                    0
+                };
+                if let Some((code, reason)) =
+                    rdkafka::producer::Producer::client(&outputs.producer).fatal_error()
+                {
+                    anyhow::bail!(
+                        "the kafka producer failed fatally ({code:?}: {reason}); restart the source"
+                    );
+                }
+                if kafka_failures >= KAFKA_FAILURES_BEFORE_RESTART {
+                    anyhow::bail!(
+                        "{kafka_failures} polls in a row failed publishing to kafka; \
+                         stopping so that the source starts again with fresh kafka clients"
+                    );
                 }
             }
         }
@@ -524,13 +557,14 @@ trait SyncRunExt {
     fn finish_failed(&mut self, class: &str, message: &str);
 }
 
+/// Runs one poll and records it; returns the error class when it failed.
 async fn poll(
     tenant: &mut Tenant,
     outputs: &Outputs,
     sync: &SyncSettings,
     trigger: &'static str,
     run_id: &str,
-) {
+) -> Option<&'static str> {
     let started = Instant::now();
     let mut run = SyncRun::started(run_id, &tenant.name, trigger);
     publish_run_logged(outputs, &run).await;
@@ -557,6 +591,7 @@ async fn poll(
     run.skipped = counts.skipped;
     run.dead_lettered = counts.dead_lettered;
     let tenant_label = tenant.name.clone();
+    let failed = outcome.as_ref().err().map(|error| error.class);
     match outcome {
         Ok(()) => {
             run.status = "succeeded".into();
@@ -589,7 +624,11 @@ async fn poll(
     metrics::histogram!(names::SOURCE_POLL_DURATION_SECONDS)
         .record(started.elapsed().as_secs_f64());
     publish_run_logged(outputs, &run).await;
+    failed
 }
+
+/// Polls in a row that failed on Kafka before the source gives up on its Kafka clients.
+const KAFKA_FAILURES_BEFORE_RESTART: u32 = 3;
 
 async fn poll_pages(
     tenant: &mut Tenant,

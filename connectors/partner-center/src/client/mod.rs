@@ -10,7 +10,9 @@
 //!   attempt); a second 401 fails;
 //! - 400, 403 and other 4xx fail at once; 404 on [`PartnerCenterClient::get_referral`] is
 //!   `Ok(None)`;
-//! - after `max_attempts` attempts the last error is returned.
+//! - after `max_attempts` attempts the last error is returned; if it carried a `Retry-After`,
+//!   the next call (a new poll, a manual sync) waits out what is left of it before its first
+//!   attempt, so a client that gave up never calls again sooner than the service asked.
 //!
 //! Each call sends a fresh `MS-CorrelationId` (shared by its retries so the service can tie them
 //! together) and a fresh `client-request-id` per HTTP attempt. Logs carry the service's
@@ -229,6 +231,9 @@ pub struct PartnerCenterClient {
     http: reqwest::Client,
     tokens: Arc<TokenProvider>,
     sleep: Arc<dyn Sleep>,
+    /// Until when the service asked us to wait, set by a call that gave up on a `Retry-After`
+    /// (within a call, the retry loop waits it out itself).
+    hold_off_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for PartnerCenterClient {
@@ -276,6 +281,7 @@ impl PartnerCenterClient {
             http,
             tokens,
             sleep: Arc::new(TokioSleep),
+            hold_off_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -368,6 +374,14 @@ impl PartnerCenterClient {
         decode: fn(Fetched) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         let correlation_id = Uuid::new_v4();
+        if let Some(wait) = self.take_hold_off() {
+            tracing::info!(
+                endpoint,
+                wait_ms = wait.as_millis() as u64,
+                "waiting out the retry-after of the last call before calling partner center again"
+            );
+            self.sleep.sleep(wait).await;
+        }
         let mut attempt = 0;
         let mut refreshed_after_401 = false;
         let mut fresh_token = None;
@@ -401,6 +415,9 @@ impl PartnerCenterClient {
                 continue;
             }
             if !error.is_retryable() || attempt >= self.settings.max_attempts {
+                if let Some(delay) = error.retry_after() {
+                    self.hold_off(delay);
+                }
                 return Err(error);
             }
             let delay = error.retry_after().unwrap_or_else(|| {
@@ -413,6 +430,27 @@ impl PartnerCenterClient {
             telemetry::api_retry_scheduled(endpoint, error.reason(), attempt, delay, &error);
             self.sleep.sleep(delay).await;
         }
+    }
+
+    /// The next call waits until `delay` from now (or longer, if already asked to).
+    fn hold_off(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut hold_off = self
+            .hold_off_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *hold_off = Some(hold_off.map_or(until, |current| current.max(until)));
+    }
+
+    /// What is left of the hold-off, if any; clears it.
+    fn take_hold_off(&self) -> Option<Duration> {
+        let until = self
+            .hold_off_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     async fn attempt(

@@ -420,3 +420,58 @@ fn futures_are_send() {
     );
     assert_send(&crate::simulator::bind(options));
 }
+
+#[tokio::test]
+async fn a_call_that_gave_up_on_retry_after_makes_the_next_call_wait_it_out() {
+    let sim = Sim::start(&generate_referrals(3, 18), |_| {}).await;
+    let (settings, _) = sim.sign_in().await;
+    let tokens = Arc::new(TokenProvider::new(settings));
+    let sleep = RecordingSleep::shared();
+    let mut client_settings = sim.client_settings(10);
+    client_settings.max_attempts = 2;
+    let client = PartnerCenterClient::new(client_settings, tokens)
+        .unwrap()
+        .with_sleep(sleep.clone());
+    let faults = |query: &str| {
+        let url = sim.url(&format!("/_simulator/faults?{query}"));
+        async move {
+            let response = reqwest::Client::new().post(url).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+        }
+    };
+    let delays = || sleep.delays.lock().unwrap().clone();
+    let seven = Duration::from_secs(7);
+    let almost_seven = |delay: &Duration| *delay > Duration::from_secs(6) && *delay <= seven;
+
+    faults("spec=429:1&retry_after=7").await;
+    let error = client.first_page(None).await.unwrap_err();
+    assert_eq!(error.retry_after(), Some(seven), "{error:?}");
+    assert_eq!(delays(), [seven], "one retry, after the server's 7 s");
+
+    // A new call right after the one that gave up first waits out the rest of the 7 s (the
+    // sleep is fake, so nearly all of it is left), then tries its own attempts.
+    client.first_page(None).await.unwrap_err();
+    let after_second = delays();
+    assert_eq!(after_second.len(), 3, "{after_second:?}");
+    assert!(almost_seven(&after_second[1]), "{after_second:?}");
+    assert_eq!(after_second[2], seven);
+    assert_eq!(count(&sim.stats().await, "referrals_list", 429), 4);
+
+    // The storm is over: the next call still waits first, then succeeds; the one after it has
+    // nothing left to wait for.
+    faults("spec=").await;
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 3);
+    let after_third = delays();
+    assert_eq!(after_third.len(), 4, "{after_third:?}");
+    assert!(almost_seven(&after_third[3]), "{after_third:?}");
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 3);
+    assert_eq!(delays().len(), 4, "no wait after a success");
+
+    // Errors without a Retry-After leave nothing to wait for.
+    faults("spec=500:1").await;
+    client.first_page(None).await.unwrap_err();
+    faults("spec=").await;
+    let before = delays().len();
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 3);
+    assert_eq!(delays().len(), before);
+}

@@ -214,20 +214,24 @@ impl Simulator {
         Some((token.to_owned(), state))
     }
 
-    /// The fault for this request, if any. A `401` is not injected on a token's first use
-    /// (a token just issued does not expire), so a client that refreshes once on a 401 always
-    /// gets through; the request is then served without a fault.
-    fn draw_fault(&self, first_use: bool) -> Option<FaultKind> {
-        if self.opts.faults.is_empty() {
-            return None;
-        }
-        let draw: f64 = lock(&self.fault_rng).random();
-        let fault = self.opts.faults.pick(draw)?;
+    /// The fault for this request, if any, with the `Retry-After` seconds in force. A `401` is
+    /// not injected on a token's first use (a token just issued does not expire), so a client
+    /// that refreshes once on a 401 always gets through; the request is then served without a
+    /// fault.
+    fn draw_fault(&self, first_use: bool) -> Option<(FaultKind, u64)> {
+        let (fault, retry_after_secs) = {
+            let faults = lock(&self.faults);
+            if faults.spec.is_empty() {
+                return None;
+            }
+            let draw: f64 = lock(&self.fault_rng).random();
+            (faults.spec.pick(draw)?, faults.retry_after_secs)
+        };
         if fault == FaultKind::Unauthorized && first_use {
             return None;
         }
         self.record_fault(fault);
-        Some(fault)
+        Some((fault, retry_after_secs))
     }
 }
 
@@ -330,21 +334,24 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Reply>,
 {
-    match simulator.draw_fault(first_use) {
+    let (fault, retry_after_secs) = simulator.draw_fault(first_use).unzip();
+    match fault {
         Some(FaultKind::Unauthorized) => {
             // As if the token expired just now: it stays expired.
             lock(&simulator.auth).expire_access_token(token, Instant::now());
             expired_token_reply()
         }
         Some(FaultKind::TooManyRequests) => {
+            let secs = retry_after_secs.unwrap_or(super::DEFAULT_RETRY_AFTER_SECS);
             let mut response = json_response(
                 StatusCode::TOO_MANY_REQUESTS,
-                r#"{"statusCode":429,"message":"Rate limit is exceeded. Try again in 1 seconds."}"#
-                    .to_owned(),
+                format!(
+                    r#"{{"statusCode":429,"message":"Rate limit is exceeded. Try again in {secs} seconds."}}"#
+                ),
             );
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             response
         }
         Some(FaultKind::InternalError) => error_reply(

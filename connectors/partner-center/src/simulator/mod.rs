@@ -16,6 +16,7 @@
 //! | `POST /_simulator/revoke-refresh-tokens` | every refresh token issued so far answers `invalid_grant` (AADSTS700082) |
 //! | `POST /_simulator/expire-access-tokens` | every access token issued so far answers 401 from now on |
 //! | `POST /_simulator/mutate?rate=R` | changes the mutation rate from now on (`0` stops the data moving) |
+//! | `POST /_simulator/faults?spec=S&retry_after=N` | replaces the fault spec from now on (same syntax as `--faults`; empty or no `spec` = no faults) and the `Retry-After` seconds of 429 replies (default 1); 400 naming the bad item otherwise |
 //!
 //! The `/_simulator/` routes need no token. The referrals endpoints need a bearer token this
 //! simulator issued and that has not expired (else 401 `unauthenticated`), and get the faults
@@ -151,7 +152,12 @@ pub async fn bind(
         "partner center simulator listening"
     );
     let opts_rate_bits = opts.mutate_rate.to_bits();
+    let faults = Mutex::new(Faults {
+        spec: opts.faults.clone(),
+        retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
+    });
     let simulator = Arc::new(Simulator {
+        faults,
         opts,
         addr,
         store: tokio::sync::Mutex::new(store),
@@ -166,6 +172,7 @@ pub async fn bind(
         .route("/_simulator/stats", get(stats))
         .route("/_simulator/referrals", get(current_referrals))
         .route("/_simulator/mutate", post(set_mutate_rate))
+        .route("/_simulator/faults", post(set_faults))
         .route(
             "/_simulator/revoke-refresh-tokens",
             post(revoke_refresh_tokens),
@@ -216,9 +223,23 @@ fn write_pretty_json(
 /// Mixed into `fault_seed` for the mutation rng ("mutate" in ASCII).
 const MUTATE_SEED_SALT: u64 = 0x6d75_7461_7465;
 
+/// `Retry-After` of 429 replies unless `POST /_simulator/faults` says otherwise.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+/// The largest `retry_after` the control route accepts (a client caps it at an hour too).
+const MAX_RETRY_AFTER_SECS: u64 = 3600;
+
+/// The faults in force: `opts.faults` at start, replaced by `POST /_simulator/faults`.
+struct Faults {
+    spec: FaultSpec,
+    /// Seconds in the `Retry-After` header (and the body) of 429 replies.
+    retry_after_secs: u64,
+}
+
 /// Shared state of one running simulator.
 struct Simulator {
+    /// As started; `faults` and `mutate_rate` hold the values tests may change.
     opts: SimulatorOptions,
+    faults: Mutex<Faults>,
     /// Bound address, for links when a request has no `Host` header.
     addr: SocketAddr,
     /// Async: a reload or a mutation (read, change, write back) holds it throughout, so they
@@ -366,6 +387,57 @@ async fn set_mutate_rate(
         StatusCode::OK,
         serde_json::json!({ "mutateRate": query.rate }).to_string(),
     )
+}
+
+/// `POST /_simulator/faults?spec=S&retry_after=N`: replaces the faults from now on.
+async fn set_faults(
+    State(simulator): State<Arc<Simulator>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    simulator.record_admin("faults");
+    let bad_request = |item: &str, message: String| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "error": { "code": "invalidRequest", "message": message, "item": item }
+            })
+            .to_string(),
+        )
+    };
+    let mut spec = FaultSpec::default();
+    let mut retry_after_secs = DEFAULT_RETRY_AFTER_SECS;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "spec" => match value.parse::<FaultSpec>() {
+                Ok(parsed) => spec = parsed,
+                Err(error) => return bad_request(&error.item, error.to_string()),
+            },
+            "retry_after" => match value.trim().parse::<u64>() {
+                Ok(secs) if secs <= MAX_RETRY_AFTER_SECS => retry_after_secs = secs,
+                _ => {
+                    return bad_request(
+                        &value,
+                        format!(
+                            "invalid retry_after `{value}`: whole seconds, 0..={MAX_RETRY_AFTER_SECS}"
+                        ),
+                    );
+                }
+            },
+            other => {
+                return bad_request(
+                    other,
+                    format!("unknown parameter `{other}` (known: spec, retry_after)"),
+                );
+            }
+        }
+    }
+    tracing::info!(faults = %spec, retry_after_secs, "simulator faults changed");
+    let body = serde_json::json!({ "faults": spec.to_string(), "retryAfter": retry_after_secs });
+    *lock(&simulator.faults) = Faults {
+        spec,
+        retry_after_secs,
+    };
+    json_response(StatusCode::OK, body.to_string())
 }
 
 async fn revoke_refresh_tokens(State(simulator): State<Arc<Simulator>>) -> Response {

@@ -852,3 +852,86 @@ async fn mutations_in_memory_leave_the_file_alone() {
     );
     assert_eq!(truth(&sim).await.len(), 20);
 }
+
+#[tokio::test]
+async fn faults_change_at_run_time_and_bad_specs_name_the_item() {
+    let sim = Sim::start(&generate_referrals(3, 29), |_| {}).await;
+    let (_, cache) = sim.sign_in().await;
+    let token = cache.access_token.expose();
+    let list = sim.url("/v1.0/engagements/referrals");
+    assert_eq!(get_text(&list, token).await.0, 200);
+
+    // A storm with a longer Retry-After, in the header and the body.
+    let (status, body) = post(&sim.url("/_simulator/faults?spec=429:1&retry_after=7")).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({ "faults": "429:1", "retryAfter": 7 }))
+    );
+    for _ in 0..3 {
+        let response = reqwest::Client::new()
+            .get(&list)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 429);
+        assert_eq!(response.headers()["retry-after"], "7");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("Try again in 7 seconds"), "{text}");
+    }
+
+    // Another spec (URL-encoded, as clients send it); retry_after goes back to 1.
+    let (status, body) = post(&sim.url("/_simulator/faults?spec=500%3A0.5%2C503%3A0.5")).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({ "faults": "500:0.5,503:0.5", "retryAfter": 1 }))
+    );
+    for _ in 0..10 {
+        let (status, _) = get_text(&list, token).await;
+        assert!(status == 500 || status == 503, "{status}");
+    }
+
+    // Bad input changes nothing and names the culprit.
+    for (query, item) in [
+        ("spec=429:0.1,404:0.2", "404:0.2"),
+        ("spec=truncate", "truncate"),
+        ("spec=429:0.1&retry_after=soon", "soon"),
+        ("spec=429:0.1&retry_after=999999", "999999"),
+        ("spec=429:0.1&retry-after=2", "retry-after"),
+    ] {
+        let (status, body) = post(&sim.url(&format!("/_simulator/faults?{query}"))).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(body["error"]["item"], item, "{query}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(item),
+            "{query}: {body}"
+        );
+    }
+    let (status, _) = get_text(&list, token).await;
+    assert!(
+        status == 500 || status == 503,
+        "a bad spec kept the old one"
+    );
+
+    // An empty spec (or none) stops the faults.
+    for path in ["/_simulator/faults?spec=", "/_simulator/faults"] {
+        let (status, body) = post(&sim.url(path)).await;
+        assert_eq!(
+            (status, body),
+            (200, json!({ "faults": "", "retryAfter": 1 }))
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(get_text(&list, token).await.0, 200);
+    }
+
+    let stats = sim.stats().await;
+    assert_eq!(stats["admin"]["faults"], 9, "{stats}");
+    assert_eq!(stats["faults"]["429"], 3, "{stats}");
+    assert_eq!(
+        stats["faults"]["500"].as_u64().unwrap_or(0) + stats["faults"]["503"].as_u64().unwrap_or(0),
+        11,
+        "{stats}"
+    );
+    assert_eq!(count(&stats, "referrals_list", 200), 11);
+}

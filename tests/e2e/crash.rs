@@ -1,0 +1,535 @@
+//! The crash suite: the whole pipeline (simulator → source → processor → sink → ClickHouse) as
+//! separate processes on a real broker and ClickHouse, with referrals flowing and changing
+//! while the roles are killed with SIGKILL at seeded random points and restarted, and (second
+//! test) while the broker and ClickHouse themselves are stopped, killed and restarted. Then
+//! ClickHouse (`leads FINAL`, `lead_history`) and the lead topic are compared with the
+//! simulator's truth: 0 lost, 0 duplicate live leads or lead versions, every latest status right.
+//!
+//! The size is small by default so the suite runs in `tests/run.sh`; the flags make it large:
+//!
+//! ```sh
+//! HUNTER_CRASH_REFERRALS=100000 HUNTER_CRASH_KILLS=20 HUNTER_CRASH_SEED=7 \
+//!   cargo test -p hunter-e2e --test crash -- --nocapture
+//! ```
+//!
+//! `HUNTER_CRASH_SEED` picks the kill schedule (which role, when, how long it stays down) and the
+//! simulator's data changes; a failing seed is printed and reproduces the same schedule.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use hunter_e2e::{Deployment, OwnBroker, OwnClickHouse, free_port, generated_referrals};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+const ROLES: [&str; 3] = ["source", "process", "sink"];
+
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// One kill: which role, after how long since the previous one, how long it stays down.
+#[derive(Debug, Clone)]
+struct Kill {
+    role: &'static str,
+    after: Duration,
+    down: Duration,
+}
+
+/// The seeded schedule: every role is killed at least once (the first three kills are a
+/// shuffled round of all three), the rest pick a role at random; gaps of 0.3–4 s, and each
+/// killed role stays down 0–2 s.
+fn schedule(kills: usize, rng: &mut StdRng) -> Vec<Kill> {
+    let mut first: Vec<&'static str> = ROLES.to_vec();
+    for i in (1..first.len()).rev() {
+        first.swap(i, rng.random_range(0..=i));
+    }
+    (0..kills)
+        .map(|i| Kill {
+            role: first
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| ROLES[rng.random_range(0..ROLES.len())]),
+            after: Duration::from_millis(rng.random_range(300..4_000)),
+            down: Duration::from_millis(rng.random_range(0..2_000)),
+        })
+        .collect()
+}
+
+/// The running process index of each role.
+struct Roles {
+    index: HashMap<&'static str, usize>,
+}
+
+impl Roles {
+    async fn start(deployment: &mut Deployment) -> anyhow::Result<Self> {
+        let mut index = HashMap::new();
+        for role in ROLES {
+            index.insert(role, deployment.start_role_on(role, free_port()).await?);
+        }
+        Ok(Roles { index })
+    }
+
+    fn kill9(&self, deployment: &mut Deployment, role: &'static str) {
+        deployment.process(self.index[role]).kill9();
+    }
+
+    async fn restart(
+        &mut self,
+        deployment: &mut Deployment,
+        role: &'static str,
+    ) -> anyhow::Result<()> {
+        let index = deployment.start_role_on(role, free_port()).await?;
+        self.index.insert(role, index);
+        Ok(())
+    }
+
+    /// What a supervisor (systemd, Kubernetes' restart policy) does: starts again every role
+    /// whose process exited, and returns why each had stopped (the last line of its log).
+    async fn revive(&mut self, deployment: &mut Deployment) -> anyhow::Result<Vec<String>> {
+        let mut reasons = Vec::new();
+        for role in ROLES {
+            if deployment.process(self.index[role]).is_running() {
+                continue;
+            }
+            let output = deployment.process(self.index[role]).output();
+            let last = output
+                .lines()
+                .rev()
+                .find(|line| line.starts_with("error:"))
+                .unwrap_or("(no error line)")
+                .to_owned();
+            reasons.push(format!("{role}: {last}"));
+            self.restart(deployment, role).await?;
+        }
+        Ok(reasons)
+    }
+
+    /// Fails when a role died on its own (not killed by the test).
+    fn check_alive(&self, deployment: &mut Deployment) -> anyhow::Result<()> {
+        for (role, index) in &self.index {
+            if !deployment.process(*index).is_running() {
+                anyhow::bail!(
+                    "the {role} process exited on its own\n{}",
+                    deployment.logs()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How far each stage got: records on the referral and lead topics, rows in `leads`.
+async fn progress(deployment: &Deployment) -> String {
+    let referrals = deployment.topic_count("partner-center.referrals.v1");
+    let leads = deployment.topic_count("hunter.leads.v1");
+    let rows = deployment
+        .clickhouse
+        .rows("SELECT toString(count()) AS n FROM leads")
+        .await
+        .map(|rows| rows[0]["n"].as_str().unwrap_or("?").to_owned());
+    let show = |r: anyhow::Result<String>| r.unwrap_or_else(|e| format!("? ({e})"));
+    format!(
+        "referral records {}, lead records {}, lead rows {}",
+        show(referrals.map(|n| n.to_string())),
+        show(leads.map(|n| n.to_string())),
+        show(rows)
+    )
+}
+
+/// The warnings and errors of the role processes (the simulator's request log is left out).
+fn role_problems(deployment: &Deployment) -> String {
+    deployment
+        .full_logs()
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The simulator's current referrals: id → (eTag, status, updatedDateTime).
+async fn truth(
+    deployment: &Deployment,
+) -> anyhow::Result<HashMap<String, (String, String, String)>> {
+    let referrals = deployment.simulator_get("/_simulator/referrals").await?;
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    Ok(referrals
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                text(r, "id"),
+                (
+                    text(r, "eTag"),
+                    text(r, "status"),
+                    text(r, "updatedDateTime"),
+                ),
+            )
+        })
+        .collect())
+}
+
+/// The live leads in ClickHouse: referral id → (etag, status), and how many live rows there
+/// are in all (more rows than ids would be a duplicate live lead).
+async fn live_leads(
+    deployment: &Deployment,
+) -> anyhow::Result<(HashMap<String, (String, String)>, usize)> {
+    let rows = deployment
+        .clickhouse
+        .rows("SELECT referral_id, ifNull(etag, '') AS etag, ifNull(status, '') AS status FROM leads FINAL")
+        .await?;
+    let count = rows.len();
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    let leads = rows
+        .iter()
+        .map(|r| (text(r, "referral_id"), (text(r, "etag"), text(r, "status"))))
+        .collect();
+    Ok((leads, count))
+}
+
+/// What differs between ClickHouse's live leads and the truth (empty when they agree).
+fn differences(
+    truth: &HashMap<String, (String, String, String)>,
+    live: &HashMap<String, (String, String)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, (etag, status, updated)) in truth {
+        match live.get(id) {
+            None => out.push(format!("{id}: lost (latest {etag} {status} {updated})")),
+            Some((live_etag, live_status)) if live_etag != etag || live_status != status => out
+                .push(format!(
+                    "{id}: live {live_etag} {live_status}, truth {etag} {status} {updated}"
+                )),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        live.keys()
+            .filter(|id| !truth.contains_key(*id))
+            .map(|id| format!("{id}: a live lead the simulator never had")),
+    );
+    out.sort();
+    out
+}
+
+/// The deployment every test of this file runs: the simulator moves referrals on while the
+/// source polls every second in pages of 50, and the three roles run as separate processes.
+async fn start_pipeline(
+    referrals: usize,
+    seed: u64,
+    mutate: f64,
+    servers: Option<(&OwnBroker, &OwnClickHouse)>,
+) -> anyhow::Result<(Deployment, Roles)> {
+    let started = Instant::now();
+    let generated = generated_referrals(referrals, seed)?;
+    let mut deployment = Deployment::new(&generated)?;
+    drop(generated);
+    if let Some((broker, clickhouse)) = servers {
+        deployment.use_broker(&broker.brokers());
+        deployment.use_clickhouse(&clickhouse.url());
+    }
+    let seed_text = seed.to_string();
+    let mutate_text = mutate.to_string();
+    deployment
+        .start_simulator(&[
+            "--page-size",
+            "50",
+            "--seed",
+            &seed_text,
+            "--mutate",
+            &mutate_text,
+            "--mutate-burst",
+            "4",
+        ])
+        .await?;
+    deployment.login_and_migrate()?;
+    for (name, value) in [
+        ("HUNTER_SYNC_INTERVAL_SECS", "1"),
+        ("HUNTER_SINK_BATCH_ROWS", "500"),
+    ] {
+        deployment.env.insert(name.into(), value.into());
+    }
+    let roles = Roles::start(&mut deployment).await?;
+    eprintln!(
+        "pipeline up with {referrals} referrals after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((deployment, roles))
+}
+
+/// Stops the data moving, asks for one more poll and waits until ClickHouse holds exactly the
+/// simulator's truth; then checks the lead topic and the dead-letter queue. Returns a summary.
+async fn converge_and_check(
+    deployment: &mut Deployment,
+    roles: &mut Roles,
+    supervised: Option<&mut Vec<String>>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    deployment
+        .simulator_post("/_simulator/mutate?rate=0")
+        .await?;
+    let truth = truth(deployment).await?;
+    deployment.request_sync(None).await?;
+    let converged = Instant::now();
+    let mut supervised = supervised;
+    loop {
+        match &mut supervised {
+            Some(restarts) => restarts.extend(roles.revive(deployment).await?),
+            None => roles.check_alive(deployment)?,
+        }
+        let (live, _) = live_leads(deployment).await?;
+        let diff = differences(&truth, &live);
+        if diff.is_empty() {
+            break;
+        }
+        if converged.elapsed() > timeout {
+            anyhow::bail!(
+                "ClickHouse's live leads still differ from the simulator's truth after {timeout:?}: \
+                 {} differ, e.g. {:?}\n{}\n{}",
+                diff.len(),
+                &diff[..diff.len().min(3)],
+                progress(deployment).await,
+                role_problems(deployment)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let converge_secs = converged.elapsed().as_secs_f64();
+
+    // 0 duplicate live leads: one row per lead under FINAL, and every lead id once.
+    let (live, rows) = live_leads(deployment).await?;
+    assert_eq!(rows, live.len(), "a lead has two live rows");
+    assert_eq!(live.len(), truth.len());
+
+    // The lead topic, as downstream subscribers read it: no lead version twice, and the last
+    // lead of every id is the truth's latest version.
+    let leads = deployment.leads().await?;
+    let mut seen = HashSet::new();
+    let doubled: Vec<_> = leads
+        .iter()
+        .filter(|l| !seen.insert((l.lead_id.clone(), l.version)))
+        .map(|l| (l.lead_id.clone(), l.version))
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "{} lead versions published twice on the lead topic, e.g. {:?}",
+        doubled.len(),
+        &doubled[..doubled.len().min(5)]
+    );
+    let mut last = HashMap::new();
+    for lead in &leads {
+        last.insert(
+            lead.referral_id.clone(),
+            (
+                lead.etag.clone().unwrap_or_default(),
+                lead.status.clone().unwrap_or_default(),
+            ),
+        );
+    }
+    let topic_diff = differences(&truth, &last);
+    assert!(
+        topic_diff.is_empty(),
+        "the lead topic's last lead per id differs from the truth for {}: {:?}",
+        topic_diff.len(),
+        &topic_diff[..topic_diff.len().min(5)]
+    );
+
+    // Every lead version on the topic is a history row (the topic is compacted, so it may
+    // hold fewer versions than were produced; history keeps them all, once each under FINAL).
+    let history: HashSet<(String, i64)> = deployment
+        .clickhouse
+        .rows("SELECT lead_id, toString(version) AS version FROM lead_history FINAL")
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r["lead_id"].as_str().unwrap_or_default().to_owned(),
+                r["version"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1),
+            )
+        })
+        .collect();
+    let unrecorded: Vec<_> = leads
+        .iter()
+        .filter(|l| !history.contains(&(l.lead_id.clone(), l.version)))
+        .map(|l| (l.lead_id.clone(), l.version))
+        .collect();
+    assert!(
+        unrecorded.is_empty(),
+        "{} lead versions on the topic have no lead_history row, e.g. {:?}",
+        unrecorded.len(),
+        &unrecorded[..unrecorded.len().min(5)]
+    );
+
+    // Nothing was dead-lettered: a crash must not turn good records into bad ones.
+    let dlq = deployment.topic_count("hunter.dlq.v1")?;
+    assert_eq!(dlq, 0, "records went to the dead-letter topic");
+
+    let referral_records = deployment.topic_count("partner-center.referrals.v1")?;
+    let rejoins = deployment
+        .full_logs()
+        .lines()
+        .filter(|line| line.contains("rejoining the group"))
+        .count();
+    let statuses: HashSet<_> = truth
+        .values()
+        .map(|(_, status, _)| status.as_str())
+        .collect();
+    Ok(format!(
+        "{} referrals ({} statuses), {referral_records} referral records, {} lead records \
+         on the compacted topic, {} lead versions in lead_history, {rejoins} group rejoins, \
+         converged {converge_secs:.1} s after the data stopped moving",
+        truth.len(),
+        statuses.len(),
+        leads.len(),
+        history.len()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_kill_9_of_every_role_loses_nothing_and_doubles_nothing() -> anyhow::Result<()> {
+    let referrals: usize = setting("HUNTER_CRASH_REFERRALS", 3_000);
+    let kills: usize = setting("HUNTER_CRASH_KILLS", 20);
+    let seed: u64 = setting("HUNTER_CRASH_SEED", 8);
+    // Mutations rewrite the simulator's whole file; keep them rare on large runs.
+    let mutate: f64 = setting(
+        "HUNTER_CRASH_MUTATE",
+        if referrals > 20_000 { 0.02 } else { 0.3 },
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let plan = schedule(kills, &mut rng);
+    eprintln!("crash suite: seed {seed}, {referrals} referrals, {kills} kills: {plan:?}");
+
+    // A broker of the test's own when asked (HUNTER_CRASH_OWN_BROKER=1, e.g. to read its log
+    // with HUNTER_TEST_TANSU_LOG=debug); the shared one otherwise.
+    let own = if setting("HUNTER_CRASH_OWN_BROKER", 0u8) == 1 {
+        let broker = OwnBroker::start().await?;
+        let clickhouse = OwnClickHouse::start().await?;
+        eprintln!(
+            "own broker {}, log {}",
+            broker.brokers(),
+            broker.log().display()
+        );
+        Some((broker, clickhouse))
+    } else {
+        None
+    };
+    let servers = own.as_ref().map(|(b, c)| (b, c));
+    let (mut deployment, mut roles) = start_pipeline(referrals, seed, mutate, servers).await?;
+    let started = Instant::now();
+    let mut killed: HashMap<&str, usize> = HashMap::new();
+    for (n, kill) in plan.iter().enumerate() {
+        tokio::time::sleep(kill.after).await;
+        roles.check_alive(&mut deployment)?;
+        let live = progress(&deployment).await;
+        roles.kill9(&mut deployment, kill.role);
+        *killed.entry(kill.role).or_default() += 1;
+        eprintln!(
+            "kill {:>2} at {:>5.1} s: {} ({live}), down {} ms",
+            n + 1,
+            started.elapsed().as_secs_f64(),
+            kill.role,
+            kill.down.as_millis()
+        );
+        tokio::time::sleep(kill.down).await;
+        roles.restart(&mut deployment, kill.role).await?;
+    }
+    let stats = deployment.simulator_get("/_simulator/stats").await?;
+    let moved = stats["mutations"]["referrals"].as_u64().unwrap_or(0);
+    let timeout = Duration::from_secs(240 + referrals as u64 / 200);
+    let summary = converge_and_check(&mut deployment, &mut roles, None, timeout).await?;
+    eprintln!(
+        "crash suite (seed {seed}): {kills} kills {killed:?}, {moved} referral moves; {summary}"
+    );
+    assert!(
+        referrals < 1_000 || moved > 0 || mutate == 0.0,
+        "the simulator moved nothing on: {stats}"
+    );
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing()
+-> anyhow::Result<()> {
+    let referrals: usize = setting("HUNTER_CRASH_REFERRALS", 3_000);
+    let seed: u64 = setting("HUNTER_CRASH_SEED", 8);
+    let mutate: f64 = setting(
+        "HUNTER_CRASH_MUTATE",
+        if referrals > 20_000 { 0.02 } else { 0.3 },
+    );
+    // Servers of the test's own: the shared ones stay up for the other tests.
+    let mut broker = OwnBroker::start().await?;
+    let mut clickhouse = OwnClickHouse::start().await?;
+    let (mut deployment, mut roles) =
+        start_pipeline(referrals, seed, mutate, Some((&broker, &clickhouse))).await?;
+    let started = Instant::now();
+    let at = |what: &str| eprintln!("{:>5.1} s: {what}", started.elapsed().as_secs_f64());
+    // The roles run under a supervisor, as in production: one that exits is started again
+    // (and the reason is reported). Nothing may be lost either way.
+    let mut restarts = Vec::new();
+    let supervise = async |deployment: &mut Deployment,
+                           roles: &mut Roles,
+                           restarts: &mut Vec<String>,
+                           seconds: u64|
+           -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < until {
+            restarts.extend(roles.revive(deployment).await?);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    };
+
+    supervise(&mut deployment, &mut roles, &mut restarts, 3).await?;
+    at("broker: SIGTERM, down 8 s");
+    broker.stop().await?;
+    supervise(&mut deployment, &mut roles, &mut restarts, 8).await?;
+    broker.start_again().await?;
+    at("broker: back");
+
+    supervise(&mut deployment, &mut roles, &mut restarts, 4).await?;
+    at("clickhouse: SIGTERM, down 10 s");
+    clickhouse.stop().await?;
+    supervise(&mut deployment, &mut roles, &mut restarts, 10).await?;
+    clickhouse.start_again().await?;
+    at("clickhouse: back");
+
+    supervise(&mut deployment, &mut roles, &mut restarts, 4).await?;
+    at("broker: SIGKILL, down 3 s");
+    broker.kill9()?;
+    supervise(&mut deployment, &mut roles, &mut restarts, 3).await?;
+    broker.start_again().await?;
+    at("broker: back");
+
+    supervise(&mut deployment, &mut roles, &mut restarts, 4).await?;
+    at("broker and clickhouse: both SIGTERM, down 6 s");
+    broker.stop().await?;
+    clickhouse.stop().await?;
+    supervise(&mut deployment, &mut roles, &mut restarts, 6).await?;
+    broker.start_again().await?;
+    clickhouse.start_again().await?;
+    at("both back");
+
+    let timeout = Duration::from_secs(240 + referrals as u64 / 200);
+    let summary =
+        converge_and_check(&mut deployment, &mut roles, Some(&mut restarts), timeout).await?;
+    eprintln!(
+        "server faults: {} supervisor restarts {restarts:#?}",
+        restarts.len()
+    );
+    eprintln!("server faults: {summary}");
+    deployment.teardown().await;
+    drop(broker);
+    drop(clickhouse);
+    Ok(())
+}
