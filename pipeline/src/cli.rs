@@ -67,6 +67,10 @@ pub struct SimulateArgs {
     /// Referrals moved on per mutation (all get the same timestamp: ties).
     #[arg(long, default_value_t = 1)]
     pub mutate_burst: usize,
+    /// Keep moved referrals in memory only, not rewriting the file on each mutation (for
+    /// large files; `GET /_simulator/referrals` shows the current referrals).
+    #[arg(long)]
+    pub mutate_in_memory: bool,
     /// Lifetime of the access tokens it issues, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub access_token_lifetime: u64,

@@ -35,16 +35,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         "invalid --page-size: must be at least 1"
     );
     if let Some(count) = args.generate {
-        let referrals = simulator::generate_referrals(count, args.seed);
-        let text = serde_json::to_string_pretty(&referrals)?;
-        if let Some(parent) = args
-            .referrals
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&args.referrals, text)
+        simulator::write_generated_referrals(&args.referrals, count, args.seed)
             .with_context(|| format!("cannot write {}", args.referrals.display()))?;
         eprintln!(
             "wrote {count} generated referrals to {}",
@@ -65,6 +56,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         fault_seed: Some(args.seed),
         mutate_rate: args.mutate,
         mutate_burst: args.mutate_burst,
+        mutations_in_memory: args.mutate_in_memory,
     };
     let (address, server) = simulator::bind(options).await.context("simulator")?;
     eprintln!(

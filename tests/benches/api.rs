@@ -18,7 +18,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hunter_e2e::bench::median;
+use hunter_e2e::bench::{Report, RowKind};
 use hunter_e2e::{ClickHouse, Process, Stack, free_port, run_hunter, unique, wait_healthy};
 
 #[derive(Debug, Clone, Copy)]
@@ -108,12 +108,14 @@ async fn main() -> anyhow::Result<()> {
         Command::new("wrk").arg("--version").output().is_ok(),
         "wrk missing: apt-get install wrk"
     );
+    // Its topics (`hunter migrate` creates them) on a broker of the bench's own.
+    let broker = hunter_e2e::bench::broker().await?;
     let stack = Stack::from_env();
     let database = unique("hunter_bench_api");
     let api_port = free_port();
     let token = uuid::Uuid::new_v4().simple().to_string();
     let env: std::collections::HashMap<String, String> = [
-        ("HUNTER_KAFKA_BROKERS", stack.brokers.clone()),
+        ("HUNTER_KAFKA_BROKERS", broker.brokers()),
         ("HUNTER_KAFKA_TOPIC_PREFIX", format!("{}.", unique("b"))),
         ("HUNTER_CLICKHOUSE_URL", stack.clickhouse_url.clone()),
         ("HUNTER_CLICKHOUSE_DATABASE", database.clone()),
@@ -225,18 +227,60 @@ async fn main() -> anyhow::Result<()> {
         // ClickHouse 18.16 finishes queries whose HTTP client left: let them drain.
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    let summary = |name: &str, runs: &[Load]| {
-        let rps = median(runs.iter().map(|r| r.requests_per_second).collect());
-        let p50 = median(runs.iter().map(|r| r.p50_ms).collect());
-        let p99 = median(runs.iter().map(|r| r.p99_ms).collect());
+    let mut report = Report::new("api", leads as usize, "leads");
+    let mut summary = |name: &str, kind: RowKind, runs: &[Load]| {
+        let rounds = |f: fn(&Load) -> f64| runs.iter().map(f).collect::<Vec<_>>();
+        let rps = report.row(
+            &format!("{name}: requests/s"),
+            "requests/s",
+            kind,
+            &rounds(|r| r.requests_per_second),
+        );
+        let p50 = report.row(
+            &format!("{name}: p50"),
+            "ms",
+            RowKind::Info,
+            &rounds(|r| r.p50_ms),
+        );
+        let p99 = report.row(&format!("{name}: p99"), "ms", kind, &rounds(|r| r.p99_ms));
         println!("{name:<28} {rps:>9.1} req/s   p50 {p50:>7.1} ms   p99 {p99:>7.1} ms");
         (rps, p50, p99)
     };
     println!("\nmedians of 3, wrk -t2 -c32 -d{seconds}s, {leads} leads:");
-    let (api_rps, _, api_p99) = summary("api GET /leads (cached)", &api_runs);
-    let (uncached_rps, _, uncached_p99) = summary("api GET /leads (no cache)", &uncached_runs);
-    let (ceiling_rps, _, ceiling_p99) = summary("clickhouse page query", &ceiling_runs);
-    summary("clickhouse count query", &count_runs);
+    let (api_rps, _, api_p99) = summary(
+        "api `GET /leads`, page cache on (default)",
+        RowKind::Hunter,
+        &api_runs,
+    );
+    let (uncached_rps, _, uncached_p99) = summary(
+        "api `GET /leads`, cache off (every request asks ClickHouse)",
+        RowKind::Info,
+        &uncached_runs,
+    );
+    let (ceiling_rps, _, ceiling_p99) = summary(
+        "ClickHouse: the page query alone (ceiling)",
+        RowKind::Ceiling,
+        &ceiling_runs,
+    );
+    summary(
+        "ClickHouse: the count query alone",
+        RowKind::Info,
+        &count_runs,
+    );
+    report.ratio("api p99 in ms, page cache on", api_p99, Some("<= 50"));
+    report.ratio(
+        "api cache off / page query, requests/s",
+        uncached_rps / ceiling_rps,
+        None,
+    );
+    report.ratio(
+        "api cache off / page query, p99",
+        uncached_p99 / ceiling_p99,
+        None,
+    );
+    report.note(&format!(
+        "wrk -t2 -c32 -d{seconds}s on `GET /api/v1/leads?status=Active&min_score=30&limit=50`"
+    ));
     println!(
         "api (cached) / clickhouse page query: {:.2} of the requests/s, p99 {:.3}x",
         api_rps / ceiling_rps,
@@ -248,5 +292,7 @@ async fn main() -> anyhow::Result<()> {
         uncached_p99 / ceiling_p99
     );
     clickhouse.drop_database().await;
+    drop(broker);
+    report.print();
     Ok(())
 }

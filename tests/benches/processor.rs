@@ -1,10 +1,12 @@
 //! Processor throughput against a pass-through relay on the same data and broker.
 //!
 //! `cargo bench -p hunter-e2e --bench processor` with the local stack up, its settings in the
-//! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md).
+//! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md); `tests/bench.sh`
+//! runs it with the others.
 //!
+//! Three rounds, median, each on a broker of its own (`bench::broker`, deleted after the round):
 //! N referrals (default 200,000; `HUNTER_BENCH_REFERRALS`) are loaded into a fresh referral
-//! topic (4 partitions), then, three times, median:
+//! topic (4 partitions), then:
 //! - relay: an rdkafka consumer → producer pass-through (no decode, no logic; offsets stored
 //!   after each acknowledgement, like the processor), into a topic of its own;
 //! - processor: `hunter run process` (decode, dedupe, enrich without DNS, encode, produce,
@@ -12,16 +14,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesOrdered, StreamExt};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
-use hunter_e2e::bench::median;
+use hunter_e2e::bench::{Report, RowKind, relay};
 use hunter_e2e::{Deployment, generated_referrals, run_hunter};
 use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// N distinct referral records, pre-encoded, built from a small generated set.
@@ -64,62 +61,6 @@ async fn load(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) -> anyh
     Ok(())
 }
 
-async fn relay(brokers: &str, from: &str, to: &str, count: usize) -> anyhow::Result<f64> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    admin
-        .create_topics(
-            [&NewTopic::new(to, 4, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{to}-relay"))
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[from])?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .create()?;
-    let mut in_flight = FuturesOrdered::new();
-    let mut done = 0usize;
-    let mut started = None;
-    while done < count {
-        tokio::select! {
-            Some((partition, offset, result)) = in_flight.next() => {
-                let result: Result<_, (rdkafka::error::KafkaError, _)> = result;
-                result.map_err(|(error, _)| error)?;
-                consumer.store_offset(from, partition, offset)?;
-                done += 1;
-            }
-            message = consumer.recv(), if in_flight.len() < 5_000 => {
-                let message = message?;
-                started.get_or_insert_with(Instant::now);
-                let (partition, offset) = (message.partition(), message.offset());
-                let key = message.key().unwrap_or_default().to_vec();
-                let payload = message.payload().unwrap_or_default().to_vec();
-                let producer = producer.clone();
-                let to = to.to_owned();
-                in_flight.push_back(async move {
-                    let result = producer.send(FutureRecord::to(&to).key(&key).payload(&payload), Duration::from_secs(60)).await;
-                    (partition, offset, result)
-                });
-            }
-        }
-    }
-    let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
-    std::thread::spawn(move || drop(consumer));
-    Ok(count as f64 / elapsed.as_secs_f64())
-}
-
 async fn processor(deployment: &mut Deployment, count: usize) -> anyhow::Result<f64> {
     deployment.start_role("process").await?;
     let mut first: Option<(Instant, i64)> = None;
@@ -145,33 +86,58 @@ async fn main() -> anyhow::Result<()> {
         return Ok(()); // `cargo test --benches` only lists
     };
     let records = records(count)?;
-    let (mut relays, mut processors) = (Vec::new(), Vec::new());
+    let (mut loads, mut relays, mut processors) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
+        // A broker of its own per round: about 4 kB per referral stay on its disk three times
+        // over (input, relay copy, leads), deleted with it.
+        let broker = hunter_e2e::bench::broker().await?;
         let mut deployment = Deployment::new(&[])?;
+        deployment.use_broker(&broker.brokers());
         let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
         anyhow::ensure!(ok, "{output}");
         let input = deployment.topic("partner-center.referrals.v1");
         let loading = Instant::now();
-        load(&deployment.stack.brokers, &input, &records).await?;
-        let load_rate = count as f64 / loading.elapsed().as_secs_f64();
-        relays.push(
-            relay(
-                &deployment.stack.brokers,
-                &input,
-                &deployment.topic("relay"),
-                count,
-            )
-            .await?,
-        );
+        load(&broker.brokers(), &input, &records).await?;
+        loads.push(count as f64 / loading.elapsed().as_secs_f64());
+        let relay = relay(
+            &broker.brokers(),
+            &input,
+            &deployment.topic("relay"),
+            4,
+            count,
+        )
+        .await?;
+        relays.push(count as f64 / relay.as_secs_f64());
         processors.push(processor(&mut deployment, count).await?);
         eprintln!(
-            "round {round}: load {load_rate:.0}/s, relay {:.0}/s, processor {:.0}/s",
+            "round {round}: load {:.0}/s, relay {:.0}/s, processor {:.0}/s, broker storage {} MB",
+            loads[round - 1],
             relays[round - 1],
-            processors[round - 1]
+            processors[round - 1],
+            broker.disk_bytes() / 1_000_000
         );
         deployment.teardown().await;
     }
-    let (relay, processor) = (median(relays), median(processors));
+    let mut report = Report::new("processor", count, "referrals");
+    let relay = report.row(
+        "relay: rdkafka consumer → producer, acks=all, no decode (ceiling)",
+        "records/s",
+        RowKind::Ceiling,
+        &relays,
+    );
+    let processor = report.row(
+        "hunter processor",
+        "records/s",
+        RowKind::Hunter,
+        &processors,
+    );
+    report.row(
+        "loading the input topic (rdkafka producer)",
+        "records/s",
+        RowKind::Info,
+        &loads,
+    );
+    report.ratio("processor / relay", processor / relay, Some(">= 0.70"));
     println!("processor bench, {count} referrals, median of 3:");
     println!("  relay (consume + produce, no decode)  {relay:>8.0} records/s");
     println!("  hunter processor                      {processor:>8.0} records/s");
@@ -179,5 +145,6 @@ async fn main() -> anyhow::Result<()> {
         "  processor / relay                     {:>8.2}",
         processor / relay
     );
+    report.print();
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Sink throughput against `clickhouse-client` inserting the same rows, in the same run.
 //!
 //! `cargo bench -p hunter-e2e --bench sink` with the local stack up, its settings in the
-//! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md).
+//! environment and `HUNTER_BIN` naming a release build (see BENCHMARKS.md); `tests/bench.sh`
+//! runs it with the others. The broker is one of the bench's own (`bench::broker`).
 //!
 //! N leads (default 1,000,000; `HUNTER_BENCH_LEADS`) are loaded once into a fresh lead topic
 //! (4 partitions, Avro as the processor writes them). Then, three times, median:
@@ -25,7 +26,7 @@ use hunter_clickhouse::Row;
 use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
-use hunter_e2e::bench::median;
+use hunter_e2e::bench::{Report, RowKind, cpu_seconds};
 use hunter_e2e::{ClickHouse, Deployment, generated_referrals, run_hunter, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -114,22 +115,6 @@ async fn counts(clickhouse: &ClickHouse) -> anyhow::Result<(u64, u64)> {
             .unwrap_or(0)
     };
     Ok((number("leads"), number("history")))
-}
-
-/// CPU seconds (user + system) a process has used so far, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let output = Command::new("getconf").arg("CLK_TCK").output()?;
-    let per_second: f64 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
-    Ok(ticks / per_second)
 }
 
 /// Runs the sink until both tables hold `count` rows; leads per second from the first row,
@@ -231,7 +216,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(()); // `cargo test --benches` only lists
     };
 
+    // A broker of the bench's own, deleted afterwards (not the shared stack's).
+    let broker = hunter_e2e::bench::broker().await?;
     let mut deployment = Deployment::new(&[])?;
+    deployment.use_broker(&broker.brokers());
     if let Ok(rows) = std::env::var("HUNTER_SINK_BATCH_ROWS") {
         // A batch size to try (the default is the sink's own).
         deployment.env.insert("HUNTER_SINK_BATCH_ROWS".into(), rows);
@@ -241,10 +229,10 @@ async fn main() -> anyhow::Result<()> {
     let topic = deployment.topic("hunter.leads.v1");
     let loading = Instant::now();
     load(&deployment.stack.brokers, &topic, count).await?;
+    let load_rate = count as f64 / loading.elapsed().as_secs_f64();
     eprintln!(
-        "loaded {count} leads in {:.1?} ({:.0}/s)",
-        loading.elapsed(),
-        count as f64 / loading.elapsed().as_secs_f64()
+        "loaded {count} leads in {:.1?} ({load_rate:.0}/s)",
+        loading.elapsed()
     );
     let dir = tempfile::tempdir()?;
     let (mut brokers, mut sinks, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
@@ -303,9 +291,36 @@ async fn main() -> anyhow::Result<()> {
             .await;
     }
     deployment.teardown().await;
+    drop(broker);
 
-    let (broker, sink, ceiling) = (median(brokers), median(sinks), median(ceilings));
-    let capacity = median(sink_capacities);
+    let mut report = Report::new("sink", count, "leads");
+    let broker = report.row(
+        "broker read: rdkafka consumer, the sink's fetch settings, no decode, no insert",
+        "leads/s",
+        RowKind::Ceiling,
+        &brokers,
+    );
+    let ceiling = report.row(
+        "ClickHouse ceiling: `clickhouse-client` RowBinary inserts of the same rows",
+        "leads/s",
+        RowKind::Ceiling,
+        &ceilings,
+    );
+    let sink = report.row("hunter sink", "leads/s", RowKind::Hunter, &sinks);
+    let capacity = report.row(
+        "sink leads per CPU second of the sink process (user + system)",
+        "leads/CPU s",
+        RowKind::Info,
+        &sink_capacities,
+    );
+    report.row(
+        "loading the lead topic",
+        "leads/s",
+        RowKind::Info,
+        &[load_rate],
+    );
+    report.ratio("sink / ClickHouse ceiling", sink / ceiling, Some(">= 0.50"));
+    report.ratio("sink / broker read", sink / broker, None);
     println!("sink bench, {count} leads, median of 3:");
     println!("  broker read (no decode, no insert)     {broker:>9.0} leads/s");
     println!("  clickhouse-client RowBinary (ceiling)  {ceiling:>9.0} leads/s");
@@ -319,6 +334,7 @@ async fn main() -> anyhow::Result<()> {
         "  sink / broker read                     {:>9.2}",
         sink / broker
     );
+    report.print();
     Ok(())
 }
 

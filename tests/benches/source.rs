@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p hunter-e2e --bench source` with the local stack up and its settings in the
 //! environment (`eval "$(deploy/local/stack.sh env)"`) and `HUNTER_BIN` naming a release build:
-//! `cargo build --release -p hunter && HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench source`.
+//! `cargo build --release -p hunter && HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench source`;
+//! `tests/bench.sh` runs it with the others. The broker is one of the bench's own
+//! (`bench::broker`), not the stack's.
 //!
 //! For N referrals (default 20,000; `HUNTER_BENCH_REFERRALS`), three times each, median:
 //! - api: reading every page from the simulator with a plain HTTP client (no parsing, no
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
-use hunter_e2e::bench::median;
+use hunter_e2e::bench::{Report, RowKind};
 use hunter_e2e::{Deployment, generated_referrals};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -112,24 +114,47 @@ async fn main() -> anyhow::Result<()> {
         return Ok(()); // `cargo test --benches` only lists
     };
     let referrals = generated_referrals(count, 1)?;
-    let (mut api, mut broker, mut source) = (Vec::new(), Vec::new(), Vec::new());
+    // A broker of the bench's own, deleted afterwards (not the shared stack's).
+    let broker = hunter_e2e::bench::broker().await?;
+    let (mut api, mut broker_rates, mut source) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
         let mut deployment = Deployment::new(&referrals)?;
+        deployment.use_broker(&broker.brokers());
         deployment.start_simulator(&["--page-size", "100"]).await?;
         deployment.login_and_migrate()?;
         api.push(api_ceiling(&deployment, count).await?);
         source.push(source_rate(&mut deployment, count).await?);
         // The broker ceiling writes to this round's referral topic after the source is done.
-        broker.push(broker_ceiling(&deployment, &referrals).await?);
+        broker_rates.push(broker_ceiling(&deployment, &referrals).await?);
         eprintln!(
             "round {round}: api {:.0}/s, broker {:.0}/s, source {:.0}/s",
             api[round - 1],
-            broker[round - 1],
+            broker_rates[round - 1],
             source[round - 1]
         );
         deployment.teardown().await;
     }
-    let (api, broker, source) = (median(api), median(broker), median(source));
+    drop(broker);
+    let mut report = Report::new("source", count, "referrals");
+    let api = report.row(
+        "api ceiling: the same pages read with a plain HTTP client (no parsing, no Kafka)",
+        "referrals/s",
+        RowKind::Ceiling,
+        &api,
+    );
+    let broker = report.row(
+        "broker ceiling: the same records produced pre-encoded, acks=all, idempotent, 100 per acknowledged batch",
+        "referrals/s",
+        RowKind::Ceiling,
+        &broker_rates,
+    );
+    let source = report.row(
+        "hunter source (first poll)",
+        "referrals/s",
+        RowKind::Hunter,
+        &source,
+    );
+    report.ratio("source / min(ceilings)", source / api.min(broker), None);
     println!("source bench, {count} referrals, median of 3:");
     println!("  api ceiling (read pages only)     {api:>10.0} referrals/s");
     println!("  broker ceiling (produce, acks=all) {broker:>9.0} referrals/s");
@@ -138,5 +163,6 @@ async fn main() -> anyhow::Result<()> {
         "  source / min(ceilings)            {:>10.2}",
         source / api.min(broker)
     );
+    report.print();
     Ok(())
 }

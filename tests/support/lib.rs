@@ -414,13 +414,54 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(tempfile::tempdir()?).await
+    }
+
+    /// [`OwnBroker::start`] with its storage in a new directory `tansu-*` under `base`: benches
+    /// keep it under `.local/bench` (see [`crate::bench::dir`]), where `tests/bench.sh` finds
+    /// what a killed bench left by the `tansu.pid` every start writes.
+    pub async fn start_in(base: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(base)?;
+        let base = std::fs::canonicalize(base)?;
+        Self::start_with(tempfile::Builder::new().prefix("tansu-").tempdir_in(base)?).await
+    }
+
+    async fn start_with(home: tempfile::TempDir) -> anyhow::Result<Self> {
         let mut own = OwnBroker {
             port: free_port(),
-            home: tempfile::tempdir()?,
+            home,
             server: None,
         };
         own.start_again().await?;
         Ok(own)
+    }
+
+    /// The running broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// Bytes its storage takes on disk now.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(self.home.path())
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok()?.metadata().ok())
+                    .map(|metadata| metadata.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The broker's version line (`tansu 0.6.0`).
+    pub fn version() -> String {
+        Command::new(Self::tansu())
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
     }
 
     /// The broker's log (`HUNTER_TEST_TANSU_LOG` sets its `RUST_LOG`; default `warn`).
@@ -472,6 +513,7 @@ impl OwnBroker {
             .stderr(out)
             .spawn()
             .context("spawn tansu (deploy/local/stack.sh up installs it)")?;
+        std::fs::write(self.home.path().join("tansu.pid"), server.id().to_string())?;
         self.server = Some(server);
         let brokers = self.brokers();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -749,6 +791,20 @@ fn tail(text: &str, lines: usize) -> String {
 pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_json::Value>> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("generated.json");
+    generate_referrals_file(&file, count, seed)?;
+    let referrals: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&file)?)?;
+    anyhow::ensure!(
+        referrals.len() == count,
+        "generated {} referrals, wanted {count}",
+        referrals.len()
+    );
+    Ok(referrals)
+}
+
+/// Writes `count` generated referrals to `file` with the real `hunter simulate --generate`,
+/// without reading them back (a million are about 4 GB of JSON).
+pub fn generate_referrals_file(file: &Path, count: usize, seed: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let file_text = file.display().to_string();
@@ -770,9 +826,11 @@ pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_
         &HashMap::new(),
         dir.path(),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // The simulator says it is listening only after the file was written.
-    while !process.output().contains("simulator on") {
+    // About 65 s per million on 2 cores.
+    let deadline = Instant::now() + Duration::from_secs(30 + count as u64 / 10_000);
+    // Said once the file is in place (it is written to a temporary file and renamed).
+    let written = format!("wrote {count} generated referrals");
+    while !process.output().contains(&written) {
         if Instant::now() > deadline || !process.is_running() {
             bail!(
                 "hunter simulate --generate did not write {}:\n{}",
@@ -783,13 +841,7 @@ pub fn generated_referrals(count: usize, seed: u64) -> anyhow::Result<Vec<serde_
         std::thread::sleep(Duration::from_millis(50));
     }
     process.kill9();
-    let referrals: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&file)?)?;
-    anyhow::ensure!(
-        referrals.len() == count,
-        "generated {} referrals, wanted {count}",
-        referrals.len()
-    );
-    Ok(referrals)
+    Ok(())
 }
 
 /// A record as read back: payload, and headers (with the key as header "key").
@@ -1434,33 +1486,8 @@ pub mod grafana {
     }
 }
 
-/// What every bench binary (`tests/benches/*.rs`, harness = false) starts with.
-pub mod bench {
-    /// The median of a run's rounds.
-    pub fn median(mut values: Vec<f64>) -> f64 {
-        values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        values[values.len() / 2]
-    }
-
-    /// `None` when cargo only lists benches (`--list`, from `cargo test --benches`); otherwise
-    /// the size from `size_var` (or `default`), after checking `HUNTER_BIN` is a release build.
-    pub fn start(bench: &str, size_var: &str, default: usize) -> anyhow::Result<Option<usize>> {
-        if std::env::args().any(|a| a == "--list") {
-            return Ok(None);
-        }
-        anyhow::ensure!(
-            std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
-            "run it on a release build: cargo build --release -p hunter && \
-             HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench {bench}"
-        );
-        Ok(Some(
-            std::env::var(size_var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default),
-        ))
-    }
-}
+pub mod bench;
+pub mod report;
 
 /// A finished command's stdout and stderr as one text, for assertions and failure messages.
 pub fn output_text(output: &std::process::Output) -> String {

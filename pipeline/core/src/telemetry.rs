@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Metric names.
 pub mod names {
@@ -368,6 +368,13 @@ pub fn init_logging() {
     };
 }
 
+/// Buckets of the end-to-end latency: fine around its 5 s objective, and up to an hour, so a
+/// backlog (a bulk load, catching up after an outage) is measured rather than all `+Inf`.
+pub const END_TO_END_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+    600.0, 1800.0, 3600.0,
+];
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -378,6 +385,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0,
                 ])
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(
+                    Matcher::Full(names::SINK_END_TO_END_LATENCY_SECONDS.to_owned()),
+                    END_TO_END_BUCKETS,
+                )
                 .expect("static buckets are valid")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -414,6 +426,27 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+
+    /// A lead minutes behind (a backlog) lands in a bucket of its own, not in `+Inf`.
+    #[test]
+    fn end_to_end_latency_has_buckets_up_to_an_hour() {
+        let handle = metrics_handle();
+        metrics::histogram!(names::SINK_END_TO_END_LATENCY_SECONDS).record(90.0);
+        let text = handle.render();
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|line| {
+                    line.starts_with(&format!(
+                        "{}_bucket{{le=\"{le}\"}}",
+                        names::SINK_END_TO_END_LATENCY_SECONDS
+                    ))
+                })
+                .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(bucket("60"), Some(0), "{text}");
+        assert_eq!(bucket("120"), Some(1), "{text}");
+        assert_eq!(bucket("3600"), Some(1), "{text}");
+    }
 
     fn workspace() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

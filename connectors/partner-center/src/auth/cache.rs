@@ -76,6 +76,15 @@ fn cache_error(path: &Path, source: io::Error) -> AuthError {
 
 /// Replaces `path` with `contents`: temp file in the same directory, fsync, rename, fsync dir.
 pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |file| file.write_all(contents))
+}
+
+/// [`write_atomically`] with the contents written by `write` (for files too big to build in
+/// memory first).
+pub(crate) fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -92,7 +101,7 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     ));
     let result = (|| {
         let mut file = private_create_new(&temp)?;
-        file.write_all(contents)?;
+        write(&mut file)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&temp, path)?;

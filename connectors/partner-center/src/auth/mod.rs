@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 pub use cache::TokenCacheFile;
-pub(crate) use cache::write_atomically;
+pub(crate) use cache::write_atomically_with;
 use entra::{AuthorityHttp, EntraClient, EntraDeviceFields, EntraTokenResponse};
 
 use crate::telemetry;

@@ -64,8 +64,7 @@ impl Store {
                 format!("referrals file {}: {error}", path.display()),
             )
         })?;
-        let bytes = tokio::fs::read(path).await?;
-        let parsed = parse_referrals(&bytes).map_err(|error| {
+        let parsed = read_referrals(path).await.map_err(|error| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("referrals file {}: {error}", path.display()),
@@ -101,14 +100,26 @@ pub(super) fn parse_instant(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
-pub(super) fn parse_referrals(bytes: &[u8]) -> Result<Parsed, String> {
+/// Reads and parses the referrals file off the async threads, streaming: memory holds each
+/// referral's text once (a million generated referrals are about 4 GB of JSON).
+pub(super) async fn read_referrals(path: &Path) -> Result<Parsed, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|error| error.to_string())?;
+        parse_referrals(io::BufReader::with_capacity(1 << 20, file))
+    })
+    .await
+    .map_err(|error| error.to_string())?
+}
+
+pub(super) fn parse_referrals(reader: impl io::Read) -> Result<Parsed, String> {
     #[derive(Deserialize)]
     struct Keys {
         id: Option<serde_json::Value>,
         #[serde(rename = "updatedDateTime")]
         updated: Option<serde_json::Value>,
     }
-    let items: Vec<Box<RawValue>> = serde_json::from_slice(bytes)
+    let items: Vec<Box<RawValue>> = serde_json::from_reader(reader)
         .map_err(|error| format!("not a json array of referrals: {error}"))?;
     let mut referrals = Vec::with_capacity(items.len());
     let mut unserved = Vec::new();
@@ -177,11 +188,7 @@ impl Simulator {
         if store.stamp == Some(stamp) {
             return;
         }
-        match tokio::fs::read(path)
-            .await
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| parse_referrals(&bytes))
-        {
+        match read_referrals(path).await {
             Ok(parsed) => {
                 tracing::info!(count = parsed.referrals.len(), "referrals file re-read");
                 store.stamp = Some(stamp);
@@ -493,6 +500,8 @@ impl Filter {
         Ok(Self { op, at })
     }
 
+    /// Whether one timestamp matches: the definition [`ListQuery::matching`] must agree with.
+    #[cfg(test)]
     fn matches(&self, updated: Option<OffsetDateTime>) -> bool {
         let Some(updated) = updated else {
             return false;
@@ -586,25 +595,44 @@ impl ListQuery {
             .ok_or_else(|| "invalid $skiptoken".to_owned())
     }
 
-    fn reply(&self, referrals: &[StoredReferral], base: &str) -> Reply {
-        let matching: Vec<&StoredReferral> = referrals
-            .iter()
-            .filter(|referral| {
-                self.filter
-                    .as_ref()
-                    .is_none_or(|filter| filter.matches(referral.updated))
-            })
-            .collect();
-        let ordered: Box<dyn Iterator<Item = &&StoredReferral>> = if self.descending {
-            Box::new(matching.iter().rev())
-        } else {
-            Box::new(matching.iter())
+    /// The referrals the filter matches: one contiguous run of the store, found by binary
+    /// search, since the store is sorted by (`updatedDateTime`, `id`) with no timestamp first
+    /// (a page of a million referrals costs a few lookups, not a pass over all of them).
+    fn matching<'a>(&self, referrals: &'a [StoredReferral]) -> &'a [StoredReferral] {
+        let Some(filter) = &self.filter else {
+            return referrals;
         };
-        let page: Vec<&str> = ordered
-            .skip(self.offset)
-            .take(self.top)
-            .map(|referral| referral.raw.get())
-            .collect();
+        let at = Some(filter.at);
+        // `None` sorts before every instant, and never matches.
+        let dated = referrals.partition_point(|referral| referral.updated.is_none());
+        let before = referrals.partition_point(|referral| referral.updated < at);
+        let up_to = referrals.partition_point(|referral| referral.updated <= at);
+        let range = match filter.op {
+            Op::Ge => before..referrals.len(),
+            Op::Gt => up_to..referrals.len(),
+            Op::Le => dated..up_to,
+            Op::Lt => dated..before,
+            Op::Eq => before..up_to,
+        };
+        &referrals[range]
+    }
+
+    fn reply(&self, referrals: &[StoredReferral], base: &str) -> Reply {
+        let matching = self.matching(referrals);
+        let start = self.offset.min(matching.len());
+        let end = self.offset.saturating_add(self.top).min(matching.len());
+        let page: Vec<&str> = if self.descending {
+            matching[matching.len() - end..matching.len() - start]
+                .iter()
+                .rev()
+                .map(|referral| referral.raw.get())
+                .collect()
+        } else {
+            matching[start..end]
+                .iter()
+                .map(|referral| referral.raw.get())
+                .collect()
+        };
         let next_offset = self.offset.saturating_add(self.top);
         let next_link = (self.top > 0 && next_offset < matching.len()).then(|| {
             let next = ListQuery {
@@ -688,6 +716,72 @@ mod tests {
         assert_eq!(with_context("{ }", "c"), r#"{"@odata.context":"c"}"#);
     }
 
+    /// The store's run found by binary search is exactly what filtering every referral finds,
+    /// for every operator, at instants on, between and outside the stored ones (ties and
+    /// referrals without a timestamp included), and pages cut from it in either order are the
+    /// pages of the filtered list.
+    #[test]
+    fn binary_search_matches_a_full_filter() {
+        let base = time::macros::datetime!(2024-03-01 00:00:00 UTC);
+        let mut referrals: Vec<StoredReferral> = (0..200)
+            .map(|index| StoredReferral {
+                id: format!("id-{:03}", (index * 37) % 200),
+                // Every 7th has no timestamp; the rest fall on 40 instants, so most tie.
+                updated: (index % 7 != 0).then(|| base + time::Duration::seconds(index % 40)),
+                raw: Arc::from(
+                    RawValue::from_string(format!("{{\"n\":{index}}}")).expect("valid json"),
+                ),
+                position: index as usize,
+            })
+            .collect();
+        sort_referrals(&mut referrals);
+        let pivots = (-2..43).map(|second| base + time::Duration::milliseconds(second * 500));
+        for at in pivots {
+            for op in [Op::Ge, Op::Gt, Op::Le, Op::Lt, Op::Eq] {
+                let filter = Filter { op, at };
+                let expected: Vec<&str> = referrals
+                    .iter()
+                    .filter(|r| filter.matches(r.updated))
+                    .map(|r| r.raw.get())
+                    .collect();
+                for descending in [false, true] {
+                    let query = |offset, top| ListQuery {
+                        filter: Some(filter.clone()),
+                        descending,
+                        offset,
+                        top,
+                    };
+                    let found: Vec<&str> = query(0, 0)
+                        .matching(&referrals)
+                        .iter()
+                        .map(|r| r.raw.get())
+                        .collect();
+                    assert_eq!(found, expected, "{op:?} {at}");
+                    let mut ordered = expected.clone();
+                    if descending {
+                        ordered.reverse();
+                    }
+                    for (offset, top) in [(0, 7), (5, 7), (expected.len(), 3), (300, 3)] {
+                        let body = query(offset, top).reply(&referrals, "http://x").body;
+                        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        let want: Vec<serde_json::Value> = ordered
+                            .iter()
+                            .skip(offset)
+                            .take(top)
+                            .map(|raw| serde_json::from_str(raw).unwrap())
+                            .collect();
+                        assert_eq!(page["value"], serde_json::Value::Array(want));
+                        assert_eq!(
+                            page.get("@odata.nextLink").is_some(),
+                            offset + top < expected.len(),
+                            "{op:?} {at} offset {offset}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sorts_by_instant_then_id() {
         let file = br#"[
@@ -696,7 +790,7 @@ mod tests {
             {"id": "c", "updatedDateTime": "2024-01-01T00:00:00.49Z"},
             {"id": "d"}
         ]"#;
-        let ids: Vec<_> = parse_referrals(file)
+        let ids: Vec<_> = parse_referrals(&file[..])
             .unwrap()
             .referrals
             .into_iter()

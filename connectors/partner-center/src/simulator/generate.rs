@@ -4,9 +4,13 @@
 //! `consentToToShareInfoWithOthers`, eTags with literal quotes, unquoted GUIDs in
 //! `links.relatedReferrals`. Deterministic for a seed.
 
+use std::io;
+use std::path::Path;
+
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
 use rand::{Rng, SeedableRng as _};
+use serde::Serializer as _;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
@@ -224,12 +228,18 @@ const INVITING_PARTNERS: &[(&str, &str)] = &[
 
 /// Generates `count` referrals for `seed`; the same arguments give the same referrals.
 pub fn generate_referrals(count: usize, seed: u64) -> Vec<Value> {
-    let mut generator = Generator {
-        rng: StdRng::seed_from_u64(seed),
-        updates: Vec::new(),
-        shared_engagements: Vec::new(),
-    };
+    let mut generator = Generator::new(seed);
     (0..count).map(|index| generator.referral(index)).collect()
+}
+
+/// Writes what [`generate_referrals`] returns as the pretty JSON file
+/// [`super::write_referrals`] would write, one referral at a time: a million referrals are
+/// about 4 GB of JSON, and ten times that as `Value`s in memory.
+pub fn write_generated_referrals(path: &Path, count: usize, seed: u64) -> io::Result<()> {
+    let mut generator = Generator::new(seed);
+    super::write_pretty_json(path, |serializer| {
+        serializer.collect_seq((0..count).map(|index| generator.referral(index)))
+    })
 }
 
 struct Generator {
@@ -250,6 +260,14 @@ enum Category {
 }
 
 impl Generator {
+    fn new(seed: u64) -> Self {
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+            updates: Vec::new(),
+            shared_engagements: Vec::new(),
+        }
+    }
+
     fn guid(&mut self) -> String {
         uuid::Builder::from_random_bytes(self.rng.random())
             .into_uuid()
@@ -667,6 +685,21 @@ mod tests {
     fn deterministic_for_a_seed() {
         assert_eq!(generate_referrals(50, 7), generate_referrals(50, 7));
         assert_ne!(generate_referrals(50, 7), generate_referrals(50, 8));
+    }
+
+    #[test]
+    fn the_streamed_file_is_the_file_of_the_generated_referrals() {
+        let dir = tempfile::tempdir().unwrap();
+        for count in [0, 1, 120] {
+            let (streamed, whole) = (dir.path().join("streamed"), dir.path().join("whole"));
+            write_generated_referrals(&streamed, count, 9).unwrap();
+            super::super::write_referrals(&whole, &generate_referrals(count, 9)).unwrap();
+            assert_eq!(
+                std::fs::read(&streamed).unwrap(),
+                std::fs::read(&whole).unwrap(),
+                "{count} referrals"
+            );
+        }
     }
 
     #[test]

@@ -35,7 +35,8 @@
 //! half the time a status step (New/Pending|Received → Active/Accepted, Active/Accepted →
 //! Closed/Won|Lost; Closed stays). The change is made in memory and the whole file is written
 //! back atomically (file order, other items' text untouched), so the file,
-//! `GET /_simulator/referrals` and the very next request agree. A moved record goes to the end
+//! `GET /_simulator/referrals` and the very next request agree; with
+//! [`SimulatorOptions::mutations_in_memory`] the file is left alone (big files). A moved record goes to the end
 //! of the (`updatedDateTime`, `id`) order, so offset paging in flight skips one record, as
 //! the real service may. Draws come from an rng seeded from `fault_seed`.
 
@@ -60,7 +61,7 @@ use axum::routing::{get, post};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
-pub use generate::generate_referrals;
+pub use generate::{generate_referrals, write_generated_referrals};
 
 use crate::faults::{FaultKind, FaultSpec};
 
@@ -83,11 +84,15 @@ pub struct SimulatorOptions {
     pub mutate_rate: f64,
     /// How many referrals move on together, with the same `updatedDateTime`.
     pub mutate_burst: usize,
+    /// Moved referrals stay in memory and the file is not rewritten: for files too big to
+    /// rewrite on every burst (a million referrals are about 4 GB). `GET /_simulator/referrals`
+    /// is the truth then; a change of the file by someone else still replaces everything.
+    pub mutations_in_memory: bool,
 }
 
 impl SimulatorOptions {
     /// Options with the defaults: no faults, 100 per page, one-hour tokens, no mutations
-    /// (`mutate_rate` 0, `mutate_burst` 1).
+    /// (`mutate_rate` 0, `mutate_burst` 1, written back to the file).
     pub fn new(referrals_file: PathBuf, listen: SocketAddr) -> Self {
         Self {
             referrals_file,
@@ -98,6 +103,7 @@ impl SimulatorOptions {
             fault_seed: None,
             mutate_rate: 0.0,
             mutate_burst: 1,
+            mutations_in_memory: false,
         }
     }
 }
@@ -194,8 +200,24 @@ pub fn write_referrals(path: &Path, referrals: &[serde_json::Value]) -> io::Resu
 /// Pretty JSON, written atomically; shared by [`write_referrals`] and mutations (which write
 /// each item's raw text back unchanged).
 fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    crate::auth::write_atomically(path, &json)
+    write_pretty_json(path, |serializer| value.serialize(serializer))
+}
+
+/// Pretty JSON streamed to a file (never whole in memory), written atomically.
+fn write_pretty_json(
+    path: &Path,
+    serialize: impl FnOnce(
+        &mut serde_json::Serializer<
+            &mut io::BufWriter<&mut std::fs::File>,
+            serde_json::ser::PrettyFormatter<'static>,
+        >,
+    ) -> Result<(), serde_json::Error>,
+) -> io::Result<()> {
+    crate::auth::write_atomically_with(path, |file| {
+        let mut writer = io::BufWriter::with_capacity(1 << 20, file);
+        serialize(&mut serde_json::Serializer::pretty(&mut writer)).map_err(io::Error::other)?;
+        io::Write::flush(&mut writer)
+    })
 }
 
 /// Mixed into `fault_seed` for the mutation rng ("mutate" in ASCII).

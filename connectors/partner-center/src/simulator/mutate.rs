@@ -24,7 +24,7 @@ const TICK: Duration = Duration::nanoseconds(100);
 
 impl Simulator {
     /// With probability `mutate_rate`, moves `mutate_burst` random referrals on, in memory and
-    /// in the file.
+    /// in the file (in memory only with `mutations_in_memory`).
     pub(super) async fn maybe_mutate(&self) {
         let rate = f64::from_bits(self.mutate_rate.load(std::sync::atomic::Ordering::Relaxed));
         if rate <= 0.0 {
@@ -41,57 +41,88 @@ impl Simulator {
             return;
         }
         let at = next_stamp(OffsetDateTime::now_utc(), store.last_mutation);
-        let mut referrals = store.referrals.as_ref().clone();
-        let mut moved = 0u64;
+        let mut moves = Vec::new();
         let mut status_changes = 0u64;
         {
             let mut rng = lock(&self.mutate_rng);
-            let count = self.opts.mutate_burst.min(referrals.len());
-            let picks = rand::seq::index::sample(&mut *rng, referrals.len(), count);
+            let current = &store.referrals;
+            let count = self.opts.mutate_burst.min(current.len());
+            let picks = rand::seq::index::sample(&mut *rng, current.len(), count);
             for index in picks.iter() {
-                match move_on(&referrals[index], at, &mut rng) {
+                match move_on(&current[index], at, &mut rng) {
                     Ok((next, stepped)) => {
-                        referrals[index] = next;
-                        moved += 1;
+                        moves.push((index, next));
                         status_changes += u64::from(stepped);
                     }
                     Err(error) => {
-                        tracing::warn!(id = %referrals[index].id, %error, "referral not moved on");
+                        tracing::warn!(id = %current[index].id, %error, "referral not moved on");
                     }
                 }
             }
         }
-        if moved == 0 {
+        if moves.is_empty() {
             return;
         }
-        api::sort_referrals(&mut referrals);
-        let referrals = Arc::new(referrals);
-        let path = self.opts.referrals_file.clone();
-        let unserved = store.unserved.clone();
-        let to_write = referrals.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            api::write_store(&path, &to_write, &unserved)?;
-            std::fs::metadata(&path)
-        })
-        .await
-        .unwrap_or_else(|error| Err(std::io::Error::other(error)));
-        match written {
-            Ok(metadata) => {
-                store.stamp = Some(api::file_stamp(&metadata));
-                store.referrals = referrals;
-                store.last_mutation = Some(at);
-                drop(store);
-                let mut stats = lock(&self.stats);
-                stats.mutations.bursts += 1;
-                stats.mutations.referrals += moved;
-                stats.mutations.status_changes += status_changes;
-                tracing::debug!(moved, status_changes, "simulator moved referrals on");
-            }
-            Err(error) => {
-                // Memory and file must agree: without the write, the change is dropped.
-                tracing::warn!(%error, "referrals file not written, mutation dropped");
+        let moved = moves.len() as u64;
+        if self.opts.mutations_in_memory {
+            // In place: no copy of a big store (unless a reply is reading it right now).
+            apply_moves(Arc::make_mut(&mut store.referrals), moves);
+        } else {
+            let mut referrals = store.referrals.as_ref().clone();
+            apply_moves(&mut referrals, moves);
+            let referrals = Arc::new(referrals);
+            let path = self.opts.referrals_file.clone();
+            let unserved = store.unserved.clone();
+            let to_write = referrals.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                api::write_store(&path, &to_write, &unserved)?;
+                std::fs::metadata(&path)
+            })
+            .await
+            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
+            match written {
+                Ok(metadata) => {
+                    store.stamp = Some(api::file_stamp(&metadata));
+                    store.referrals = referrals;
+                }
+                Err(error) => {
+                    // Memory and file must agree: without the write, the change is dropped.
+                    tracing::warn!(%error, "referrals file not written, mutation dropped");
+                    return;
+                }
             }
         }
+        store.last_mutation = Some(at);
+        drop(store);
+        let mut stats = lock(&self.stats);
+        stats.mutations.bursts += 1;
+        stats.mutations.referrals += moved;
+        stats.mutations.status_changes += status_changes;
+        tracing::debug!(moved, status_changes, "simulator moved referrals on");
+    }
+}
+
+/// Replaces the referrals at the given indices with their moved-on versions and keeps the
+/// store sorted by (`updatedDateTime`, `id`) without sorting all of it: the others keep their
+/// order, and each moved one is inserted where it belongs (at the end, when it moved to now).
+fn apply_moves(referrals: &mut Vec<StoredReferral>, mut moves: Vec<(usize, StoredReferral)>) {
+    moves.sort_by_key(|(index, _)| *index);
+    let mut position = 0;
+    let mut next_move = moves.iter().map(|(index, _)| *index).peekable();
+    referrals.retain(|_| {
+        let keep = next_move.peek() != Some(&position);
+        if !keep {
+            next_move.next();
+        }
+        position += 1;
+        keep
+    });
+    let mut moved: Vec<StoredReferral> = moves.into_iter().map(|(_, referral)| referral).collect();
+    api::sort_referrals(&mut moved);
+    for referral in moved {
+        let key = (referral.updated, referral.id.clone());
+        let at = referrals.partition_point(|other| (other.updated, &other.id) <= (key.0, &key.1));
+        referrals.insert(at, referral);
     }
 }
 
@@ -231,6 +262,47 @@ impl<'de> Deserialize<'de> for Fields {
 mod tests {
     use super::*;
     use rand::SeedableRng as _;
+
+    /// Moving referrals in place gives the order a full sort gives, wherever the moved ones
+    /// land (the end, the middle, ties, no timestamp).
+    #[test]
+    fn moves_in_place_keep_the_store_sorted() {
+        let base = time::macros::datetime!(2024-01-01 00:00:00 UTC);
+        let item = |index: usize, seconds: Option<i64>| StoredReferral {
+            id: format!("id-{:03}", (index * 7919) % 1000),
+            updated: seconds.map(|s| base + Duration::seconds(s)),
+            raw: Arc::from(RawValue::from_string(format!("{{\"n\":{index}}}")).unwrap()),
+            position: index,
+        };
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..50 {
+            let mut referrals: Vec<StoredReferral> = (0..200)
+                .map(|i| item(i, (i % 9 != 0).then(|| rng.random_range(0..50))))
+                .collect();
+            api::sort_referrals(&mut referrals);
+            let picks = rand::seq::index::sample(&mut rng, referrals.len(), 12);
+            let moves: Vec<(usize, StoredReferral)> = picks
+                .iter()
+                .map(|index| {
+                    let to = [None, Some(-5), Some(25), Some(999)][rng.random_range(0..4)];
+                    let mut moved = item(referrals[index].position, to);
+                    moved.id = referrals[index].id.clone();
+                    (index, moved)
+                })
+                .collect();
+            let mut expected = referrals.clone();
+            for (index, moved) in &moves {
+                expected[*index] = moved.clone();
+            }
+            api::sort_referrals(&mut expected);
+            apply_moves(&mut referrals, moves);
+            let key = |r: &StoredReferral| (r.updated, r.id.clone(), r.raw.get().to_owned());
+            assert_eq!(
+                referrals.iter().map(key).collect::<Vec<_>>(),
+                expected.iter().map(key).collect::<Vec<_>>()
+            );
+        }
+    }
 
     fn stored(text: &str) -> StoredReferral {
         StoredReferral {

@@ -817,6 +817,43 @@ async fn bind_rejects_bad_mutation_options() {
 }
 
 #[tokio::test]
+async fn mutations_in_memory_leave_the_file_alone() {
+    let referrals = generate_referrals(20, 29);
+    let sim = Sim::start(&referrals, |options| {
+        options.mutate_rate = 1.0;
+        options.mutate_burst = 2;
+        options.mutations_in_memory = true;
+    })
+    .await;
+    let file_before = std::fs::read(&sim.referrals_file).unwrap();
+    let (_, cache) = sim.sign_in().await;
+    let token = Some(cache.access_token.expose());
+    let list = sim.url("/v1.0/engagements/referrals");
+    for _ in 0..3 {
+        let (status, page) = get(&list, token).await;
+        assert_eq!(status, 200, "{page}");
+    }
+
+    // Three bursts of two moved referrals on (some maybe twice): the truth changed, the file
+    // did not.
+    let now = truth(&sim).await;
+    let changed = now
+        .iter()
+        .filter(|r| by_id(&referrals)[r["id"].as_str().unwrap()] != **r)
+        .count();
+    assert!((2..=6).contains(&changed), "{changed} changed");
+    assert_eq!(sim.stats().await["mutations"]["referrals"], 6);
+    assert_eq!(std::fs::read(&sim.referrals_file).unwrap(), file_before);
+    let (_, page) = get(&format!("{list}?$top=100"), token).await;
+    assert_eq!(
+        by_id(page["value"].as_array().unwrap()).len(),
+        20,
+        "every referral is still served"
+    );
+    assert_eq!(truth(&sim).await.len(), 20);
+}
+
+#[tokio::test]
 async fn faults_change_at_run_time_and_bad_specs_name_the_item() {
     let sim = Sim::start(&generate_referrals(3, 29), |_| {}).await;
     let (_, cache) = sim.sign_in().await;

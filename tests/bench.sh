@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Hunter's benchmarks, every stage with its ceiling in the same run, and BENCHMARKS.md from them.
+#
+# Usage: tests/bench.sh [--only NAME[,NAME…]] [--no-report]
+#
+#   NAME: codec source processor sink api end_to_end (all of them, in this order, by default)
+#   --no-report: run and keep the output, leave BENCHMARKS.md alone
+#
+# Sizes come from the benches' variables (defaults are the full sizes; see BENCHMARKS.md):
+# HUNTER_BENCH_REFERRALS, HUNTER_BENCH_LEADS, HUNTER_BENCH_SECONDS, HUNTER_BENCH_RECORDS,
+# HUNTER_BENCH_STEADY_SECS, HUNTER_BENCH_STEADY_BURST. A quick smoke run:
+#   HUNTER_BENCH_REFERRALS=20000 tests/bench.sh --only end_to_end
+#
+# What it does: brings the local stack up (deploy/local/stack.sh up, unless its ClickHouse already
+# answers; that is used, with a fresh database per bench), installs wrk (apt) if the api bench runs and it is missing, builds
+# `hunter` and the benches in release, runs each bench with its output in .local/bench/logs/, and
+# rewrites the generated parts of BENCHMARKS.md from the benches' `RESULT {json}` lines. Each
+# bench runs its own tansu broker(s) with storage under .local/bench/ (never the stack's broker,
+# whose storage only grows); what a killed bench leaves there is stopped and deleted at exit.
+# Exits non-zero if a bench failed (its tables in BENCHMARKS.md are left as they were).
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+cd "$REPO"
+
+ALL_BENCHES=(codec source processor sink api end_to_end)
+BENCH_DIR="$REPO/.local/bench"
+LOG_DIR="$BENCH_DIR/logs"
+
+say() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    printf '[bench] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+benches=("${ALL_BENCHES[@]}")
+report=1
+while (($# > 0)); do
+    case "$1" in
+        --only)
+            (($# >= 2)) || die "--only needs a bench name"
+            IFS=, read -r -a benches <<<"$2"
+            shift 2
+            ;;
+        --no-report)
+            report=0
+            shift
+            ;;
+        -h | --help)
+            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+for bench in "${benches[@]}"; do
+    [[ " ${ALL_BENCHES[*]} " == *" $bench "* ]] || die "unknown bench: $bench (one of: ${ALL_BENCHES[*]})"
+done
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust with rustup"
+
+# --- leftovers of benches that were killed: their brokers and data ---------------------------------
+
+# A broker's directory holds tansu.pid; the pid is only ours if that process still runs tansu
+# with this directory as its storage (pids are reused).
+clean_bench_dir() {
+    local dir pid
+    for dir in "$BENCH_DIR"/tansu-* "$BENCH_DIR"/end-to-end-*; do
+        [[ -d "$dir" ]] || continue
+        if [[ -f "$dir/tansu.pid" ]]; then
+            pid=$(<"$dir/tansu.pid")
+            if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+                say "stopping a broker a bench left running (pid $pid, $dir)"
+                kill "$pid" 2>/dev/null || true
+                for _ in $(seq 50); do
+                    kill -0 "$pid" 2>/dev/null || break
+                    sleep 0.1
+                done
+                kill -9 "$pid" 2>/dev/null || true
+            fi
+        fi
+        rm -rf -- "$dir"
+    done
+}
+
+# shellcheck disable=SC2317 # called from the EXIT trap
+on_exit() {
+    local status=$?
+    trap - EXIT INT TERM
+    clean_bench_dir
+    exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$BENCH_DIR" "$LOG_DIR"
+clean_bench_dir
+export HUNTER_BENCH_DIR="$BENCH_DIR"
+
+# --- the stack, tools, builds ------------------------------------------------------------------------
+
+# The benches need the stack's ClickHouse only (each bench brings its own broker). One that
+# already answers is used as it is (a stack started from another checkout of the repository, for
+# instance); otherwise the stack is brought up.
+eval "$(deploy/local/stack.sh env)"
+if curl -fsS --max-time 5 "${HUNTER_CLICKHOUSE_URL%/}/ping" >/dev/null 2>&1; then
+    say "ClickHouse answers at $HUNTER_CLICKHOUSE_URL: using it"
+else
+    say "bringing the local stack up (deploy/local/stack.sh up)"
+    deploy/local/stack.sh up
+fi
+
+if [[ " ${benches[*]} " == *" api "* ]] && ! command -v wrk >/dev/null 2>&1; then
+    say "installing wrk (apt), which the api bench drives"
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+    else
+        sudo apt-get install -y wrk >/dev/null
+    fi
+    command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
+fi
+
+say "building hunter and the benches (release)"
+cargo build --release -p hunter
+cargo bench --no-run -p hunter-e2e
+cargo bench --no-run -p hunter-core --bench codec
+export HUNTER_BIN="$REPO/target/release/hunter"
+
+# --- the benches -------------------------------------------------------------------------------------
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results="$LOG_DIR/results-$stamp.txt"
+: >"$results"
+failed=()
+summary=()
+for bench in "${benches[@]}"; do
+    log="$LOG_DIR/$bench-$stamp.log"
+    if [[ "$bench" == codec ]]; then
+        command=(cargo bench -p hunter-core --bench codec)
+    else
+        command=(cargo bench -p hunter-e2e --bench "$bench")
+    fi
+    say "$bench: ${command[*]} (output in $log)"
+    started=$SECONDS
+    set +e
+    "${command[@]}" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    set -e
+    took=$((SECONDS - started))
+    if ((status == 0)) && grep -q '^RESULT ' "$log"; then
+        grep '^RESULT ' "$log" >>"$results"
+        summary+=("$bench: ok in $((took / 60)) min $((took % 60)) s")
+    else
+        failed+=("$bench")
+        summary+=("$bench: FAILED (exit $status) after $((took / 60)) min $((took % 60)) s; see $log")
+    fi
+    clean_bench_dir
+done
+
+for line in "${summary[@]}"; do say "$line"; done
+if ((report == 1)) && [[ -s "$results" ]]; then
+    cargo run --release -q -p hunter-e2e --bin bench-report -- --out "$REPO/BENCHMARKS.md" "$results"
+    say "BENCHMARKS.md rewritten from $results"
+fi
+((${#failed[@]} == 0)) || die "failed: ${failed[*]}"
