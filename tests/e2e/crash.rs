@@ -124,6 +124,56 @@ impl Roles {
     }
 }
 
+/// What production runs the roles and the broker under: a supervisor that starts again a role
+/// whose process exited (systemd, Kubernetes' restart policy; compose's `restart:`), and a
+/// liveness probe that restarts a broker which stopped answering metadata requests for 10 s
+/// (tansu 0.6.0 was seen to wedge itself after a restart under load: a panic in its storage
+/// service, after which every request fails). Every intervention is recorded with its reason.
+struct Supervisor<'a> {
+    broker: &'a mut OwnBroker,
+    restarts: Vec<String>,
+    broker_silent_since: Option<Instant>,
+}
+
+impl Supervisor<'_> {
+    async fn tick(&mut self, deployment: &mut Deployment, roles: &mut Roles) -> anyhow::Result<()> {
+        self.restarts.extend(roles.revive(deployment).await?);
+        if !self.broker.is_started() || self.broker.answers().await {
+            self.broker_silent_since = None;
+            return Ok(());
+        }
+        let since = *self.broker_silent_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= Duration::from_secs(10) {
+            let log = std::fs::read_to_string(self.broker.log()).unwrap_or_default();
+            let why = log
+                .lines()
+                .find(|line| line.contains("panicked"))
+                .unwrap_or("no answer to metadata requests");
+            self.restarts
+                .push(format!("broker (liveness probe, silent 10 s): {why}"));
+            self.broker.kill9()?;
+            self.broker.start_again().await?;
+            self.broker_silent_since = None;
+        }
+        Ok(())
+    }
+
+    /// Supervises for `seconds`.
+    async fn run(
+        &mut self,
+        deployment: &mut Deployment,
+        roles: &mut Roles,
+        seconds: u64,
+    ) -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < until {
+            self.tick(deployment, roles).await?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+}
+
 /// How far each stage got: records on the referral and lead topics, rows in `leads`.
 async fn progress(deployment: &Deployment) -> String {
     let referrals = deployment.topic_count("partner-center.referrals.v1");
@@ -269,7 +319,7 @@ async fn start_pipeline(
 async fn converge_and_check(
     deployment: &mut Deployment,
     roles: &mut Roles,
-    supervised: Option<&mut Vec<String>>,
+    supervised: Option<&mut Supervisor<'_>>,
     timeout: Duration,
 ) -> anyhow::Result<String> {
     deployment
@@ -285,7 +335,7 @@ async fn converge_and_check(
     let mut supervised = supervised;
     loop {
         match &mut supervised {
-            Some(restarts) => restarts.extend(roles.revive(deployment).await?),
+            Some(supervisor) => supervisor.tick(deployment, roles).await?,
             None => roles.check_alive(deployment)?,
         }
         let (live, _) = live_leads(deployment).await?;
@@ -478,55 +528,48 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
         start_pipeline(referrals, seed, mutate, Some((&broker, &clickhouse))).await?;
     let started = Instant::now();
     let at = |what: &str| eprintln!("{:>5.1} s: {what}", started.elapsed().as_secs_f64());
-    // The roles run under a supervisor, as in production: one that exits is started again
-    // (and the reason is reported). Nothing may be lost either way.
-    let mut restarts = Vec::new();
-    let supervise = async |deployment: &mut Deployment,
-                           roles: &mut Roles,
-                           restarts: &mut Vec<String>,
-                           seconds: u64|
-           -> anyhow::Result<()> {
-        let until = Instant::now() + Duration::from_secs(seconds);
-        while Instant::now() < until {
-            restarts.extend(roles.revive(deployment).await?);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Ok(())
+    // The roles and the broker run under a supervisor, as in production (see [`Supervisor`]).
+    // Nothing may be lost either way.
+    let mut supervisor = Supervisor {
+        broker: &mut broker,
+        restarts: Vec::new(),
+        broker_silent_since: None,
     };
+    let (d, r) = (&mut deployment, &mut roles);
 
-    supervise(&mut deployment, &mut roles, &mut restarts, 3).await?;
+    supervisor.run(d, r, 3).await?;
     at("broker: SIGTERM, down 8 s");
-    broker.stop().await?;
-    supervise(&mut deployment, &mut roles, &mut restarts, 8).await?;
-    broker.start_again().await?;
+    supervisor.broker.stop().await?;
+    supervisor.run(d, r, 8).await?;
+    supervisor.broker.start_again().await?;
     at("broker: back");
 
-    supervise(&mut deployment, &mut roles, &mut restarts, 4).await?;
+    supervisor.run(d, r, 4).await?;
     at("clickhouse: SIGTERM, down 10 s");
     clickhouse.stop().await?;
-    supervise(&mut deployment, &mut roles, &mut restarts, 10).await?;
+    supervisor.run(d, r, 10).await?;
     clickhouse.start_again().await?;
     at("clickhouse: back");
 
-    supervise(&mut deployment, &mut roles, &mut restarts, 4).await?;
+    supervisor.run(d, r, 4).await?;
     at("broker: SIGKILL, down 3 s");
-    broker.kill9()?;
-    supervise(&mut deployment, &mut roles, &mut restarts, 3).await?;
-    broker.start_again().await?;
+    supervisor.broker.kill9()?;
+    supervisor.run(d, r, 3).await?;
+    supervisor.broker.start_again().await?;
     at("broker: back");
 
-    supervise(&mut deployment, &mut roles, &mut restarts, 4).await?;
+    supervisor.run(d, r, 4).await?;
     at("broker and clickhouse: both SIGTERM, down 6 s");
-    broker.stop().await?;
+    supervisor.broker.stop().await?;
     clickhouse.stop().await?;
-    supervise(&mut deployment, &mut roles, &mut restarts, 6).await?;
-    broker.start_again().await?;
+    supervisor.run(d, r, 6).await?;
+    supervisor.broker.start_again().await?;
     clickhouse.start_again().await?;
     at("both back");
 
     let timeout = Duration::from_secs(240 + referrals as u64 / 200);
-    let summary =
-        converge_and_check(&mut deployment, &mut roles, Some(&mut restarts), timeout).await?;
+    let summary = converge_and_check(d, r, Some(&mut supervisor), timeout).await?;
+    let restarts = supervisor.restarts;
     eprintln!(
         "server faults: {} supervisor restarts {restarts:#?}",
         restarts.len()

@@ -567,6 +567,26 @@ impl OwnBroker {
         Ok(())
     }
 
+    /// Whether the broker process was started (and not stopped) by this handle.
+    pub fn is_started(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A liveness probe: does the broker answer a metadata request within 3 s?
+    pub async fn answers(&self) -> bool {
+        let brokers = self.brokers();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()?;
+            consumer.fetch_metadata(None, Duration::from_secs(3))?;
+            anyhow::Ok(())
+        })
+        .await
+        .map(|answered| answered.is_ok())
+        .unwrap_or(false)
+    }
+
     /// SIGKILL: no shutdown hooks run; only what its storage made durable survives.
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         let Some(mut server) = self.server.take() else {
