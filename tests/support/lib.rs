@@ -374,22 +374,10 @@ impl OwnClickHouse {
 
     /// SIGTERM, and waits until the server has exited (SIGKILL after 60 s).
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut server) = self.server.take() else {
+        let Some(server) = self.server.take() else {
             bail!("clickhouse is not running");
         };
-        Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status()?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("clickhouse did not stop within 60 s of SIGTERM; killed");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        terminate_server(server, "clickhouse", Duration::from_secs(60)).await
     }
 }
 
@@ -400,6 +388,24 @@ impl Drop for OwnClickHouse {
             let _ = server.wait();
         }
     }
+}
+
+/// SIGTERM to a server the tests started, and waits until it has exited (SIGKILL after
+/// `timeout`, which is then an error).
+async fn terminate_server(mut server: Child, what: &str, timeout: Duration) -> anyhow::Result<()> {
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()?;
+    let deadline = Instant::now() + timeout;
+    while server.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            bail!("{what} did not stop within {timeout:?} of SIGTERM; killed");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// A tansu broker of the test's own, for tests that stop and restart the broker while the
@@ -549,22 +555,10 @@ impl OwnBroker {
 
     /// SIGTERM, and waits until the broker has exited (SIGKILL after 30 s).
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut server) = self.server.take() else {
+        let Some(server) = self.server.take() else {
             bail!("the broker is not running");
         };
-        Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("tansu did not stop within 30 s of SIGTERM; killed");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        terminate_server(server, "tansu", Duration::from_secs(30)).await
     }
 
     /// Whether the broker process was started (and not stopped) by this handle.
