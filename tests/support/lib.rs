@@ -672,7 +672,8 @@ impl Deployment {
         })
     }
 
-    /// Starts the simulator and waits until it answers.
+    /// Starts the simulator and waits until it answers (loading a million referrals takes about
+    /// 30 s).
     pub async fn start_simulator(&mut self, extra: &[&str]) -> anyhow::Result<()> {
         let listen = self.simulator.trim_start_matches("http://").to_owned();
         let file = self.referrals_file.display().to_string();
@@ -683,7 +684,7 @@ impl Deployment {
         wait_healthy(
             "the simulator",
             &format!("{}/healthz", self.simulator),
-            Duration::from_secs(20),
+            Duration::from_secs(180),
         )
         .await
     }
