@@ -277,19 +277,7 @@ async fn faults_lose_nothing_double_nothing_and_are_reported_by_class() -> anyho
     );
 
     // 5. Every refresh token revoked (and the access token gone): the tenant is suspended.
-    deployment
-        .simulator_post("/_simulator/revoke-refresh-tokens")
-        .await?;
-    deployment
-        .simulator_post("/_simulator/expire-access-tokens")
-        .await?;
-    let signin = deployment
-        .wait_for_run(
-            "a run reporting the sign-in",
-            Duration::from_secs(60),
-            |r| r.error_class.as_deref() == Some("signin_required"),
-        )
-        .await?;
+    let signin = deployment.revoke_sign_in().await?;
     let message = signin.error_message.clone().unwrap_or_default();
     assert!(
         message.contains("hunter auth login") && message.contains("AADSTS700082"),

@@ -226,19 +226,7 @@ async fn an_expired_sign_in_suspends_the_tenant_until_a_new_login() -> anyhow::R
     );
 
     // The refresh token is revoked (as after 90 idle days) and the access token expires.
-    deployment
-        .simulator_post("/_simulator/revoke-refresh-tokens")
-        .await?;
-    deployment
-        .simulator_post("/_simulator/expire-access-tokens")
-        .await?;
-    let failed = deployment
-        .wait_for_run(
-            "a run reporting the sign-in",
-            Duration::from_secs(60),
-            |r| r.error_class.as_deref() == Some("signin_required"),
-        )
-        .await?;
+    let failed = deployment.revoke_sign_in().await?;
     let message = failed.error_message.clone().unwrap_or_default();
     assert!(message.contains("hunter auth login"), "{message}");
     assert!(

@@ -995,6 +995,21 @@ impl Deployment {
         result.map_err(|error| anyhow::anyhow!("{error}\n{}", self.logs()))
     }
 
+    /// Revokes every refresh token and expires every access token at the simulator (as after
+    /// 90 idle days), then waits for the source's run that reports the sign-in it needs.
+    pub async fn revoke_sign_in(&self) -> anyhow::Result<hunter_core::records::SyncRun> {
+        self.simulator_post("/_simulator/revoke-refresh-tokens")
+            .await?;
+        self.simulator_post("/_simulator/expire-access-tokens")
+            .await?;
+        self.wait_for_run(
+            "a run reporting the sign-in",
+            Duration::from_secs(60),
+            |r| r.error_class.as_deref() == Some("signin_required"),
+        )
+        .await
+    }
+
     /// Every referral record in the referral topic: (id, eTag) in topic order.
     pub async fn published_versions(&self) -> anyhow::Result<Vec<(String, String)>> {
         let topic = self.topic("partner-center.referrals.v1");
