@@ -37,6 +37,9 @@ say "using $(cargo --version) from $(command -v cargo)"
 
 # --- 1, 2: formatting and lints, before anything slow --------------------------------------------------
 
+say "Debian packages the build needs (deploy/local/stack.sh packages)"
+"$STACK" packages
+
 say "step 1/6: checking formatting (cargo fmt --all -- --check)"
 cargo fmt --all -- --check
 

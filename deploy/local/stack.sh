@@ -11,6 +11,7 @@
 #        deploy/local/stack.sh down [--purge] [NAME…] stop what `up` started (pid files in .local/run);
 #                                                     --purge also deletes .local/ (all stack data)
 #        deploy/local/stack.sh env                    `export` lines for Hunter; use with eval
+#        deploy/local/stack.sh packages               only the Debian packages (the build needs some)
 #
 # Progress messages go to stderr, so `eval "$(deploy/local/stack.sh env)"` stays clean.
 set -euo pipefail
@@ -38,7 +39,9 @@ CLICKHOUSE_HTTP_PORT=18123
 CLICKHOUSE_TCP_PORT=19000
 PROMETHEUS_PORT=19090
 
-APT_PACKAGES=(clickhouse-server clickhouse-client prometheus libssl-dev pkg-config)
+# libssl-dev, libcurl4-openssl-dev, pkg-config: librdkafka's TLS/SASL and OIDC (the build needs them);
+# stunnel4: the TLS terminator in front of tansu for the secured-Kafka tests.
+APT_PACKAGES=(clickhouse-server clickhouse-client prometheus libssl-dev libcurl4-openssl-dev pkg-config stunnel4)
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
 TANSU_CLUSTER_ID=hunter-local
@@ -577,6 +580,7 @@ main() {
         down) cmd_down "$@" ;;
         status) cmd_status "$@" ;;
         env) cmd_env "$@" ;;
+        packages) ensure_apt_packages ;;
         -h | --help | help) usage ;;
         *) usage ;;
     esac
