@@ -313,7 +313,9 @@ mod tests {
         use clickhouse::error::Error as E;
         let bad = |text: &str| E::BadResponse(text.to_owned());
         assert_eq!(
-            classify(&bad("Code: 193, e.displayText() = DB::Exception: Wrong password")),
+            classify(&bad(
+                "Code: 193, e.displayText() = DB::Exception: Wrong password"
+            )),
             Failure::Authentication
         );
         assert_eq!(
@@ -341,7 +343,10 @@ mod tests {
         let io = std::io::Error::other("error:0A000086:SSL routines::certificate verify failed");
         assert_eq!(classify(&E::Network(Box::new(io))), Failure::Tls);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(classify(&E::Network(Box::new(refused))), Failure::Unreachable);
+        assert_eq!(
+            classify(&E::Network(Box::new(refused))),
+            Failure::Unreachable
+        );
     }
 
     #[test]

@@ -109,7 +109,10 @@ pub struct Reader {
 impl Reader {
     /// Connects as the reader (the writer when none is configured, with a warning), learns the
     /// server's version and the user's `readonly`, and sets the limits up accordingly.
-    pub async fn connect(settings: &ClickHouseSettings, limits: QueryLimits) -> Result<Self, Error> {
+    pub async fn connect(
+        settings: &ClickHouseSettings,
+        limits: QueryLimits,
+    ) -> Result<Self, Error> {
         let login = Login::reader(settings);
         if login.fallback {
             tracing::warn!(
@@ -211,14 +214,15 @@ mod tests {
         };
         let settings = limits.settings(false);
         let get = |s: &[(&str, String)], name: &str| {
-            s.iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
+            s.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
         };
         assert_eq!(get(&settings, "readonly").as_deref(), Some("2"));
         assert_eq!(get(&settings, "max_execution_time").as_deref(), Some("30"));
         assert_eq!(get(&settings, "max_result_rows").as_deref(), Some("100000"));
-        assert_eq!(get(&settings, "result_overflow_mode").as_deref(), Some("throw"));
+        assert_eq!(
+            get(&settings, "result_overflow_mode").as_deref(),
+            Some("throw")
+        );
         assert_eq!(get(&settings, "max_rows_to_read"), None);
         assert_eq!(
             get(&settings, "cancel_http_readonly_queries_on_client_close"),
@@ -230,7 +234,10 @@ mod tests {
         }
         .settings(true);
         assert_eq!(get(&settings, "max_rows_to_read").as_deref(), Some("1000"));
-        assert_eq!(get(&settings, "read_overflow_mode").as_deref(), Some("throw"));
+        assert_eq!(
+            get(&settings, "read_overflow_mode").as_deref(),
+            Some("throw")
+        );
         assert_eq!(
             get(&settings, "cancel_http_readonly_queries_on_client_close").as_deref(),
             Some("1")

@@ -65,7 +65,12 @@ pub fn rights_error(user: &str, statement: &str, error: clickhouse::error::Error
     if connection::classify(&error) == connection::Failure::AccessDenied {
         Error::Rights {
             user: user.to_owned(),
-            statement: statement.lines().next().unwrap_or_default().trim().to_owned(),
+            statement: statement
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
             detail: connection::chain(&error),
         }
     } else {
@@ -112,17 +117,26 @@ impl Writer {
         &self.user
     }
 
-    /// Whether this user may do what the sink and `hunter migrate` do, by statements that
-    /// change nothing: a `CREATE TABLE IF NOT EXISTS` of the migrations table (which exists once
-    /// migrated) and an `INSERT … SELECT … WHERE 0` (no row, no part) into every table the sink
-    /// writes. The first refusal is returned as [`Error::Rights`]; other failures as they are.
-    pub async fn probe_rights(&self) -> Result<(), Error> {
-        let mut statements = vec![crate::migrations::MIGRATIONS_TABLE_DDL.to_owned()];
-        statements.extend(
-            crate::grants::sink_tables()
-                .iter()
-                .map(|table| probe_insert(table)),
-        );
+    /// Whether this user may insert into every table the sink writes, by an
+    /// `INSERT … SELECT … WHERE 0` each (no row, no part: nothing changes). The first refusal is
+    /// returned as [`Error::Rights`]; other failures (a table not migrated yet) as they are.
+    pub async fn probe_inserts(&self) -> Result<(), Error> {
+        let statements = crate::grants::sink_tables()
+            .iter()
+            .map(|table| probe_insert(table))
+            .collect();
+        self.probe(statements).await
+    }
+
+    /// Whether this user may create tables in Hunter's database, by the `CREATE TABLE IF NOT
+    /// EXISTS` of the migrations table: nothing changes when it exists, so call this only on a
+    /// migrated database.
+    pub async fn probe_create(&self) -> Result<(), Error> {
+        self.probe(vec![crate::migrations::MIGRATIONS_TABLE_DDL.to_owned()])
+            .await
+    }
+
+    async fn probe(&self, statements: Vec<String>) -> Result<(), Error> {
         for statement in statements {
             self.client
                 .query(&statement)

@@ -1382,6 +1382,9 @@ mod tests {
             Settings::from_sources(Some(&dir.path().join("hunter.toml")), &env(&base())).unwrap();
         assert_eq!(settings.clickhouse.reader_user.as_deref(), Some("api"));
         assert_eq!(settings.clickhouse.reader_max_rows_to_read, 5);
-        assert_eq!(settings.clickhouse.ca_location.as_deref(), Some(ca.as_path()));
+        assert_eq!(
+            settings.clickhouse.ca_location.as_deref(),
+            Some(ca.as_path())
+        );
     }
 }
