@@ -730,12 +730,11 @@ async fn clickhouse_reader(settings: &Settings) -> (Verdict, String, Option<Stri
         if let Err(error) = client.query("SELECT version()").fetch_one::<String>().await {
             let error = connection::explain(error, ch, &login);
             let fix = match error.failure() {
-                Failure::Authentication => {
-                    "check HUNTER_CLICKHOUSE_READER_USER and HUNTER_CLICKHOUSE_READER_PASSWORD (the API's login)"
-                }
-                _ => "check the reader's user on the server (docs/clickhouse.md)",
+                Failure::Authentication => "check HUNTER_CLICKHOUSE_READER_USER and HUNTER_CLICKHOUSE_READER_PASSWORD (the API's login)".to_owned(),
+                Failure::AccessDenied => format!("a DBA runs: GRANT SELECT ON {database}.* TO `{user}` (or lists {database} in its <allow_databases>)"),
+                _ => "check the reader's user on the server (docs/clickhouse.md)".to_owned(),
             };
-            return (Verdict::Fail, error.to_string(), Some(fix.to_owned()));
+            return (Verdict::Fail, error.to_string(), Some(fix));
         }
         for table in API_TABLES {
             let select = format!("SELECT count() FROM {table} WHERE 0");
