@@ -36,6 +36,9 @@ use crate::Error;
 
 /// Longest a TCP connect may take: an address that drops packets fails within it, not never.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the first answer of a new connection (its TLS handshake and `SELECT version()`) may
+/// take: a server that accepts connections and never answers fails within it too.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// As the crate's default client: keepalive probes on idle sockets.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Below ClickHouse's `keep_alive_timeout` (3 s before 23.11, 10 s since), as the crate's
@@ -248,6 +251,26 @@ pub fn display_url(url: &url::Url) -> String {
         let _ = shown.set_password(Some("redacted"));
     }
     shown.to_string()
+}
+
+/// `query` (a connection's first question), failing as [`Failure::Unreachable`] naming the URL
+/// setting when there is no answer within [`ANSWER_TIMEOUT`], and as [`explain`] says otherwise.
+pub async fn first_answer<T>(
+    query: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    settings: &ClickHouseSettings,
+    login: &Login,
+) -> Result<T, Error> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, query).await {
+        Ok(answer) => answer.map_err(|error| explain(error, settings, login)),
+        Err(_) => Err(Error::Connect {
+            failure: Failure::Unreachable,
+            message: format!(
+                "clickhouse at {} did not answer within {ANSWER_TIMEOUT:?}; check \
+                 HUNTER_CLICKHOUSE_URL and that ClickHouse runs",
+                display_url(&settings.url)
+            ),
+        }),
+    }
 }
 
 /// The failure of a connection as configured, with the setting to fix named.

@@ -123,11 +123,9 @@ impl Reader {
         }
         let base = connection::client(settings, &login)?;
         let explain = |error| connection::explain(error, settings, &login);
-        let text: String = base
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(explain)?;
+        let text: String =
+            connection::first_answer(base.query("SELECT version()").fetch_one(), settings, &login)
+                .await?;
         let version = ServerVersion::parse(&text).unwrap_or(ServerVersion { major: 0, minor: 0 });
         let known: Vec<(String, String)> = base
             .query(

@@ -89,11 +89,12 @@ impl Writer {
     pub async fn connect(settings: &ClickHouseSettings) -> Result<Self, Error> {
         let login = Login::writer(settings);
         let server = connection::client(settings, &login)?;
-        let text: String = server
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(|error| connection::explain(error, settings, &login))?;
+        let text: String = connection::first_answer(
+            server.query("SELECT version()").fetch_one(),
+            settings,
+            &login,
+        )
+        .await?;
         // An unreadable version is taken as the oldest: nothing optional is used.
         let version = ServerVersion::parse(&text).unwrap_or(ServerVersion { major: 0, minor: 0 });
         let validation = version >= ServerVersion::ROW_VALIDATION;
