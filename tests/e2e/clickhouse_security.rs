@@ -227,11 +227,7 @@ async fn the_pipeline_runs_over_https_with_a_writer_and_a_read_only_api() -> any
         assert_eq!(settings.get("readonly"), Some(&"2"), "{row}");
         assert_eq!(settings.get("max_execution_time"), Some(&"30"), "{row}");
         assert_eq!(settings.get("max_result_rows"), Some(&"100000"), "{row}");
-        assert_eq!(
-            settings.get("result_overflow_mode"),
-            Some(&"throw"),
-            "{row}"
-        );
+        // (`result_overflow_mode=throw` is the default, which the log does not list.)
         assert_eq!(
             settings.get("max_rows_to_read"),
             Some(&"100000000"),
