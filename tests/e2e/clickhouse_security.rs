@@ -578,7 +578,8 @@ async fn untrusted_certificates_wrong_passwords_and_missing_rights_fail_by_name(
 }
 
 /// What Hunter sends to ClickHouse exists on current ClickHouse too: the API's limit settings
-/// (and a limit stops a query with a code the API recognises), and the printed GRANTs parse.
+/// (and a limit stops a query with a code the API recognises), the printed GRANTs parse, and the
+/// writer's rights probes run on the migrated tables without writing anything.
 /// Runs in chdb-core from `.local/chdb-venv` (tests/chdb/check.sh installs it; tests/run.sh
 /// runs that first).
 #[test]
@@ -645,9 +646,39 @@ for statement in request["statements"]:
     except Exception as e:
         parsed.append("ERROR " + str(e))
 out["parsed"] = parsed
+# The writer's rights probes on Hunter's tables: accepted, and they write nothing.
+from chdb import session
+db = session.Session()
+db.query("CREATE DATABASE hunter")
+db.query("USE hunter")
+for statement in request["migrations"]:
+    db.query(statement)
+probes = []
+for statement in request["probes"]:
+    try:
+        db.query(statement)
+        probes.append("")
+    except Exception as e:
+        probes.append(str(e))
+out["probes"] = probes
+out["parts"] = db.query("SELECT count() FROM system.parts WHERE database = 'hunter' AND table != 'hunter_migrations'", "CSV").data().strip()
 print(json.dumps(out))
 "#;
-    let request = serde_json::json!({ "settings": settings, "statements": statements });
+    let migrations: Vec<String> = hunter_clickhouse::migrations::MIGRATIONS
+        .iter()
+        .flat_map(|m| hunter_clickhouse::migrations::statements(m.sql))
+        .collect();
+    let mut probes: Vec<String> = hunter_clickhouse::grants::sink_tables()
+        .iter()
+        .map(|table| hunter_clickhouse::writer::probe_insert(table))
+        .collect();
+    probes.push(hunter_clickhouse::migrations::MIGRATIONS_TABLE_DDL.to_owned());
+    let request = serde_json::json!({
+        "settings": settings,
+        "statements": statements,
+        "migrations": migrations,
+        "probes": probes,
+    });
     let mut child = Command::new(&python)
         .arg("-c")
         .arg(script)
@@ -688,6 +719,10 @@ print(json.dumps(out))
             "{limit}: the API would not recognise {text:?}"
         );
     }
+    for (probe, error) in probes.iter().zip(answer["probes"].as_array().unwrap()) {
+        assert_eq!(error, "", "`{probe}` on current ClickHouse");
+    }
+    assert_eq!(answer["parts"], "0", "the probes wrote nothing");
     for (statement, parsed) in statements.iter().zip(answer["parsed"].as_array().unwrap()) {
         let parsed = parsed.as_str().unwrap();
         assert!(
