@@ -751,7 +751,11 @@ fn kubernetes_pods_are_hardened_and_get_only_their_secrets() {
             .iter()
             .filter_map(|source| source["secretRef"]["name"].as_str())
             .flat_map(|secret| {
-                secrets[secret]
+                secrets
+                    .get(secret)
+                    .unwrap_or_else(|| {
+                        panic!("{name}: Secret {secret} has no manifest showing its keys (secret.example.yaml)")
+                    })
                     .as_object()
                     .unwrap()
                     .keys()
