@@ -97,6 +97,14 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >&2
 fi
+# The ClickHouse security tests (tests/e2e/clickhouse_security.rs) make a throwaway CA and server
+# certificate with the openssl command line; its current-ClickHouse check uses step 4's chdb venv.
+if ! command -v openssl >/dev/null 2>&1; then
+    say "installing openssl (apt)"
+    if ((EUID == 0)); then sudo_cmd=(); else sudo_cmd=(sudo); fi
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssl >&2
+fi
 say "building: cargo build --workspace --bins"
 cargo build --workspace --bins
 

@@ -29,7 +29,7 @@ pub enum Command {
         command: AuthCommand,
     },
     /// Create the ClickHouse database and tables and the Kafka topics (idempotent).
-    Migrate,
+    Migrate(MigrateArgs),
     /// Check config, sign-in, Partner Center, Kafka, registry, ClickHouse and the last sync run;
     /// print a verdict and a fix for each. Exits non-zero when a check fails.
     Doctor,
@@ -38,6 +38,14 @@ pub enum Command {
         #[arg(value_enum)]
         role: Role,
     },
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct MigrateArgs {
+    /// Print the GRANT statements a DBA runs for Hunter's ClickHouse users (writer, API reader)
+    /// and exit, without connecting to anything.
+    #[arg(long)]
+    pub print_grants: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -20,7 +20,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Doctor => crate::doctor::run(cli.config.as_deref()).await,
-        Command::Migrate => migrate(&Settings::load(cli.config.as_deref())?).await,
+        Command::Migrate(args) => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            if args.print_grants {
+                print!("{}", grants(&settings));
+                return Ok(());
+            }
+            migrate(&settings).await
+        }
         Command::Run { role } => roles::run(Settings::load(cli.config.as_deref())?, role).await,
     }
 }
@@ -145,9 +152,27 @@ fn status(settings: &Settings, tenant: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The GRANTs for the configured database and users (`hunter migrate --print-grants`).
+fn grants(settings: &Settings) -> String {
+    let ch = &settings.clickhouse;
+    let writer = hunter_clickhouse::connection::Login::writer(ch);
+    let reader = hunter_clickhouse::connection::Login::reader(ch);
+    hunter_clickhouse::grants::sql(&ch.database, writer.user_name(), reader.user_name())
+}
+
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let writer = roles::connect_clickhouse(&settings.clickhouse).await?;
-    let report = writer.migrate(&settings.clickhouse.database).await?;
+    let report = match writer.migrate(&settings.clickhouse.database).await {
+        Ok(report) => report,
+        // Hunter does not own the server: say what a DBA must grant, and stop.
+        Err(error @ hunter_clickhouse::Error::Rights { .. }) => {
+            eprintln!("{}", grants(settings));
+            anyhow::bail!(
+                "{error}: hunter migrate cannot create what it needs; a DBA must grant the rights printed above (`hunter migrate --print-grants` prints them again), or set HUNTER_CLICKHOUSE_USER to a user that has them"
+            );
+        }
+        Err(error) => return Err(error.into()),
+    };
     println!(
         "clickhouse database {}: {} applied, {} already applied{}{}",
         settings.clickhouse.database,

@@ -41,13 +41,45 @@ fn hunter_vars(text: &str) -> BTreeSet<String> {
     out
 }
 
-fn docker_compose(args: &[&str]) -> String {
-    let output = Command::new("docker-compose")
-        .args(["--env-file", ".env.example", "--file", "docker-compose.yml"])
+/// The passwords `.env` must set: docker-compose refuses to start without them, and
+/// `.env.example` leaves them empty (no default password anywhere).
+const REQUIRED_PASSWORDS: &[&str] = &[
+    "HUNTER_CLICKHOUSE_PASSWORD",
+    "HUNTER_CLICKHOUSE_READER_PASSWORD",
+    "CLICKHOUSE_ADMIN_PASSWORD",
+    "CLICKHOUSE_ANALYST_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+];
+
+/// `.env.example` with each required password set to a fresh random value (`skip` left empty),
+/// written to a temporary file; the values, by name.
+fn env_file(skip: Option<&str>) -> (tempfile::NamedTempFile, BTreeMap<String, String>) {
+    let mut text = std::fs::read_to_string(repo().join(".env.example")).unwrap();
+    let mut values = BTreeMap::new();
+    for name in REQUIRED_PASSWORDS.iter().filter(|n| Some(**n) != skip) {
+        let value = format!("test-{}", uuid::Uuid::new_v4().simple());
+        text.push_str(&format!("{name}={value}\n"));
+        values.insert((*name).to_owned(), value);
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    (file, values)
+}
+
+fn docker_compose_with(env_file: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("docker-compose")
+        .arg("--env-file")
+        .arg(env_file)
+        .args(["--file", "docker-compose.yml"])
         .args(args)
         .current_dir(repo())
         .output()
-        .expect("docker-compose runs (apt-get install --no-install-recommends docker-compose; tests/run.sh does)");
+        .expect("docker-compose runs (apt-get install --no-install-recommends docker-compose; tests/run.sh does)")
+}
+
+fn docker_compose(args: &[&str]) -> String {
+    let (env, _) = env_file(None);
+    let output = docker_compose_with(env.path(), args);
     assert!(
         output.status.success(),
         "docker-compose {args:?} failed:\n{}",
@@ -91,7 +123,7 @@ fn compose_file_is_valid_and_runs_every_role_with_healthchecks() {
         "services parsed from the resolved file"
     );
     for (name, block) in &blocks {
-        let one_shot = name == "hunter-migrate" || name == "demo-login";
+        let one_shot = ["hunter-migrate", "demo-login", "hunter-doctor"].contains(&name.as_str());
         if one_shot {
             assert!(
                 block.contains("restart: 'no'")
@@ -403,4 +435,347 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         named("PersistentVolumeClaim").contains_key(claim),
         "token cache claim {claim}"
     );
+}
+
+// --- hardening and secrets (issue 13 item 5; docs/clickhouse.md) ---
+
+/// The resolved compose file (every profile's services), as JSON.
+fn resolved_compose(env_file: &Path) -> Value {
+    let output = docker_compose_with(
+        env_file,
+        &["--profile", "demo", "--profile", "tools", "config"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&output.stdout)
+        .unwrap();
+    let parsed = python.wait_with_output().unwrap();
+    assert!(parsed.status.success());
+    serde_json::from_slice(&parsed.stdout).unwrap()
+}
+
+/// A setting name that holds a secret.
+fn is_secret(name: &str) -> bool {
+    ["PASSWORD", "TOKEN", "SECRET"]
+        .iter()
+        .any(|word| name.contains(word))
+        && name != "HUNTER_TOKEN_CACHE"
+}
+
+/// What each Hunter role must not be given (it does not use them).
+const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
+    (
+        "api",
+        &[
+            "HUNTER_CLICKHOUSE_PASSWORD",
+            "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
+        ],
+    ),
+    (
+        "sink",
+        &[
+            "HUNTER_API_TOKEN",
+            "HUNTER_API_READ_TOKEN",
+            "HUNTER_CLICKHOUSE_READER_PASSWORD",
+            "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
+        ],
+    ),
+    (
+        "migrate",
+        &[
+            "HUNTER_API_TOKEN",
+            "HUNTER_API_READ_TOKEN",
+            "HUNTER_CLICKHOUSE_READER_PASSWORD",
+            "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
+        ],
+    ),
+    (
+        "source",
+        &[
+            "HUNTER_API_TOKEN",
+            "HUNTER_API_READ_TOKEN",
+            "HUNTER_CLICKHOUSE_PASSWORD",
+            "HUNTER_CLICKHOUSE_READER_PASSWORD",
+        ],
+    ),
+    (
+        "processor",
+        &[
+            "HUNTER_API_TOKEN",
+            "HUNTER_API_READ_TOKEN",
+            "HUNTER_CLICKHOUSE_PASSWORD",
+            "HUNTER_CLICKHOUSE_READER_PASSWORD",
+            "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
+        ],
+    ),
+];
+
+#[test]
+fn compose_requires_every_password_and_defaults_none() {
+    // .env.example leaves each password empty, and compose refuses to run without each one,
+    // naming it.
+    let example = std::fs::read_to_string(repo().join(".env.example")).unwrap();
+    for name in REQUIRED_PASSWORDS {
+        let line = example
+            .lines()
+            .find(|line| line.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!(".env.example lacks {name}"));
+        assert_eq!(
+            line,
+            format!("{name}="),
+            ".env.example must not ship a password"
+        );
+        let (env, _) = env_file(Some(name));
+        let output = docker_compose_with(env.path(), &["config", "--quiet"]);
+        assert!(
+            !output.status.success(),
+            "docker-compose config ran without {name}"
+        );
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            error.contains(name),
+            "the error does not name {name}: {error}"
+        );
+    }
+    // No variable holding a secret has a default value in the compose file.
+    let compose = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
+    for (at, _) in compose.match_indices("${") {
+        let reference = &compose[at + 2..at + compose[at..].find('}').unwrap()];
+        let name: String = reference
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if let Some(default) = reference[name.len()..].strip_prefix(":-") {
+            assert!(
+                !is_secret(&name) || default.is_empty(),
+                "${{{reference}}}: a secret with a default value"
+            );
+        }
+    }
+    // Every secret a service is given is exactly what .env says.
+    let (env, values) = env_file(None);
+    let resolved = resolved_compose(env.path());
+    let services = resolved["services"].as_object().unwrap();
+    let grafana = &services["grafana"]["environment"];
+    assert_eq!(
+        grafana["GF_SECURITY_ADMIN_PASSWORD"],
+        values["GRAFANA_ADMIN_PASSWORD"].as_str(),
+        "Grafana's admin password is the one from .env"
+    );
+    let clickhouse = &services["clickhouse"]["environment"];
+    assert_eq!(
+        clickhouse["CLICKHOUSE_PASSWORD"],
+        values["CLICKHOUSE_ADMIN_PASSWORD"].as_str()
+    );
+    for (service, definition) in services {
+        for (name, value) in definition["environment"].as_object().into_iter().flatten() {
+            if let Some(expected) = values.get(name) {
+                assert_eq!(value, expected.as_str(), "{service}: {name}");
+            }
+        }
+    }
+    // The bundled ClickHouse defines Hunter's users from the same file the tests run on 18.16.
+    let volumes = services["clickhouse"]["volumes"].to_string();
+    assert!(
+        volumes.contains("deploy/clickhouse/users.d/hunter.xml"),
+        "{volumes}"
+    );
+}
+
+#[test]
+fn compose_hardens_hunters_services_and_gives_each_only_its_secrets() {
+    let (env, _) = env_file(None);
+    let resolved = resolved_compose(env.path());
+    let services = resolved["services"].as_object().unwrap();
+    let hunters: Vec<(&String, &Value)> = services
+        .iter()
+        .filter(|(_, s)| s["image"] == "hunter:local")
+        .collect();
+    assert!(hunters.len() >= 7, "{:?}", services.keys());
+    for (name, service) in &hunters {
+        assert_eq!(service["read_only"], true, "{name}: read_only");
+        assert!(
+            service["cap_drop"]
+                .as_array()
+                .is_some_and(|c| c.contains(&"ALL".into())),
+            "{name}: cap_drop ALL"
+        );
+        assert!(
+            service["security_opt"]
+                .as_array()
+                .is_some_and(|o| o.contains(&"no-new-privileges:true".into())),
+            "{name}: no-new-privileges"
+        );
+        assert!(
+            service["mem_limit"].is_string() || service["mem_limit"].is_number(),
+            "{name}: mem_limit"
+        );
+        assert!(
+            service["tmpfs"].to_string().contains("/tmp"),
+            "{name}: a tmpfs where it may write"
+        );
+    }
+    for (role, forbidden) in FORBIDDEN_SECRETS {
+        let service = format!(
+            "hunter-{}",
+            if *role == "processor" {
+                "processor"
+            } else {
+                role
+            }
+        );
+        let env = &services[&service]["environment"];
+        for name in *forbidden {
+            assert!(env.get(*name).is_none(), "{service} is given {name}");
+        }
+    }
+    // And what each needs.
+    for (service, name) in [
+        ("hunter-api", "HUNTER_API_TOKEN"),
+        ("hunter-api", "HUNTER_CLICKHOUSE_READER_PASSWORD"),
+        ("hunter-sink", "HUNTER_CLICKHOUSE_PASSWORD"),
+        ("hunter-migrate", "HUNTER_CLICKHOUSE_PASSWORD"),
+        ("hunter-source", "HUNTER_PARTNER_CENTER_CLIENT_SECRET"),
+    ] {
+        assert!(
+            services[service]["environment"].get(name).is_some(),
+            "{service} lacks {name}"
+        );
+    }
+    // Grafana reads ClickHouse as the analysts' read-only user, never as one of Hunter's.
+    let grafana = services["grafana"]["environment"].as_object().unwrap();
+    assert_eq!(grafana["CLICKHOUSE_ANALYST_USER"], "analyst");
+    assert!(!grafana.contains_key("HUNTER_CLICKHOUSE_PASSWORD"));
+    let datasource =
+        std::fs::read_to_string(repo().join("deploy/grafana/provisioning/datasources/hunter.yml"))
+            .unwrap();
+    assert!(
+        datasource.contains("${CLICKHOUSE_ANALYST_PASSWORD}"),
+        "{datasource}"
+    );
+}
+
+#[test]
+fn kubernetes_pods_are_hardened_and_get_only_their_secrets() {
+    let manifests = manifests();
+    let docs: Vec<&Value> = manifests
+        .iter()
+        .filter(|(f, _)| *f != "kustomization.yaml")
+        .flat_map(|(_, d)| d)
+        .collect();
+    let secrets: BTreeMap<&str, &Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Secret")
+        .map(|d| (d["metadata"]["name"].as_str().unwrap(), &d["stringData"]))
+        .collect();
+    let policies: Vec<&Value> = docs
+        .iter()
+        .copied()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert!(!policies.is_empty(), "no NetworkPolicy");
+    let pods: Vec<(String, &Value)> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "Job")
+        .map(|d| {
+            (
+                d["metadata"]["name"].as_str().unwrap().to_owned(),
+                &d["spec"]["template"],
+            )
+        })
+        .collect();
+    assert_eq!(pods.len(), 5, "four roles and the migrate Job");
+    for (name, template) in &pods {
+        let spec = &template["spec"];
+        assert_eq!(
+            spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}: seccomp"
+        );
+        assert_eq!(
+            spec["automountServiceAccountToken"], false,
+            "{name}: no SA token"
+        );
+        let container = &spec["containers"][0];
+        let security = &container["securityContext"];
+        assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+        assert!(
+            security["capabilities"]["drop"]
+                .as_array()
+                .is_some_and(|d| d.contains(&"ALL".into())),
+            "{name}: capabilities"
+        );
+        assert!(
+            container["resources"]["limits"]["memory"].is_string(),
+            "{name}: memory limit"
+        );
+        assert!(
+            container["resources"]["requests"].is_object(),
+            "{name}: requests"
+        );
+        // Ingress and egress policies select every pod.
+        let labels = &template["metadata"]["labels"];
+        for kind in ["Ingress", "Egress"] {
+            assert!(
+                policies.iter().any(|p| {
+                    p["spec"]["policyTypes"]
+                        .as_array()
+                        .is_some_and(|t| t.contains(&kind.into()))
+                        && labels_match(&p["spec"]["podSelector"]["matchLabels"], labels)
+                }),
+                "{name}: no {kind} NetworkPolicy selects it"
+            );
+        }
+        // Only its own secrets.
+        let role = name.trim_start_matches("hunter-");
+        let visible: BTreeSet<String> = container["envFrom"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|source| source["secretRef"]["name"].as_str())
+            .flat_map(|secret| {
+                secrets
+                    .get(secret)
+                    .unwrap_or_else(|| {
+                        panic!("{name}: Secret {secret} has no manifest showing its keys (secret.example.yaml)")
+                    })
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let forbidden = FORBIDDEN_SECRETS
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, f)| *f)
+            .unwrap_or_else(|| panic!("no secret rule for {role}"));
+        for key in forbidden {
+            assert!(!visible.contains(*key), "{name} is given {key}");
+        }
+    }
+    // A pinned image, never `latest`.
+    let kustomization = &manifests["kustomization.yaml"][0];
+    for image in kustomization["images"].as_array().unwrap() {
+        let tag = image["newTag"].as_str().unwrap_or_default();
+        assert!(!tag.is_empty() && tag != "latest", "image tag {tag:?}");
+    }
 }

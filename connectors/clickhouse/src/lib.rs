@@ -5,11 +5,18 @@
 //! - [`rows`]: one Rust row type per table, and the mapping from Hunter's records.
 //! - [`migrations`]: applies `schemas/clickhouse/*.sql` in order, once each.
 //! - [`writer`]: connects (detecting what the server supports) and inserts batches.
+//! - [`connection`]: the HTTP(S) client, TLS trust, the user per use, and failures that name
+//!   the setting to fix.
+//! - [`reader`]: the API's connection, with limits on every question.
+//! - [`grants`]: the rights each user needs, as the SQL a DBA runs.
 //!
 //! The connector never touches Kafka offsets: the sink's run loop stores an offset only after
 //! [`writer::Writer::insert_leads`] returned `Ok`, which is ClickHouse's acknowledgement.
 
+pub mod connection;
+pub mod grants;
 pub mod migrations;
+pub mod reader;
 pub mod rows;
 pub mod writer;
 
@@ -23,6 +30,19 @@ pub enum Error {
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("migration {name}: {message}")]
     Migration { name: String, message: String },
+    /// The server cannot be used as configured; the message names the setting to fix.
+    #[error("{message}")]
+    Connect {
+        failure: connection::Failure,
+        message: String,
+    },
+    /// The user lacks a right for a statement (`hunter migrate --print-grants` says which).
+    #[error("clickhouse user {user:?} may not run `{statement}` ({detail})")]
+    Rights {
+        user: String,
+        statement: String,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -30,23 +50,41 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::ClickHouse(error) => {
-                matches!(
+                (matches!(
                     error,
                     clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-                ) || error.to_string().contains("TOO_MANY")
+                ) && connection::classify(error) != connection::Failure::Tls)
+                    || error.to_string().contains("TOO_MANY")
             }
-            Error::Migration { .. } => false,
+            Error::Connect { failure, .. } => *failure == connection::Failure::Unreachable,
+            Error::Migration { .. } | Error::Rights { .. } => false,
         }
     }
 
     /// A bounded class for metrics.
     pub fn class(&self) -> &'static str {
         match self {
-            Error::ClickHouse(clickhouse::error::Error::Network(_)) => "network",
             Error::ClickHouse(clickhouse::error::Error::TimedOut) => "timeout",
-            Error::ClickHouse(clickhouse::error::Error::BadResponse(_)) => "server",
+            Error::ClickHouse(error @ clickhouse::error::Error::Network(_)) => {
+                connection::classify(error).class()
+            }
+            Error::ClickHouse(error @ clickhouse::error::Error::BadResponse(_)) => {
+                connection::classify(error).class()
+            }
             Error::ClickHouse(_) => "other",
             Error::Migration { .. } => "migration",
+            Error::Connect { failure, .. } => failure.class(),
+            Error::Rights { .. } => "access",
+        }
+    }
+
+    /// Why it failed, as far as the fix goes.
+    pub fn failure(&self) -> connection::Failure {
+        match self {
+            Error::ClickHouse(error) => connection::classify(error),
+            Error::Connect { failure, .. } => *failure,
+            Error::Rights { .. } => connection::Failure::AccessDenied,
+            Error::Migration { .. } => connection::Failure::Server,
         }
     }
 }

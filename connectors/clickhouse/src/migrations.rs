@@ -129,29 +129,40 @@ fn checksum(sql: &str) -> String {
     format!("{:016x}", hunter_core::records::stable_hash(sql.as_bytes()))
 }
 
+/// The bookkeeping table, created before the first migration.
+pub const MIGRATIONS_TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS hunter_migrations (name String, checksum String, \
+     applied_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY name";
+
 /// Creates `database` and applies every pending migration that `version` supports. `server` has
-/// no database set.
+/// no database set. A statement that `user` may not run stops it with [`Error::Rights`] naming
+/// the statement (what ran before stays: every statement is idempotent).
 pub async fn apply(
     server: &Client,
     database: &str,
     version: ServerVersion,
+    user: &str,
 ) -> Result<Report, Error> {
+    let rights = |statement: &str| {
+        let statement = statement.to_owned();
+        move |error| crate::writer::rights_error(user, &statement, error)
+    };
+    let create_database = format!("CREATE DATABASE IF NOT EXISTS {database}");
     server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .query(&create_database)
         .execute()
-        .await?;
+        .await
+        .map_err(rights(&create_database))?;
     let client = server.clone().with_database(database);
     client
-        .query(
-            "CREATE TABLE IF NOT EXISTS hunter_migrations (name String, checksum String, \
-             applied_at DateTime('UTC') DEFAULT now()) ENGINE = MergeTree ORDER BY name",
-        )
+        .query(MIGRATIONS_TABLE_DDL)
         .execute()
-        .await?;
+        .await
+        .map_err(rights(MIGRATIONS_TABLE_DDL))?;
     let applied: Vec<AppliedRow> = client
         .query("SELECT name, checksum FROM hunter_migrations ORDER BY name")
         .fetch_all()
-        .await?;
+        .await
+        .map_err(rights("SELECT name, checksum FROM hunter_migrations"))?;
     let mut report = Report::default();
     for migration in MIGRATIONS {
         let sum = checksum(migration.sql);
@@ -184,21 +195,29 @@ pub async fn apply(
                     tracing::info!(migration = migration.name, %error, "column already present");
                 }
                 Err(error) => {
-                    return Err(Error::Migration {
-                        name: migration.name.to_owned(),
-                        message: error.to_string(),
+                    return Err(match crate::writer::rights_error(user, &statement, error) {
+                        Error::ClickHouse(error) => Error::Migration {
+                            name: migration.name.to_owned(),
+                            message: error.to_string(),
+                        },
+                        rights => rights,
                     });
                 }
             }
         }
-        let mut insert = client.insert::<AppliedRow>("hunter_migrations").await?;
+        let record = "INSERT INTO hunter_migrations";
+        let mut insert = client
+            .insert::<AppliedRow>("hunter_migrations")
+            .await
+            .map_err(rights(record))?;
         insert
             .write(&AppliedRow {
                 name: migration.name.to_owned(),
                 checksum: sum,
             })
-            .await?;
-        insert.end().await?;
+            .await
+            .map_err(rights(record))?;
+        insert.end().await.map_err(rights(record))?;
         tracing::info!(migration = migration.name, database, "migration applied");
         report.applied.push(migration.name.to_owned());
     }

@@ -4,6 +4,7 @@ use clickhouse::Client;
 use hunter_core::config::ClickHouseSettings;
 
 use crate::Error;
+use crate::connection::{self, Login};
 use crate::rows::LeadRow;
 
 /// A server's `major.minor` version, for what it supports.
@@ -49,6 +50,32 @@ pub struct Writer {
     server: Client,
     /// What the server is, for migrations that need a newer one.
     version: ServerVersion,
+    /// Who it logs in as, for messages.
+    user: String,
+}
+
+/// An insert into `table` that writes nothing: it still needs the right to insert (18.16 checks
+/// `readonly` and the database, RBAC the INSERT grant), so it tells whether a user has it.
+pub fn probe_insert(table: &str) -> String {
+    format!("INSERT INTO {table} SELECT * FROM {table} WHERE 0")
+}
+
+/// A refusal for lack of a right as [`Error::Rights`], anything else as it is.
+pub fn rights_error(user: &str, statement: &str, error: clickhouse::error::Error) -> Error {
+    if connection::classify(&error) == connection::Failure::AccessDenied {
+        Error::Rights {
+            user: user.to_owned(),
+            statement: statement
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            detail: connection::chain(&error),
+        }
+    } else {
+        Error::ClickHouse(error)
+    }
 }
 
 impl Writer {
@@ -56,17 +83,18 @@ impl Writer {
     /// `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks, so it is on only for servers
     /// that have it (22.x and later); insert deduplication tokens are sent only to servers that
     /// know the setting (22.2 and later).
+    ///
+    /// It logs in as the writer (`HUNTER_CLICKHOUSE_USER`); a failure names the setting to fix
+    /// (see [`crate::connection`]).
     pub async fn connect(settings: &ClickHouseSettings) -> Result<Self, Error> {
-        let mut server = Client::default()
-            .with_url(settings.url.as_str().trim_end_matches('/'))
-            .with_validation(false);
-        if let Some(user) = &settings.user {
-            server = server.with_user(user);
-        }
-        if let Some(password) = &settings.password {
-            server = server.with_password(password.expose());
-        }
-        let text: String = server.query("SELECT version()").fetch_one().await?;
+        let login = Login::writer(settings);
+        let server = connection::client(settings, &login)?;
+        let text: String = connection::first_answer(
+            server.query("SELECT version()").fetch_one(),
+            settings,
+            &login,
+        )
+        .await?;
         // An unreadable version is taken as the oldest: nothing optional is used.
         let version = ServerVersion::parse(&text).unwrap_or(ServerVersion { major: 0, minor: 0 });
         let validation = version >= ServerVersion::ROW_VALIDATION;
@@ -81,7 +109,43 @@ impl Writer {
             client: server.clone().with_database(&settings.database),
             server,
             version,
+            user: login.user_name().to_owned(),
         })
+    }
+
+    /// The user this writer logs in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Whether this user may insert into every table the sink writes, by an
+    /// `INSERT … SELECT … WHERE 0` each (no row, no part: nothing changes). The first refusal is
+    /// returned as [`Error::Rights`]; other failures (a table not migrated yet) as they are.
+    pub async fn probe_inserts(&self) -> Result<(), Error> {
+        let statements = crate::grants::sink_tables()
+            .iter()
+            .map(|table| probe_insert(table))
+            .collect();
+        self.probe(statements).await
+    }
+
+    /// Whether this user may create tables in Hunter's database, by the `CREATE TABLE IF NOT
+    /// EXISTS` of the migrations table: nothing changes when it exists, so call this only on a
+    /// migrated database.
+    pub async fn probe_create(&self) -> Result<(), Error> {
+        self.probe(vec![crate::migrations::MIGRATIONS_TABLE_DDL.to_owned()])
+            .await
+    }
+
+    async fn probe(&self, statements: Vec<String>) -> Result<(), Error> {
+        for statement in statements {
+            self.client
+                .query(&statement)
+                .execute()
+                .await
+                .map_err(|error| rights_error(&self.user, &statement, error))?;
+        }
+        Ok(())
     }
 
     /// The server's version.
@@ -99,8 +163,9 @@ impl Writer {
         &self.client
     }
 
+    /// Applies the pending migrations; a statement this user may not run is [`Error::Rights`].
     pub async fn migrate(&self, database: &str) -> Result<crate::migrations::Report, Error> {
-        crate::migrations::apply(&self.server, database, self.version).await
+        crate::migrations::apply(&self.server, database, self.version, &self.user).await
     }
 
     /// Inserts one batch in one INSERT; `Ok` means ClickHouse acknowledged every row.

@@ -62,6 +62,9 @@ impl Defaults {
     pub const KAFKA_BROKERS: &'static str = "127.0.0.1:19092";
     pub const CLICKHOUSE_URL: &'static str = "http://127.0.0.1:18123";
     pub const CLICKHOUSE_DATABASE: &'static str = "hunter";
+    /// Far above what the API's questions read on a large deployment (a lead count reads every
+    /// version of every lead: ~3 million rows at a million leads), far below a runaway scan.
+    pub const CLICKHOUSE_READER_MAX_ROWS_TO_READ: u64 = 100_000_000;
     pub const API_LISTEN: &'static str = "127.0.0.1:8080";
     pub const API_REQUEST_TIMEOUT_SECS: u64 = 30;
     pub const API_CACHE_MS: u64 = 1000;
@@ -194,12 +197,27 @@ pub struct KafkaSettings {
 
 #[derive(Debug, Clone)]
 pub struct ClickHouseSettings {
-    /// The HTTP interface.
+    /// The HTTP interface (`http://` or `https://`).
     pub url: Url,
     /// Created by `hunter migrate`.
     pub database: String,
+    /// The writer (`hunter migrate`, the sink): `HUNTER_CLICKHOUSE_USER`; `None` is ClickHouse's
+    /// `default` user.
     pub user: Option<String>,
+    /// The writer's password (`HUNTER_CLICKHOUSE_PASSWORD`).
     pub password: Option<Secret>,
+    // --- ClickHouse users and TLS (docs/clickhouse.md) ---
+    /// The API's read-only user (`HUNTER_CLICKHOUSE_READER_USER`); `None`: the API reads as the
+    /// writer, with a warning at start (deployments from before the split keep working).
+    pub reader_user: Option<String>,
+    /// The reader's password (`HUNTER_CLICKHOUSE_READER_PASSWORD`).
+    pub reader_password: Option<Secret>,
+    /// A PEM file of CA certificates trusted for an `https://` URL besides the system's
+    /// (`HUNTER_CLICKHOUSE_CA_LOCATION`), for a server whose certificate a private CA signed.
+    pub ca_location: Option<PathBuf>,
+    /// `max_rows_to_read` of every API query (`HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ`);
+    /// 0 leaves the reader's profile value.
+    pub reader_max_rows_to_read: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +335,10 @@ struct FileClickHouse {
     database: Option<String>,
     user: Option<String>,
     password: Option<Secret>,
+    reader_user: Option<String>,
+    reader_password: Option<Secret>,
+    ca_location: Option<PathBuf>,
+    reader_max_rows_to_read: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -689,6 +711,12 @@ impl Settings {
                 ),
             });
         }
+        let clickhouse_extras = ClickHouseExtras {
+            reader_user: clickhouse.reader_user,
+            reader_password: clickhouse.reader_password,
+            ca_location: clickhouse.ca_location,
+            reader_max_rows_to_read: clickhouse.reader_max_rows_to_read,
+        };
         let clickhouse = ClickHouseSettings {
             url: clickhouse_url,
             database: database.0,
@@ -702,7 +730,12 @@ impl Settings {
                 Some(value) => Some(Secret::new(value.clone())),
                 None => clickhouse.password,
             },
+            reader_user: None,
+            reader_password: None,
+            ca_location: None,
+            reader_max_rows_to_read: Defaults::CLICKHOUSE_READER_MAX_ROWS_TO_READ,
         };
+        let clickhouse = clickhouse_users_and_tls(&src, clickhouse, clickhouse_extras)?;
 
         let listen = match src.text("HUNTER_API_LISTEN", api.listen, "api.listen") {
             None => Defaults::API_LISTEN.parse().expect("default is an address"),
@@ -964,6 +997,77 @@ impl Settings {
     }
 }
 
+/// The ClickHouse settings of the file that `clickhouse_users_and_tls` reads.
+struct ClickHouseExtras {
+    reader_user: Option<String>,
+    reader_password: Option<Secret>,
+    ca_location: Option<PathBuf>,
+    reader_max_rows_to_read: Option<u64>,
+}
+
+/// The API's reader, the CA file and the reader's limits (docs/clickhouse.md). A reader password
+/// without a reader user is refused (it would silently be the writer's); the CA file must hold
+/// at least one PEM certificate, checked here so a typo fails at start with the setting named.
+fn clickhouse_users_and_tls(
+    src: &Source<'_>,
+    mut clickhouse: ClickHouseSettings,
+    file: ClickHouseExtras,
+) -> Result<ClickHouseSettings, ConfigError> {
+    clickhouse.reader_user = src
+        .text(
+            "HUNTER_CLICKHOUSE_READER_USER",
+            file.reader_user,
+            "clickhouse.reader_user",
+        )
+        .map(|(value, _)| value.trim().to_owned())
+        .filter(|value| !value.is_empty());
+    clickhouse.reader_password = match src
+        .env
+        .get("HUNTER_CLICKHOUSE_READER_PASSWORD")
+        .filter(|v| !v.is_empty())
+    {
+        Some(value) => Some(Secret::new(value.clone())),
+        None => file.reader_password,
+    };
+    if clickhouse.reader_password.is_some() && clickhouse.reader_user.is_none() {
+        return Err(ConfigError::Missing {
+            setting: "HUNTER_CLICKHOUSE_READER_USER".into(),
+            message: "the reader's password (HUNTER_CLICKHOUSE_READER_PASSWORD) is set, \
+                      not the user it belongs to"
+                .into(),
+        });
+    }
+    if let Some((value, setting)) = src.text(
+        "HUNTER_CLICKHOUSE_CA_LOCATION",
+        file.ca_location.map(|p| p.display().to_string()),
+        "clickhouse.ca_location",
+    ) {
+        let path = PathBuf::from(value.trim());
+        let text = std::fs::read(&path).map_err(|error| ConfigError::Invalid {
+            setting: setting.clone(),
+            message: format!("cannot read {}: {error}", path.display()),
+        })?;
+        if !String::from_utf8_lossy(&text).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::Invalid {
+                setting,
+                message: format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ),
+            });
+        }
+        clickhouse.ca_location = Some(path);
+    }
+    clickhouse.reader_max_rows_to_read = src
+        .parse(
+            "HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ",
+            file.reader_max_rows_to_read,
+            "a whole number of rows (0: the reader's profile decides)",
+        )?
+        .unwrap_or(Defaults::CLICKHOUSE_READER_MAX_ROWS_TO_READ);
+    Ok(clickhouse)
+}
+
 /// Every environment variable Hunter reads: the settings above, `HUNTER_CONFIG` (the config
 /// file, `cli.rs`) and `HUNTER_LOG_FORMAT` (`telemetry.rs`). Deployment files (docker-compose,
 /// Kubernetes, `.env.example`) are checked against this list.
@@ -974,8 +1078,12 @@ pub const ENV_VARS: &[&str] = &[
     "HUNTER_API_READ_TOKEN",
     "HUNTER_API_REQUEST_TIMEOUT_SECS",
     "HUNTER_API_TOKEN",
+    "HUNTER_CLICKHOUSE_CA_LOCATION",
     "HUNTER_CLICKHOUSE_DATABASE",
     "HUNTER_CLICKHOUSE_PASSWORD",
+    "HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ",
+    "HUNTER_CLICKHOUSE_READER_PASSWORD",
+    "HUNTER_CLICKHOUSE_READER_USER",
     "HUNTER_CLICKHOUSE_URL",
     "HUNTER_CLICKHOUSE_USER",
     "HUNTER_CONFIG",
@@ -1204,5 +1312,79 @@ mod tests {
         }
         assert!(include_str!("telemetry.rs").contains("\"HUNTER_LOG_FORMAT\""));
         assert!(include_str!("../../src/cli.rs").contains("env = \"HUNTER_CONFIG\""));
+    }
+    // --- ClickHouse users and TLS ---
+
+    #[test]
+    fn clickhouse_reader_and_ca() {
+        let settings = Settings::from_sources(None, &env(&base())).unwrap();
+        assert_eq!(settings.clickhouse.reader_user, None);
+        assert_eq!(settings.clickhouse.ca_location, None);
+        assert_eq!(
+            settings.clickhouse.reader_max_rows_to_read,
+            Defaults::CLICKHOUSE_READER_MAX_ROWS_TO_READ
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let mut pairs = base();
+        let ca_text = ca.display().to_string();
+        pairs.extend_from_slice(&[
+            ("HUNTER_CLICKHOUSE_READER_USER", "hunter_api"),
+            ("HUNTER_CLICKHOUSE_READER_PASSWORD", "reader-pass-phrase"),
+            ("HUNTER_CLICKHOUSE_CA_LOCATION", ca_text.as_str()),
+            ("HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ", "0"),
+        ]);
+        let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+        let ch = &settings.clickhouse;
+        assert_eq!(ch.reader_user.as_deref(), Some("hunter_api"));
+        assert_eq!(
+            ch.reader_password.as_ref().map(Secret::expose),
+            Some("reader-pass-phrase")
+        );
+        assert_eq!(ch.ca_location.as_deref(), Some(ca.as_path()));
+        assert_eq!(ch.reader_max_rows_to_read, 0);
+        assert!(!format!("{settings:?}").contains("reader-pass-phrase"));
+
+        let error = error_for(&[("HUNTER_CLICKHOUSE_READER_PASSWORD", "x")]);
+        assert!(error.contains("HUNTER_CLICKHOUSE_READER_USER"), "{error}");
+        let error = error_for(&[("HUNTER_CLICKHOUSE_CA_LOCATION", "/nonexistent/ca.pem")]);
+        assert!(error.contains("HUNTER_CLICKHOUSE_CA_LOCATION"), "{error}");
+        let not_pem = dir.path().join("key.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let error = error_for(&[(
+            "HUNTER_CLICKHOUSE_CA_LOCATION",
+            not_pem.display().to_string().as_str(),
+        )]);
+        assert!(
+            error.contains("HUNTER_CLICKHOUSE_CA_LOCATION") && error.contains("no PEM"),
+            "{error}"
+        );
+        let error = error_for(&[("HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ", "many")]);
+        assert!(
+            error.contains("HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ"),
+            "{error}"
+        );
+
+        std::fs::write(
+            dir.path().join("hunter.toml"),
+            format!(
+                "[clickhouse]\nreader_user = \"api\"\nreader_password = \"pw-from-file\"\nca_location = \"{ca_text}\"\nreader_max_rows_to_read = 5\n"
+            ),
+        )
+        .unwrap();
+        let settings =
+            Settings::from_sources(Some(&dir.path().join("hunter.toml")), &env(&base())).unwrap();
+        assert_eq!(settings.clickhouse.reader_user.as_deref(), Some("api"));
+        assert_eq!(settings.clickhouse.reader_max_rows_to_read, 5);
+        assert_eq!(
+            settings.clickhouse.ca_location.as_deref(),
+            Some(ca.as_path())
+        );
     }
 }

@@ -133,18 +133,12 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     ceiling.mul_f64(rand::random::<f64>())
 }
 
-/// Connects to ClickHouse, naming the setting to fix when it does not answer.
+/// Connects to ClickHouse as the writer; the error names the setting to fix (the URL, the CA,
+/// the user or the password: see `hunter_clickhouse::connection`).
 pub async fn connect_clickhouse(
     settings: &hunter_core::config::ClickHouseSettings,
 ) -> anyhow::Result<hunter_clickhouse::writer::Writer> {
-    hunter_clickhouse::writer::Writer::connect(settings)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach clickhouse at {} (HUNTER_CLICKHOUSE_URL)",
-                settings.url
-            )
-        })
+    Ok(hunter_clickhouse::writer::Writer::connect(settings).await?)
 }
 
 /// Drops a Kafka consumer off the async threads: librdkafka's close blocks while it leaves the

@@ -157,6 +157,18 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
     let settings = &context.settings;
     let topics = &context.topics;
     let writer = super::connect_clickhouse(&settings.clickhouse).await?;
+    // A writer without the right to insert would stall every batch forever: refuse to start,
+    // naming the user and the grant. Other probe failures (tables not migrated yet) are the
+    // stall-and-retry path's to handle.
+    match writer.probe_inserts().await {
+        Ok(()) => {}
+        Err(error @ hunter_clickhouse::Error::Rights { .. }) => {
+            anyhow::bail!(
+                "{error}: the sink cannot write; grant the writer its rights (`hunter migrate --print-grants`) or fix HUNTER_CLICKHOUSE_USER"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "could not check the writer's rights; going on"),
+    }
     let producer = kafka::producer(&settings.kafka, "hunter-sink").context("kafka producer")?;
     let inputs = Inputs {
         leads: Codec::new(&topics.leads, context.registry.clone()),

@@ -26,7 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hunter_clickhouse::writer::Writer;
+use hunter_clickhouse::reader::{QueryLimits, Reader};
 use hunter_core::codec::Codec;
 use hunter_core::config::Secret;
 use hunter_core::kafka;
@@ -47,7 +47,8 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub(crate) struct ApiState {
     admin_token: Secret,
     read_token: Option<Secret>,
-    clickhouse: Writer,
+    /// The reader, with limits on every query (`hunter_clickhouse::reader`).
+    clickhouse: Reader,
     producer: FutureProducer,
     commands: Codec<Command>,
     commands_topic: String,
@@ -75,7 +76,11 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .token
         .clone()
         .context("missing HUNTER_API_TOKEN: the API refuses to run without a bearer token")?;
-    let clickhouse = super::connect_clickhouse(&settings.clickhouse).await?;
+    let clickhouse = Reader::connect(
+        &settings.clickhouse,
+        QueryLimits::new(&settings.clickhouse, settings.api.request_timeout),
+    )
+    .await?;
     let producer = kafka::producer(&settings.kafka, "hunter-api").context("kafka producer")?;
     let state = Arc::new(ApiState {
         admin_token,
@@ -168,9 +173,21 @@ impl ApiError {
         )
     }
 
-    /// The lead store failed: logged with its cause, answered 503 without it.
+    /// The lead store failed: logged with its cause, answered 503 without it. A question that
+    /// met the reader's limits (rows read, result rows, time: `hunter_clickhouse::reader`) was
+    /// stopped by the server; it gets its own code, since asking again will not help.
     fn clickhouse(error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "clickhouse query failed");
+        let text = error.to_string();
+        if hunter_clickhouse::reader::is_limit(&text) {
+            tracing::warn!(error = %text, "clickhouse stopped an api question at its limits");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query_limit_exceeded",
+                "the question needs more of the lead store than the API may ask (rows read, rows \
+                 returned or time); narrow the filters",
+            );
+        }
+        tracing::error!(error = %text, "clickhouse query failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "clickhouse_unavailable",
@@ -250,7 +267,8 @@ pub struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_parameter`, `unauthenticated`, `forbidden`,
-    /// `not_found`, `payload_too_large`, `timeout`, `clickhouse_unavailable`, `broker_unavailable`.
+    /// `not_found`, `payload_too_large`, `timeout`, `clickhouse_unavailable`,
+    /// `query_limit_exceeded`, `broker_unavailable`.
     code: String,
     message: String,
     /// The query parameter at fault, for `invalid_parameter`.
