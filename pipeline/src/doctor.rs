@@ -4,7 +4,8 @@
 //! the fix. Checks run in the order an operator would work through them; a check whose
 //! prerequisite failed is skipped, not failed again. The command exits non-zero when any check
 //! failed (warnings do not). It only reads, except the silent token refresh, which rotates the
-//! cached tokens exactly as the source would on its next poll.
+//! cached tokens exactly as the source would on its next poll. A password in any URL it prints
+//! (`https://user:pass@host`) is shown as `***`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -58,11 +59,13 @@ impl Report {
         detail: impl Into<String>,
         fix: Option<impl Into<String>>,
     ) {
+        // Every URL printed (settings, error texts naming them) with any password as `***`.
+        let redact = hunter_core::security::redact_url_passwords;
         let check = Check {
             name: name.into(),
             verdict,
-            detail: detail.into(),
-            fix: fix.map(Into::into),
+            detail: redact(&detail.into()),
+            fix: fix.map(|fix| redact(&fix.into())),
         };
         let label = match check.verdict {
             Verdict::Ok => "ok  ",
