@@ -75,8 +75,14 @@ fn no_shipped_example_token_works_and_weak_tokens_stop_hunter() -> anyhow::Resul
     let refused = [
         ("HUNTER_API_TOKEN", "change-me-to-a-long-random-token"),
         ("HUNTER_API_TOKEN", "replace-with-a-long-random-token"),
-        ("HUNTER_API_READ_TOKEN", "replace-with-another-long-random-token"),
-        ("HUNTER_API_TOKEN", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        (
+            "HUNTER_API_READ_TOKEN",
+            "replace-with-another-long-random-token",
+        ),
+        (
+            "HUNTER_API_TOKEN",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
         ("HUNTER_API_TOKEN", "0123456789abcdef"),
         ("HUNTER_API_READ_TOKEN", "0123456789abcdef0123456789abcdef"),
     ];
@@ -92,13 +98,19 @@ fn no_shipped_example_token_works_and_weak_tokens_stop_hunter() -> anyhow::Resul
         assert!(!ok, "{setting}={value} was accepted:\n{output}");
         assert!(output.contains(setting), "{output}");
         assert!(output.contains("openssl rand -hex 32"), "{output}");
-        assert!(!output.contains(value), "the refused token is printed:\n{output}");
+        assert!(
+            !output.contains(value),
+            "the refused token is printed:\n{output}"
+        );
     }
 
     // What the demo and the tests generate passes the same rule.
     let demo = std::fs::read_to_string(repo().join("deploy/local/demo.sh"))?;
     let generator = "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'";
-    assert!(demo.contains(generator), "demo.sh makes its token differently");
+    assert!(
+        demo.contains(generator),
+        "demo.sh makes its token differently"
+    );
     for _ in 0..20 {
         let output = Command::new("bash").args(["-c", generator]).output()?;
         let token = String::from_utf8(output.stdout)?;
@@ -271,12 +283,20 @@ async fn the_token_cache_lives_in_a_private_state_directory() -> anyhow::Result<
     let (ok, output) = hunter_in(&work, &["auth", "login"], &env);
     assert!(ok, "{output}");
     let cache = home.join(".local/state/hunter/token-cache.json");
-    assert!(cache.is_file(), "no cache at {}:\n{output}", cache.display());
+    assert!(
+        cache.is_file(),
+        "no cache at {}:\n{output}",
+        cache.display()
+    );
     assert_eq!(mode(&cache), 0o600);
     for dir in [".local", ".local/state", ".local/state/hunter"] {
         assert_eq!(mode(&home.join(dir)), 0o700, "{dir}");
     }
-    assert_eq!(std::fs::read_dir(&work)?.count(), 0, "files in the working dir");
+    assert_eq!(
+        std::fs::read_dir(&work)?.count(),
+        0,
+        "files in the working dir"
+    );
 
     // XDG_STATE_HOME, when set, is the state directory.
     let xdg = root.path().join("xdg");
@@ -317,7 +337,10 @@ async fn post_sync(api: &str, token: &str) -> anyhow::Result<(StatusCode, Value)
         .bearer_auth(token)
         .send()
         .await?;
-    Ok((response.status(), response.json().await.unwrap_or(Value::Null)))
+    Ok((
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +390,10 @@ async fn a_sync_while_disabled_is_refused_and_the_page_sends_its_security_header
     ] {
         assert!(csp.contains(directive), "{directive} missing: {csp}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     let html = page.text().await?;
     assert!(
         !html.contains("<style") && !html.contains(" style="),
@@ -404,8 +430,16 @@ async fn a_sync_while_disabled_is_refused_and_the_page_sends_its_security_header
             header(&response, "content-type").starts_with(content_type),
             "{path}"
         );
-        assert_eq!(header(&response, "x-content-type-options"), "nosniff", "{path}");
-        assert_eq!(header(&response, "referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(
+            header(&response, "x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "referrer-policy"),
+            "no-referrer",
+            "{path}"
+        );
         assert!(
             header(&response, "content-security-policy").contains("frame-ancestors 'none'"),
             "{path}"
@@ -460,7 +494,11 @@ async fn triggers_join_the_queued_one_and_an_old_trigger_expires() -> anyhow::Re
     for _ in 0..5 {
         let (status, again) = post_sync(&deployment.api, &deployment.api_token).await?;
         assert_eq!(status, StatusCode::ACCEPTED, "{again}");
-        assert_eq!(again["task_id"], json!(task_id), "a second command was queued");
+        assert_eq!(
+            again["task_id"],
+            json!(task_id),
+            "a second command was queued"
+        );
         assert_eq!(again["joined"], json!(true));
     }
     assert_eq!(
@@ -482,7 +520,9 @@ async fn triggers_join_the_queued_one_and_an_old_trigger_expires() -> anyhow::Re
         let deployment = &deployment;
         let stale = stale.clone();
         async move {
-            let (_, task) = deployment.get(&format!("/api/v1/sync/runs/{stale}")).await?;
+            let (_, task) = deployment
+                .get(&format!("/api/v1/sync/runs/{stale}"))
+                .await?;
             Ok((task["state"] == json!("expired")).then_some(task))
         }
     })
@@ -509,7 +549,11 @@ async fn triggers_join_the_queued_one_and_an_old_trigger_expires() -> anyhow::Re
     })
     .await
     .map_err(|error| anyhow::anyhow!("{error}\n{}", deployment.logs()))?;
-    assert_eq!(finished["runs"][0]["trigger"], json!("manual"), "{finished}");
+    assert_eq!(
+        finished["runs"][0]["trigger"],
+        json!("manual"),
+        "{finished}"
+    );
     let runs = deployment.sync_runs().await?;
     assert!(
         runs.iter()
@@ -547,15 +591,19 @@ async fn readyz_names_the_component_and_a_class_never_the_error() -> anyhow::Res
     assert_eq!(response.status(), StatusCode::OK);
 
     clickhouse.stop().await?;
-    let body = wait_for("readyz to see clickhouse gone", Duration::from_secs(30), || {
-        let readyz = readyz.clone();
-        async move {
-            let response = reqwest::get(&readyz).await?;
-            let status = response.status();
-            let body: Value = response.json().await?;
-            Ok((status == StatusCode::SERVICE_UNAVAILABLE).then_some(body))
-        }
-    })
+    let body = wait_for(
+        "readyz to see clickhouse gone",
+        Duration::from_secs(30),
+        || {
+            let readyz = readyz.clone();
+            async move {
+                let response = reqwest::get(&readyz).await?;
+                let status = response.status();
+                let body: Value = response.json().await?;
+                Ok((status == StatusCode::SERVICE_UNAVAILABLE).then_some(body))
+            }
+        },
+    )
     .await?;
     assert_eq!(
         body,
@@ -563,13 +611,17 @@ async fn readyz_names_the_component_and_a_class_never_the_error() -> anyhow::Res
     );
 
     broker.stop().await?;
-    let body = wait_for("readyz to see the broker gone", Duration::from_secs(60), || {
-        let readyz = readyz.clone();
-        async move {
-            let body: Value = reqwest::get(&readyz).await?.json().await?;
-            Ok((body["checks"]["broker"] != json!("ok")).then_some(body))
-        }
-    })
+    let body = wait_for(
+        "readyz to see the broker gone",
+        Duration::from_secs(60),
+        || {
+            let readyz = readyz.clone();
+            async move {
+                let body: Value = reqwest::get(&readyz).await?.json().await?;
+                Ok((body["checks"]["broker"] != json!("ok")).then_some(body))
+            }
+        },
+    )
     .await?;
     let class = body["checks"]["broker"].as_str().unwrap_or_default();
     assert!(
@@ -577,7 +629,11 @@ async fn readyz_names_the_component_and_a_class_never_the_error() -> anyhow::Res
         "broker class {class:?}: {body}"
     );
     let text = body.to_string();
-    for leak in ["127.0.0.1", &broker.port.to_string(), &clickhouse.http_port.to_string()] {
+    for leak in [
+        "127.0.0.1",
+        &broker.port.to_string(),
+        &clickhouse.http_port.to_string(),
+    ] {
         assert!(!text.contains(leak), "readyz says {leak}: {text}");
     }
     // The detail is in the log, for the operator.
@@ -607,7 +663,11 @@ async fn leads_status(
         .await?;
     let status = response.status();
     let headers = response.headers().clone();
-    Ok((status, headers, response.json().await.unwrap_or(Value::Null)))
+    Ok((
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,7 +698,11 @@ async fn bearer_in_any_case_and_wrong_tokens_throttled_per_address() -> anyhow::
     let wrong = format!("Bearer {}", good_token());
     for attempt in 1..=10 {
         let (status, _, body) = leads_status(&here, &api, &wrong).await?;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}: {body}"
+        );
     }
     let (status, headers, body) = leads_status(&here, &api, &wrong).await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
@@ -678,13 +742,17 @@ async fn plain_http_sign_in_is_refused_off_loopback() -> anyhow::Result<()> {
         let (ok, output) = run_hunter(&["auth", "status"], &env, Duration::from_secs(30))?;
         assert!(!ok, "{output}");
         assert!(
-            output.contains(&format!("invalid {setting}")) && output.contains("HUNTER_ALLOW_INSECURE_HTTP"),
+            output.contains(&format!("invalid {setting}"))
+                && output.contains("HUNTER_ALLOW_INSECURE_HTTP"),
             "{output}"
         );
         // The development switch and loopback addresses get past the check (status then
         // says that no one signed in yet).
         for extra in [
-            vec![(setting, "http://login.partner.example:80"), ("HUNTER_ALLOW_INSECURE_HTTP", "true")],
+            vec![
+                (setting, "http://login.partner.example:80"),
+                ("HUNTER_ALLOW_INSECURE_HTTP", "true"),
+            ],
             vec![(setting, "http://127.0.0.1:9")],
             vec![(setting, "http://localhost:9")],
         ] {
@@ -708,7 +776,10 @@ async fn doctor_prints_no_password_embedded_in_a_url() -> anyhow::Result<()> {
         "http://registry-user:REGISTRY-PW-7c1d@127.0.0.1:{}/",
         free_port()
     );
-    let clickhouse = format!("http://ch-user:CLICKHOUSE-PW-93ab@127.0.0.1:{}", free_port());
+    let clickhouse = format!(
+        "http://ch-user:CLICKHOUSE-PW-93ab@127.0.0.1:{}",
+        free_port()
+    );
     env.insert("HUNTER_SCHEMA_REGISTRY_URL".into(), registry);
     env.insert("HUNTER_CLICKHOUSE_URL".into(), clickhouse);
     let (ok, output) = run_hunter(&["doctor"], &env, Duration::from_secs(120))?;

@@ -78,7 +78,12 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
         format!("127.0.0.1:{disabled_port}"),
     );
     let disabled_url = format!("http://127.0.0.1:{disabled_port}");
-    let _disabled_api = Process::spawn("run-api-disabled", &["run", "api"], &disabled_env, deployment.dir.path())?;
+    let _disabled_api = Process::spawn(
+        "run-api-disabled",
+        &["run", "api"],
+        &disabled_env,
+        deployment.dir.path(),
+    )?;
     wait_healthy(
         "the api with the source disabled",
         &format!("{disabled_url}/healthz"),

@@ -1339,8 +1339,14 @@ mod tests {
         for (setting, placeholder) in [
             ("HUNTER_API_TOKEN", "change-me-to-a-long-random-token"),
             ("HUNTER_API_TOKEN", "replace-with-a-long-random-token"),
-            ("HUNTER_API_READ_TOKEN", "replace-with-another-long-random-token"),
-            ("HUNTER_API_TOKEN", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            (
+                "HUNTER_API_READ_TOKEN",
+                "replace-with-another-long-random-token",
+            ),
+            (
+                "HUNTER_API_TOKEN",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
             ("HUNTER_API_READ_TOKEN", "0123456789abcdef"),
         ] {
             let error = error_for(&[(setting, placeholder)]);
@@ -1351,7 +1357,11 @@ mod tests {
         // From the file too, named by its key, and trimmed.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hunter.toml");
-        std::fs::write(&path, "[api]\ntoken = \"changeme-changeme-changeme-123456\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[api]\ntoken = \"changeme-changeme-changeme-123456\"\n",
+        )
+        .unwrap();
         let error = Settings::from_sources(Some(&path), &env(&base()))
             .unwrap_err()
             .to_string();
@@ -1363,7 +1373,10 @@ mod tests {
         let error = error_for(&[("HUNTER_CLICKHOUSE_PASSWORD", "replace-me")]);
         assert!(error.contains("HUNTER_CLICKHOUSE_PASSWORD"), "{error}");
         let error = error_for(&[("HUNTER_PARTNER_CENTER_CLIENT_SECRET", "changeme")]);
-        assert!(error.contains("HUNTER_PARTNER_CENTER_CLIENT_SECRET"), "{error}");
+        assert!(
+            error.contains("HUNTER_PARTNER_CENTER_CLIENT_SECRET"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -173,7 +173,9 @@ pub fn token_strength(token: &str) -> TokenStrength {
             -p * p.log2()
         })
         .sum();
-    let most = f64::from(alphabet).log2().min((length.max(1) as f64).log2());
+    let most = f64::from(alphabet)
+        .log2()
+        .min((length.max(1) as f64).log2());
     let spread = if most > 0.0 { entropy / most } else { 0.0 };
     TokenStrength {
         length,
@@ -310,7 +312,10 @@ mod tests {
             let error = check_token(token).expect_err(token);
             assert!(error.contains("openssl rand -hex 32"), "{token}: {error}");
             if token.len() > 8 {
-                assert!(!error.contains(token), "the error quotes the token: {error}");
+                assert!(
+                    !error.contains(token),
+                    "the error quotes the token: {error}"
+                );
             }
         }
     }

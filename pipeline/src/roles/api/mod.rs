@@ -560,9 +560,14 @@ fn clickhouse_class(error: &clickhouse::error::Error) -> &'static str {
         Error::TimedOut => "timeout",
         // Code 516 AUTHENTICATION_FAILED, 192 UNKNOWN_USER, 497 ACCESS_DENIED.
         Error::BadResponse(text)
-            if ["Code: 516", "Code: 192", "Code: 497", "AUTHENTICATION_FAILED"]
-                .iter()
-                .any(|marker| text.contains(marker)) =>
+            if [
+                "Code: 516",
+                "Code: 192",
+                "Code: 497",
+                "AUTHENTICATION_FAILED",
+            ]
+            .iter()
+            .any(|marker| text.contains(marker)) =>
         {
             "auth_failed"
         }
@@ -574,9 +579,7 @@ fn clickhouse_class(error: &clickhouse::error::Error) -> &'static str {
 fn kafka_class(error: &rdkafka::error::KafkaError) -> &'static str {
     use rdkafka::types::RDKafkaErrorCode as Code;
     match error.rdkafka_error_code() {
-        Some(Code::OperationTimedOut | Code::RequestTimedOut | Code::MessageTimedOut) => {
-            "timeout"
-        }
+        Some(Code::OperationTimedOut | Code::RequestTimedOut | Code::MessageTimedOut) => "timeout",
         Some(Code::Authentication | Code::SaslAuthenticationFailed) => "auth_failed",
         Some(
             Code::BrokerTransportFailure
