@@ -78,12 +78,12 @@ try {
 
   step = "the page is served with its security headers";
   const first = await page.goto(url + "/");
-  const headers = first.headers();
-  const csp = headers["content-security-policy"] || "";
+  const served = first.headers();
+  const csp = served["content-security-policy"] || "";
   check(csp.includes("frame-ancestors 'none'") && csp.includes("script-src 'self'"), `content-security-policy: ${csp}`);
   check(!csp.includes("unsafe-inline"), `the policy allows inline code: ${csp}`);
-  check(headers["x-content-type-options"] === "nosniff", `x-content-type-options: ${headers["x-content-type-options"]}`);
-  check(headers["referrer-policy"] === "no-referrer", `referrer-policy: ${headers["referrer-policy"]}`);
+  check(served["x-content-type-options"] === "nosniff", `x-content-type-options: ${served["x-content-type-options"]}`);
+  check(served["referrer-policy"] === "no-referrer", `referrer-policy: ${served["referrer-policy"]}`);
 
   step = "a wrong token is refused and the sign-in form comes back";
   await signIn(page, "not-the-token-0000000000");

@@ -35,7 +35,8 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
     referrals[9]["customerProfile"]["name"] = json!(xss);
     let xss_id = referrals[9]["id"].clone();
     let mut deployment = Deployment::new(&referrals)?;
-    let read_token = "read-only-token-for-the-browser".to_owned();
+    // A real token: `read-only-token-for-the-browser` is refused at start (docs/security.md).
+    let read_token = format!("read-{}", uuid::Uuid::new_v4().simple());
     deployment
         .env
         .insert("HUNTER_API_READ_TOKEN".into(), read_token.clone());
