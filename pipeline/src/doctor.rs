@@ -121,6 +121,27 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         ),
     );
 
+    // --- plain http allowed (docs/security.md) ---
+    let insecure: Vec<String> = [
+        &settings.partner_center.authority_url,
+        &settings.partner_center.api_url,
+    ]
+    .into_iter()
+    .filter(|url| url.scheme() == "http" && !hunter_core::security::is_loopback(url))
+    .map(|url| url.to_string())
+    .collect();
+    if settings.allow_insecure_http && !insecure.is_empty() {
+        report.push(
+            "plain http",
+            Verdict::Warn,
+            format!(
+                "tokens travel unencrypted to {} (HUNTER_ALLOW_INSECURE_HTTP=true)",
+                insecure.join(", ")
+            ),
+            Some("use the https:// URLs and unset HUNTER_ALLOW_INSECURE_HTTP outside development"),
+        );
+    }
+    // --- end plain http ---
     partner_center(&settings, &mut report).await;
     kafka_checks(&settings, &mut report).await;
     registry(&settings, &mut report).await;

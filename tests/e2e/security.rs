@@ -782,8 +782,21 @@ async fn doctor_prints_no_password_embedded_in_a_url() -> anyhow::Result<()> {
     );
     env.insert("HUNTER_SCHEMA_REGISTRY_URL".into(), registry);
     env.insert("HUNTER_CLICKHOUSE_URL".into(), clickhouse);
+    // Plain http allowed by the switch is a warning (the source is off: nothing is called).
+    env.insert(
+        "HUNTER_PARTNER_CENTER_AUTHORITY_URL".into(),
+        "http://login.partner.example".into(),
+    );
+    env.insert("HUNTER_ALLOW_INSECURE_HTTP".into(), "true".into());
     let (ok, output) = run_hunter(&["doctor"], &env, Duration::from_secs(120))?;
     assert!(!ok, "doctor passed with nothing listening:\n{output}");
+    assert!(
+        output
+            .lines()
+            .any(|line| line.starts_with("warn  plain http")
+                && line.contains("login.partner.example")),
+        "no warning about plain http:\n{output}"
+    );
     for password in ["REGISTRY-PW-7c1d", "CLICKHOUSE-PW-93ab"] {
         assert!(!output.contains(password), "{password} printed:\n{output}");
     }

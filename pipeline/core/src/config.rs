@@ -87,6 +87,9 @@ impl Defaults {
 pub struct Settings {
     /// `production` or `development`: only changes defaults (the sync interval).
     pub environment: Environment,
+    /// `HUNTER_ALLOW_INSECURE_HTTP`: plain `http://` Partner Center URLs to other machines are
+    /// accepted (a development setup such as the compose demo); off, they fail at start.
+    pub allow_insecure_http: bool,
     pub partner_center: PartnerCenterSettings,
     pub kafka: KafkaSettings,
     pub clickhouse: ClickHouseSettings,
@@ -1041,6 +1044,7 @@ impl Settings {
 
         Ok(Settings {
             environment,
+            allow_insecure_http,
             partner_center,
             kafka: KafkaSettings {
                 brokers,
