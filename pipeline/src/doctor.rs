@@ -6,7 +6,8 @@
 //! failed (warnings do not). It only reads, except the silent token refresh, which rotates the
 //! cached tokens exactly as the source would on its next poll, and the ClickHouse rights
 //! probes, which run statements that change nothing (an insert of zero rows, a
-//! `CREATE TABLE IF NOT EXISTS` of a table that exists).
+//! `CREATE TABLE IF NOT EXISTS` of a table that exists). A password in any URL it prints
+//! (`https://user:pass@host`) is shown as `***`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -60,11 +61,13 @@ impl Report {
         detail: impl Into<String>,
         fix: Option<impl Into<String>>,
     ) {
+        // Every URL printed (settings, error texts naming them) with any password as `***`.
+        let redact = hunter_core::security::redact_url_passwords;
         let check = Check {
             name: name.into(),
             verdict,
-            detail: detail.into(),
-            fix: fix.map(Into::into),
+            detail: redact(&detail.into()),
+            fix: fix.map(|fix| redact(&fix.into())),
         };
         let label = match check.verdict {
             Verdict::Ok => "ok  ",
@@ -120,6 +123,27 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         ),
     );
 
+    // --- plain http allowed (docs/security.md) ---
+    let insecure: Vec<String> = [
+        &settings.partner_center.authority_url,
+        &settings.partner_center.api_url,
+    ]
+    .into_iter()
+    .filter(|url| url.scheme() == "http" && !hunter_core::security::is_loopback(url))
+    .map(|url| url.to_string())
+    .collect();
+    if settings.allow_insecure_http && !insecure.is_empty() {
+        report.push(
+            "plain http",
+            Verdict::Warn,
+            format!(
+                "tokens travel unencrypted to {} (HUNTER_ALLOW_INSECURE_HTTP=true)",
+                insecure.join(", ")
+            ),
+            Some("use the https:// URLs and unset HUNTER_ALLOW_INSECURE_HTTP outside development"),
+        );
+    }
+    // --- end plain http ---
     partner_center(&settings, &mut report).await;
     kafka_checks(&settings, &mut report).await;
     registry(&settings, &mut report).await;

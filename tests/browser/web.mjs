@@ -3,7 +3,9 @@
 //
 //   HUNTER_WEB_URL        the API's base URL (serves the page at /)
 //   HUNTER_WEB_TOKEN      the admin token;  HUNTER_WEB_READ_TOKEN  a read-only token
-//   HUNTER_WEB_EXPECT     JSON: { total, new_total, search, search_total, lead_id, lead_name }
+//   HUNTER_WEB_EXPECT     JSON: { total, new_total, search, search_total, lead_id, lead_name,
+//                         xss (a referral name that is markup), xss_id (its lead id) }
+//   HUNTER_WEB_DISABLED_URL  an API on the same data with HUNTER_PARTNER_CENTER_ENABLED=false
 //   HUNTER_WEB_ARTIFACTS  directory for screenshots
 //   HUNTER_CHROMIUM       the browser (default /usr/bin/chromium)
 //
@@ -15,6 +17,7 @@ import { join } from "node:path";
 const url = process.env.HUNTER_WEB_URL;
 const token = process.env.HUNTER_WEB_TOKEN;
 const readToken = process.env.HUNTER_WEB_READ_TOKEN;
+const disabledUrl = process.env.HUNTER_WEB_DISABLED_URL;
 const expect = JSON.parse(process.env.HUNTER_WEB_EXPECT);
 const artifacts = process.env.HUNTER_WEB_ARTIFACTS;
 mkdirSync(artifacts, { recursive: true });
@@ -57,6 +60,30 @@ try {
   page = await context.newPage();
   const consoleErrors = [];
   page.on("pageerror", (error) => consoleErrors.push(String(error)));
+  // Content-Security-Policy violations, as the page sees them and as the console reports them.
+  const cspConsole = [];
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) cspConsole.push(message.text());
+  });
+  await context.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (event) => {
+      window.__cspViolations.push(`${event.violatedDirective} ${event.blockedURI}`);
+    });
+  });
+  const cspViolations = async () => (await page.evaluate(() => window.__cspViolations || [])).concat(cspConsole);
+  // Any dialog is a script that should not have run (alert from markup in the data).
+  const dialogs = [];
+  page.on("dialog", async (dialog) => { dialogs.push(dialog.message()); await dialog.dismiss(); });
+
+  step = "the page is served with its security headers";
+  const first = await page.goto(url + "/");
+  const served = first.headers();
+  const csp = served["content-security-policy"] || "";
+  check(csp.includes("frame-ancestors 'none'") && csp.includes("script-src 'self'"), `content-security-policy: ${csp}`);
+  check(!csp.includes("unsafe-inline"), `the policy allows inline code: ${csp}`);
+  check(served["x-content-type-options"] === "nosniff", `x-content-type-options: ${served["x-content-type-options"]}`);
+  check(served["referrer-policy"] === "no-referrer", `referrer-policy: ${served["referrer-policy"]}`);
 
   step = "a wrong token is refused and the sign-in form comes back";
   await signIn(page, "not-the-token-0000000000");
@@ -126,6 +153,27 @@ try {
   await page.fill("#f-q", "");
   await waitForSummary(page, `50 of ${expect.total} leads`);
 
+  step = "a referral named with markup is shown as text";
+  await page.fill("#f-q", "onerror");
+  const xssRow = page.locator(`#rows tr[data-lead-id="${expect.xss_id}"]`);
+  await xssRow.waitFor({ timeout: 15000 })
+    .catch(() => { throw new Error(`${step}: lead ${expect.xss_id} is not listed`); });
+  const xssCells = await xssRow.locator("td").allTextContents();
+  check(xssCells[1] === expect.xss, `the name cell shows ${JSON.stringify(xssCells[1])}`);
+  check(xssCells[6] === expect.xss, `the company cell shows ${JSON.stringify(xssCells[6])}`);
+  check((await page.locator("#rows img").count()) === 0, "the markup became an image element");
+  await xssRow.click();
+  await dialog.waitFor({ state: "visible", timeout: 15000 });
+  check((await page.locator("#detail-title").textContent()) === expect.xss, "the detail title is not the text");
+  check((await page.locator("#detail img").count()) === 0, "the markup became an image element in the detail");
+  check((await page.locator("#detail-lead").textContent()).includes(expect.xss), "the company is not shown as text");
+  await shot(page, "04b-markup-as-text");
+  await page.click("#detail-close");
+  await dialog.waitFor({ state: "hidden" });
+  check(dialogs.length === 0, `a script from the data ran: ${dialogs}`);
+  await page.fill("#f-q", "");
+  await waitForSummary(page, `50 of ${expect.total} leads`);
+
   step = "a row click opens the modal too";
   await rows.first().click();
   await dialog.waitFor({ state: "visible", timeout: 15000 });
@@ -153,7 +201,36 @@ try {
   check(refused.includes("admin token"), `the refusal says ${refused}`);
   await shot(page, "07-read-token-sync");
 
+  step = "a sync while the source is disabled is refused, and the page says why";
+  await page.goto(disabledUrl + "/");
+  await page.locator("#token").waitFor({ state: "visible" });
+  await page.fill("#token", token);
+  await page.click("#token-form button");
+  await waitForSummary(page, `50 of ${expect.total} leads`);
+  await page.click("#sync");
+  const disabled = await toast(page, /Sync failed to start/);
+  check(disabled.includes("HUNTER_PARTNER_CENTER_ENABLED"), `the refusal says ${disabled}`);
+  await page.locator("#sync-status-text").filter({ hasText: "sync disabled" }).waitFor({ timeout: 15000 })
+    .catch(async () => { throw new Error(`${step}: status ${await page.locator("#sync-status-text").textContent()}`); });
+  await shot(page, "08-sync-disabled");
+
+  step = "the page worked without any Content-Security-Policy violation";
   check(consoleErrors.length === 0, `page errors: ${consoleErrors.join("; ")}`);
+  const violations = await cspViolations();
+  check(violations.length === 0, `CSP violations: ${violations.join("; ")}`);
+  check(dialogs.length === 0, `dialogs: ${dialogs}`);
+
+  step = "the policy is enforced: an inline script is blocked and reported";
+  // An allowed inline script runs as it is inserted; a blocked one is reported a moment later.
+  const ran = await page.evaluate(() => {
+    const script = document.createElement("script");
+    script.textContent = "window.__inlineRan = true;";
+    document.body.append(script);
+    return window.__inlineRan === true;
+  });
+  check(!ran, "an inline script ran under the page's policy");
+  await page.waitForFunction(() => (window.__cspViolations || []).some((v) => v.startsWith("script-src")), null, { timeout: 15000 })
+    .catch(async () => { throw new Error(`${step}: no violation reported: ${await page.evaluate(() => window.__cspViolations)}`); });
   console.log("web page checks passed");
 } catch (error) {
   console.error(String(error.stack || error));

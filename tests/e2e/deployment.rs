@@ -41,9 +41,10 @@ fn hunter_vars(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// The passwords `.env` must set: docker-compose refuses to start without them, and
-/// `.env.example` leaves them empty (no default password anywhere).
+/// The passwords and the API token `.env` must set: docker-compose refuses to start without them,
+/// and `.env.example` leaves them empty (no default password or working token anywhere).
 const REQUIRED_PASSWORDS: &[&str] = &[
+    "HUNTER_API_TOKEN",
     "HUNTER_CLICKHOUSE_PASSWORD",
     "HUNTER_CLICKHOUSE_READER_PASSWORD",
     "CLICKHOUSE_ADMIN_PASSWORD",
@@ -294,12 +295,18 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
+    // The Secret is the operator's to create (docs/security.md): its example is never applied,
+    // so re-applying cannot deploy placeholder tokens or overwrite the real Secret.
     let present: BTreeSet<&str> = manifests
         .keys()
         .map(String::as_str)
-        .filter(|f| *f != "kustomization.yaml")
+        .filter(|f| *f != "kustomization.yaml" && *f != "secret.example.yaml")
         .collect();
     assert_eq!(listed, present, "kustomization resources vs files");
+    assert!(
+        !listed.contains("secret.example.yaml"),
+        "kustomization.yaml deploys the example Secret"
+    );
 
     let docs: Vec<&Value> = manifests
         .iter()

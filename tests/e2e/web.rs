@@ -1,12 +1,15 @@
 //! The web page in headless Chromium (Debian's `chromium`, driven by playwright-core from
 //! npm: `tests/browser/web.mjs`) against a real deployment: sign in, the leads table, paging,
 //! filters, the detail modal, the sync button's toasts and the status indicator, a read-only
-//! token. Screenshots land in `target/browser-artifacts/`.
+//! token; under the page's Content-Security-Policy (no violation reported, and an inline script
+//! is blocked), a referral named `<img src=x onerror=alert(1)>` shown as text, and the 409 of a
+//! sync while the source is disabled shown as a toast. Screenshots land in
+//! `target/browser-artifacts/`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use hunter_e2e::{Deployment, generated_referrals};
+use hunter_e2e::{Deployment, Process, free_port, generated_referrals, wait_healthy};
 use serde_json::json;
 
 const REFERRALS: usize = 120;
@@ -25,9 +28,15 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
         browser_dir.join("node_modules/playwright-core").exists(),
         "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
     );
-    let referrals = generated_referrals(REFERRALS, 21)?;
+    let mut referrals = generated_referrals(REFERRALS, 21)?;
+    // Markup in the data is text on the page, never HTML (the page uses textContent only).
+    let xss = "<img src=x onerror=alert(1)>";
+    referrals[9]["name"] = json!(xss);
+    referrals[9]["customerProfile"]["name"] = json!(xss);
+    let xss_id = referrals[9]["id"].clone();
     let mut deployment = Deployment::new(&referrals)?;
-    let read_token = "read-only-token-for-the-browser".to_owned();
+    // A real token: `read-only-token-for-the-browser` is refused at start (docs/security.md).
+    let read_token = format!("read-{}", uuid::Uuid::new_v4().simple());
     deployment
         .env
         .insert("HUNTER_API_READ_TOKEN".into(), read_token.clone());
@@ -58,7 +67,30 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
         "search_total": search_total,
         "lead_id": lead["id"],
         "lead_name": lead["name"],
+        "xss": xss,
+        "xss_id": xss_id,
     });
+    // A second API on the same data with the source switched off: its sync button must say so.
+    let disabled_port = free_port();
+    let mut disabled_env = deployment.env.clone();
+    disabled_env.insert("HUNTER_PARTNER_CENTER_ENABLED".into(), "false".into());
+    disabled_env.insert(
+        "HUNTER_API_LISTEN".into(),
+        format!("127.0.0.1:{disabled_port}"),
+    );
+    let disabled_url = format!("http://127.0.0.1:{disabled_port}");
+    let _disabled_api = Process::spawn(
+        "run-api-disabled",
+        &["run", "api"],
+        &disabled_env,
+        deployment.dir.path(),
+    )?;
+    wait_healthy(
+        "the api with the source disabled",
+        &format!("{disabled_url}/healthz"),
+        std::time::Duration::from_secs(30),
+    )
+    .await?;
     let artifacts = repo().join("target/browser-artifacts");
     let output = tokio::task::spawn_blocking({
         let api = deployment.api.clone();
@@ -70,6 +102,7 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
                 .env("HUNTER_WEB_URL", api)
                 .env("HUNTER_WEB_TOKEN", token)
                 .env("HUNTER_WEB_READ_TOKEN", read_token)
+                .env("HUNTER_WEB_DISABLED_URL", disabled_url)
                 .env("HUNTER_WEB_EXPECT", expect.to_string())
                 .env("HUNTER_WEB_ARTIFACTS", &artifacts)
                 .output()

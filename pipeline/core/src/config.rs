@@ -58,7 +58,12 @@ impl Defaults {
     pub const API_URL: &'static str = "https://api.partner.microsoft.com/v1.0/engagements";
     pub const AUTHORITY_URL: &'static str = "https://login.microsoftonline.com";
     pub const SCOPE: &'static str = "https://api.partner.microsoft.com/.default offline_access";
-    pub const TOKEN_CACHE: &'static str = "hunter-token-cache.json";
+    /// The token cache's file name in the per-user state directory
+    /// ([`crate::security::state_dir`]) when `HUNTER_TOKEN_CACHE` is not set.
+    pub const TOKEN_CACHE_FILE: &'static str = "token-cache.json";
+    /// The default before the state directory: a file in the working directory, still used
+    /// (with a warning) when it exists and the new default does not.
+    pub const LEGACY_TOKEN_CACHE: &'static str = "hunter-token-cache.json";
     pub const KAFKA_BROKERS: &'static str = "127.0.0.1:19092";
     pub const CLICKHOUSE_URL: &'static str = "http://127.0.0.1:18123";
     pub const CLICKHOUSE_DATABASE: &'static str = "hunter";
@@ -85,6 +90,9 @@ impl Defaults {
 pub struct Settings {
     /// `production` or `development`: only changes defaults (the sync interval).
     pub environment: Environment,
+    /// `HUNTER_ALLOW_INSECURE_HTTP`: plain `http://` Partner Center URLs to other machines are
+    /// accepted (a development setup such as the compose demo); off, they fail at start.
+    pub allow_insecure_http: bool,
     pub partner_center: PartnerCenterSettings,
     pub kafka: KafkaSettings,
     pub clickhouse: ClickHouseSettings,
@@ -268,6 +276,7 @@ impl KafkaSettings {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     environment: Option<String>,
+    allow_insecure_http: Option<bool>,
     #[serde(default)]
     partner_center: FilePartnerCenter,
     #[serde(default)]
@@ -420,14 +429,16 @@ fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
 }
 
 fn parse_url(setting: &str, value: &str) -> Result<Url, ConfigError> {
+    // A URL may carry a password (`https://user:pass@host`): never quote it.
+    let shown = crate::security::redact_url_passwords(value);
     let url = Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
         setting: setting.to_owned(),
-        message: format!("{value:?} is not a URL ({e})"),
+        message: format!("{shown:?} is not a URL ({e})"),
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::Invalid {
             setting: setting.to_owned(),
-            message: format!("{value:?} must be an http or https URL"),
+            message: format!("{shown:?} must be an http or https URL"),
         });
     }
     Ok(url)
@@ -436,8 +447,9 @@ fn parse_url(setting: &str, value: &str) -> Result<Url, ConfigError> {
 impl Settings {
     /// Reads the file (when given) and the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // HOME and XDG_STATE_HOME locate the default token cache (`security::state_dir`).
         let env: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("HUNTER_"))
+            .filter(|(k, _)| k.starts_with("HUNTER_") || k == "HOME" || k == "XDG_STATE_HOME")
             .collect();
         Self::from_sources(file, &env)
     }
@@ -464,6 +476,7 @@ impl Settings {
         let FileConfig {
             enrich,
             environment,
+            allow_insecure_http,
             partner_center: pc,
             kafka,
             clickhouse,
@@ -510,6 +523,41 @@ impl Settings {
             None => Url::parse(Defaults::AUTHORITY_URL).expect("default is a URL"),
             Some((value, setting)) => parse_url(&setting, &value)?,
         };
+        // --- plain http for sign-in (docs/security.md) ---
+        // The authority receives the refresh token, the API every access token: plain http is
+        // allowed only to this machine, or with the explicit development switch.
+        let allow_insecure_http = match src.text(
+            "HUNTER_ALLOW_INSECURE_HTTP",
+            allow_insecure_http.map(|b| b.to_string()),
+            "allow_insecure_http",
+        ) {
+            None => false,
+            Some((value, setting)) => parse_bool(&setting, &value)?,
+        };
+        for (env_name, file_name, url) in [
+            (
+                "HUNTER_PARTNER_CENTER_API_URL",
+                "partner_center.api_url",
+                &api_url,
+            ),
+            (
+                "HUNTER_PARTNER_CENTER_AUTHORITY_URL",
+                "partner_center.authority_url",
+                &authority_url,
+            ),
+        ] {
+            crate::security::check_secure_url(url, allow_insecure_http).map_err(|message| {
+                ConfigError::Invalid {
+                    setting: if env.get(env_name).is_some_and(|v| !v.is_empty()) {
+                        env_name.to_owned()
+                    } else {
+                        file_name.to_owned()
+                    },
+                    message,
+                }
+            })?;
+        }
+        // --- end plain http ---
         let tenant_id = src
             .text(
                 "HUNTER_PARTNER_CENTER_TENANT_ID",
@@ -544,14 +592,47 @@ impl Settings {
                 message: format!("{page_size} is outside 1..=1000"),
             });
         }
-        let default_cache = src
+        // --- token cache location (docs/security.md) ---
+        let configured_cache = src
             .text(
                 "HUNTER_TOKEN_CACHE",
                 pc.token_cache.map(|p| p.display().to_string()),
                 "partner_center.token_cache",
             )
-            .map(|(v, _)| PathBuf::from(v))
-            .unwrap_or_else(|| PathBuf::from(Defaults::TOKEN_CACHE));
+            .map(|(v, _)| PathBuf::from(v.trim()));
+        let state_dir = crate::security::state_dir(env);
+        // Without HUNTER_TOKEN_CACHE: `token-cache{suffix}.json` in the per-user state directory,
+        // unless only the old default (`hunter-token-cache{suffix}.json` in the working
+        // directory) exists: an existing deployment keeps its sign-in and is told how to move.
+        let default_cache = |suffix: &str| -> Result<PathBuf, ConfigError> {
+            let stem = Defaults::LEGACY_TOKEN_CACHE.trim_end_matches(".json");
+            let legacy = PathBuf::from(format!("{stem}{suffix}.json"));
+            let Some(dir) = &state_dir else {
+                if legacy.is_file() {
+                    tracing::warn!(path = %legacy.display(), "using the token cache in the working directory (the old default); set HUNTER_TOKEN_CACHE to its path to keep it there");
+                    return Ok(legacy);
+                }
+                return Err(ConfigError::Missing {
+                    setting: "HUNTER_TOKEN_CACHE".into(),
+                    message: "neither HOME nor XDG_STATE_HOME is set, so there is no per-user state directory for the token cache; set HUNTER_TOKEN_CACHE to a file path".into(),
+                });
+            };
+            let stem = Defaults::TOKEN_CACHE_FILE.trim_end_matches(".json");
+            let path = dir.join(format!("{stem}{suffix}.json"));
+            if !path.exists() && legacy.is_file() {
+                tracing::warn!(
+                    path = %legacy.display(),
+                    new_default = %path.display(),
+                    "using the token cache in the working directory (the old default): move it to the new default (mkdir -m 700 -p {dir}; mv {legacy} {path}) or set HUNTER_TOKEN_CACHE to keep it where it is",
+                    dir = dir.display(),
+                    legacy = legacy.display(),
+                    path = path.display(),
+                );
+                return Ok(legacy);
+            }
+            Ok(path)
+        };
+        // --- end token cache location ---
         let mut tenants = Vec::new();
         // The tenant of the flat settings (the environment's one tenant).
         if let Some(tenant_id) = tenant_id.filter(|t| !t.is_empty()) {
@@ -566,7 +647,10 @@ impl Settings {
                 tenant_id,
                 client_id,
                 client_secret: client_secret.clone(),
-                token_cache: default_cache.clone(),
+                token_cache: match &configured_cache {
+                    Some(path) => path.clone(),
+                    None => default_cache("")?,
+                },
             });
         }
         // Further accounts from the file's [[partner_center.tenants]].
@@ -599,13 +683,17 @@ impl Settings {
                     message: "no client id for this tenant and no partner_center.client_id".into(),
                 });
             };
-            let token_cache = tenant.token_cache.unwrap_or_else(|| {
-                let stem = default_cache
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("hunter-token-cache");
-                default_cache.with_file_name(format!("{stem}-{name}.json"))
-            });
+            let token_cache = match (tenant.token_cache, &configured_cache) {
+                (Some(path), _) => path,
+                (None, Some(configured)) => {
+                    let stem = configured
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("token-cache");
+                    configured.with_file_name(format!("{stem}-{name}.json"))
+                }
+                (None, None) => default_cache(&format!("-{name}"))?,
+            };
             tenants.push(TenantSettings {
                 name,
                 tenant_id: tenant.tenant_id,
@@ -737,6 +825,24 @@ impl Settings {
         };
         let clickhouse = clickhouse_users_and_tls(&src, clickhouse, clickhouse_extras)?;
 
+        // --- placeholder secrets (docs/security.md) ---
+        // Not ours to rate for strength, but a shipped example value must never work.
+        for (setting, value) in [
+            ("HUNTER_CLICKHOUSE_PASSWORD", &clickhouse.password),
+            ("HUNTER_PARTNER_CENTER_CLIENT_SECRET", &client_secret),
+        ] {
+            if let Some(reason) = value
+                .as_ref()
+                .and_then(|v| crate::security::placeholder_reason(v.expose()))
+            {
+                return Err(ConfigError::Invalid {
+                    setting: setting.to_owned(),
+                    message: reason,
+                });
+            }
+        }
+        // --- end placeholder secrets ---
+
         let listen = match src.text("HUNTER_API_LISTEN", api.listen, "api.listen") {
             None => Defaults::API_LISTEN.parse().expect("default is an address"),
             Some((value, setting)) => {
@@ -749,27 +855,37 @@ impl Settings {
                     })?
             }
         };
-        let token = match env.get("HUNTER_API_TOKEN").filter(|v| !v.is_empty()) {
-            Some(value) => Some(Secret::new(value.clone())),
-            None => api.token,
-        };
-        let read_token = match env.get("HUNTER_API_READ_TOKEN").filter(|v| !v.is_empty()) {
-            Some(value) => Some(Secret::new(value.clone())),
-            None => api.read_token,
-        };
-        for (setting, value) in [
-            ("HUNTER_API_TOKEN", &token),
-            ("HUNTER_API_READ_TOKEN", &read_token),
-        ] {
-            if let Some(value) = value
-                && value.expose().len() < 16
-            {
-                return Err(ConfigError::Invalid {
-                    setting: setting.into(),
-                    message: "must be at least 16 characters".into(),
-                });
-            }
+        // --- API tokens (docs/security.md: the token rule) ---
+        // Trimmed as the presented token is, so a stray newline from a file cannot lock anyone
+        // out; an empty value means none. Then the strength rule of `security::check_token`.
+        let trimmed = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+        let token = env
+            .get("HUNTER_API_TOKEN")
+            .and_then(|v| trimmed(v))
+            .map(|v| (v, "HUNTER_API_TOKEN"))
+            .or_else(|| {
+                api.token
+                    .and_then(|s| trimmed(s.expose()))
+                    .map(|v| (v, "api.token"))
+            });
+        let read_token = env
+            .get("HUNTER_API_READ_TOKEN")
+            .and_then(|v| trimmed(v))
+            .map(|v| (v, "HUNTER_API_READ_TOKEN"))
+            .or_else(|| {
+                api.read_token
+                    .and_then(|s| trimmed(s.expose()))
+                    .map(|v| (v, "api.read_token"))
+            });
+        for (value, setting) in token.iter().chain(read_token.iter()) {
+            crate::security::check_token(value).map_err(|message| ConfigError::Invalid {
+                setting: (*setting).to_owned(),
+                message,
+            })?;
         }
+        let token = token.map(|(value, _)| Secret::new(value));
+        let read_token = read_token.map(|(value, _)| Secret::new(value));
+        // --- end API tokens ---
         if let (Some(admin), Some(read)) = (&token, &read_token)
             && admin.expose() == read.expose()
         {
@@ -961,6 +1077,7 @@ impl Settings {
 
         Ok(Settings {
             environment,
+            allow_insecure_http,
             partner_center,
             kafka: KafkaSettings {
                 brokers,
@@ -1072,6 +1189,7 @@ fn clickhouse_users_and_tls(
 /// file, `cli.rs`) and `HUNTER_LOG_FORMAT` (`telemetry.rs`). Deployment files (docker-compose,
 /// Kubernetes, `.env.example`) are checked against this list.
 pub const ENV_VARS: &[&str] = &[
+    "HUNTER_ALLOW_INSECURE_HTTP",
     "HUNTER_API_CACHE_MS",
     "HUNTER_API_CORS_ORIGINS",
     "HUNTER_API_LISTEN",
@@ -1128,6 +1246,7 @@ mod tests {
         vec![
             ("HUNTER_PARTNER_CENTER_TENANT_ID", "contoso.onmicrosoft.com"),
             ("HUNTER_PARTNER_CENTER_CLIENT_ID", "client-1"),
+            ("HOME", "/home/op"),
         ]
     }
 
@@ -1149,7 +1268,10 @@ mod tests {
         );
         let tenant = settings.partner_center.tenant(None).unwrap();
         assert_eq!(tenant.name, "contoso.onmicrosoft.com");
-        assert_eq!(tenant.token_cache, PathBuf::from(Defaults::TOKEN_CACHE));
+        assert_eq!(
+            tenant.token_cache,
+            PathBuf::from("/home/op/.local/state/hunter/token-cache.json")
+        );
         assert_eq!(settings.partner_center.api_url.as_str(), Defaults::API_URL);
         assert!(settings.partner_center.enabled);
         assert_eq!(settings.clickhouse.database, "hunter");
@@ -1270,11 +1392,13 @@ mod tests {
             "[partner_center]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t-value\"\n[sync]\ninterval_secs = 45\n",
         )
         .unwrap();
-        let settings = Settings::from_sources(Some(&path), &env(&[])).unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&[("HOME", "/h")])).unwrap();
         assert_eq!(settings.sync.interval, Duration::from_secs(45));
-        let overridden =
-            Settings::from_sources(Some(&path), &env(&[("HUNTER_SYNC_INTERVAL_SECS", "7")]))
-                .unwrap();
+        let overridden = Settings::from_sources(
+            Some(&path),
+            &env(&[("HUNTER_SYNC_INTERVAL_SECS", "7"), ("HOME", "/h")]),
+        )
+        .unwrap();
         assert_eq!(overridden.sync.interval, Duration::from_secs(7));
         assert!(
             !format!("{settings:?}").contains("s3cr3t-value"),
@@ -1386,5 +1510,119 @@ mod tests {
             settings.clickhouse.ca_location.as_deref(),
             Some(ca.as_path())
         );
+    }
+
+    // --- security settings (docs/security.md) ---
+
+    #[test]
+    fn api_tokens_are_trimmed_and_must_be_strong() {
+        let good = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let mut pairs = base();
+        let padded = format!("  {good}\n");
+        pairs.push(("HUNTER_API_TOKEN", &padded));
+        let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+        assert_eq!(settings.api.token.unwrap().expose(), good);
+        for (setting, placeholder) in [
+            ("HUNTER_API_TOKEN", "change-me-to-a-long-random-token"),
+            ("HUNTER_API_TOKEN", "replace-with-a-long-random-token"),
+            (
+                "HUNTER_API_READ_TOKEN",
+                "replace-with-another-long-random-token",
+            ),
+            (
+                "HUNTER_API_TOKEN",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            ("HUNTER_API_READ_TOKEN", "0123456789abcdef"),
+        ] {
+            let error = error_for(&[(setting, placeholder)]);
+            assert!(error.contains(setting), "{error}");
+            assert!(error.contains("openssl rand -hex 32"), "{error}");
+            assert!(!error.contains(placeholder), "{error}");
+        }
+        // From the file too, named by its key, and trimmed.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hunter.toml");
+        std::fs::write(
+            &path,
+            "[api]\ntoken = \"changeme-changeme-changeme-123456\"\n",
+        )
+        .unwrap();
+        let error = Settings::from_sources(Some(&path), &env(&base()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("api.token"), "{error}");
+        std::fs::write(&path, format!("[api]\nread_token = \" {good} \"\n")).unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&base())).unwrap();
+        assert_eq!(settings.api.read_token.unwrap().expose(), good);
+        // Placeholder passwords and client secrets are refused too.
+        let error = error_for(&[("HUNTER_CLICKHOUSE_PASSWORD", "replace-me")]);
+        assert!(error.contains("HUNTER_CLICKHOUSE_PASSWORD"), "{error}");
+        let error = error_for(&[("HUNTER_PARTNER_CENTER_CLIENT_SECRET", "changeme")]);
+        assert!(
+            error.contains("HUNTER_PARTNER_CENTER_CLIENT_SECRET"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn plain_http_sign_in_needs_loopback_or_the_switch() {
+        for setting in [
+            "HUNTER_PARTNER_CENTER_AUTHORITY_URL",
+            "HUNTER_PARTNER_CENTER_API_URL",
+        ] {
+            let error = error_for(&[(setting, "http://login.example.com")]);
+            assert!(error.contains(setting), "{error}");
+            assert!(error.contains("HUNTER_ALLOW_INSECURE_HTTP"), "{error}");
+            let mut pairs = base();
+            pairs.push((setting, "http://simulator:18080"));
+            pairs.push(("HUNTER_ALLOW_INSECURE_HTTP", "true"));
+            assert!(Settings::from_sources(None, &env(&pairs)).is_ok());
+            let mut pairs = base();
+            pairs.push((setting, "http://127.0.0.1:18080"));
+            assert!(Settings::from_sources(None, &env(&pairs)).is_ok());
+        }
+        let error = error_for(&[(
+            "HUNTER_PARTNER_CENTER_AUTHORITY_URL",
+            "http://user:hunter2pw@login.example.com",
+        )]);
+        assert!(!error.contains("hunter2pw"), "{error}");
+        assert!(
+            error_for(&[("HUNTER_ALLOW_INSECURE_HTTP", "perhaps")])
+                .contains("HUNTER_ALLOW_INSECURE_HTTP")
+        );
+    }
+
+    #[test]
+    fn the_token_cache_defaults_to_the_state_directory() {
+        let mut pairs = base();
+        pairs.push(("XDG_STATE_HOME", "/state"));
+        let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+        assert_eq!(
+            settings.partner_center.tenants[0].token_cache,
+            PathBuf::from("/state/hunter/token-cache.json")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hunter.toml");
+        std::fs::write(
+            &path,
+            "[[partner_center.tenants]]\nname = \"fabrikam\"\ntenant_id = \"f\"\nclient_id = \"c\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_sources(Some(&path), &env(&[("HOME", "/home/op")])).unwrap();
+        assert_eq!(
+            settings.partner_center.tenants[0].token_cache,
+            PathBuf::from("/home/op/.local/state/hunter/token-cache-fabrikam.json")
+        );
+        let error = Settings::from_sources(
+            None,
+            &env(&[
+                ("HUNTER_PARTNER_CENTER_TENANT_ID", "t"),
+                ("HUNTER_PARTNER_CENTER_CLIENT_ID", "c"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("HUNTER_TOKEN_CACHE"), "{error}");
     }
 }

@@ -6,6 +6,7 @@
 //! - [`records`]: the Rust types of the Avro contracts in `schemas/`.
 //! - [`codec`]: Avro single-object and Confluent framing; readers accept both.
 //! - [`kafka`]: topic names, producer/consumer settings, topic creation, dead-letter headers.
+//! - [`security`]: token strength, plain-HTTP URLs, the state directory, URL redaction.
 //! - [`telemetry`]: logging, the metric catalogue, `/healthz` and `/metrics`.
 //! - [`shutdown`]: the stop broadcast every loop observes.
 
@@ -13,5 +14,6 @@ pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod records;
+pub mod security;
 pub mod shutdown;
 pub mod telemetry;

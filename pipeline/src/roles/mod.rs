@@ -116,7 +116,9 @@ async fn spawn_http(
         .with_context(|| format!("cannot listen on {listen} (HUNTER_API_LISTEN)"))?;
     tracing::info!(address = %listener.local_addr()?, "http listening");
     tasks.spawn(async move {
-        let result = axum::serve(listener, router)
+        // With the peer address: the API throttles wrong tokens per client (api/throttle.rs).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let result = axum::serve(listener, service)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
             .context("http server");

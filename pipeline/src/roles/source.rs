@@ -23,7 +23,10 @@
 //! that needs a person (expired or revoked refresh token, consent missing, public client flows
 //! off) suspends that tenant's polls, says what to run, and resumes by itself once
 //! `hunter auth login` has written a new token cache. A trigger that arrives while a poll is
-//! running is served by one follow-up poll (several are coalesced into it).
+//! running is served by one follow-up poll (several are coalesced into it). A trigger read more
+//! than one sync interval after it was requested is recorded as `expired` and not run: a
+//! backlog of old commands (a source that was disabled or down) never turns into a burst of
+//! polls, and the scheduled polls since have covered what it asked for.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,8 +158,18 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 drop(message);
                 match command_codec.decode(&payload).await {
                     Ok(command) if command.kind == Command::SYNC_NOW => {
+                        let expired = trigger_expired(&command, settings.sync.interval);
                         for (name, queue) in &triggers {
-                            if command.tenant.as_deref().is_none_or(|t| t == name) {
+                            if let Some(reason) = expired.as_deref()
+                                && command.tenant.as_deref().is_none_or(|t| t == name)
+                            {
+                                tracing::warn!(tenant = %name, task_id = %command.command_id, "{reason}");
+                                let mut run = SyncRun::started(&command.command_id, name, "manual");
+                                run.status = "expired".into();
+                                run.finished_at = Some(Timestamp::now());
+                                run.error_message = Some(reason.to_owned());
+                                publish_run_logged(&outputs, &run).await;
+                            } else if command.tenant.as_deref().is_none_or(|t| t == name) {
                                 tracing::info!(tenant = %name, task_id = %command.command_id, "sync requested");
                                 // A full queue means many triggers are pending: one more adds nothing.
                                 let _ = queue.try_send(Trigger { command_id: command.command_id.clone() });
@@ -625,6 +638,23 @@ async fn poll(
         .record(started.elapsed().as_secs_f64());
     publish_run_logged(outputs, &run).await;
     failed
+}
+
+/// Why a sync trigger is too old to run: read more than one sync `interval` after it was
+/// requested (see the module docs); `None` when it may run.
+fn trigger_expired(command: &Command, interval: Duration) -> Option<String> {
+    let age_micros = Timestamp::now()
+        .micros()
+        .saturating_sub(command.requested_at.micros());
+    let limit = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
+    (age_micros > limit).then(|| {
+        format!(
+            "sync trigger expired: requested {} s ago, longer than the sync interval of {} s \
+             (HUNTER_SYNC_INTERVAL_SECS); not run, the scheduled polls cover it",
+            age_micros / 1_000_000,
+            interval.as_secs()
+        )
+    })
 }
 
 /// Polls in a row that failed on Kafka before the source gives up on its Kafka clients.

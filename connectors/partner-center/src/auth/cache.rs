@@ -59,10 +59,14 @@ impl TokenCacheFile {
         })
     }
 
-    /// Writes the cache atomically with mode 0600, creating the parent directory if needed.
+    /// Writes the cache atomically with mode 0600, creating missing parent directories with
+    /// mode 0700 (the default lives in a per-user state directory no one else may list).
     pub fn save(&self, path: &Path) -> Result<(), AuthError> {
         let json = serde_json::to_vec_pretty(self)
             .map_err(|error| cache_error(path, io::Error::other(error.to_string())))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent).map_err(|source| cache_error(path, source))?;
+        }
         write_atomically(path, &json).map_err(|source| cache_error(path, source))
     }
 }
@@ -131,6 +135,22 @@ fn private_create_new(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
+/// Creates `dir` and its missing parents with mode 0700; existing directories are left as
+/// they are (an operator's choice).
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {
     // Makes the rename itself durable.
@@ -194,6 +214,17 @@ mod tests {
         // No temp files left behind.
         let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1);
+        // The directory it created is private.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o700);
+        }
     }
 
     #[test]

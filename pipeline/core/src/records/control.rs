@@ -11,7 +11,9 @@ pub struct SyncRun {
     pub tenant: String,
     /// `schedule`, `manual` or `startup`.
     pub trigger: String,
-    /// `running`, `succeeded`, `failed` or `skipped`.
+    /// `running`, `succeeded`, `failed`, `coalesced` (served by the run in `coalesced_into`) or
+    /// `expired` (a manual trigger read more than one sync interval after it was requested: not
+    /// run).
     pub status: String,
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,

@@ -1,9 +1,14 @@
 //! The HTTP API: leads and referrals from ClickHouse, the "sync now" trigger and the sync
 //! status, health, metrics, the OpenAPI document and the web page.
 //!
-//! Access: every `/api/v1` route requires `Authorization: Bearer <token>`, compared in
-//! constant time. `HUNTER_API_TOKEN` is the admin token (every route); the optional
-//! `HUNTER_API_READ_TOKEN` may call the `GET` routes only (403 on the sync trigger). Errors are
+//! Access: every `/api/v1` route requires `Authorization: Bearer <token>` (the scheme in any
+//! case, RFC 6750), compared in constant time. `HUNTER_API_TOKEN` is the admin token (every
+//! route); the optional `HUNTER_API_READ_TOKEN` may call the `GET` routes only (403 on the sync
+//! trigger). Wrong tokens are throttled per client address (`throttle.rs`: 429 with
+//! `Retry-After` past 10 a minute). `/readyz` names a failing component with a short class,
+//! never the error text (which can hold users and hosts). Every response carries
+//! `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and a Content-Security-
+//! Policy without `unsafe-inline` (the page's script and style are files of their own). Errors are
 //! JSON `{"error": {"code", "message"}}` (plus `"parameter"` when one query parameter is at
 //! fault). CORS is closed unless `HUNTER_API_CORS_ORIGINS` lists origins; request bodies are
 //! limited to [`BODY_LIMIT_BYTES`] and requests to `HUNTER_API_REQUEST_TIMEOUT_SECS`.
@@ -15,12 +20,14 @@ mod cache;
 mod leads;
 mod openapi;
 mod sync;
+mod throttle;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -38,8 +45,18 @@ use serde::Serialize;
 use super::Context;
 
 /// The web page, compiled into the binary: it asks for the token once (kept in the browser
-/// session) and calls the same API.
+/// session) and calls the same API. Its script and style are files of their own, so the
+/// Content-Security-Policy needs no `unsafe-inline`.
 const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const APP_CSS: &str = include_str!("../web/app.css");
+
+/// The page's policy: its own script, style and API only; no frames, no plugins, no inline code.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; \
+    frame-ancestors 'none'";
+/// Every other response (JSON, metrics, scripts) renders nothing and may be framed by no one.
+const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// Largest request body accepted (the API takes no large bodies).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -59,6 +76,10 @@ pub(crate) struct ApiState {
     issued_tasks: sync::IssuedTasks,
     /// Lead pages served again for `HUNTER_API_CACHE_MS` (see `cache.rs`).
     pages: Arc<cache::PageCache>,
+    /// The queued manual trigger that further triggers join (see `sync.rs`).
+    pending_trigger: tokio::sync::Mutex<Option<sync::PendingTrigger>>,
+    /// Wrong tokens per client address (see `throttle.rs`).
+    auth_failures: throttle::AuthThrottle,
 }
 
 /// What the presented token may do.
@@ -92,6 +113,8 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         settings: context.settings.clone(),
         issued_tasks: sync::IssuedTasks::default(),
         pages: Arc::new(cache::PageCache::new(settings.api.cache_ttl)),
+        pending_trigger: tokio::sync::Mutex::new(None),
+        auth_failures: throttle::AuthThrottle::default(),
     });
     let timeout = settings.api.request_timeout;
     let mut api = Router::new()
@@ -118,8 +141,51 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
     let readiness = state.clone();
     Ok(telemetry::health_and_metrics_router()
         .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route(
+            "/app.js",
+            get(|| async { static_file("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { static_file("text/css; charset=utf-8", APP_CSS) }),
+        )
         .route("/readyz", get(move || readyz(readiness.clone())))
-        .nest("/api/v1", api.with_state(state)))
+        .nest("/api/v1", api.with_state(state))
+        .layer(middleware::from_fn(security_headers)))
+}
+
+/// A file of the web page, revalidated on every load so a new binary's page is never mixed
+/// with an old script.
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The headers every response carries (see the module docs).
+async fn security_headers(request: Request, next: Next) -> Response {
+    let page = request.uri().path() == "/";
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(if page { PAGE_CSP } else { DEFAULT_CSP }),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// CORS for the configured origins only: `GET`/`POST` with the `Authorization` header.
@@ -268,7 +334,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_parameter`, `unauthenticated`, `forbidden`,
     /// `not_found`, `payload_too_large`, `timeout`, `clickhouse_unavailable`,
-    /// `query_limit_exceeded`, `broker_unavailable`.
+    /// `query_limit_exceeded` (503: ClickHouse stopped the question at the API's limits),
+    /// `broker_unavailable`, `sync_disabled` (409: HUNTER_PARTNER_CENTER_ENABLED is false),
+    /// `too_many_failed_attempts` (429 with Retry-After: too many wrong tokens from this address).
     code: String,
     message: String,
     /// The query parameter at fault, for `invalid_parameter`.
@@ -319,6 +387,16 @@ impl ApiState {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 6750 section 2.1, RFC 9110 section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
 async fn require_token(
     State(state): State<Arc<ApiState>>,
     request: Request,
@@ -328,8 +406,7 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     let Some(presented) = presented else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -339,12 +416,46 @@ async fn require_token(
         .into_response();
     };
     match state.access(presented) {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the bearer token is not valid",
-        )
-        .into_response(),
+        None => {
+            // Only wrong tokens cost (see throttle.rs); without the peer address (a router
+            // served without connect info, as in unit tests) nothing is throttled.
+            let client = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| address.ip());
+            let throttled = client.and_then(|client| {
+                state
+                    .auth_failures
+                    .failure(client, Instant::now())
+                    .err()
+                    .map(|retry_after| (client, retry_after))
+            });
+            match throttled {
+                Some((client, retry_after)) => {
+                    tracing::warn!(%client, retry_after_secs = retry_after.as_secs(), "wrong api tokens throttled");
+                    let mut response = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_failed_attempts",
+                        format!(
+                            "too many wrong tokens from this address; try again in {} s",
+                            retry_after.as_secs()
+                        ),
+                    )
+                    .into_response();
+                    response.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(retry_after.as_secs()),
+                    );
+                    response
+                }
+                None => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the bearer token is not valid",
+                )
+                .into_response(),
+            }
+        }
         Some(Access::Read) if !matches!(*request.method(), Method::GET | Method::HEAD) => {
             ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -402,10 +513,12 @@ async fn limit_and_time(timeout: Duration, request: Request, next: Next) -> Resp
     response
 }
 
-/// `/readyz`: 200 when the broker and ClickHouse answer, else 503 naming what does not.
+/// `/readyz`: 200 when the broker and ClickHouse answer, else 503 naming what does not with a
+/// short class (`timeout`, `unreachable`, `auth_failed`, `error`). The error itself can name
+/// users, hosts and paths: it goes to the log, never to this unauthenticated answer.
 async fn readyz(state: Arc<ApiState>) -> Response {
     let clickhouse = async {
-        tokio::time::timeout(
+        match tokio::time::timeout(
             Duration::from_secs(3),
             state
                 .clickhouse
@@ -414,8 +527,11 @@ async fn readyz(state: Arc<ApiState>) -> Response {
                 .fetch_one::<u8>(),
         )
         .await
-        .map_err(|_| "no answer within 3 s".to_owned())
-        .and_then(|result| result.map(|_| ()).map_err(|error| error.to_string()))
+        {
+            Err(_) => Err(("timeout", "no answer within 3 s".to_owned())),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err((clickhouse_class(&error), error.to_string())),
+        }
     };
     let producer = state.producer.clone();
     let broker = async move {
@@ -425,20 +541,26 @@ async fn readyz(state: Arc<ApiState>) -> Response {
                 .client()
                 .fetch_metadata(None, Duration::from_secs(3))
                 .map(|_| ())
-                .map_err(|error| error.to_string())
+                .map_err(|error| (kafka_class(&error), error.to_string()))
         })
         .await
-        .unwrap_or_else(|error| Err(error.to_string()))
+        .unwrap_or_else(|error| Err(("error", error.to_string())))
     };
     let (clickhouse, broker) = tokio::join!(clickhouse, broker);
-    let verdict = |result: &Result<(), String>| match result {
-        Ok(()) => "ok".to_owned(),
-        Err(error) => error.clone(),
+    let verdict = |component: &str, result: &Result<(), (&'static str, String)>| match result {
+        Ok(()) => "ok",
+        Err((class, detail)) => {
+            tracing::warn!(component, class, error = %hunter_core::security::redact_url_passwords(detail), "readiness check failed");
+            class
+        }
     };
     let ready = clickhouse.is_ok() && broker.is_ok();
     let body = serde_json::json!({
         "ready": ready,
-        "checks": { "clickhouse": verdict(&clickhouse), "broker": verdict(&broker) },
+        "checks": {
+            "clickhouse": verdict("clickhouse", &clickhouse),
+            "broker": verdict("broker", &broker),
+        },
     });
     let status = if ready {
         StatusCode::OK
@@ -448,9 +570,60 @@ async fn readyz(state: Arc<ApiState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A short, stable class of a ClickHouse error for `/readyz`.
+fn clickhouse_class(error: &clickhouse::error::Error) -> &'static str {
+    use clickhouse::error::Error;
+    match error {
+        Error::Network(_) => "unreachable",
+        Error::TimedOut => "timeout",
+        // Code 516 AUTHENTICATION_FAILED, 192 UNKNOWN_USER, 497 ACCESS_DENIED.
+        Error::BadResponse(text)
+            if [
+                "Code: 516",
+                "Code: 192",
+                "Code: 497",
+                "AUTHENTICATION_FAILED",
+            ]
+            .iter()
+            .any(|marker| text.contains(marker)) =>
+        {
+            "auth_failed"
+        }
+        _ => "error",
+    }
+}
+
+/// A short, stable class of a Kafka metadata error for `/readyz`.
+fn kafka_class(error: &rdkafka::error::KafkaError) -> &'static str {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match error.rdkafka_error_code() {
+        Some(Code::OperationTimedOut | Code::RequestTimedOut | Code::MessageTimedOut) => "timeout",
+        Some(Code::Authentication | Code::SaslAuthenticationFailed) => "auth_failed",
+        Some(
+            Code::BrokerTransportFailure
+            | Code::AllBrokersDown
+            | Code::Resolve
+            | Code::NetworkException
+            | Code::BrokerNotAvailable
+            | Code::SSL,
+        ) => "unreachable",
+        _ => "error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer_token, constant_time_eq};
+
+    #[test]
+    fn the_bearer_scheme_in_any_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "  BeArEr   abc  "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(value), None, "{value}");
+        }
+    }
 
     #[test]
     fn token_comparison() {

@@ -1,13 +1,21 @@
 //! The sync trigger and the sync status, read back from `sync_runs`.
 //!
 //! A trigger is a command on `hunter.commands.v1`; the source turns it into one run per tenant
-//! whose `run_id` is the command id (the `task_id` returned here), or records it as
-//! `coalesced` into a run that was due anyway. The sink writes runs to `sync_runs`, so a caller
-//! follows its task with `GET /sync/runs/{task_id}` until the state is final.
+//! whose `run_id` is the command id (the `task_id` returned here), records it as `coalesced`
+//! into a run that was due anyway, or as `expired` when it reached the source later than one
+//! sync interval after it was requested (the schedule has polled since; an old trigger is never
+//! run). The sink writes runs to `sync_runs`, so a caller follows its task with
+//! `GET /sync/runs/{task_id}` until the state is final.
+//!
+//! Limits: with `HUNTER_PARTNER_CENTER_ENABLED=false` the trigger is refused (409
+//! `sync_disabled`) instead of queueing a command no source reads. While a trigger this process
+//! queued has no run recorded yet (and is younger than the sync interval), further triggers join
+//! it and get its task id (`joined: true`) instead of queueing another command: at most one
+//! queued command per API process, however often callers press the button.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -25,9 +33,9 @@ use super::leads::rfc3339;
 use super::{ApiError, ApiState};
 use hunter_core::telemetry::names;
 
-/// Task ids handed out by this process, newest last (bounded).
+/// Task ids handed out by this process and when, newest last (bounded).
 #[derive(Default)]
-pub(crate) struct IssuedTasks(Mutex<VecDeque<String>>);
+pub(crate) struct IssuedTasks(Mutex<VecDeque<(String, Instant)>>);
 
 impl IssuedTasks {
     const CAPACITY: usize = 1000;
@@ -40,16 +48,31 @@ impl IssuedTasks {
         if tasks.len() == Self::CAPACITY {
             tasks.pop_front();
         }
-        tasks.push_back(task_id.to_owned());
+        tasks.push_back((task_id.to_owned(), Instant::now()));
     }
 
-    fn contains(&self, task_id: &str) -> bool {
+    /// When this process handed the task out, if it did.
+    fn issued_at(&self, task_id: &str) -> Option<Instant> {
         let tasks = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tasks.iter().any(|known| known == task_id)
+        tasks
+            .iter()
+            .find(|(known, _)| known == task_id)
+            .map(|(_, at)| *at)
     }
+
+    #[cfg(test)]
+    fn contains(&self, task_id: &str) -> bool {
+        self.issued_at(task_id).is_some()
+    }
+}
+
+/// The trigger this process queued last: further triggers join it while it waits.
+pub(crate) struct PendingTrigger {
+    task_id: String,
+    issued_at: Instant,
 }
 
 /// The trigger's answer.
@@ -58,21 +81,78 @@ pub struct SyncAccepted {
     success: bool,
     /// Follow it with `GET /sync/runs/{task_id}`.
     task_id: String,
+    /// True when a trigger was already queued and not yet picked up: this call joined it and
+    /// got its task id instead of queueing another.
+    #[serde(default)]
+    joined: bool,
+}
+
+/// A queued trigger no run has been recorded for after this long will never run: the source
+/// expires it (older than the interval when read) or is not running at all.
+fn queued_gives_up_after(state: &ApiState) -> Duration {
+    state.settings.sync.interval + state.settings.sync.poll_budget + Duration::from_secs(60)
+}
+
+/// Whether no run of `task_id` is recorded yet. When ClickHouse cannot say, the trigger counts
+/// as still queued: joining it is the safe side (no flood while the store is down).
+async fn still_queued(state: &ApiState, task_id: &str) -> bool {
+    let recorded = state
+        .clickhouse
+        .client()
+        .query("SELECT toUInt64(count()) FROM sync_runs WHERE run_id = ?")
+        .bind(task_id)
+        .fetch_one::<u64>()
+        .await;
+    match recorded {
+        Ok(count) => count == 0,
+        Err(error) => {
+            tracing::warn!(%error, task_id, "cannot tell whether the queued sync trigger started; joining it");
+            true
+        }
+    }
 }
 
 #[utoipa::path(
     post,
     path = "/partner-center/referrals/sync",
     responses(
-        (status = 202, description = "The sync was queued", body = SyncAccepted),
+        (status = 202, description = "The sync was queued, or joined the one already queued", body = SyncAccepted),
         (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
         (status = 403, description = "A read-only token", body = super::ErrorBody),
+        (status = 409, description = "The Partner Center source is disabled (HUNTER_PARTNER_CENTER_ENABLED=false): code sync_disabled", body = super::ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this address (Retry-After)", body = super::ErrorBody),
         (status = 503, description = "The broker did not take the trigger", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "sync"
 )]
 pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    if !state.settings.partner_center.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sync_disabled",
+            "the partner center source is disabled (HUNTER_PARTNER_CENTER_ENABLED=false), so no \
+             sync can run; set HUNTER_PARTNER_CENTER_ENABLED=true for the source and the api",
+        ));
+    }
+    // One trigger at a time: held while checking and queueing, so concurrent calls join.
+    let mut pending = state.pending_trigger.lock().await;
+    if let Some(queued) = pending.as_ref()
+        && queued.issued_at.elapsed() < state.settings.sync.interval
+        && still_queued(&state, &queued.task_id).await
+    {
+        metrics::counter!(names::API_SYNC_TRIGGERS_TOTAL).increment(1);
+        tracing::info!(task_id = %queued.task_id, "sync requested; joined the queued trigger");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(SyncAccepted {
+                success: true,
+                task_id: queued.task_id.clone(),
+                joined: true,
+            }),
+        )
+            .into_response());
+    }
     let command = Command {
         command_id: uuid::Uuid::new_v4().to_string(),
         kind: Command::SYNC_NOW.to_owned(),
@@ -103,6 +183,10 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
         .await
         .map_err(|(error, _)| unavailable(error.to_string()))?;
     state.issued_tasks.remember(&command.command_id);
+    *pending = Some(PendingTrigger {
+        task_id: command.command_id.clone(),
+        issued_at: Instant::now(),
+    });
     metrics::counter!(names::API_SYNC_TRIGGERS_TOTAL).increment(1);
     tracing::info!(task_id = %command.command_id, "sync requested");
     Ok((
@@ -110,6 +194,7 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
         Json(SyncAccepted {
             success: true,
             task_id: command.command_id,
+            joined: false,
         }),
     )
         .into_response())
@@ -143,7 +228,9 @@ pub struct RunView {
     tenant: String,
     /// schedule, startup, manual or sweep.
     trigger: String,
-    /// running, succeeded, failed or coalesced.
+    /// running, succeeded, failed, coalesced (served by the run in coalesced_into) or expired
+    /// (a trigger that reached the source later than one sync interval after it was requested:
+    /// not run).
     status: String,
     started_at: String,
     finished_at: Option<String>,
@@ -243,7 +330,7 @@ pub(crate) async fn status(
     // The latest real run per tenant (coalesced triggers are served by another run).
     let latest = client
         .query(
-            "SELECT ?fields FROM sync_runs FINAL WHERE status != 'coalesced' \
+            "SELECT ?fields FROM sync_runs FINAL WHERE status NOT IN ('coalesced', 'expired') \
              ORDER BY started_at DESC, row_version DESC LIMIT 1 BY tenant",
         )
         .fetch_all::<RunRow>();
@@ -386,8 +473,10 @@ pub(crate) async fn runs(
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     task_id: String,
-    /// queued (accepted, no run recorded yet), running, succeeded or failed (any tenant's
-    /// run failed). A coalesced trigger takes the state of the runs that served it.
+    /// queued (accepted, no run recorded yet), running, succeeded, failed (any tenant's run
+    /// failed) or expired (not run: it reached the source later than one sync interval after it
+    /// was requested, or no source picked it up at all). A coalesced trigger takes the state of
+    /// the runs that served it.
     state: String,
     /// Its runs, one per tenant; for a coalesced trigger, the runs that served it.
     runs: Vec<RunView>,
@@ -402,12 +491,20 @@ fn task_state(runs: &[RunRow], stale_after: Duration) -> &'static str {
     }
     let states: Vec<&str> = runs
         .iter()
-        .map(|run| tenant_state(Some(run), stale_after))
+        .map(|run| {
+            if run.status == "expired" {
+                "expired"
+            } else {
+                tenant_state(Some(run), stale_after)
+            }
+        })
         .collect();
     if states.contains(&"running") {
         "running"
     } else if states.contains(&"failed") {
         "failed"
+    } else if states.contains(&"expired") {
+        "expired"
     } else {
         "succeeded"
     }
@@ -445,7 +542,8 @@ pub(crate) async fn run(
     let own = fetch(vec![task_id.clone()])
         .await
         .map_err(ApiError::clickhouse)?;
-    if own.is_empty() && !state.issued_tasks.contains(&task_id) {
+    let issued_at = state.issued_tasks.issued_at(&task_id);
+    if own.is_empty() && issued_at.is_none() {
         return Err(ApiError::not_found("task"));
     }
     let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) =
@@ -462,6 +560,11 @@ pub(crate) async fn run(
     // Coalesced records whose serving run is not recorded yet still count as pending work.
     let state_name = if runs.is_empty() && !coalesced.is_empty() {
         "running"
+    } else if runs.is_empty()
+        && issued_at.is_some_and(|at| at.elapsed() > queued_gives_up_after(&state))
+    {
+        // Nothing picked it up in time (no source running?): it will never run.
+        "expired"
     } else {
         task_state(&runs, stale)
     };
@@ -515,6 +618,11 @@ mod tests {
             "failed"
         );
         assert_eq!(task_state(&[run("succeeded", 5)], stale), "succeeded");
+        assert_eq!(task_state(&[run("expired", 5)], stale), "expired");
+        assert_eq!(
+            task_state(&[run("expired", 5), run("running", 1)], stale),
+            "running"
+        );
     }
 
     #[test]

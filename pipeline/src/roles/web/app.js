@@ -1,0 +1,200 @@
+// The web page's script: a file of its own so the Content-Security-Policy needs no unsafe-inline.
+// Everything the API returns is shown with textContent, never as HTML.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const token = () => sessionStorage.getItem("hunter-token");
+let nextCursor = null;
+let loading = 0;
+
+function toast(text, kind) {
+  const t = $("toast"); t.textContent = text; t.className = kind;
+  clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.className = ""; }, 6000);
+}
+async function api(path, options = {}) {
+  const response = await fetch("/api/v1" + path, { ...options, headers: { Authorization: "Bearer " + token() } });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) { sessionStorage.removeItem("hunter-token"); show(); throw new Error("the token was refused"); }
+  if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
+  return body;
+}
+function cell(text, className) { const td = document.createElement("td"); td.textContent = text ?? ""; if (className) td.className = className; return td; }
+function when(text) { return text ? text.replace("T", " ").replace("Z", "").slice(0, 16) : ""; }
+function money(value, currency) { return value == null ? "" : value.toLocaleString(undefined, { maximumFractionDigits: 2 }) + (currency ? " " + currency : ""); }
+function ago(text) {
+  if (!text) return "never";
+  const s = Math.max(0, (Date.now() - Date.parse(text)) / 1000);
+  return s < 90 ? Math.round(s) + " s ago" : s < 5400 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
+}
+function filterQuery() {
+  const params = new URLSearchParams();
+  for (const element of $("filters").elements) {
+    const value = element.value.trim();
+    if (element.name === "country" && value.length !== 2) continue;
+    if (element.name && value) params.set(element.name, value);
+  }
+  return params;
+}
+async function load(append = false) {
+  const params = filterQuery();
+  params.set("limit", "50");
+  if (append && nextCursor) params.set("cursor", nextCursor);
+  const ticket = ++loading;
+  const body = await api("/leads?" + params);
+  if (ticket !== loading) return;  // a newer filter won
+  const rows = $("rows");
+  if (!append) rows.replaceChildren();
+  for (const lead of body.items) {
+    const tr = document.createElement("tr");
+    tr.dataset.leadId = lead.lead_id;
+    const status = cell(""); const badge = document.createElement("span");
+    badge.className = "badge " + (lead.status || ""); badge.textContent = lead.status || ""; status.append(badge);
+    tr.append(cell(when(lead.updated_at)), cell(lead.name), status, cell(lead.substatus),
+              cell(money(lead.deal_value, lead.currency), "num"), cell(money(lead.deal_value_usd, "USD"), "num"),
+              cell(lead.company_name), cell(lead.company_domain), cell(lead.email_provider), cell(lead.score, "num"));
+    tr.addEventListener("click", () => openDetail(lead.lead_id));
+    rows.append(tr);
+  }
+  if (!rows.children.length) {
+    const tr = document.createElement("tr"); const td = cell("No leads match these filters.", "empty"); td.colSpan = 10; tr.append(td); rows.append(tr);
+  }
+  nextCursor = body.next_cursor || null;
+  $("more").hidden = !nextCursor;
+  const shown = rows.querySelectorAll("tr[data-lead-id]").length;
+  $("summary").textContent = `${shown} of ${body.total} leads`;
+}
+function reload() { return load(false).catch((e) => toast("Could not load leads: " + e.message, "error")); }
+
+function fill(dl, pairs) {
+  dl.replaceChildren();
+  for (const [label, value] of pairs) {
+    if (value == null || value === "" || (Array.isArray(value) && !value.length)) continue;
+    const dt = document.createElement("dt"); dt.textContent = label;
+    const dd = document.createElement("dd"); dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
+    dl.append(dt, dd);
+  }
+}
+async function openDetail(id) {
+  try {
+    const [detail, referral] = await Promise.all([
+      api("/leads/" + encodeURIComponent(id)),
+      api("/referrals/" + encodeURIComponent(id)).catch(() => null),
+    ]);
+    const lead = detail.lead;
+    $("detail-title").textContent = lead.name || lead.company_name || lead.lead_id;
+    fill($("detail-lead"), [
+      ["Lead id", lead.lead_id], ["Status", lead.status], ["Substatus", lead.substatus], ["Previous status", lead.previous_status],
+      ["Company", lead.company_name], ["Domain", lead.company_domain], ["Mail provider", lead.email_provider],
+      ["Country", lead.country], ["Size", lead.size_band], ["Deal value", money(lead.deal_value, lead.currency)],
+      ["USD value", money(lead.deal_value_usd, "USD")], ["Score", lead.score], ["Priority", lead.priority],
+      ["Qualification", lead.qualification], ["Direction", lead.direction], ["Type", lead.referral_type],
+      ["Products", lead.products], ["Solutions", lead.solutions], ["Tenant", lead.tenant],
+      ["Created", when(lead.created_at)], ["Updated", when(lead.updated_at)],
+    ]);
+    if (referral) {
+      const r = referral.referral || {};
+      const customer = r.customerProfile || {};
+      const contact = (customer.team || [])[0] || {};
+      fill($("detail-referral"), [
+        ["Name", r.name], ["Engagement", r.engagementId], ["Customer", customer.name],
+        ["Contact", [contact.firstName, contact.lastName].filter(Boolean).join(" ")], ["Contact email", contact.email],
+        ["Status reason", r.statusReason], ["Fetched", when(referral.fetched_at)],
+      ]);
+      $("detail-raw").textContent = JSON.stringify(r, null, 2);
+    } else {
+      fill($("detail-referral"), [["Referral", "not stored yet"]]);
+      $("detail-raw").textContent = "";
+    }
+    const history = $("detail-history"); history.replaceChildren();
+    for (const version of detail.history) {
+      const tr = document.createElement("tr");
+      tr.append(cell(version.version), cell(when(version.updated_at)), cell(version.status), cell(version.substatus), cell(version.change_type), cell(version.score, "num"));
+      history.append(tr);
+    }
+    $("detail").showModal();
+  } catch (e) { toast("Could not open the lead: " + e.message, "error"); }
+}
+
+function showSyncState(state, text) {
+  $("sync-status").dataset.state = state;
+  $("sync-status-text").textContent = text;
+}
+async function refreshStatus() {
+  if (following) return;
+  try {
+    const status = await api("/partner-center/sync/status");
+    const last = status.tenants.map((t) => t.last_success_at).filter(Boolean).sort().pop();
+    const failed = status.tenants.find((t) => t.state === "failed");
+    const text = !status.enabled ? "sync disabled"
+      : status.state === "running" ? "syncing…"
+      : failed ? "sync failed: " + ((failed.last_run && failed.last_run.error_message) || "see the runs")
+      : "synced " + ago(last);
+    showSyncState(status.state, text);
+  } catch (e) { showSyncState("unknown", "sync status unavailable"); }
+}
+let following = null;
+async function follow(taskId) {
+  following = taskId;
+  const started = Date.now();
+  try {
+    while (Date.now() - started < 180000) {
+      const task = await api("/sync/runs/" + encodeURIComponent(taskId)).catch(() => ({ state: "queued", runs: [] }));
+      if (task.state === "expired") {
+        // The source picked the trigger up too late (longer than the sync interval): not run.
+        showSyncState("failed", "sync trigger expired");
+        toast("Sync expired: the trigger waited longer than the sync interval and was not run; the schedule has synced since", "error");
+        return;
+      }
+      if (task.state === "succeeded" || task.state === "failed") {
+        const fetched = task.runs.reduce((n, r) => n + r.fetched, 0);
+        const published = task.runs.reduce((n, r) => n + r.published, 0);
+        if (task.state === "succeeded") {
+          showSyncState("idle", "synced just now");
+          toast(`Sync finished: ${fetched} referral${fetched === 1 ? "" : "s"} read, ${published} new version${published === 1 ? "" : "s"}`, "ok");
+        } else {
+          const failed = task.runs.find((r) => r.status === "failed") || {};
+          showSyncState("failed", "sync failed");
+          toast("Sync failed: " + (failed.error_message || failed.error_class || "unknown error"), "error");
+        }
+        reload();
+        return;
+      }
+      showSyncState(task.state, task.state === "queued" ? "sync queued…" : "syncing…");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    toast("The sync is still running; its status updates here when it ends", "error");
+  } finally {
+    following = null;
+    $("sync").disabled = false;
+    refreshStatus();
+  }
+}
+$("sync").addEventListener("click", async () => {
+  $("sync").disabled = true;
+  try {
+    const body = await api("/partner-center/referrals/sync", { method: "POST" });
+    toast((body.joined ? "Sync already queued (task " : "Sync started (task ") + body.task_id.slice(0, 8) + ")", "ok");
+    showSyncState("queued", "sync queued…");
+    follow(body.task_id);
+  } catch (e) {
+    toast("Sync failed to start: " + e.message, "error");
+    $("sync").disabled = false;
+  }
+});
+
+function show() {
+  const signedIn = !!token();
+  $("login").hidden = signedIn; $("app").hidden = !signedIn;
+  if (signedIn) { reload(); refreshStatus(); }
+}
+$("token-form").addEventListener("submit", (e) => { e.preventDefault(); sessionStorage.setItem("hunter-token", $("token").value.trim()); show(); });
+$("sign-out").addEventListener("click", () => { sessionStorage.removeItem("hunter-token"); show(); });
+let typing;
+$("filters").addEventListener("input", (e) => {
+  clearTimeout(typing);
+  typing = setTimeout(reload, e.target.tagName === "SELECT" ? 0 : 300);
+});
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); reload(); });
+$("more").addEventListener("click", () => load(true).catch((e) => toast(e.message, "error")));
+$("detail-close").addEventListener("click", () => $("detail").close());
+setInterval(() => { if (token()) refreshStatus(); }, 10000);
+show();
