@@ -8,10 +8,12 @@
 //! - [`kafka`]: topic names, producer/consumer settings, topic creation, dead-letter headers.
 //! - [`telemetry`]: logging, the metric catalogue, `/healthz` and `/metrics`.
 //! - [`shutdown`]: the stop broadcast every loop observes.
+//! - [`size`]: the record-size policy (compression, limits, cutting oversize referrals).
 
 pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod records;
 pub mod shutdown;
+pub mod size;
 pub mod telemetry;
