@@ -22,8 +22,13 @@
 //! `refused`). A reference that is itself refused is a real Kafka problem and fails as one.
 
 use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
 use serde::Serialize;
+
+use crate::kafka::DeadLetter;
 
 /// `compression.type` of every producer. librdkafka has lz4 built in (zstd is not compiled
 /// into Hunter's librdkafka); lz4 costs little CPU and every Kafka client reads it.
@@ -273,6 +278,67 @@ impl Reference {
     pub fn to_json(&self) -> String {
         serde_json::json!({ "reference": self }).to_string()
     }
+}
+
+/// Produces a dead letter: `payload` (and `key`) with `letter`'s headers. When Kafka refuses it
+/// for what it is (a record too large for the dead-letter topic), produces `reference` in its
+/// place, with the refusal added to the reason; the original stays where `reference` says.
+/// Returns what was sent (`payload` or the reference) or the error of the last attempt.
+pub async fn send_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    letter: &DeadLetter<'_>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    reference: &Reference,
+) -> Result<DeadLettered, KafkaError> {
+    async fn send(
+        producer: &FutureProducer,
+        topic: &str,
+        key: Option<&[u8]>,
+        headers: OwnedHeaders,
+        payload: &[u8],
+    ) -> Result<(), KafkaError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .payload(payload)
+            .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+    match send(producer, topic, key, letter.headers(), payload).await {
+        Ok(()) => Ok(DeadLettered::Whole),
+        Err(error) if refused_record(&error).is_some() => {
+            let reason = format!(
+                "{}; kafka refused the {}-byte dead letter ({error}), so it carries a reference",
+                letter.error,
+                payload.len()
+            );
+            let letter = DeadLetter {
+                error: &reason,
+                ..letter.clone()
+            };
+            let reference = reference.to_json();
+            send(producer, topic, key, letter.headers(), reference.as_bytes())
+                .await
+                .map(|()| DeadLettered::Reference)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// What [`send_dead_letter`] sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLettered {
+    /// The record itself.
+    Whole,
+    /// A [`Reference`] in its place.
+    Reference,
 }
 
 /// At most [`REFERENCE_TEXT_MAX`] characters of `text`.

@@ -52,7 +52,6 @@ use hunter_partner_center::client::{ClientError, ClientSettings, PartnerCenterCl
 use hunter_partner_center::cursor::{self, Pager, Position, Published, Request};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio::sync::mpsc;
@@ -217,6 +216,7 @@ impl Tenant {
                 max_attempts: 6,
                 backoff_base: Duration::from_secs(2),
                 backoff_cap: Duration::from_secs(300),
+                max_body_bytes: ClientSettings::body_cap(pc.page_size),
             },
             tokens,
         )
@@ -905,9 +905,8 @@ async fn fit(
     Ok(Some((cut, payload)))
 }
 
-/// Dead-letters `payload` with its reason and class. When Kafka refuses the payload itself
-/// (a referral's whole JSON can be larger than a record may be), dead-letters `reference`
-/// instead, with the refusal added to the reason.
+/// Dead-letters `payload` with its reason and class; a reference in its place when Kafka
+/// refuses the payload itself (a referral's whole JSON can be larger than a record may be).
 async fn dead_letter(
     outputs: &Outputs,
     class: &'static str,
@@ -917,53 +916,30 @@ async fn dead_letter(
 ) -> Result<(), PollError> {
     tracing::warn!(class, error = %reason, "referral from the api dead-lettered");
     metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "source", "class" => class).increment(1);
-    let failed = |error: KafkaError| {
-        PollError::new(
-            "kafka",
-            format!("dead-lettering a referral failed: {error}"),
-        )
-    };
-    match send_dead_letter(outputs, class, reason, payload).await {
-        Ok(()) => Ok(()),
-        Err(error) if size::refused_record(&error).is_some() => {
-            let reason = format!(
-                "{reason}; kafka refused the {}-byte dead letter ({error}), so it carries a reference",
-                payload.len()
-            );
-            send_dead_letter(outputs, class, &reason, &reference.to_json())
-                .await
-                .map_err(failed)
-        }
-        Err(error) => Err(failed(error)),
-    }
-}
-
-async fn send_dead_letter(
-    outputs: &Outputs,
-    class: &'static str,
-    reason: &str,
-    payload: &str,
-) -> Result<(), KafkaError> {
-    let headers = DeadLetter {
+    let letter = DeadLetter {
         stage: "source",
         error: reason,
         error_class: class,
         original_topic: API_ORIGIN,
         original_partition: None,
         original_offset: None,
-    }
-    .headers();
-    outputs
-        .producer
-        .send(
-            FutureRecord::<(), str>::to(&outputs.topics.dlq)
-                .payload(payload)
-                .headers(headers),
-            Timeout::Never,
+    };
+    size::send_dead_letter(
+        &outputs.producer,
+        &outputs.topics.dlq,
+        &letter,
+        None,
+        payload.as_bytes(),
+        reference,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error| {
+        PollError::new(
+            "kafka",
+            format!("dead-lettering a referral failed: {error}"),
         )
-        .await
-        .map(|_| ())
-        .map_err(|(error, _)| error)
+    })
 }
 
 async fn publish_run_logged(outputs: &Outputs, run: &SyncRun) {
