@@ -50,7 +50,7 @@ fn notes(bytes: usize, seed: usize) -> String {
         state ^= state >> 7;
         state ^= state << 17;
         text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
-        text.push_str(if state % 9 == 0 { ". " } else { " " });
+        text.push_str(if state.is_multiple_of(9) { ". " } else { " " });
     }
     text.truncate(bytes);
     text

@@ -168,8 +168,11 @@ fn a_referral_written_before_truncation_existed_reads_as_whole() {
         panic!("a referral is a record");
     };
     record.retain(|(name, _)| name != "truncation");
-    let bytes =
-        apache_avro::to_avro_datum(&before, apache_avro::types::Value::Record(record)).unwrap();
+    let bytes = GenericDatumWriter::builder(&before)
+        .build()
+        .unwrap()
+        .write_value_to_vec(apache_avro::types::Value::Record(record))
+        .unwrap();
     let reader = GenericDatumReader::builder(&before).build().unwrap();
     let back: Referral = reader.read_deser(&mut bytes.as_slice()).unwrap();
     assert_eq!(back, referral);
