@@ -10,18 +10,33 @@
 //! 2. Records Kafka refuses for their size inside the processor and the sink (an undecodable
 //!    1.5 MB referral and lead, which their dead letters cannot carry): dead-lettered by
 //!    reference, and the stream goes on.
+//! 3. The limits agree on the real broker: `hunter migrate` sets the topics'
+//!    `max.message.bytes`, Hunter's producer sends the largest record it allows and refuses a
+//!    larger one as a refusal of that record; and the 900 KB referral's record sizes, whole and
+//!    cut, before and after lz4 (printed as `MEASURED`, quoted in `docs/record-size.md`).
 //!
 //! On `main` before the policy, (1) fails: the 900 KB referral's record is 1.8 MB, librdkafka
 //! refuses it (`MessageSizeTooLarge`), every poll fails as `kafka` and the third stops the
 //! process; (2) fails: the processor stops on its refused dead letter.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
+use hunter_core::codec::Codec;
+use hunter_core::config::Settings;
+use hunter_core::kafka;
 use hunter_core::records::{Ingest, Referral, SourceState};
-use hunter_core::size::{CUT_MARK, REFERRAL_RECORD_BUDGET};
-use hunter_e2e::{Deployment, generated_referrals, read_topic, wait_for};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use hunter_core::size::{
+    COMPRESSION, CUT_MARK, PRODUCER_MESSAGE_MAX_BYTES, REFERRAL_RECORD_BUDGET,
+    TOPIC_MAX_MESSAGE_BYTES, refused_record,
+};
+use hunter_e2e::{Deployment, generated_referrals, read_topic, run_hunter, wait_for};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
 use serde_json::{Value, json};
 
 const BIG_ID: &str = "00000000-0000-4000-8000-000000000b16";
@@ -295,7 +310,11 @@ async fn a_900_kb_referral_and_odd_ids_never_stop_the_source_nor_lose_the_others
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_kafka_refuses_in_the_processor_and_the_sink_are_dead_lettered_by_reference()
 -> anyhow::Result<()> {
-    let referrals = generated_referrals(6, 33)?;
+    let mut referrals = generated_referrals(6, 33)?;
+    // The sixth arrives later, as the newest: after the cursor of the first poll.
+    let now =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    referrals[5]["updatedDateTime"] = json!(now);
     let mut deployment = Deployment::new(&referrals[..5])?;
     deployment.run_all_until_leads(5).await?;
     let all = deployment.processes_len() - 1;
@@ -375,6 +394,159 @@ async fn records_kafka_refuses_in_the_processor_and_the_sink_are_dead_lettered_b
         "hunter run all stopped:\n{}",
         process.output()
     );
+    deployment.teardown().await;
+    Ok(())
+}
+
+/// librdkafka statistics of a producer, for the bytes it sent.
+#[derive(Clone, Default)]
+struct Stats(Arc<Mutex<Option<Statistics>>>);
+
+impl ClientContext for Stats {
+    fn stats(&self, statistics: Statistics) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
+    }
+}
+
+impl Stats {
+    fn sent(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |s| s.brokers.values().map(|b| b.txbytes).sum())
+    }
+}
+
+/// Bytes on the wire to send `payload` once with Hunter's compression (lz4), by librdkafka's
+/// statistics: the record's batch and its produce request.
+async fn sent_compressed(brokers: &str, topic: &str, payload: &[u8]) -> anyhow::Result<u64> {
+    let stats = Stats::default();
+    let producer: FutureProducer<Stats> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("compression.type", COMPRESSION)
+        .set("message.max.bytes", "10000000")
+        .set("statistics.interval.ms", "100")
+        .create_with_context(stats.clone())?;
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    // Statistics before and after, each at least one interval after the traffic it counts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = stats.sent();
+    producer
+        .send(
+            FutureRecord::to(topic).key("k").payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(error, _)| error)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(stats.sent() - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_sets_the_topic_limit_and_producers_refuse_only_what_is_over_their_own()
+-> anyhow::Result<()> {
+    let deployment = Deployment::new(&[])?;
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    anyhow::ensure!(ok, "hunter migrate failed:\n{output}");
+
+    // Every topic `hunter migrate` creates takes batches up to the policy's limit.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &deployment.stack.brokers)
+        .create()?;
+    let settings = Settings::from_sources(None, &deployment.env)?;
+    for spec in settings.kafka.topics().specs() {
+        let described = admin
+            .describe_configs(
+                [&ResourceSpecifier::Topic(&spec.name)],
+                &AdminOptions::new(),
+            )
+            .await?;
+        let resource = described
+            .into_iter()
+            .next()
+            .context("one resource")?
+            .map_err(|code| anyhow::anyhow!("describe {}: {code}", spec.name))?;
+        let limit = resource
+            .entries
+            .iter()
+            .find(|entry| entry.name == "max.message.bytes")
+            .and_then(|entry| entry.value.clone());
+        assert_eq!(
+            limit,
+            Some(TOPIC_MAX_MESSAGE_BYTES.to_string()),
+            "{}",
+            spec.name
+        );
+    }
+
+    // Hunter's producer sends what its limit allows, even incompressible, and refuses what is
+    // over it at once, as a refusal of the record (dead-lettered, never "kafka is failing").
+    let producer = kafka::producer(&settings.kafka, "hunter-oversize-test")?;
+    let topic = deployment.topic("hunter.dlq.v1");
+    let mut noise = vec![0u8; PRODUCER_MESSAGE_MAX_BYTES + 1];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for byte in &mut noise {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    let fits = &noise[..PRODUCER_MESSAGE_MAX_BYTES - 1024];
+    producer
+        .send(
+            FutureRecord::to(&topic).key("fits").payload(fits),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("the largest record was refused: {error}"))?;
+    let refused = producer
+        .send(
+            FutureRecord::to(&topic).key("over").payload(&noise),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| error);
+    let error = refused.expect_err("a record over message.max.bytes was sent");
+    assert_eq!(
+        refused_record(&error),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+        "{error}"
+    );
+    let read = read_topic(&deployment.stack.brokers, &topic, 1)?;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].0, fits, "the record read back is the one sent");
+
+    // The 900 KB referral: its record whole and cut, before and after compression.
+    let referrals = generated_referrals(10, 31)?;
+    let mut big = referrals[7].clone();
+    big["details"]["notes"] = json!(notes(900_000, 1));
+    let raw = big.to_string();
+    let whole = Referral::from_api_json(&raw, Ingest::default())?;
+    let codec = Codec::<Referral>::new(&topic, None);
+    let whole_record = codec.encode_single_object(&whole)?;
+    let measure = |r: &Referral| codec.encode_single_object(r).ok().map(|b| b.len());
+    let cut = whole
+        .cut_to_fit(REFERRAL_RECORD_BUDGET, whole_record.len(), measure)
+        .context("the 900 KB referral cuts to fit")?;
+    let cut_record = codec.encode_single_object(&cut)?;
+    let whole_sent = sent_compressed(&deployment.stack.brokers, &topic, &whole_record).await?;
+    let cut_sent = sent_compressed(&deployment.stack.brokers, &topic, &cut_record).await?;
+    eprintln!(
+        "MEASURED 900 KB referral: {} bytes of JSON; record whole {} bytes ({whole_sent} sent with \
+         {COMPRESSION}), cut {} bytes ({cut_sent} sent with {COMPRESSION})",
+        raw.len(),
+        whole_record.len(),
+        cut_record.len()
+    );
+    assert!(whole_record.len() > PRODUCER_MESSAGE_MAX_BYTES);
+    assert!(cut_record.len() <= REFERRAL_RECORD_BUDGET);
+    // Text compresses: lz4 sends notes in well under half their size.
+    assert!(whole_sent * 2 < whole_record.len() as u64, "{whole_sent}");
+    assert!(cut_sent * 2 < cut_record.len() as u64, "{cut_sent}");
     deployment.teardown().await;
     Ok(())
 }
