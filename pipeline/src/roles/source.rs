@@ -677,7 +677,7 @@ async fn poll_pages(
                 fetched_at,
                 sync_run_id: run_id.to_owned(),
             };
-            let referral = match Referral::from_api_json(raw.get(), ingest) {
+            let mut referral = match Referral::from_api_json(raw.get(), ingest) {
                 Ok(referral) => referral,
                 Err(error) => {
                     stamps.push(None);
@@ -713,7 +713,6 @@ async fn poll_pages(
                 .encode(&referral)
                 .await
                 .map_err(|e| PollError::new("encode", e.to_string()))?;
-            let mut referral = referral;
             if payload.len() > size::REFERRAL_RECORD_BUDGET {
                 match fit(outputs, &referral, payload.len()).await? {
                     Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
