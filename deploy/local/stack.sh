@@ -56,6 +56,10 @@ TOPICS=(
     "hunter.dlq.v1:1:"
 )
 
+# max.message.bytes of every topic: hunter_core::size::TOPIC_MAX_MESSAGE_BYTES, as `hunter migrate`
+# sets it (docs/record-size.md). tansu 0.6.0 stores it but does not enforce it.
+TOPIC_MAX_MESSAGE_BYTES=2097152
+
 COMPONENTS=(tansu clickhouse prometheus) # `down` stops them in reverse order
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -414,15 +418,19 @@ ensure_topics() {
             say "topic $name: exists"
             continue
         fi
+        local size="max.message.bytes=$TOPIC_MAX_MESSAGE_BYTES"
         if [[ -n "$policy" ]]; then
-            say "topic $name: creating ($partitions partition(s), cleanup.policy=$policy)"
-            if ! create_topic "$name" "$partitions" "cleanup.policy=$policy"; then
-                warn "topic $name: the broker refused cleanup.policy=$policy; creating it as a plain topic"
+            say "topic $name: creating ($partitions partition(s), cleanup.policy=$policy, $size)"
+            if ! create_topic "$name" "$partitions" "cleanup.policy=$policy" "$size"; then
+                warn "topic $name: the broker refused cleanup.policy=$policy or $size; creating it as a plain topic"
                 create_topic "$name" "$partitions" || die "cannot create topic $name"
             fi
         else
-            say "topic $name: creating ($partitions partition(s))"
-            create_topic "$name" "$partitions" || die "cannot create topic $name"
+            say "topic $name: creating ($partitions partition(s), $size)"
+            if ! create_topic "$name" "$partitions" "$size"; then
+                warn "topic $name: the broker refused $size; creating it as a plain topic"
+                create_topic "$name" "$partitions" || die "cannot create topic $name"
+            fi
         fi
     done
     existing=$(list_topics) || die "cannot list topics on $KAFKA_URL"

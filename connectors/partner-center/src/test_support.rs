@@ -82,6 +82,7 @@ impl Sim {
             max_attempts: 10,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
+            max_body_bytes: ClientSettings::body_cap(page_size),
         }
     }
 

@@ -93,6 +93,13 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
+        // The record-size policy (crate::size, docs/record-size.md): compressed batches, and
+        // records up to a fixed limit that the topics `hunter migrate` creates accept.
+        .set("compression.type", crate::size::COMPRESSION)
+        .set(
+            "message.max.bytes",
+            crate::size::PRODUCER_MESSAGE_MAX_BYTES.to_string(),
+        )
         .create()
 }
 
@@ -168,26 +175,43 @@ pub fn reader(
 }
 
 /// Creates the missing topics; existing ones are left alone. Compaction is requested through
-/// `cleanup.policy`; a broker that refuses the config gets the topic without it (and a warning).
+/// `cleanup.policy`, and every topic gets `max.message.bytes` from the record-size policy
+/// ([`crate::size::TOPIC_MAX_MESSAGE_BYTES`]); a broker that refuses these configs gets the
+/// topic without them (and a warning).
 pub async fn ensure_topics(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
 ) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let max_message_bytes = crate::size::TOPIC_MAX_MESSAGE_BYTES.to_string();
     for spec in specs {
-        let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1));
-        if spec.compacted {
-            topic = topic.set("cleanup.policy", "compact");
-        }
-        let mut result = admin.create_topics([&topic], &options).await?;
-        if spec.compacted
-            && let Some(Err((_, code))) = result.first()
-            && !matches!(code, RDKafkaErrorCode::TopicAlreadyExists)
-        {
-            tracing::warn!(topic = %spec.name, error = %code, "broker refused a compacted topic; creating it without cleanup.policy");
-            let plain = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1));
-            result = admin.create_topics([&plain], &options).await?;
+        // What to ask for, then what to fall back to when the broker refuses a config: first
+        // without max.message.bytes, then without compaction too.
+        let size = ("max.message.bytes", max_message_bytes.as_str());
+        let compact = ("cleanup.policy", "compact");
+        let attempts = if spec.compacted {
+            vec![vec![size, compact], vec![compact], vec![]]
+        } else {
+            vec![vec![size], vec![]]
+        };
+        let mut result = Vec::new();
+        for (index, configs) in attempts.iter().enumerate() {
+            let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1));
+            for (key, value) in configs {
+                topic = topic.set(key, value);
+            }
+            result = admin.create_topics([&topic], &options).await?;
+            match result.first() {
+                Some(Err((_, code)))
+                    if !matches!(code, RDKafkaErrorCode::TopicAlreadyExists)
+                        && index + 1 < attempts.len() =>
+                {
+                    let next: Vec<&str> = attempts[index + 1].iter().map(|(k, _)| *k).collect();
+                    tracing::warn!(topic = %spec.name, error = %code, "broker refused the topic with {configs:?}; trying with only {next:?}");
+                }
+                _ => break,
+            }
         }
         match result.first() {
             Some(Ok(_)) => {

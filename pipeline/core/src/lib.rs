@@ -9,6 +9,7 @@
 //! - [`security`]: token strength, plain-HTTP URLs, the state directory, URL redaction.
 //! - [`telemetry`]: logging, the metric catalogue, `/healthz` and `/metrics`.
 //! - [`shutdown`]: the stop broadcast every loop observes.
+//! - [`size`]: the record-size policy (compression, limits, cutting oversize referrals).
 
 pub mod codec;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod kafka;
 pub mod records;
 pub mod security;
 pub mod shutdown;
+pub mod size;
 pub mod telemetry;

@@ -12,12 +12,15 @@
 //!   assigned partitions before their first referral is processed, so a replayed version is
 //!   recognised as a repeat and produces no second lead;
 //! - a record that cannot be decoded or mapped goes to `hunter.dlq.v1` with its reason and
-//!   origin in headers; it never stops the stream;
+//!   origin in headers; it never stops the stream. A lead Kafka refuses for what it is (too
+//!   large, invalid) dead-letters its referral by reference (class `refused`), and a dead
+//!   letter Kafka refuses carries a reference to the original instead of its bytes
+//!   (`hunter_core::size`): neither stops the role;
 //! - enrichment never blocks the stream for longer than its DNS timeout, and runs for many
 //!   referrals at once (lookups overlap), while offsets still move in order.
 //!
-//! Failure modes: a produce that fails after librdkafka's own retries stops the role without
-//! storing the offset, so a restart replays it. The lead topic must have as many partitions as
+//! Failure modes: a produce that fails after librdkafka's own retries (for any reason but the
+//! record itself) stops the role without storing the offset, so a restart replays it. The lead topic must have as many partitions as
 //! the referral topic (checked at start), or the state of a partition could not be found.
 
 use std::pin::Pin;
@@ -31,6 +34,7 @@ use hunter_core::config::KafkaSettings;
 use hunter_core::kafka::{self, DeadLetter};
 use hunter_core::records::{Lead, Referral, Timestamp};
 use hunter_core::shutdown::Shutdown;
+use hunter_core::size::{self, Reference};
 use hunter_core::telemetry::names;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -234,6 +238,7 @@ async fn decide(
     };
     metrics::gauge!(names::PROCESSOR_DEDUPE_KEYS).set(versions.keys() as f64);
     let shared = shared.clone();
+    let (origin, referral_bytes) = (origin.to_owned(), payload.len());
     Box::pin(async move {
         // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
         let enrichment = shared
@@ -241,8 +246,9 @@ async fn decide(
             .enrich(&referral, previous_status.as_deref(), first)
             .await;
         apply(&mut lead, enrichment);
+        let mut outcome = "lead";
         let result = match shared.leads.encode(&lead).await {
-            Ok(bytes) => shared
+            Ok(bytes) => match shared
                 .producer
                 .send(
                     FutureRecord::to(&shared.leads_topic)
@@ -251,16 +257,46 @@ async fn decide(
                     Timeout::Never,
                 )
                 .await
-                .map(|_| ())
-                .map_err(|(error, _)| {
-                    anyhow::anyhow!("produce to {} failed: {error}", shared.leads_topic)
-                }),
+            {
+                Ok(_) => Ok(()),
+                // Kafka refuses this lead for what it is (too large, invalid): a fault of the
+                // record, not of Kafka. The referral that made it is dead-lettered by reference
+                // (it stays on its topic) and the stream moves on.
+                Err((error, _)) if size::refused_record(&error).is_some() => {
+                    outcome = "dead_letter";
+                    let reason = format!(
+                        "kafka refused the {}-byte lead made from this referral: {error}",
+                        bytes.len()
+                    );
+                    tracing::warn!(partition, offset, error = %reason, "referral dead-lettered");
+                    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "processor", "class" => "refused")
+                        .increment(1);
+                    let reference =
+                        Reference::of_record(&origin, partition, offset, referral_bytes);
+                    send_dead_letter(
+                        &shared,
+                        &origin,
+                        partition,
+                        offset,
+                        key.as_deref(),
+                        reference.to_json().as_bytes(),
+                        &reference,
+                        "refused",
+                        &reason,
+                    )
+                    .await
+                }
+                Err((error, _)) => Err(anyhow::anyhow!(
+                    "produce to {} failed: {error}",
+                    shared.leads_topic
+                )),
+            },
             Err(error) => Err(anyhow::anyhow!("lead does not fit its schema: {error}")),
         };
         Acked {
             partition,
             offset,
-            outcome: "lead",
+            outcome,
             result,
         }
     })
@@ -315,29 +351,22 @@ fn dead_letter(
     tracing::warn!(partition, offset, error = %reason, "referral dead-lettered");
     metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "processor", "class" => class)
         .increment(1);
-    let headers = DeadLetter {
-        stage: "processor",
-        error: &reason,
-        error_class: class,
-        original_topic: origin,
-        original_partition: Some(partition),
-        original_offset: Some(offset),
-    }
-    .headers();
     let shared = shared.clone();
+    let origin = origin.to_owned();
     Box::pin(async move {
-        let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&shared.dlq_topic)
-            .payload(&payload)
-            .headers(headers);
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        let result = shared
-            .producer
-            .send(record, Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| anyhow::anyhow!("dead-letter produce failed: {error}"));
+        let reference = Reference::of_record(&origin, partition, offset, payload.len());
+        let result = send_dead_letter(
+            &shared,
+            &origin,
+            partition,
+            offset,
+            key.as_deref(),
+            &payload,
+            &reference,
+            class,
+            &reason,
+        )
+        .await;
         Acked {
             partition,
             offset,
@@ -345,6 +374,42 @@ fn dead_letter(
             result,
         }
     })
+}
+
+/// Produces a dead letter with headers naming the stage, the error and where the record came
+/// from; a reference in its place when Kafka refuses the record itself (too large for the
+/// dead-letter topic).
+#[allow(clippy::too_many_arguments)]
+async fn send_dead_letter(
+    shared: &Shared,
+    origin: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    reference: &Reference,
+    class: &'static str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let letter = DeadLetter {
+        stage: "processor",
+        error: reason,
+        error_class: class,
+        original_topic: origin,
+        original_partition: Some(partition),
+        original_offset: Some(offset),
+    };
+    size::send_dead_letter(
+        &shared.producer,
+        &shared.dlq_topic,
+        &letter,
+        key,
+        payload,
+        reference,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))
 }
 
 fn acknowledge<C: ConsumerContext>(

@@ -20,7 +20,8 @@
 //!   spans, so a retried batch whose first attempt did reach a table is not written to it twice;
 //!   on older servers ReplacingMergeTree collapses such rows;
 //! - a record a table cannot take goes to the dead-letter topic (acknowledged before its offset
-//!   is stored) and never blocks the partition.
+//!   is stored) and never blocks the partition; one too large for the dead-letter topic is
+//!   dead-lettered by reference (`hunter_core::size`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,12 +33,12 @@ use hunter_core::codec::Codec;
 use hunter_core::kafka::{self, DeadLetter};
 use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
+use hunter_core::size::{self, Reference};
 use hunter_core::telemetry::names;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureProducer;
 
 use super::Context;
 
@@ -491,25 +492,20 @@ async fn dead_letter(
 ) -> anyhow::Result<()> {
     tracing::warn!(topic = origin, partition, offset, error = %reason, "record dead-lettered by the sink");
     metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "sink", "class" => class).increment(1);
-    let headers = DeadLetter {
+    let letter = DeadLetter {
         stage: "sink",
         error: reason,
         error_class: class,
         original_topic: origin,
         original_partition: Some(partition),
         original_offset: Some(offset),
-    }
-    .headers();
-    let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(dlq)
-        .payload(&payload)
-        .headers(headers);
-    if let Some(key) = &key {
-        record = record.key(key);
-    }
-    producer
-        .send(record, Timeout::Never)
+    };
+    // A record too large for the dead-letter topic is dead-lettered by reference (it stays on
+    // its topic): a fault of that record, which must not stop the stream.
+    let reference = Reference::of_record(origin, partition, offset, payload.len());
+    size::send_dead_letter(producer, dlq, &letter, key.as_deref(), &payload, &reference)
         .await
-        .map_err(|(error, _)| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
+        .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
     Ok(())
 }
 

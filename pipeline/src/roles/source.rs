@@ -13,8 +13,15 @@
 //! - a version already published (eTag, else updatedDateTime) is not published again; the
 //!   versions inside the overlap window are stored with the cursor, so a restart does not
 //!   republish them either;
-//! - a referral that cannot be read goes to the dead-letter topic with its raw JSON and the
-//!   reason; the poll goes on;
+//! - a referral that cannot be read (bad JSON, no or an odd id, over 1 MiB) goes to the
+//!   dead-letter topic with its raw JSON (or a reference, when Kafka refuses the whole JSON)
+//!   and the reason; the poll goes on;
+//! - the record-size policy (`hunter_core::size`, docs/record-size.md): a referral whose record
+//!   is over the budget is published with its long strings cut and marked, after a dead letter
+//!   saying so (class `truncated`), or dead-lettered by reference when no cut fits
+//!   (`oversize`); a record Kafka refuses for what it is (too large, invalid) is dead-lettered
+//!   by reference (`refused`). None of these fails the poll, so none counts toward the
+//!   "polls failed on Kafka, restart" rule;
 //! - tenants are independent: each has its own task, sign-in, cursor and metrics label.
 //!
 //! Failure modes: an API or broker error, or a poll over its time budget, ends the poll as
@@ -41,6 +48,7 @@ use hunter_core::records::{
     Command, Ingest, RecentVersion, Referral, SourceState, SyncRun, Timestamp,
 };
 use hunter_core::shutdown::Shutdown;
+use hunter_core::size::{self, Reference};
 use hunter_core::telemetry::names;
 use hunter_partner_center::auth::{AuthError, AuthSettings, TokenProvider, auth_status};
 use hunter_partner_center::client::{ClientError, ClientSettings, PartnerCenterClient};
@@ -221,6 +229,7 @@ impl Tenant {
                 max_attempts: 6,
                 backoff_base: Duration::from_secs(2),
                 backoff_cap: Duration::from_secs(300),
+                max_body_bytes: ClientSettings::body_cap(pc.page_size),
             },
             tokens,
         )
@@ -691,19 +700,27 @@ async fn poll_pages(
         let mut stamps = Vec::with_capacity(page.items.len());
         let mut deliveries = Vec::with_capacity(page.items.len());
         let mut fresh = Vec::with_capacity(page.items.len());
-        for raw in &page.items {
+        for (item, raw) in page.items.iter().enumerate() {
             counts.fetched += 1;
             let ingest = Ingest {
                 tenant: tenant.name.clone(),
                 fetched_at,
                 sync_run_id: run_id.to_owned(),
             };
-            let referral = match Referral::from_api_json(raw.get(), ingest) {
+            let mut referral = match Referral::from_api_json(raw.get(), ingest) {
                 Ok(referral) => referral,
                 Err(error) => {
                     stamps.push(None);
                     counts.dead_lettered += 1;
-                    dead_letter(outputs, raw.get(), &error.to_string()).await?;
+                    let reference = Reference::of_referral_json(raw.get());
+                    dead_letter(
+                        outputs,
+                        "invalid",
+                        &error.to_string(),
+                        raw.get(),
+                        &reference,
+                    )
+                    .await?;
                     continue;
                 }
             };
@@ -721,14 +738,27 @@ async fn poll_pages(
                 counts.skipped += 1;
                 continue;
             }
-            let payload = outputs
+            let mut payload = outputs
                 .referrals
                 .encode(&referral)
                 .await
                 .map_err(|e| PollError::new("encode", e.to_string()))?;
+            if payload.len() > size::REFERRAL_RECORD_BUDGET {
+                match fit(outputs, &referral, payload.len()).await? {
+                    Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
+                    None => {
+                        // Nothing to publish; the dead letter is the referral's handling, so
+                        // this version counts as done (no dead letter again on the next poll).
+                        counts.dead_lettered += 1;
+                        tenant.published.remember(referral.id, version, updated_at);
+                        continue;
+                    }
+                }
+            }
             let producer = outputs.producer.clone();
             let topic = outputs.topics.referrals.clone();
             let key = referral.id.clone();
+            let bytes = payload.len();
             deliveries.push(async move {
                 producer
                     .send(
@@ -739,19 +769,46 @@ async fn poll_pages(
                     .map(|_| ())
                     .map_err(|(error, _)| error)
             });
-            fresh.push((referral.id, version, updated_at));
+            fresh.push((referral.id, version, updated_at, item, bytes));
         }
         // Every record of the page acknowledged before the next page: bounded memory, and a
-        // failure stops the poll before the cursor could move.
-        for result in join_all(deliveries).await {
-            result.map_err(|error| {
-                PollError::new("kafka", format!("publishing a referral failed: {error}"))
-            })?;
-            counts.published += 1;
-        }
-        // Acknowledged: published for good, whatever happens to the rest of the poll.
-        for (id, version, updated_at) in fresh {
+        // failure stops the poll before the cursor could move. A record Kafka refuses for what
+        // it is (too large, invalid) is dead-lettered by reference: its fault, not Kafka's.
+        let mut failure = None;
+        for (result, (id, version, updated_at, item, bytes)) in
+            join_all(deliveries).await.into_iter().zip(fresh)
+        {
+            match result {
+                Ok(()) => counts.published += 1,
+                Err(error) if size::refused_record(&error).is_some() => {
+                    let reason = format!(
+                        "kafka refused the {bytes}-byte record of referral {id}: {error}; \
+                         the whole referral stays in partner center"
+                    );
+                    let reference = Reference::of_referral_json(page.items[item].get());
+                    dead_letter(
+                        outputs,
+                        "refused",
+                        &reason,
+                        &reference.to_json(),
+                        &reference,
+                    )
+                    .await?;
+                    counts.dead_lettered += 1;
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                    continue;
+                }
+            }
+            // Acknowledged (or dead-lettered): done for good, whatever happens to the rest.
             tenant.published.remember(id, version, updated_at);
+        }
+        if let Some(error) = failure {
+            return Err(PollError::new(
+                "kafka",
+                format!("publishing a referral failed: {error}"),
+            ));
         }
         pager
             .on_page(&stamps, page.next_link)
@@ -810,35 +867,108 @@ async fn poll_pages(
     Ok(())
 }
 
-async fn dead_letter(outputs: &Outputs, raw: &str, reason: &str) -> Result<(), PollError> {
-    tracing::warn!(error = %reason, "referral from the api dead-lettered");
-    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "source", "class" => "invalid")
-        .increment(1);
-    let headers = DeadLetter {
+/// A referral whose record is over [`size::REFERRAL_RECORD_BUDGET`] (`bytes`), cut to fit (see
+/// [`Referral::cut_to_fit`]) with its encoded record, after a dead letter saying what was cut
+/// (class `truncated`; the referral is still published). `None` when no cut fits: then the
+/// referral is dead-lettered by reference (class `oversize`) and not published.
+async fn fit(
+    outputs: &Outputs,
+    referral: &Referral,
+    bytes: usize,
+) -> Result<Option<(Referral, Vec<u8>)>, PollError> {
+    let budget = size::REFERRAL_RECORD_BUDGET;
+    let measure = |r: &Referral| {
+        outputs
+            .referrals
+            .encode_single_object(r)
+            .ok()
+            .map(|b| b.len())
+    };
+    let mut reference = Reference::of_referral_json(&referral.raw_json);
+    let Some(cut) = referral.cut_to_fit(budget, bytes, measure) else {
+        let reason = format!(
+            "referral {} makes a {bytes}-byte record, over the {budget}-byte budget, and cutting \
+             its long strings does not bring it under: dead-lettered by reference, the whole \
+             referral stays in partner center",
+            referral.id
+        );
+        dead_letter(
+            outputs,
+            "oversize",
+            &reason,
+            &reference.to_json(),
+            &reference,
+        )
+        .await?;
+        return Ok(None);
+    };
+    let payload = outputs
+        .referrals
+        .encode(&cut)
+        .await
+        .map_err(|e| PollError::new("encode", e.to_string()))?;
+    let fields = cut
+        .truncation
+        .as_ref()
+        .map(|t| (t.fields.clone(), t.kept_bytes))
+        .unwrap_or_default();
+    let reason = format!(
+        "referral {} makes a {bytes}-byte record, over the {budget}-byte budget: published as a \
+         {}-byte record with {} string(s) cut to {} bytes ({}); the whole referral stays in \
+         partner center",
+        referral.id,
+        payload.len(),
+        fields.0.len(),
+        fields.1,
+        size::list_fields(&fields.0, 10)
+    );
+    reference.truncated = fields.0;
+    dead_letter(
+        outputs,
+        "truncated",
+        &reason,
+        &reference.to_json(),
+        &reference,
+    )
+    .await?;
+    Ok(Some((cut, payload)))
+}
+
+/// Dead-letters `payload` with its reason and class; a reference in its place when Kafka
+/// refuses the payload itself (a referral's whole JSON can be larger than a record may be).
+async fn dead_letter(
+    outputs: &Outputs,
+    class: &'static str,
+    reason: &str,
+    payload: &str,
+    reference: &Reference,
+) -> Result<(), PollError> {
+    tracing::warn!(class, error = %reason, "referral from the api dead-lettered");
+    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "source", "class" => class).increment(1);
+    let letter = DeadLetter {
         stage: "source",
         error: reason,
-        error_class: "invalid",
+        error_class: class,
         original_topic: API_ORIGIN,
         original_partition: None,
         original_offset: None,
-    }
-    .headers();
-    outputs
-        .producer
-        .send(
-            FutureRecord::<(), str>::to(&outputs.topics.dlq)
-                .payload(raw)
-                .headers(headers),
-            Timeout::Never,
+    };
+    size::send_dead_letter(
+        &outputs.producer,
+        &outputs.topics.dlq,
+        &letter,
+        None,
+        payload.as_bytes(),
+        reference,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error| {
+        PollError::new(
+            "kafka",
+            format!("dead-lettering a referral failed: {error}"),
         )
-        .await
-        .map(|_| ())
-        .map_err(|(error, _)| {
-            PollError::new(
-                "kafka",
-                format!("dead-lettering a referral failed: {error}"),
-            )
-        })
+    })
 }
 
 async fn publish_run_logged(outputs: &Outputs, run: &SyncRun) {

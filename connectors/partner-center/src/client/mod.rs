@@ -20,6 +20,10 @@
 //!
 //! Page items are kept as the exact JSON text the service sent ([`RawValue`]): parsing into a
 //! model is the caller's business, so unknown or drifting fields are never lost here.
+//!
+//! Bodies are read as they arrive and never beyond a cap: a reply body larger than
+//! [`ClientSettings::max_body_bytes`] (by its `Content-Length`, or once the bytes read pass it)
+//! is a `decode` error naming the cap, not retried; error bodies are read up to 64 KiB.
 
 mod retry;
 
@@ -36,8 +40,14 @@ use uuid::Uuid;
 
 pub use retry::{MAX_RETRY_AFTER, Sleep, TokioSleep, backoff_delay, parse_retry_after};
 
+use hunter_core::records::Referral;
+use hunter_core::records::referral::check_id;
+
 use crate::auth::{AuthError, Secret, TokenProvider};
 use crate::telemetry;
+
+/// The most of an error reply's body that is read (only its start is reported).
+const ERROR_BODY_MAX: usize = 64 * 1024;
 
 /// The real service, up to `/v1.0/engagements`.
 pub const DEFAULT_API_URL: &str = "https://api.partner.microsoft.com/v1.0/engagements";
@@ -57,6 +67,24 @@ pub struct ClientSettings {
     pub backoff_base: Duration,
     /// Largest backoff ceiling.
     pub backoff_cap: Duration,
+    /// Bytes of a reply body read at most (see [`ClientSettings::body_cap`]); a larger body is
+    /// a `decode` error.
+    pub max_body_bytes: usize,
+}
+
+impl ClientSettings {
+    /// The body cap for pages of `page_size` referrals: room for a page of that many referrals
+    /// of the largest size Hunter accepts ([`Referral::MAX_JSON_BYTES`], 1 MiB), counting at
+    /// least 100 of them (the service's documented `$top` maximum, so a service that sends
+    /// full pages whatever was asked still fits), plus 1 MiB for the envelope: 101 MiB for
+    /// every page size up to 100. A page over it means referrals far beyond that size; a
+    /// smaller `HUNTER_PARTNER_CENTER_PAGE_SIZE` gives smaller pages.
+    pub fn body_cap(page_size: u32) -> usize {
+        let referrals = usize::try_from(page_size.max(100)).unwrap_or(usize::MAX);
+        referrals
+            .saturating_add(1)
+            .saturating_mul(Referral::MAX_JSON_BYTES)
+    }
 }
 
 impl Default for ClientSettings {
@@ -68,6 +96,7 @@ impl Default for ClientSettings {
             max_attempts: 6,
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(300),
+            max_body_bytes: Self::body_cap(100),
         }
     }
 }
@@ -131,7 +160,7 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A request this client will not send (bad settings, empty id).
+    /// A request this client will not send (bad settings, an empty or odd id).
     #[error("invalid request: {0}")]
     Invalid(String),
 }
@@ -338,6 +367,7 @@ impl PartnerCenterClient {
         if id.trim().is_empty() {
             return Err(ClientError::Invalid("referral id is empty".to_owned()));
         }
+        check_id(id).map_err(|what| ClientError::Invalid(format!("referral id {what}")))?;
         let mut url = self.collection_url.clone();
         url.path_segments_mut()
             .map_err(|()| ClientError::Invalid("api_url cannot have a path".to_owned()))?
@@ -492,7 +522,12 @@ impl PartnerCenterClient {
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let body = response.bytes().await;
+        let cap = if status.is_success() {
+            self.settings.max_body_bytes
+        } else {
+            ERROR_BODY_MAX
+        };
+        let body = read_capped(response, cap).await;
         telemetry::api_request_finished(
             endpoint,
             status.as_str(),
@@ -500,8 +535,18 @@ impl PartnerCenterClient {
             request_id.as_deref(),
             started.elapsed(),
         );
-        let body = body.map_err(ClientError::from_reqwest)?.to_vec();
+        let (body, complete) = body.map_err(ClientError::from_reqwest)?;
         if status.is_success() {
+            if !complete {
+                return Err(ClientError::Decode {
+                    message: format!(
+                        "the reply body is larger than its cap of {cap} bytes (a full page of \
+                         referrals of up to 1 MiB each); lower HUNTER_PARTNER_CENTER_PAGE_SIZE \
+                         for smaller pages"
+                    ),
+                    truncated: false,
+                });
+            }
             return Ok(Fetched { body, request_id });
         }
         Err(match status {
@@ -517,6 +562,29 @@ impl PartnerCenterClient {
             },
         })
     }
+}
+
+/// Reads a reply body as it arrives, at most `cap` bytes: the bytes read and whether that is the
+/// whole body. A `Content-Length` over the cap reads nothing; a body without one stops being
+/// read once it passes the cap. Memory stays bounded by the cap either way.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > cap as u64) {
+        return Ok((Vec::new(), false));
+    }
+    let mut body = Vec::with_capacity(announced.map_or(16 * 1024, |length| length as usize));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            let room = cap - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {

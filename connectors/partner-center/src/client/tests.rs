@@ -181,10 +181,66 @@ async fn get_referral_returns_the_exact_text_or_none() {
     assert_eq!(value, referrals[3]);
 
     assert!(client.get_referral("no-such-id").await.unwrap().is_none());
-    assert!(matches!(
-        client.get_referral(" ").await,
-        Err(ClientError::Invalid(_))
-    ));
+    for odd in [" ", "../referrals", "..", "a b", &"x".repeat(200)] {
+        assert!(
+            matches!(client.get_referral(odd).await, Err(ClientError::Invalid(_))),
+            "{odd:?} was requested"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_cap_is_a_decode_error_naming_the_cap_whether_announced_or_not() {
+    let referrals = generate_referrals(40, 17);
+    let sim = Sim::start(&referrals, |_| {}).await;
+    let (settings, _) = sim.sign_in().await;
+    let tokens = Arc::new(TokenProvider::new(settings));
+    let mut client_settings = sim.client_settings(40);
+    // A page of 40 generated referrals is tens of kB; 4 kB cannot hold it.
+    client_settings.max_body_bytes = 4096;
+    let client = PartnerCenterClient::new(client_settings, tokens.clone())
+        .unwrap()
+        .with_sleep(RecordingSleep::shared());
+    let over_cap = |error: &ClientError| {
+        matches!(error, ClientError::Decode { message, truncated: false }
+            if message.contains("cap of 4096 bytes") && message.contains("HUNTER_PARTNER_CENTER_PAGE_SIZE"))
+    };
+    // With a Content-Length (a plain reply): refused before reading, not retried.
+    let error = client.first_page(None).await.unwrap_err();
+    assert!(over_cap(&error), "{error:?}");
+    assert!(!error.is_retryable());
+    assert!(
+        error
+            .to_string()
+            .starts_with("partner center reply could not be decoded")
+    );
+    let stats = sim.stats().await;
+    assert_eq!(count(&stats, "referrals_list", 200), 1, "{stats}");
+
+    // Streamed without a Content-Length (the slow fault): stops reading once past the cap.
+    reqwest::Client::new()
+        .post(sim.url("/_simulator/faults?spec=slow:1"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let error = client.first_page(None).await.unwrap_err();
+    assert!(over_cap(&error), "{error:?}");
+
+    // The same page under a cap that holds it: read whole.
+    let mut roomy = sim.client_settings(40);
+    roomy.max_body_bytes = 1024 * 1024;
+    let client = PartnerCenterClient::new(roomy, tokens).unwrap();
+    assert_eq!(client.first_page(None).await.unwrap().items.len(), 40);
+}
+
+#[test]
+fn the_default_cap_holds_a_full_page_of_the_largest_referrals() {
+    let largest_page = 100 * Referral::MAX_JSON_BYTES;
+    assert!(ClientSettings::default().max_body_bytes > largest_page);
+    assert_eq!(ClientSettings::body_cap(10), ClientSettings::body_cap(100));
+    assert!(ClientSettings::body_cap(1000) > 1000 * Referral::MAX_JSON_BYTES);
 }
 
 #[tokio::test]

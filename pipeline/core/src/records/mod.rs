@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 pub use control::{Command, RecentVersion, SourceState, SyncRun};
 pub use lead::{Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
-pub use referral::{Ingest, Referral, ReferralParseError};
+pub use referral::{Ingest, Referral, ReferralParseError, Truncation};
 
 /// FNV-1a, 64 bits: a hash that stays the same across builds, platforms and Rust versions,
 /// for values that are persisted or compared between processes (version keys, checksums).

@@ -5,8 +5,14 @@
 //! writes the Avro record. Field names keep the API's camelCase wire keys. Every field but `id`
 //! is optional because the live API leaves any of them out; fields the schema does not know
 //! travel in `rawJson`, the referral exactly as received.
+//!
+//! Input bounds: a referral's JSON is at most [`Referral::MAX_JSON_BYTES`] and nests at most
+//! [`Referral::MAX_JSON_DEPTH`] levels; its id passes [`check_id`]. A referral whose record would
+//! exceed the record budget is cut with [`Referral::cut_to_fit`] (see `crate::size`).
 
 use serde::{Deserialize, Serialize};
+
+use crate::size::{CUT_STEPS, cut_long_strings};
 
 use super::lenient::{
     RawJson, Timestamp, customer_ids, list, opt_bool, opt_f64, opt_raw_json, opt_string,
@@ -20,10 +26,45 @@ pub enum ReferralParseError {
     Json(#[from] serde_json::Error),
     #[error("referral has no id")]
     MissingId,
+    #[error(
+        "referral id {0}: an id is 1 to {max} ASCII letters, digits, '-', '_' or '.' with at least one letter or digit",
+        max = MAX_ID_CHARS
+    )]
+    BadId(String),
     #[error("referral is {0} bytes of JSON; more than {max} is refused", max = Referral::MAX_JSON_BYTES)]
     TooLarge(usize),
     #[error("referral JSON nests deeper than {max} levels", max = Referral::MAX_JSON_DEPTH)]
     TooDeep,
+}
+
+/// The longest referral id accepted, in characters. Partner Center ids are GUIDs (36).
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Checks a referral id: 1 to [`MAX_ID_CHARS`] ASCII letters, digits, `-`, `_` or `.`, at least
+/// one of them a letter or digit (so never `.` or `..`). GUIDs, and the ids of every Microsoft
+/// API Hunter reads, pass; the id keys Kafka records, ClickHouse rows and API paths, so anything
+/// else (spaces, control characters, slashes, kilobytes of text) is refused. The error says
+/// what is wrong without quoting the id (it may be huge or unprintable).
+pub fn check_id(id: &str) -> Result<(), String> {
+    let chars = id.chars().count();
+    if chars > MAX_ID_CHARS {
+        return Err(format!("is {chars} characters long"));
+    }
+    if let Some((at, bad)) = id
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "has {bad:?} (U+{:04X}) at character {}",
+            u32::from(bad),
+            at + 1
+        ));
+    }
+    if !id.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return Err("has no letter or digit".to_owned());
+    }
+    Ok(())
 }
 
 /// Whether `raw` nests arrays and objects deeper than `max` (strings and escapes skipped).
@@ -134,10 +175,30 @@ pub struct Referral {
     #[serde(deserialize_with = "list")]
     pub registrations: Vec<Registration>,
     pub tracking_info: Option<TrackingInfo>,
-    /// The referral exactly as the API returned it.
+    /// The referral exactly as the API returned it (with the strings `truncation` names cut,
+    /// when it is set).
     pub raw_json: String,
     /// How Hunter received it; not part of the API resource.
     pub ingest: Ingest,
+    /// Set when the referral was over the record budget and published with long strings cut;
+    /// `None` (the default, and on every record written before it existed) when whole.
+    pub truncation: Option<Truncation>,
+}
+
+/// How a referral over the record budget was cut (`truncation` in `schemas/referral.avsc`).
+/// The cut strings end with ` [... truncated by Hunter: K of N bytes kept]` in `rawJson` and in
+/// the typed fields alike; the whole referral stays in Partner Center.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Truncation {
+    /// Bytes of the referral's JSON as the API returned it.
+    pub original_json_bytes: i64,
+    /// Bytes of the record the whole referral made (over the budget).
+    pub original_record_bytes: i64,
+    /// What each cut string kept at most, in bytes of JSON text.
+    pub kept_bytes: i64,
+    /// JSON Pointers (RFC 6901) into the original JSON of the strings that were cut.
+    pub fields: Vec<String>,
 }
 
 impl Referral {
@@ -162,9 +223,44 @@ impl Referral {
         if referral.id.trim().is_empty() {
             return Err(ReferralParseError::MissingId);
         }
+        check_id(&referral.id).map_err(ReferralParseError::BadId)?;
         referral.raw_json = raw.to_owned();
         referral.ingest = ingest;
+        referral.truncation = None;
         Ok(referral)
+    }
+
+    /// This referral cut to fit `budget` bytes as `size` measures its record (`None` from
+    /// `size`: not encodable): the string values of its JSON longer than a step of
+    /// [`CUT_STEPS`] are cut and marked, shallow steps first, and the typed fields are read
+    /// again from the cut JSON, so both say the same; `truncation` records the cut.
+    /// `original_record_bytes` is the size of the whole referral's record, for the record.
+    ///
+    /// `None` when even the deepest step does not fit (a referral of many small values, which
+    /// is dead-lettered by reference instead).
+    pub fn cut_to_fit(
+        &self,
+        budget: usize,
+        original_record_bytes: usize,
+        size: impl Fn(&Referral) -> Option<usize>,
+    ) -> Option<Referral> {
+        for keep in CUT_STEPS {
+            let cut = cut_long_strings(&self.raw_json, keep);
+            if cut.fields.is_empty() {
+                continue;
+            }
+            let mut referral = Referral::from_api_json(&cut.json, self.ingest.clone()).ok()?;
+            referral.truncation = Some(Truncation {
+                original_json_bytes: i64::try_from(self.raw_json.len()).unwrap_or(i64::MAX),
+                original_record_bytes: i64::try_from(original_record_bytes).unwrap_or(i64::MAX),
+                kept_bytes: i64::try_from(keep).unwrap_or(i64::MAX),
+                fields: cut.fields,
+            });
+            if size(&referral).is_some_and(|bytes| bytes <= budget) {
+                return Some(referral);
+            }
+        }
+        None
     }
 }
 

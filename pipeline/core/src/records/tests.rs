@@ -143,8 +143,40 @@ fn every_contract_parses_with_its_declared_name() {
 
 #[test]
 fn referral_type_agrees_with_referral_avsc() {
-    let referral = Referral::from_api_json(FULL_REFERRAL, ingest()).unwrap();
+    let mut referral = Referral::from_api_json(FULL_REFERRAL, ingest()).unwrap();
+    // Set by the source, never by the API: filled in so that the check covers it.
+    referral.truncation = Some(Truncation {
+        original_json_bytes: 1_900_000,
+        original_record_bytes: 3_800_000,
+        kept_bytes: 65_536,
+        fields: vec!["/details/notes".into()],
+    });
     assert_agrees_with_contract(&referral);
+}
+
+#[test]
+fn a_referral_written_before_truncation_existed_reads_as_whole() {
+    // The contract as it was before `truncation` (added with a default): a reader that knows
+    // the writer's schema (the registry's, or a fingerprint's history) reads it by name.
+    let mut contract: serde_json::Value = serde_json::from_str(Referral::SCHEMA_TEXT).unwrap();
+    let fields = contract["fields"].as_array_mut().unwrap();
+    fields.retain(|field| field["name"] != "truncation");
+    let before = Schema::parse(&contract).unwrap();
+    let referral = Referral::from_api_json(FULL_REFERRAL, ingest()).unwrap();
+    let apache_avro::types::Value::Record(mut record) = apache_avro::to_value(&referral).unwrap()
+    else {
+        panic!("a referral is a record");
+    };
+    record.retain(|(name, _)| name != "truncation");
+    let bytes = GenericDatumWriter::builder(&before)
+        .build()
+        .unwrap()
+        .write_value_to_vec(apache_avro::types::Value::Record(record))
+        .unwrap();
+    let reader = GenericDatumReader::builder(&before).build().unwrap();
+    let back: Referral = reader.read_deser(&mut bytes.as_slice()).unwrap();
+    assert_eq!(back, referral);
+    assert_eq!(back.truncation, None);
 }
 
 #[test]
@@ -307,4 +339,101 @@ fn timestamps_print_like_partner_center() {
     assert_eq!(ts.to_rfc3339(), "2024-03-06T14:02:11.7654320Z");
     assert_eq!(Timestamp::parse(&ts.to_rfc3339()).unwrap(), ts);
     assert!(Timestamp::parse("2024-13-01T00:00:00Z").is_err());
+}
+
+#[test]
+fn odd_ids_are_refused_with_what_is_wrong_and_without_the_id() {
+    let with_id = |id: &str| {
+        let mut referral: serde_json::Value = serde_json::from_str(FULL_REFERRAL).unwrap();
+        referral["id"] = serde_json::Value::String(id.to_owned());
+        Referral::from_api_json(&referral.to_string(), ingest())
+    };
+    for good in [
+        "0a1b2c3d-1111-4aaa-8bbb-000000000001",
+        "r-1",
+        "Ref_2.v1",
+        &"x".repeat(referral::MAX_ID_CHARS),
+    ] {
+        assert!(with_id(good).is_ok(), "{good:?} refused");
+    }
+    assert!(matches!(with_id(""), Err(ReferralParseError::MissingId)));
+    for (odd, says) in [
+        ("a b", "' ' (U+0020) at character 2"),
+        ("../etc", "'/' (U+002F) at character 3"),
+        ("..", "no letter or digit"),
+        ("r\u{0}1", "'\\0' (U+0000) at character 2"),
+        ("café", "'é' (U+00E9) at character 4"),
+        ("<img src=x>", "'<' (U+003C) at character 1"),
+        (
+            &"x".repeat(referral::MAX_ID_CHARS + 1),
+            "is 129 characters long",
+        ),
+    ] {
+        match with_id(odd) {
+            Err(error @ ReferralParseError::BadId(_)) => {
+                let message = error.to_string();
+                assert!(message.contains(says), "{odd:?}: {message}");
+                assert!(
+                    message.len() < 200,
+                    "{odd:?}: the message quotes the id: {message}"
+                );
+            }
+            other => panic!("{odd:?} gave {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_oversize_referral_is_cut_to_fit_and_says_what_was_cut() {
+    let codec = crate::codec::Codec::<Referral>::new("t", None);
+    let measure = |r: &Referral| codec.encode_single_object(r).ok().map(|b| b.len());
+    let budget = crate::size::REFERRAL_RECORD_BUDGET;
+    let notes: String = (0..90_000)
+        .map(|i| format!("note {i:04} "))
+        .collect::<String>();
+    let notes = &notes[..900_000];
+    let mut value: serde_json::Value = serde_json::from_str(FULL_REFERRAL).unwrap();
+    value["details"]["notes"] = serde_json::Value::String(notes.to_owned());
+    let raw = value.to_string();
+    let whole = Referral::from_api_json(&raw, ingest()).unwrap();
+    let whole_bytes = measure(&whole).unwrap();
+    assert!(
+        whole_bytes > 2 * 900_000,
+        "the notes travel twice: {whole_bytes}"
+    );
+
+    let cut = whole
+        .cut_to_fit(budget, whole_bytes, measure)
+        .expect("a cut fits");
+    assert!(measure(&cut).unwrap() <= budget);
+    let truncation = cut.truncation.clone().expect("marked");
+    assert_eq!(truncation.fields, ["/details/notes"]);
+    assert_eq!(truncation.original_json_bytes, raw.len() as i64);
+    assert_eq!(truncation.original_record_bytes, whole_bytes as i64);
+    assert_eq!(truncation.kept_bytes, crate::size::CUT_STEPS[0] as i64);
+    let cut_notes = cut.details.as_ref().unwrap().notes.clone().unwrap();
+    assert!(cut_notes.starts_with(&notes[..1000]));
+    assert!(cut_notes.ends_with(&format!(
+        "[... {}: 65536 of 900000 bytes kept]",
+        crate::size::CUT_MARK
+    )));
+    // rawJson says the same and is still JSON; everything else is untouched.
+    let raw_cut: serde_json::Value = serde_json::from_str(&cut.raw_json).unwrap();
+    assert_eq!(raw_cut["details"]["notes"], serde_json::json!(cut_notes));
+    assert_eq!(
+        (&cut.id, &cut.e_tag, &cut.status),
+        (&whole.id, &whole.e_tag, &whole.status)
+    );
+    assert_eq!(cut.customer_profile, whole.customer_profile);
+    assert_eq!(cut.ingest, whole.ingest);
+
+    // Nothing long enough to cut (thousands of small values): no cut fits.
+    let mut value: serde_json::Value = serde_json::from_str(FULL_REFERRAL).unwrap();
+    let member =
+        serde_json::json!({"firstName": "Ann", "lastName": "Lee", "email": "ann@example.com"});
+    value["team"] = serde_json::Value::Array(vec![member; 12_000]);
+    let crowded = Referral::from_api_json(&value.to_string(), ingest()).unwrap();
+    let crowded_bytes = measure(&crowded).unwrap();
+    assert!(crowded_bytes > budget);
+    assert_eq!(crowded.cut_to_fit(budget, crowded_bytes, measure), None);
 }
