@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod contracts;
 pub mod kafka;
 pub mod records;
 pub mod shutdown;
