@@ -14,5 +14,6 @@ pub mod config;
 pub mod contracts;
 pub mod kafka;
 pub mod records;
+pub mod registry;
 pub mod shutdown;
 pub mod telemetry;

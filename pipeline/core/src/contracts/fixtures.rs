@@ -5,11 +5,13 @@
 //! `.bin` format: each record as a 4-byte big-endian length followed by the message value
 //! (single-object encoding: `C3 01`, the fingerprint Hunter wrote then, the Avro body).
 //!
-//! The fixtures of the versions released before the spec fingerprints (every version up to the
-//! commit that added this file) were written by the code on `main` then: its codec wrote
-//! apache-avro 0.22's single-object header (`GenericSingleObjectWriter`, the same bytes; the
-//! generator asserted that for the current versions against main's `Codec`). They are never
-//! rewritten: regenerating them would only prove that today's code agrees with itself.
+//! The fixtures of the versions released before the spec fingerprints were written by the code
+//! on `main` then (commit 2a1d7e6 of this history): main's codec wrote apache-avro 0.22's
+//! single-object header (the generator then asserted byte equality with main's `Codec` for the
+//! current versions and wrote the earlier versions with `GenericSingleObjectWriter` and their
+//! schema, see [`legacy_record`]). Later versions are written once by [`write`] with the codec
+//! of their release. Fixtures are never rewritten: regenerating them would only prove that
+//! today's code agrees with itself.
 
 use std::path::PathBuf;
 
@@ -44,8 +46,11 @@ pub(crate) fn sample_referrals() -> Vec<Referral> {
         json["updatedDateTime"] = updated.into();
         json["eTag"] = etag.into();
         json["status"] = status.into();
-        Referral::from_api_json(&json.to_string(), ingest("run-fixture-1", 1_709_800_000_000_000))
-            .unwrap()
+        Referral::from_api_json(
+            &json.to_string(),
+            ingest("run-fixture-1", 1_709_800_000_000_000),
+        )
+        .unwrap()
     };
     vec![
         full(
@@ -213,7 +218,7 @@ pub(crate) fn field_names(version: &Version) -> Vec<String> {
 
 /// `value` as the writer of `version` wrote it: apache-avro 0.22's single-object writer (the
 /// header main's codec wrote), the body in that version's schema (fields it lacks dropped).
-fn legacy_record<T: Record>(value: &T, version: &Version) -> Vec<u8> {
+pub(crate) fn legacy_record<T: Record>(value: &T, version: &Version) -> Vec<u8> {
     let current = T::schema();
     let body = GenericDatumWriter::builder(current)
         .human_readable(false)
@@ -249,27 +254,27 @@ fn write_fixtures<T: Record + Serialize>(name: &str, values: &[T]) {
     let contract = contract(name);
     let dir = fixtures_dir().join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    let current = contract.versions.last().unwrap();
     for version in contract.versions {
-        let bin = dir.join(format!("{}.bin", version.file));
-        if bin.exists() {
+        if dir.join(format!("{}.bin", version.file)).exists() {
             continue;
         }
+        // Only the current version can be written as released: by today's codec.
+        assert!(
+            std::ptr::eq(version, current),
+            "{name} {} has no fixtures and is not the current version: it cannot be written as released",
+            version.file
+        );
+        let codec = crate::codec::Codec::<T>::new("fixtures", None);
         let mut out = Vec::new();
         let mut json = Vec::new();
         for value in values {
-            let record = legacy_record(value, version);
-            if std::ptr::eq(version, contract.versions.last().unwrap()) {
-                // The current version: exactly what main's codec writes.
-                let main = crate::codec::Codec::<T>::new("t", None)
-                    .encode_single_object(value)
-                    .unwrap();
-                assert_eq!(record, main, "{name} {}", version.file);
-            }
+            let record = codec.encode_single_object(value).unwrap();
             out.extend_from_slice(&(record.len() as u32).to_be_bytes());
             out.extend_from_slice(&record);
             json.push(expected_json(value, version));
         }
-        std::fs::write(&bin, out).unwrap();
+        std::fs::write(dir.join(format!("{}.bin", version.file)), out).unwrap();
         std::fs::write(
             dir.join(format!("{}.json", version.file)),
             serde_json::to_string_pretty(&json).unwrap() + "\n",
