@@ -13,6 +13,10 @@
 //!   recognised as a repeat and produces no second lead;
 //! - a record that cannot be decoded or mapped goes to `hunter.dlq.v1` with its reason and
 //!   origin in headers; it never stops the stream;
+//! - a transient failure is not the record's: while the schema registry is unreachable the
+//!   stream pauses on the record (decoding, encoding its lead, or rebuilding state) and retries
+//!   it, never dead-letters it; a registry that refuses the credentials or whose certificate is
+//!   not trusted stops the role with the setting named (`CodecError::is_fatal`);
 //! - enrichment never blocks the stream for longer than its DNS timeout, and runs for many
 //!   referrals at once (lookups overlap), while offsets still move in order.
 //!
@@ -152,9 +156,13 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     versions.apply_revocations();
                 }
                 if !versions.is_loaded(partition) {
-                    rebuild(&context, &shared.leads, &mut versions, partition).await?;
+                    rebuild(&context, &shared.leads, &mut versions, partition, &shutdown).await?;
                 }
-                let delivery = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, key, payload).await;
+                let Some(delivery) = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, key, payload, &shutdown).await else {
+                    // Shutdown while the registry was away: the record stays unprocessed and
+                    // its offset unstored, so it is read again after the restart.
+                    break;
+                };
                 in_flight.push_back(delivery);
             }
         }
@@ -177,7 +185,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     }
 }
 
-/// Decodes and dedupes one referral; returns the future of what it produces.
+/// Decodes and dedupes one referral; returns the future of what it produces, or `None` when
+/// shutdown came while the registry was unreachable (nothing was produced for the record).
 #[allow(clippy::too_many_arguments)]
 async fn decide(
     shared: &Arc<Shared>,
@@ -188,11 +197,20 @@ async fn decide(
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
-) -> Delivery {
-    let referral = match referrals.decode(&payload).await {
+    shutdown: &Shutdown,
+) -> Option<Delivery> {
+    let mut waiting = shutdown.clone();
+    let referral = match referrals
+        .decode_patiently(&payload, &mut waiting, "processor")
+        .await
+    {
         Ok(referral) => referral,
+        Err(error) if error.is_retryable() => return None,
+        Err(error) if error.is_fatal() => {
+            return Some(failed(partition, offset, anyhow::anyhow!("{error}")));
+        }
         Err(error) => {
-            return dead_letter(
+            return Some(dead_letter(
                 shared,
                 origin,
                 partition,
@@ -201,13 +219,13 @@ async fn decide(
                 payload,
                 "decode",
                 error.to_string(),
-            );
+            ));
         }
     };
     let mut lead = match Lead::from_referral(&referral, Timestamp::now()) {
         Ok(lead) => lead,
         Err(error) => {
-            return dead_letter(
+            return Some(dead_letter(
                 shared,
                 origin,
                 partition,
@@ -216,7 +234,7 @@ async fn decide(
                 payload,
                 "invalid",
                 error.to_string(),
-            );
+            ));
         }
     };
     let verdict = versions.observe(
@@ -227,21 +245,27 @@ async fn decide(
         referral.status.as_deref(),
     );
     let (first, previous_status) = match verdict {
-        Verdict::Repeat => return ready(partition, offset, "duplicate"),
-        Verdict::Older => return ready(partition, offset, "stale"),
+        Verdict::Repeat => return Some(ready(partition, offset, "duplicate")),
+        Verdict::Older => return Some(ready(partition, offset, "stale")),
         Verdict::First => (true, None),
         Verdict::Newer { previous_status } => (false, previous_status),
     };
     metrics::gauge!(names::PROCESSOR_DEDUPE_KEYS).set(versions.keys() as f64);
     let shared = shared.clone();
-    Box::pin(async move {
+    let mut waiting = shutdown.clone();
+    Some(Box::pin(async move {
         // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
         let enrichment = shared
             .enricher
             .enrich(&referral, previous_status.as_deref(), first)
             .await;
         apply(&mut lead, enrichment);
-        let result = match shared.leads.encode(&lead).await {
+        // A registry outage waits here (the offset is not stored until the lead is out).
+        let result = match shared
+            .leads
+            .encode_patiently(&lead, &mut waiting, "processor")
+            .await
+        {
             Ok(bytes) => shared
                 .producer
                 .send(
@@ -255,6 +279,9 @@ async fn decide(
                 .map_err(|(error, _)| {
                     anyhow::anyhow!("produce to {} failed: {error}", shared.leads_topic)
                 }),
+            Err(error) if error.is_retryable() || error.is_fatal() => {
+                Err(anyhow::anyhow!("lead not written: {error}"))
+            }
             Err(error) => Err(anyhow::anyhow!("lead does not fit its schema: {error}")),
         };
         Acked {
@@ -263,7 +290,17 @@ async fn decide(
             outcome: "lead",
             result,
         }
-    })
+    }))
+}
+
+/// A delivery that stops the processor (its offset is never stored).
+fn failed(partition: i32, offset: i64, error: anyhow::Error) -> Delivery {
+    Box::pin(std::future::ready(Acked {
+        partition,
+        offset,
+        outcome: "failed",
+        result: Err(error),
+    }))
 }
 
 fn apply(lead: &mut Lead, enrichment: crate::processors::enrich::Enrichment) {
@@ -396,6 +433,7 @@ async fn rebuild(
     codec: &Codec<Lead>,
     versions: &mut Versions,
     partition: i32,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = context.settings.kafka.clone();
@@ -406,10 +444,21 @@ async fn rebuild(
             .context("state rebuild panicked")??;
     let mut leads = Vec::with_capacity(payloads.len());
     let mut unreadable = 0usize;
+    let mut waiting = shutdown.clone();
     for payload in &payloads {
-        match codec.decode(payload).await {
+        match codec
+            .decode_patiently(payload, &mut waiting, "processor")
+            .await
+        {
             Ok(lead) => leads.push(lead),
-            Err(_) => unreadable += 1,
+            // Skipping a lead because the registry was away would forget a version seen.
+            Err(error) if error.is_retryable() || error.is_fatal() => {
+                anyhow::bail!("dedupe state of partition {partition} not rebuilt: {error}")
+            }
+            Err(error) => {
+                unreadable += 1;
+                tracing::warn!(partition, %error, "unreadable lead skipped in the dedupe state rebuild");
+            }
         }
     }
     versions.load(partition, leads.iter());
