@@ -44,6 +44,18 @@ pub fn can_read(writer: &Schema, reader: &Schema) -> Result<(), Incompatibility>
     .check(writer, reader, &root_path(reader))
 }
 
+/// [`can_read`] for schemas given as JSON text (a schema that does not parse is reported as
+/// such).
+pub fn can_read_texts(writer: &str, reader: &str) -> Result<(), Incompatibility> {
+    let parse = |side: &str, text: &str| {
+        Schema::parse_str(text).map_err(|e| Incompatibility {
+            path: String::new(),
+            reason: format!("the {side} schema is not valid Avro: {e}"),
+        })
+    };
+    can_read(&parse("writer", writer)?, &parse("reader", reader)?)
+}
+
 /// Both ways: each reads what the other writes.
 pub fn mutually_readable(a: &Schema, b: &Schema) -> Result<(), Incompatibility> {
     can_read(a, b).map_err(|e| Incompatibility {
