@@ -70,19 +70,14 @@ fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response 
 }
 
 impl App {
-    fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(expected) = &self.auth else {
-            return Ok(());
-        };
+    /// The 401 answer when basic auth is on and the request lacks the credentials.
+    fn denied(&self, headers: &HeaderMap) -> Option<Response> {
+        let expected = self.auth.as_ref()?;
         let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if given == expected {
-            Ok(())
-        } else {
-            Err(error(StatusCode::UNAUTHORIZED, 401, "Unauthorized"))
-        }
+        (given != expected).then(|| error(StatusCode::UNAUTHORIZED, 401, "Unauthorized"))
     }
 
     fn save(&self, store: &Store) {
@@ -137,7 +132,7 @@ async fn register(
     Path(subject): Path<String>,
     Json(body): Json<Submitted>,
 ) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
@@ -182,7 +177,7 @@ async fn lookup(
     Path(subject): Path<String>,
     Json(body): Json<Submitted>,
 ) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     let store = app.store.lock().unwrap();
@@ -203,7 +198,7 @@ async fn lookup(
 }
 
 async fn subjects(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     let store = app.store.lock().unwrap();
@@ -215,7 +210,7 @@ async fn versions(
     headers: HeaderMap,
     Path(subject): Path<String>,
 ) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     let store = app.store.lock().unwrap();
@@ -230,7 +225,7 @@ async fn version(
     headers: HeaderMap,
     Path((subject, version)): Path<(String, String)>,
 ) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     let store = app.store.lock().unwrap();
@@ -252,7 +247,7 @@ async fn version(
 }
 
 async fn by_id(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u32>) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     let store = app.store.lock().unwrap();
@@ -271,7 +266,7 @@ struct Level {
 }
 
 async fn get_config(app: Shared, headers: HeaderMap, subject: Option<String>) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     let store = app.store.lock().unwrap();
@@ -297,7 +292,7 @@ async fn put_config(
     subject: Option<String>,
     body: Level,
 ) -> Response {
-    if let Err(denied) = app.authorized(&headers) {
+    if let Some(denied) = app.denied(&headers) {
         return denied;
     }
     if !LEVELS.contains(&body.compatibility.as_str()) {
