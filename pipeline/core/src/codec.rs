@@ -153,7 +153,7 @@ pub struct Codec<T: Record> {
     /// Earlier versions by spec and legacy fingerprint.
     older: HashMap<[u8; 8], Arc<Resolver>>,
     /// The current version's canonical form, to recognise it among registry schemas.
-    canonical: &'static str,
+    canonical: String,
     history: &'static [Released],
     registry: Option<Arc<Registry>>,
     subject: String,
@@ -168,7 +168,7 @@ impl<T: Record> Codec<T> {
         Self::with_history(topic, registry, contracts::history(T::CONTRACT))
     }
 
-    /// A codec that knows the given history (the last version must be `T`'s schema).
+    /// A codec that knows the given history (released versions of `T`'s contract).
     pub(crate) fn with_history(
         topic: &str,
         registry: Option<Arc<Registry>>,
@@ -183,21 +183,21 @@ impl<T: Record> Codec<T> {
             .human_readable(false)
             .build()
             .expect("a parsed contract schema resolves");
-        let (latest, earlier) = history
-            .split_last()
-            .expect("a contract has at least one version");
-        assert_eq!(
-            latest.canonical,
-            canonical::parsing_canonical_form(T::SCHEMA_TEXT).expect("contract has a form"),
-            "the newest version in schemas/history/{} is not schemas/{}.avsc",
-            T::CONTRACT,
-            T::CONTRACT
-        );
+        // The current version is the .avsc compiled in; the history's newest version equals
+        // it (a test makes sure), and its legacy fingerprint reads on the fast path too.
+        let form = canonical::parsing_canonical_form(T::SCHEMA_TEXT)
+            .expect("a contract has a canonical form (tested)");
+        let fingerprint = canonical::fingerprint(&form);
+        let mut current = vec![fingerprint];
         let mut older = HashMap::new();
-        for version in earlier {
+        for version in history {
+            if version.canonical == form {
+                current.extend(version.legacy_fingerprint);
+                continue;
+            }
             let resolver = Arc::new(
                 Resolver::new::<T>(&version.schema, version.label())
-                    .expect("released versions resolve into the current one (tested)"),
+                    .expect("released versions resolve (tested)"),
             );
             for fingerprint in
                 std::iter::once(version.fingerprint).chain(version.legacy_fingerprint)
@@ -208,12 +208,10 @@ impl<T: Record> Codec<T> {
         Codec {
             writer,
             reader,
-            fingerprint: latest.fingerprint,
-            current: std::iter::once(latest.fingerprint)
-                .chain(latest.legacy_fingerprint)
-                .collect(),
+            fingerprint,
+            current,
             older,
-            canonical: &latest.canonical,
+            canonical: form,
             history,
             registry,
             subject: format!("{topic}-value"),
