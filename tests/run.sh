@@ -7,7 +7,8 @@
 #   4. tests/chdb/check.sh: every ClickHouse migration and analyst view on current ClickHouse
 #      (in-process, PyPI chdb-core, installed once into .local/chdb-venv) and on the stack's 18.16
 #   5. tests/browser/install.sh (chromium, playwright-core), tests/schemathesis/install.sh (PyPI,
-#      for the API fuzz test), docker-compose (apt, for the deployment tests),
+#      for the API fuzz test), tests/avro/install.sh (PyPI fastavro and confluent-kafka, for the
+#      contract tests), docker-compose (apt, for the deployment tests),
 #      cargo build --workspace --bins
 #   6. cargo test --workspace --no-fail-fast -- --test-threads=4
 #      with the stack's settings and HUNTER_BIN=target/debug/hunter; this includes
@@ -88,6 +89,8 @@ schema_status=0
 say "step 5/6: test tools (Debian chromium, playwright-core, schemathesis), then the binaries (cargo build --workspace --bins)"
 "$REPO/tests/browser/install.sh"
 "$REPO/tests/schemathesis/install.sh"
+# The downstream consumer of tests/e2e/contracts.rs: fastavro and confluent-kafka (PyPI, pinned).
+"$REPO/tests/avro/install.sh"
 # The deployment tests validate docker-compose.yml with Debian's docker-compose (no Docker engine
 # needed for `config`; --no-install-recommends keeps docker.io out) and parse the Kubernetes
 # manifests with PyYAML, one of its dependencies.

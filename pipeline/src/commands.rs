@@ -211,5 +211,53 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(registry) = roles::registry(settings)? {
+        register_contracts(&registry, &topics).await?;
+    }
+    Ok(())
+}
+
+// --- Schema Registry subjects ------------------------------------------------------------------
+
+/// The compatibility level of every Hunter subject: a public contract changes only so that
+/// every consumer, whatever version it was built with, reads every record (docs/contracts.md).
+const SUBJECT_COMPATIBILITY: &str = "FULL_TRANSITIVE";
+
+/// Sets each topic's `<topic>-value` subject to [`SUBJECT_COMPATIBILITY`] and registers the
+/// current contract under it. Fails, naming the subject and the contract, when the registry
+/// refuses the contract as incompatible with what it holds.
+async fn register_contracts(
+    registry: &hunter_core::codec::Registry,
+    topics: &kafka::Topics,
+) -> anyhow::Result<()> {
+    use hunter_core::records::{Command, Lead, Record, Referral, SourceState, SyncRun};
+    let contracts: [(&str, &str, &str); 5] = [
+        (&topics.referrals, Referral::CONTRACT, Referral::SCHEMA_TEXT),
+        (&topics.leads, Lead::CONTRACT, Lead::SCHEMA_TEXT),
+        (&topics.sync_runs, SyncRun::CONTRACT, SyncRun::SCHEMA_TEXT),
+        (
+            &topics.source_state,
+            SourceState::CONTRACT,
+            SourceState::SCHEMA_TEXT,
+        ),
+        (&topics.commands, Command::CONTRACT, Command::SCHEMA_TEXT),
+    ];
+    for (topic, contract, schema) in contracts {
+        let subject = format!("{topic}-value");
+        let fail = |error: hunter_core::codec::CodecError| {
+            anyhow::anyhow!(
+                "schema registry {}: subject {subject} (schemas/{contract}.avsc): {error}",
+                registry.url()
+            )
+        };
+        registry
+            .set_compatibility(&subject, SUBJECT_COMPATIBILITY)
+            .await
+            .map_err(fail)?;
+        let id = registry.register(&subject, schema).await.map_err(fail)?;
+        println!(
+            "schema registry subject {subject}: {SUBJECT_COMPATIBILITY}, schemas/{contract}.avsc is id {id}"
+        );
+    }
     Ok(())
 }

@@ -15,6 +15,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+/// Contract tests: the registry stand-in, fixtures, the Python consumers.
+pub mod contracts;
+
 /// The local stack's addresses, from the environment `tests/run.sh` sets up.
 #[derive(Debug, Clone)]
 pub struct Stack {

@@ -8,7 +8,11 @@
 //! - referral: parse the API's JSON into a `Referral` (what the source does per item), encode
 //!   it (single-object framing), decode it;
 //! - lead: derive it from the referral (`Lead::from_referral`, the processor's pure part),
-//!   encode, decode.
+//!   encode, decode;
+//! - lead written by an earlier contract version (`schemas/fixtures/lead/0001.bin`, 20 of
+//!   today's 36 fields): decode by Avro schema resolution (writer schema → generic value →
+//!   today's schema → the Rust type), the path every record older than the current contract
+//!   takes.
 //!
 //! The referral is the full sample of the API (`src/records/testdata/full_referral.json`,
 //! 4.8 kB of JSON, its raw text carried inside) with a distinct id per record.
@@ -79,16 +83,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|l| lead_codec.encode_single_object(l))
         .collect::<Result<_, _>>()?;
+    // Leads as contract version 0001 wrote them (the committed fixtures), cycled.
+    let old_leads: Vec<Vec<u8>> = {
+        let mut bytes: &[u8] = include_bytes!("../../../schemas/fixtures/lead/0001.bin");
+        let mut records = Vec::new();
+        while !bytes.is_empty() {
+            let (length, rest) = bytes.split_at(4);
+            let length = u32::from_be_bytes(length.try_into()?) as usize;
+            records.push(rest[..length].to_vec());
+            bytes = &rest[length..];
+        }
+        records
+    };
     // Decoding is async (a registry may have to be asked); single-object records never wait.
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
 
-    let measures: [(&str, &str); 6] = [
+    let measures: [(&str, &str); 7] = [
         ("referral: parse the API's JSON", "info"),
         ("referral: Avro encode", "ceiling"),
         ("referral: Avro decode", "ceiling"),
         ("lead: derive from the referral", "info"),
         ("lead: Avro encode", "ceiling"),
         ("lead: Avro decode", "ceiling"),
+        ("lead v0001: Avro decode, resolved", "info"),
     ];
     let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); measures.len()];
     for round in 1..=3 {
@@ -126,6 +143,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let started = Instant::now();
                 for i in 0..count {
                     black_box(lead_codec.decode(&encoded_leads[i % n]).await.unwrap());
+                }
+                count as f64 / started.elapsed().as_secs_f64()
+            }),
+            runtime.block_on(async {
+                let started = Instant::now();
+                for i in 0..count {
+                    black_box(
+                        lead_codec
+                            .decode(&old_leads[i % old_leads.len()])
+                            .await
+                            .unwrap(),
+                    );
                 }
                 count as f64 / started.elapsed().as_secs_f64()
             }),

@@ -1,33 +1,45 @@
 //! Avro on the wire: how every Hunter record is framed in a Kafka message value.
 //!
 //! - No Schema Registry configured (the local default): the Avro single-object encoding
-//!   (`C3 01`, the schema's 8-byte CRC-64-AVRO fingerprint little-endian, then the body), so
-//!   every record names its schema without a server.
+//!   (`C3 01`, the writer schema's 8-byte CRC-64-AVRO fingerprint little-endian, then the body),
+//!   so every record names its schema without a server. The fingerprint is the specification's
+//!   ([`crate::contracts::canonical`]), the one Java's `SchemaNormalization` and fastavro compute.
 //! - A Confluent-compatible registry configured: Confluent framing (`00`, the 4-byte
 //!   big-endian schema id, then the body). The schema is registered under the topic's
-//!   `<topic>-value` subject through `schema_registry_converter`, which caches ids.
+//!   `<topic>-value` subject ([`crate::registry`]).
 //!
-//! Readers accept both framings whatever the writer side is configured for. Bodies are written
-//! and read through apache-avro's schema-aware serde path (no intermediate `Value`), the fastest
-//! path measured here. A body written with another schema version is read by field name: a
-//! field the writer lacks takes its serde default, a field the reader lacks is skipped.
+//! Readers accept both framings whatever the writer side is configured for, and every released
+//! version of the contract:
+//! - a record of the current version (its spec fingerprint, its legacy apache-avro fingerprint,
+//!   or a registry schema with the same canonical form) is read by apache-avro's schema-aware
+//!   serde path straight into the Rust type, the fastest path measured here;
+//! - a record of an earlier version (by either fingerprint, see [`crate::contracts::history`])
+//!   or of another registry schema is read with its writer schema and resolved into the
+//!   current one (Avro schema resolution: reader defaults for fields the writer lacked, writer
+//!   fields the reader lacks skipped, promotions), then deserialized;
+//! - an unknown fingerprint is [`CodecError::UnknownFingerprint`]: the record goes to the
+//!   dead-letter topic.
+//!
+//! Errors know what a stage should do with them: [`CodecError::is_retryable`] (the registry is
+//! away: pause and retry, never dead-letter), [`CodecError::is_fatal`] (the registry refuses the
+//! credentials or its certificate: stop the role with the setting named), anything else is the
+//! record's fault (dead-letter it). [`Codec::decode_patiently`] and [`Codec::encode_patiently`]
+//! do the waiting.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use schema_registry_converter::avro_common::AvroSchema;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
 
+pub use crate::registry::Registry;
+
+use crate::contracts::{self, Released, canonical};
 use crate::records::Record;
+use crate::shutdown::Shutdown;
 
 /// The two magic bytes of the Avro single-object encoding.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -44,12 +56,26 @@ pub enum CodecError {
         "unknown framing: first byte {0:#04x} is neither single-object (0xc3 0x01) nor confluent (0x00)"
     )]
     UnknownFraming(u8),
-    #[error("single-object record written with unknown schema fingerprint {0}")]
+    #[error(
+        "single-object record written with unknown schema fingerprint {0} (not a released version of this contract)"
+    )]
     UnknownFingerprint(String),
     #[error("confluent-framed record (schema id {0}) but no schema registry is configured")]
     NoRegistry(u32),
     #[error("schema registry: {message}")]
     Registry { message: String, retryable: bool },
+    #[error(
+        "the schema registry refused hunter's credentials (http {status}): check HUNTER_SCHEMA_REGISTRY_USERNAME and HUNTER_SCHEMA_REGISTRY_PASSWORD"
+    )]
+    RegistryAuth { status: u16 },
+    #[error(
+        "the schema registry's tls certificate is not trusted ({message}): set HUNTER_SCHEMA_REGISTRY_CA_LOCATION to the CA's PEM file"
+    )]
+    RegistryTls { message: String },
+    #[error(
+        "the schema registry refused the schema for subject {subject} as incompatible with the versions registered before (409: {message}); a contract may only change compatibly, see docs/contracts.md"
+    )]
+    Incompatible { subject: String, message: String },
     #[error("avro body does not match schema {schema}: {message}")]
     Body {
         schema: &'static str,
@@ -68,40 +94,86 @@ impl CodecError {
             }
         )
     }
-}
 
-/// A connection to a Confluent-compatible Schema Registry, shared by every codec.
-pub struct Registry {
-    encoder: AvroEncoder,
-    decoder: AvroDecoder,
-}
-
-impl Registry {
-    pub fn new(url: &str) -> Self {
-        let settings = SrSettings::new(url.trim_end_matches('/').to_owned());
-        Registry {
-            encoder: AvroEncoder::new(settings.clone()),
-            decoder: AvroDecoder::new(settings),
-        }
+    /// Nothing a stage does can help (wrong credentials, an untrusted certificate): stop the
+    /// role with this error rather than fail every record one by one.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            CodecError::RegistryAuth { .. } | CodecError::RegistryTls { .. }
+        )
     }
+}
+
+/// Reads records of another schema version: the writer's schema resolved into ours.
+struct Resolver {
+    reader: GenericDatumReader<'static>,
+    /// `lead 0002`, or `registry schema id 7`.
+    label: String,
+}
+
+impl Resolver {
+    fn new<T: Record>(writer: &'static Schema, label: String) -> Result<Self, String> {
+        let reader = GenericDatumReader::builder(writer)
+            .reader_schema(T::schema())
+            .human_readable(false)
+            .build()
+            .map_err(|e| format!("{label} does not resolve: {e}"))?;
+        Ok(Resolver { reader, label })
+    }
+
+    fn read<T: Record>(&self, body: &mut &[u8]) -> Result<T, CodecError> {
+        let error = |message: String| CodecError::Body {
+            schema: T::FULL_NAME,
+            message: format!("written with {}: {message}", self.label),
+        };
+        let value = self
+            .reader
+            .read_value(body)
+            .map_err(|e| error(e.to_string()))?;
+        apache_avro::from_value::<T>(&value).map_err(|e| error(e.to_string()))
+    }
+}
+
+/// How to read a record of one registry schema id.
+#[derive(Clone)]
+enum ById {
+    Current,
+    Other(Arc<Resolver>),
 }
 
 /// Reads and writes one record type `T` for one topic.
 pub struct Codec<T: Record> {
     writer: GenericDatumWriter<'static>,
     reader: GenericDatumReader<'static>,
+    /// The spec fingerprint of the current version: what this codec writes.
     fingerprint: [u8; 8],
+    /// Fingerprints read by the fast path: the current version's spec and legacy ones.
+    current: Vec<[u8; 8]>,
+    /// Earlier versions by spec and legacy fingerprint.
+    older: HashMap<[u8; 8], Arc<Resolver>>,
+    /// The current version's canonical form, to recognise it among registry schemas.
+    canonical: String,
+    history: &'static [Released],
     registry: Option<Arc<Registry>>,
     subject: String,
-    /// Registry schema ids already seen: `true` when the id's schema is ours, so the fast
-    /// reader can be used.
-    known_ids: Mutex<HashMap<u32, bool>>,
+    registered: tokio::sync::OnceCell<u32>,
+    by_id: Mutex<HashMap<u32, ById>>,
     _record: PhantomData<fn() -> T>,
 }
 
 impl<T: Record> Codec<T> {
     /// A codec for `topic`; with a registry it writes Confluent framing, else single-object.
     pub fn new(topic: &str, registry: Option<Arc<Registry>>) -> Self {
+        Self::with_history(topic, registry, contracts::history(T::CONTRACT))
+    }
+
+    /// A codec that knows the given history (released versions of `T`'s contract).
+    pub(crate) fn with_history(
+        topic: &str,
+        registry: Option<Arc<Registry>>,
+        history: &'static [Released],
+    ) -> Self {
         let schema = T::schema();
         let writer = GenericDatumWriter::builder(schema)
             .human_readable(false)
@@ -111,15 +183,52 @@ impl<T: Record> Codec<T> {
             .human_readable(false)
             .build()
             .expect("a parsed contract schema resolves");
+        // The current version is the .avsc compiled in; the history's newest version equals
+        // it (a test makes sure), and its legacy fingerprint reads on the fast path too.
+        let form = canonical::parsing_canonical_form(T::SCHEMA_TEXT)
+            .expect("a contract has a canonical form (tested)");
+        let fingerprint = canonical::fingerprint(&form);
+        let mut current = vec![fingerprint];
+        let mut older = HashMap::new();
+        for version in history {
+            if version.canonical == form {
+                current.extend(version.legacy_fingerprint);
+                continue;
+            }
+            let resolver = Arc::new(
+                Resolver::new::<T>(&version.schema, version.label())
+                    .expect("released versions resolve (tested)"),
+            );
+            for fingerprint in
+                std::iter::once(version.fingerprint).chain(version.legacy_fingerprint)
+            {
+                older.insert(fingerprint, resolver.clone());
+            }
+        }
         Codec {
             writer,
             reader,
-            fingerprint: fingerprint(schema),
+            fingerprint,
+            current,
+            older,
+            canonical: form,
+            history,
             registry,
             subject: format!("{topic}-value"),
-            known_ids: Mutex::new(HashMap::new()),
+            registered: tokio::sync::OnceCell::new(),
+            by_id: Mutex::new(HashMap::new()),
             _record: PhantomData,
         }
+    }
+
+    /// The spec fingerprint this codec writes in single-object records.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
+    }
+
+    /// The registry subject of this codec's topic.
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 
     /// Writes `value` in the configured framing.
@@ -127,7 +236,10 @@ impl<T: Record> Codec<T> {
         match &self.registry {
             None => self.encode_single_object(value),
             Some(registry) => {
-                let id = self.registered_id(registry).await?;
+                let id = *self
+                    .registered
+                    .get_or_try_init(|| registry.register(&self.subject, T::SCHEMA_TEXT))
+                    .await?;
                 let mut out = Vec::with_capacity(256);
                 out.push(CONFLUENT_MAGIC);
                 out.extend_from_slice(&id.to_be_bytes());
@@ -156,7 +268,7 @@ impl<T: Record> Codec<T> {
             })
     }
 
-    /// Reads a record in either framing.
+    /// Reads a record in either framing, of any released version.
     pub async fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
         match bytes {
             [] => Err(CodecError::Empty),
@@ -165,10 +277,13 @@ impl<T: Record> Codec<T> {
                     return Err(CodecError::Truncated(bytes.len()));
                 }
                 let (fingerprint, mut body) = rest.split_at(8);
-                if fingerprint != self.fingerprint {
-                    return Err(CodecError::UnknownFingerprint(hex(fingerprint)));
+                if self.current.iter().any(|f| f == fingerprint) {
+                    return self.read_body(&mut body);
                 }
-                self.read_body(&self.reader, &mut body)
+                match self.older.get(fingerprint) {
+                    Some(resolver) => resolver.read(&mut body),
+                    None => Err(CodecError::UnknownFingerprint(canonical::hex(fingerprint))),
+                }
             }
             [CONFLUENT_MAGIC, rest @ ..] => {
                 if rest.len() < 4 {
@@ -179,221 +294,144 @@ impl<T: Record> Codec<T> {
                 let Some(registry) = &self.registry else {
                     return Err(CodecError::NoRegistry(id));
                 };
-                let known = self.known_ids.lock().expect("poisoned").get(&id).copied();
-                let ours = match known {
-                    Some(ours) => ours,
-                    None => {
-                        let writer_schema = self.registry_schema(registry, id).await?;
-                        let ours =
-                            writer_schema.parsed.canonical_form() == T::schema().canonical_form();
-                        self.known_ids.lock().expect("poisoned").insert(id, ours);
-                        ours
-                    }
-                };
-                if ours {
-                    self.read_body(&self.reader, &mut body)
-                } else {
-                    // Another version of the contract: read by field names with its own schema.
-                    let writer_schema = self.registry_schema(registry, id).await?;
-                    let reader = GenericDatumReader::builder(&writer_schema.parsed)
-                        .human_readable(false)
-                        .build()
-                        .map_err(|error| CodecError::Registry {
-                            message: format!("schema id {id} does not resolve: {error}"),
-                            retryable: false,
-                        })?;
-                    self.read_body(&reader, &mut body)
+                match self.by_id(registry, id).await? {
+                    ById::Current => self.read_body(&mut body),
+                    ById::Other(resolver) => resolver.read(&mut body),
                 }
             }
             [other, ..] => Err(CodecError::UnknownFraming(*other)),
         }
     }
 
-    fn read_body(
+    /// [`Codec::decode`], waiting out a registry outage: a retryable error is retried with
+    /// backoff (0.2 s doubling to 10 s) until it passes or `shutdown` fires, then returned.
+    /// Every other error returns at once. `stage` names the waiting stage in the log.
+    pub async fn decode_patiently(
         &self,
-        reader: &GenericDatumReader<'_>,
-        body: &mut &[u8],
+        bytes: &[u8],
+        shutdown: &mut Shutdown,
+        stage: &'static str,
     ) -> Result<T, CodecError> {
-        reader.read_deser(body).map_err(|error| CodecError::Body {
-            schema: T::FULL_NAME,
-            message: error.to_string(),
-        })
-    }
-
-    async fn registered_id(&self, registry: &Registry) -> Result<u32, CodecError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            self.subject.trim_end_matches("-value").to_owned(),
-            false,
-            SuppliedSchema::new(None, SchemaType::Avro, T::SCHEMA_TEXT.to_owned()),
-        );
-        let registered = registry
-            .encoder
-            .get_schema_and_id(&self.subject, strategy)
-            .await
-            .map_err(registry_error)?;
-        Ok(registered.id)
-    }
-
-    async fn registry_schema(
-        &self,
-        registry: &Registry,
-        id: u32,
-    ) -> Result<Arc<AvroSchema>, CodecError> {
-        registry
-            .decoder
-            .get_schema(id)
-            .await
-            .map_err(registry_error)
-    }
-}
-
-fn registry_error(error: schema_registry_converter::error::SRCError) -> CodecError {
-    CodecError::Registry {
-        retryable: error.retriable,
-        message: match &error.cause {
-            Some(cause) => format!("{}: {cause}", error.error),
-            None => error.error.clone(),
-        },
-    }
-}
-
-/// CRC-64-AVRO (Rabin) fingerprint of the schema's parsing canonical form, little-endian as
-/// the single-object encoding wants it.
-pub fn fingerprint(schema: &Schema) -> [u8; 8] {
-    let bytes = schema.fingerprint::<Rabin>().bytes;
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&bytes[..8]);
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::records::{Command, Timestamp};
-
-    fn command() -> Command {
-        Command {
-            command_id: "c-1".into(),
-            kind: Command::SYNC_NOW.into(),
-            tenant: None,
-            requested_at: Timestamp(42),
+        let mut attempt = 0u32;
+        loop {
+            match self.decode(bytes).await {
+                Err(error) if error.is_retryable() => {
+                    if !wait_to_retry(&error, attempt, shutdown, stage, "decode").await {
+                        return Err(error);
+                    }
+                    attempt += 1;
+                }
+                other => {
+                    if attempt > 0 && other.is_ok() {
+                        tracing::info!(
+                            stage,
+                            attempts = attempt + 1,
+                            "schema registry is back; decoding goes on"
+                        );
+                    }
+                    return other;
+                }
+            }
         }
     }
 
-    #[tokio::test]
-    async fn single_object_round_trip_and_header() {
-        let codec = Codec::<Command>::new("hunter.commands.v1", None);
-        let bytes = codec.encode(&command()).await.unwrap();
-        assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
-        assert_eq!(codec.decode(&bytes).await.unwrap(), command());
-    }
-
-    #[test]
-    fn header_matches_apache_avro_single_object_writer() {
-        // apache-avro's own single-object writer is the reference for the header bytes.
-        let value = apache_avro::to_value(command()).unwrap();
-        let mut reference = Vec::new();
-        let mut writer =
-            apache_avro::GenericSingleObjectWriter::new_with_capacity(Command::schema(), 64)
-                .unwrap();
-        writer.write_value(value, &mut reference).unwrap();
-        let ours = Codec::<Command>::new("t", None)
-            .encode_single_object(&command())
-            .unwrap();
-        assert_eq!(&ours[..10], &reference[..10], "magic and fingerprint");
-        assert_eq!(ours, reference, "whole record");
-    }
-
-    /// A stand-in for a Confluent Schema Registry: the REST subset schema_registry_converter
-    /// uses (register under a subject, latest by subject, schema by id).
-    async fn registry_stand_in() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
-        use axum::extract::{Path, State};
-        use axum::routing::{get, post};
-        use axum::{Json, Router};
-        type Schemas = std::sync::Arc<Mutex<Vec<String>>>;
-        let schemas: Schemas = Default::default();
-        let register = |State(schemas): State<Schemas>, Json(body): Json<serde_json::Value>| async move {
-            let text = body["schema"].as_str().unwrap().to_owned();
-            let mut all = schemas.lock().unwrap();
-            let id = match all.iter().position(|s| *s == text) {
-                Some(index) => index + 1,
-                None => {
-                    all.push(text);
-                    all.len()
+    /// [`Codec::encode`], waiting out a registry outage like [`Codec::decode_patiently`].
+    pub async fn encode_patiently(
+        &self,
+        value: &T,
+        shutdown: &mut Shutdown,
+        stage: &'static str,
+    ) -> Result<Vec<u8>, CodecError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.encode(value).await {
+                Err(error) if error.is_retryable() => {
+                    if !wait_to_retry(&error, attempt, shutdown, stage, "encode").await {
+                        return Err(error);
+                    }
+                    attempt += 1;
                 }
+                other => return other,
+            }
+        }
+    }
+
+    fn read_body(&self, body: &mut &[u8]) -> Result<T, CodecError> {
+        self.reader
+            .read_deser(body)
+            .map_err(|error| CodecError::Body {
+                schema: T::FULL_NAME,
+                message: error.to_string(),
+            })
+    }
+
+    /// How to read records of registry schema `id` (asked once per id and process).
+    async fn by_id(&self, registry: &Registry, id: u32) -> Result<ById, CodecError> {
+        if let Some(known) = self
+            .by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(known.clone());
+        }
+        let text = registry.schema(id).await?;
+        let not_avro = |message: String| CodecError::Registry {
+            message: format!("schema id {id}: {message}"),
+            retryable: false,
+        };
+        let form = canonical::parsing_canonical_form(&text).map_err(|e| not_avro(e.to_string()))?;
+        let how = if form == self.canonical {
+            ById::Current
+        } else {
+            let label = format!("registry schema id {id}");
+            let writer: &'static Schema = match self.history.iter().find(|v| v.canonical == form) {
+                Some(version) => &version.schema,
+                // Leaked once per distinct schema id a registry serves for this subject: a
+                // handful over a deployment's life, and the readers built on it live as long.
+                None => Box::leak(Box::new(
+                    Schema::parse_str(&text).map_err(|e| not_avro(e.to_string()))?,
+                )),
             };
-            Json(serde_json::json!({ "id": id }))
+            ById::Other(Arc::new(
+                Resolver::new::<T>(writer, label).map_err(not_avro)?,
+            ))
         };
-        let by_id = |State(schemas): State<Schemas>, Path(id): Path<usize>| async move {
-            let all = schemas.lock().unwrap();
-            Json(serde_json::json!({ "schema": all[id - 1] }))
-        };
-        let latest = |State(schemas): State<Schemas>, Path(subject): Path<String>| async move {
-            let all = schemas.lock().unwrap();
-            Json(
-                serde_json::json!({ "subject": subject, "version": all.len(), "id": all.len(), "schema": all.last().unwrap() }),
-            )
-        };
-        let app = Router::new()
-            .route("/subjects/{subject}/versions", post(register))
-            .route("/subjects/{subject}/versions/latest", get(latest))
-            .route("/schemas/ids/{id}", get(by_id))
-            .with_state(schemas.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (format!("http://{address}"), schemas)
-    }
-
-    #[tokio::test]
-    async fn confluent_framing_through_a_registry_and_readers_accept_both() {
-        let (url, schemas) = registry_stand_in().await;
-        let registry = Some(Arc::new(Registry::new(&url)));
-        let confluent = Codec::<Command>::new("hunter.commands.v1", registry.clone());
-        let bytes = confluent.encode(&command()).await.unwrap();
-        assert_eq!(bytes[0], CONFLUENT_MAGIC);
-        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        assert_eq!(id, 1, "registered under the topic's subject");
-        assert_eq!(schemas.lock().unwrap().len(), 1);
-        assert_eq!(confluent.decode(&bytes).await.unwrap(), command());
-        // A reader configured with a registry reads single-object records too.
-        let single = Codec::<Command>::new("t", None)
-            .encode_single_object(&command())
-            .unwrap();
-        assert_eq!(confluent.decode(&single).await.unwrap(), command());
-        // The body after the 5-byte header is the same Avro body as after the 10-byte one.
-        assert_eq!(&bytes[5..], &single[10..]);
-    }
-
-    #[tokio::test]
-    async fn bad_bytes_are_named_errors() {
-        let codec = Codec::<Command>::new("t", None);
-        assert!(matches!(codec.decode(&[]).await, Err(CodecError::Empty)));
-        assert!(matches!(
-            codec.decode(&[0x7b, 0x22]).await,
-            Err(CodecError::UnknownFraming(0x7b))
-        ));
-        assert!(matches!(
-            codec.decode(&[0xC3, 0x01, 1]).await,
-            Err(CodecError::Truncated(3))
-        ));
-        assert!(matches!(
-            codec.decode(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0]).await,
-            Err(CodecError::UnknownFingerprint(_))
-        ));
-        assert!(matches!(
-            codec.decode(&[0, 0, 0, 0, 7, 2]).await,
-            Err(CodecError::NoRegistry(7))
-        ));
-        let mut good = codec.encode_single_object(&command()).unwrap();
-        good.truncate(good.len() - 3);
-        assert!(matches!(
-            codec.decode(&good).await,
-            Err(CodecError::Body { .. })
-        ));
+        self.by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, how.clone());
+        Ok(how)
     }
 }
+
+/// Logs a retryable registry error and waits before the next attempt; `false` once shutdown
+/// fired (the caller gives up without losing the record: its offset is not stored).
+async fn wait_to_retry(
+    error: &CodecError,
+    attempt: u32,
+    shutdown: &mut Shutdown,
+    stage: &'static str,
+    what: &'static str,
+) -> bool {
+    if shutdown.is_triggered() {
+        return false;
+    }
+    let wait = Duration::from_millis(200)
+        .saturating_mul(1u32 << attempt.min(6))
+        .min(Duration::from_secs(10));
+    tracing::warn!(stage, %error, attempts = attempt + 1, retry_in = ?wait, "schema registry unavailable: {what} paused, retrying (the record is not dead-lettered)");
+    tokio::select! {
+        _ = shutdown.wait() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// The single-object fingerprint of a schema text: the specification's CRC-64-AVRO of its
+/// Parsing Canonical Form, little-endian.
+pub fn fingerprint(schema_text: &str) -> Result<[u8; 8], canonical::CanonicalError> {
+    canonical::parsing_canonical_form(schema_text).map(|form| canonical::fingerprint(&form))
+}
+
+#[cfg(test)]
+mod tests;

@@ -95,6 +95,8 @@ pub struct Settings {
     pub allow_insecure_http: bool,
     pub partner_center: PartnerCenterSettings,
     pub kafka: KafkaSettings,
+    /// The Schema Registry's credentials and trust (its URL is `kafka.schema_registry_url`).
+    pub schema_registry: SchemaRegistrySettings,
     pub clickhouse: ClickHouseSettings,
     pub api: ApiSettings,
     pub sync: SyncSettings,
@@ -203,6 +205,105 @@ pub struct KafkaSettings {
     pub schema_registry_url: Option<Url>,
 }
 
+// --- Schema Registry credentials and TLS ------------------------------------------------------
+
+/// How Hunter authenticates to the Schema Registry and which CAs it trusts for its HTTPS.
+/// Used only when `HUNTER_SCHEMA_REGISTRY_URL` is set.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaRegistrySettings {
+    /// Basic auth user (`HUNTER_SCHEMA_REGISTRY_USERNAME`; Confluent Cloud: the API key).
+    pub username: Option<String>,
+    /// Basic auth password (`HUNTER_SCHEMA_REGISTRY_PASSWORD`; Confluent Cloud: the API secret).
+    pub password: Option<Secret>,
+    /// A PEM file of CA certificates trusted for the registry's HTTPS besides the system's
+    /// (`HUNTER_SCHEMA_REGISTRY_CA_LOCATION`).
+    pub ca_location: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSchemaRegistry {
+    username: Option<String>,
+    password: Option<Secret>,
+    ca_location: Option<PathBuf>,
+}
+
+/// Reads `[schema_registry]` and its variables; a half-set credential pair, credentials
+/// without a registry URL or a CA file that cannot be read fail here, naming the setting.
+fn schema_registry_settings(
+    src: &Source<'_>,
+    file: FileSchemaRegistry,
+    registry_url: Option<&Url>,
+) -> Result<SchemaRegistrySettings, ConfigError> {
+    let username = src
+        .text(
+            "HUNTER_SCHEMA_REGISTRY_USERNAME",
+            file.username,
+            "schema_registry.username",
+        )
+        .map(|(v, _)| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let password = match src
+        .env
+        .get("HUNTER_SCHEMA_REGISTRY_PASSWORD")
+        .filter(|v| !v.is_empty())
+    {
+        Some(value) => Some(Secret::new(value.clone())),
+        None => file.password.filter(|p| !p.expose().is_empty()),
+    };
+    let ca_location = match src
+        .env
+        .get("HUNTER_SCHEMA_REGISTRY_CA_LOCATION")
+        .filter(|v| !v.is_empty())
+    {
+        Some(value) => Some((
+            PathBuf::from(value.trim()),
+            "HUNTER_SCHEMA_REGISTRY_CA_LOCATION",
+        )),
+        None => file.ca_location.map(|p| (p, "schema_registry.ca_location")),
+    };
+    match (&username, &password) {
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                setting: "HUNTER_SCHEMA_REGISTRY_PASSWORD".into(),
+                message: "the username is set; basic auth needs both".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                setting: "HUNTER_SCHEMA_REGISTRY_USERNAME".into(),
+                message: "the password is set; basic auth needs both".into(),
+            });
+        }
+        _ => {}
+    }
+    if registry_url.is_none() && (username.is_some() || ca_location.is_some()) {
+        return Err(ConfigError::Missing {
+            setting: "HUNTER_SCHEMA_REGISTRY_URL".into(),
+            message: "schema registry credentials or a CA are set but no registry URL".into(),
+        });
+    }
+    if let Some((path, setting)) = &ca_location {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            setting: (*setting).to_owned(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::Invalid {
+                setting: (*setting).to_owned(),
+                message: format!("{} holds no PEM certificate", path.display()),
+            });
+        }
+    }
+    Ok(SchemaRegistrySettings {
+        username,
+        password,
+        ca_location: ca_location.map(|(p, _)| p),
+    })
+}
+
+// --- end of the Schema Registry block ----------------------------------------------------------
+
 #[derive(Debug, Clone)]
 pub struct ClickHouseSettings {
     /// The HTTP interface (`http://` or `https://`).
@@ -281,6 +382,8 @@ struct FileConfig {
     partner_center: FilePartnerCenter,
     #[serde(default)]
     kafka: FileKafka,
+    #[serde(default)]
+    schema_registry: FileSchemaRegistry,
     #[serde(default)]
     clickhouse: FileClickHouse,
     #[serde(default)]
@@ -479,6 +582,7 @@ impl Settings {
             allow_insecure_http,
             partner_center: pc,
             kafka,
+            schema_registry,
             clickhouse,
             api,
             sync,
@@ -766,6 +870,8 @@ impl Settings {
             None => None,
             Some((value, setting)) => Some(parse_url(&setting, &value)?),
         };
+        let schema_registry =
+            schema_registry_settings(&src, schema_registry, schema_registry_url.as_ref())?;
 
         let clickhouse_url =
             match src.text("HUNTER_CLICKHOUSE_URL", clickhouse.url, "clickhouse.url") {
@@ -1084,6 +1190,7 @@ impl Settings {
                 topic_prefix,
                 schema_registry_url,
             },
+            schema_registry,
             clickhouse,
             api: ApiSettings {
                 listen,
@@ -1221,7 +1328,10 @@ pub const ENV_VARS: &[&str] = &[
     "HUNTER_PARTNER_CENTER_PAGE_SIZE",
     "HUNTER_PARTNER_CENTER_SCOPE",
     "HUNTER_PARTNER_CENTER_TENANT_ID",
+    "HUNTER_SCHEMA_REGISTRY_CA_LOCATION",
+    "HUNTER_SCHEMA_REGISTRY_PASSWORD",
     "HUNTER_SCHEMA_REGISTRY_URL",
+    "HUNTER_SCHEMA_REGISTRY_USERNAME",
     "HUNTER_SINK_BATCH_MAX_WAIT_MS",
     "HUNTER_SINK_BATCH_ROWS",
     "HUNTER_SYNC_FULL_SWEEP_SECS",
@@ -1624,5 +1734,76 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("HUNTER_TOKEN_CACHE"), "{error}");
+    }
+
+    // --- Schema Registry settings ---------------------------------------------------------------
+
+    #[test]
+    fn schema_registry_credentials_and_ca_are_checked_at_start() {
+        let url = (
+            "HUNTER_SCHEMA_REGISTRY_URL",
+            "https://registry.example:8081",
+        );
+        let error = error_for(&[url, ("HUNTER_SCHEMA_REGISTRY_USERNAME", "key")]);
+        assert!(error.contains("HUNTER_SCHEMA_REGISTRY_PASSWORD"), "{error}");
+        let error = error_for(&[url, ("HUNTER_SCHEMA_REGISTRY_PASSWORD", "p4ss-w0rd")]);
+        assert!(error.contains("HUNTER_SCHEMA_REGISTRY_USERNAME"), "{error}");
+        assert!(!error.contains("p4ss-w0rd"), "{error}");
+        let error = error_for(&[
+            ("HUNTER_SCHEMA_REGISTRY_USERNAME", "key"),
+            ("HUNTER_SCHEMA_REGISTRY_PASSWORD", "p4ss-w0rd"),
+        ]);
+        assert!(error.contains("HUNTER_SCHEMA_REGISTRY_URL"), "{error}");
+        let error = error_for(&[
+            url,
+            ("HUNTER_SCHEMA_REGISTRY_CA_LOCATION", "/nonexistent/ca.pem"),
+        ]);
+        assert!(
+            error.contains("HUNTER_SCHEMA_REGISTRY_CA_LOCATION"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let error = error_for(&[
+            url,
+            (
+                "HUNTER_SCHEMA_REGISTRY_CA_LOCATION",
+                not_pem.to_str().unwrap(),
+            ),
+        ]);
+        assert!(error.contains("holds no PEM certificate"), "{error}");
+
+        let mut pairs = base();
+        pairs.extend([
+            url,
+            ("HUNTER_SCHEMA_REGISTRY_USERNAME", "key"),
+            ("HUNTER_SCHEMA_REGISTRY_PASSWORD", "p4ss-w0rd"),
+        ]);
+        let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+        assert_eq!(settings.schema_registry.username.as_deref(), Some("key"));
+        assert_eq!(
+            settings
+                .schema_registry
+                .password
+                .as_ref()
+                .map(Secret::expose),
+            Some("p4ss-w0rd")
+        );
+        assert!(!format!("{settings:?}").contains("p4ss-w0rd"));
+        // The file's [schema_registry] section, the environment winning.
+        let file = dir.path().join("hunter.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nschema_registry_url = \"https://r.example\"\n[schema_registry]\nusername = \"file-key\"\npassword = \"file-secret\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_sources(Some(&file), &env(&base())).unwrap();
+        assert_eq!(
+            settings.schema_registry.username.as_deref(),
+            Some("file-key")
+        );
+        let settings = Settings::from_sources(Some(&file), &env(&pairs)).unwrap();
+        assert_eq!(settings.schema_registry.username.as_deref(), Some("key"));
     }
 }

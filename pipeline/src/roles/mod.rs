@@ -32,17 +32,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(settings: Settings) -> Self {
-        let registry = settings
-            .kafka
-            .schema_registry_url
-            .as_ref()
-            .map(|url| Arc::new(Registry::new(url.as_str())));
-        Context {
+    pub fn new(settings: Settings) -> anyhow::Result<Self> {
+        let registry = registry(&settings)?;
+        Ok(Context {
             topics: settings.kafka.topics(),
             settings: Arc::new(settings),
             registry,
-        }
+        })
     }
 
     /// A consumer group id, prefixed like the topics so isolated deployments never share a group.
@@ -53,7 +49,10 @@ impl Context {
 
 /// Runs `role` until Ctrl-C or SIGTERM.
 pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
-    let context = Context::new(settings);
+    let context = Context::new(settings)?;
+    if let Some(registry) = &context.registry {
+        check_registry(registry).await?;
+    }
     let (trigger, shutdown) = shutdown::channel();
     trigger.clone().on_signals();
     let _ = telemetry::metrics_handle();
@@ -125,6 +124,34 @@ async fn spawn_http(
         ("http", result)
     });
     Ok(())
+}
+
+/// The Schema Registry client when `HUNTER_SCHEMA_REGISTRY_URL` is set.
+pub fn registry(settings: &Settings) -> anyhow::Result<Option<Arc<Registry>>> {
+    match &settings.kafka.schema_registry_url {
+        None => Ok(None),
+        Some(url) => Registry::new(url, &settings.schema_registry)
+            .map(|registry| Some(Arc::new(registry)))
+            .map_err(anyhow::Error::msg),
+    }
+}
+
+/// At start: credentials the registry refuses or a certificate Hunter does not trust stop the
+/// process with the setting named (every record would fail the same way). A registry that is
+/// merely unreachable does not: the roles wait for it where they need it.
+pub async fn check_registry(registry: &Registry) -> anyhow::Result<()> {
+    match registry.check().await {
+        Ok(()) => Ok(()),
+        Err(error) if error.is_retryable() => {
+            tracing::warn!(%error, "schema registry unreachable at start; records wait for it");
+            Ok(())
+        }
+        Err(error) if error.is_fatal() => Err(anyhow::anyhow!("{error}")),
+        Err(error) => Err(anyhow::anyhow!(
+            "{error} (check HUNTER_SCHEMA_REGISTRY_URL: {} does not answer like a schema registry)",
+            registry.url()
+        )),
+    }
 }
 
 /// Exponential backoff with full jitter: a random wait in `[0, min(cap, base * 2^attempt)]`.

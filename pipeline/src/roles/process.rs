@@ -16,6 +16,10 @@
 //!   large, invalid) dead-letters its referral by reference (class `refused`), and a dead
 //!   letter Kafka refuses carries a reference to the original instead of its bytes
 //!   (`hunter_core::size`): neither stops the role;
+//! - a transient failure is not the record's: while the schema registry is unreachable the
+//!   stream pauses on the record (decoding, encoding its lead, or rebuilding state) and retries
+//!   it, never dead-letters it; a registry that refuses the credentials or whose certificate is
+//!   not trusted stops the role with the setting named (`CodecError::is_fatal`);
 //! - enrichment never blocks the stream for longer than its DNS timeout, and runs for many
 //!   referrals at once (lookups overlap), while offsets still move in order.
 //!
@@ -156,9 +160,13 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     versions.apply_revocations();
                 }
                 if !versions.is_loaded(partition) {
-                    rebuild(&context, &shared.leads, &mut versions, partition).await?;
+                    rebuild(&context, &shared.leads, &mut versions, partition, &shutdown).await?;
                 }
-                let delivery = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, key, payload).await;
+                let Some(delivery) = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, key, payload, &shutdown).await else {
+                    // Shutdown while the registry was away: the record stays unprocessed and
+                    // its offset unstored, so it is read again after the restart.
+                    break;
+                };
                 in_flight.push_back(delivery);
             }
         }
@@ -181,7 +189,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     }
 }
 
-/// Decodes and dedupes one referral; returns the future of what it produces.
+/// Decodes and dedupes one referral; returns the future of what it produces, or `None` when
+/// shutdown came while the registry was unreachable (nothing was produced for the record).
 #[allow(clippy::too_many_arguments)]
 async fn decide(
     shared: &Arc<Shared>,
@@ -192,11 +201,20 @@ async fn decide(
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
-) -> Delivery {
-    let referral = match referrals.decode(&payload).await {
+    shutdown: &Shutdown,
+) -> Option<Delivery> {
+    let mut waiting = shutdown.clone();
+    let referral = match referrals
+        .decode_patiently(&payload, &mut waiting, "processor")
+        .await
+    {
         Ok(referral) => referral,
+        Err(error) if error.is_retryable() => return None,
+        Err(error) if error.is_fatal() => {
+            return Some(failed(partition, offset, anyhow::anyhow!("{error}")));
+        }
         Err(error) => {
-            return dead_letter(
+            return Some(dead_letter(
                 shared,
                 origin,
                 partition,
@@ -205,13 +223,13 @@ async fn decide(
                 payload,
                 "decode",
                 error.to_string(),
-            );
+            ));
         }
     };
     let mut lead = match Lead::from_referral(&referral, Timestamp::now()) {
         Ok(lead) => lead,
         Err(error) => {
-            return dead_letter(
+            return Some(dead_letter(
                 shared,
                 origin,
                 partition,
@@ -220,7 +238,7 @@ async fn decide(
                 payload,
                 "invalid",
                 error.to_string(),
-            );
+            ));
         }
     };
     let verdict = versions.observe(
@@ -231,15 +249,16 @@ async fn decide(
         referral.status.as_deref(),
     );
     let (first, previous_status) = match verdict {
-        Verdict::Repeat => return ready(partition, offset, "duplicate"),
-        Verdict::Older => return ready(partition, offset, "stale"),
+        Verdict::Repeat => return Some(ready(partition, offset, "duplicate")),
+        Verdict::Older => return Some(ready(partition, offset, "stale")),
         Verdict::First => (true, None),
         Verdict::Newer { previous_status } => (false, previous_status),
     };
     metrics::gauge!(names::PROCESSOR_DEDUPE_KEYS).set(versions.keys() as f64);
     let shared = shared.clone();
     let (origin, referral_bytes) = (origin.to_owned(), payload.len());
-    Box::pin(async move {
+    let mut waiting = shutdown.clone();
+    Some(Box::pin(async move {
         // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
         let enrichment = shared
             .enricher
@@ -247,7 +266,12 @@ async fn decide(
             .await;
         apply(&mut lead, enrichment);
         let mut outcome = "lead";
-        let result = match shared.leads.encode(&lead).await {
+        // A registry outage waits here (the offset is not stored until the lead is out).
+        let result = match shared
+            .leads
+            .encode_patiently(&lead, &mut waiting, "processor")
+            .await
+        {
             Ok(bytes) => match shared
                 .producer
                 .send(
@@ -291,6 +315,9 @@ async fn decide(
                     shared.leads_topic
                 )),
             },
+            Err(error) if error.is_retryable() || error.is_fatal() => {
+                Err(anyhow::anyhow!("lead not written: {error}"))
+            }
             Err(error) => Err(anyhow::anyhow!("lead does not fit its schema: {error}")),
         };
         Acked {
@@ -299,7 +326,17 @@ async fn decide(
             outcome,
             result,
         }
-    })
+    }))
+}
+
+/// A delivery that stops the processor (its offset is never stored).
+fn failed(partition: i32, offset: i64, error: anyhow::Error) -> Delivery {
+    Box::pin(std::future::ready(Acked {
+        partition,
+        offset,
+        outcome: "failed",
+        result: Err(error),
+    }))
 }
 
 fn apply(lead: &mut Lead, enrichment: crate::processors::enrich::Enrichment) {
@@ -461,6 +498,7 @@ async fn rebuild(
     codec: &Codec<Lead>,
     versions: &mut Versions,
     partition: i32,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = context.settings.kafka.clone();
@@ -471,10 +509,21 @@ async fn rebuild(
             .context("state rebuild panicked")??;
     let mut leads = Vec::with_capacity(payloads.len());
     let mut unreadable = 0usize;
+    let mut waiting = shutdown.clone();
     for payload in &payloads {
-        match codec.decode(payload).await {
+        match codec
+            .decode_patiently(payload, &mut waiting, "processor")
+            .await
+        {
             Ok(lead) => leads.push(lead),
-            Err(_) => unreadable += 1,
+            // Skipping a lead because the registry was away would forget a version seen.
+            Err(error) if error.is_retryable() || error.is_fatal() => {
+                anyhow::bail!("dedupe state of partition {partition} not rebuilt: {error}")
+            }
+            Err(error) => {
+                unreadable += 1;
+                tracing::warn!(partition, %error, "unreadable lead skipped in the dedupe state rebuild");
+            }
         }
     }
     versions.load(partition, leads.iter());

@@ -21,7 +21,10 @@
 //!   on older servers ReplacingMergeTree collapses such rows;
 //! - a record a table cannot take goes to the dead-letter topic (acknowledged before its offset
 //!   is stored) and never blocks the partition; one too large for the dead-letter topic is
-//!   dead-lettered by reference (`hunter_core::size`).
+//!   dead-lettered by reference (`hunter_core::size`);
+//! - a record that cannot be decoded *yet* (the schema registry is unreachable) is not the
+//!   record's fault: the stream waits on it and retries, and dead-letters nothing; a registry
+//!   that refuses the credentials or the certificate stops the sink with the setting named.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow};
 use hunter_clickhouse::writer::Writer;
-use hunter_core::codec::Codec;
+use hunter_core::codec::{Codec, CodecError};
 use hunter_core::kafka::{self, DeadLetter};
 use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
@@ -286,8 +289,15 @@ async fn stream(
                         })
                         .unwrap_or_default();
                     drop(message);
-                    if let Err((class, reason)) = add(inputs, &mut batch, &topic, partition, offset, &headers, &payload).await {
-                        dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, key, payload.clone(), class, &reason).await?;
+                    match add(inputs, &mut batch, &topic, partition, offset, &headers, &payload, &shutdown).await {
+                        Ok(()) => {}
+                        Err(Unadded::DeadLetter(class, reason)) => {
+                            dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, key, payload.clone(), class, &reason).await?;
+                        }
+                        // Shutdown while the registry was away: this message is not in the
+                        // batch and its offset is not stored; it is read again after a restart.
+                        Err(Unadded::Stopped) => break,
+                        Err(Unadded::Fatal(error)) => return Err(error),
                     }
                     batch.cover(&topic, partition, offset, timestamp, payload.len());
                     if stall.is_some() {
@@ -338,7 +348,30 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Turns one message into rows of the batch; an error names a class and the reason.
+/// Why a message added no rows.
+enum Unadded {
+    /// The record's fault: dead-letter it with this class and reason.
+    DeadLetter(&'static str, String),
+    /// Shutdown came while waiting for the schema registry.
+    Stopped,
+    /// The registry refuses Hunter (credentials, certificate): stop the sink.
+    Fatal(anyhow::Error),
+}
+
+impl From<CodecError> for Unadded {
+    fn from(error: CodecError) -> Self {
+        if error.is_retryable() {
+            Unadded::Stopped
+        } else if error.is_fatal() {
+            Unadded::Fatal(anyhow::anyhow!("{error}"))
+        } else {
+            Unadded::DeadLetter("decode", error.to_string())
+        }
+    }
+}
+
+/// Turns one message into rows of the batch; waits out a registry outage.
+#[allow(clippy::too_many_arguments)]
 async fn add(
     inputs: &Inputs,
     batch: &mut Batch,
@@ -347,20 +380,27 @@ async fn add(
     offset: i64,
     headers: &[(String, String)],
     payload: &[u8],
-) -> Result<(), (&'static str, String)> {
+    shutdown: &Shutdown,
+) -> Result<(), Unadded> {
+    let mut waiting = shutdown.clone();
     if topic == inputs.leads_topic {
         let lead = inputs
             .leads
-            .decode(payload)
-            .await
-            .map_err(|error| ("decode", error.to_string()))?;
-        let row = LeadRow::from_lead(&lead).map_err(|error| ("schema", error.to_string()))?;
+            .decode_patiently(payload, &mut waiting, "sink")
+            .await?;
+        let row = LeadRow::from_lead(&lead)
+            .map_err(|error| Unadded::DeadLetter("schema", error.to_string()))?;
         batch.history.push(LeadHistoryRow::from_lead_row(&row));
         batch.leads.push(row);
         batch.fetched.extend(lead.fetched_at);
     } else if topic == inputs.referrals_topic {
-        match inputs.referrals.decode(payload).await {
+        match inputs
+            .referrals
+            .decode_patiently(payload, &mut waiting, "sink")
+            .await
+        {
             Ok(referral) => batch.referrals.push(ReferralRow::from_referral(&referral)),
+            Err(error) if error.is_retryable() || error.is_fatal() => return Err(error.into()),
             // The processor dead-letters an unreadable referral; a second dead letter of the
             // same record from here would only be noise.
             Err(error) => {
@@ -370,9 +410,8 @@ async fn add(
     } else if topic == inputs.runs_topic {
         let run = inputs
             .runs
-            .decode(payload)
-            .await
-            .map_err(|error| ("decode", error.to_string()))?;
+            .decode_patiently(payload, &mut waiting, "sink")
+            .await?;
         batch.runs.push(SyncRunRow::from_run(&run));
     } else {
         let header = |key: &str| {

@@ -111,7 +111,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
         topics: topics.clone(),
     });
-    let mut states = load_states(&context, &outputs.states).await?;
+    let mut states = load_states(&context, &outputs.states, &shutdown).await?;
 
     let mut tenants = tokio::task::JoinSet::new();
     let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
@@ -164,7 +164,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 drop(message);
-                match command_codec.decode(&payload).await {
+                let mut waiting = shutdown.clone();
+                match command_codec.decode_patiently(&payload, &mut waiting, "source").await {
                     Ok(command) if command.kind == Command::SYNC_NOW => {
                         let expired = trigger_expired(&command, settings.sync.interval);
                         for (name, queue) in &triggers {
@@ -185,6 +186,9 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                         }
                     }
                     Ok(command) => tracing::debug!(kind = %command.kind, "command not for the source"),
+                    // Shutdown while the registry was away: the command is read again later.
+                    Err(error) if error.is_retryable() => continue,
+                    Err(error) if error.is_fatal() => break Err(anyhow::anyhow!("{error}")),
                     Err(error) => tracing::warn!(%error, "unreadable command ignored"),
                 }
                 // Stored once handed to the tenants: a crash before the run loses the trigger,
@@ -413,6 +417,7 @@ fn report_auth(tenant: &Tenant) {
 async fn load_states(
     context: &Context,
     codec: &Codec<SourceState>,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<HashMap<String, SourceState>> {
     let topic = context.topics.source_state.clone();
     let settings = context.settings.kafka.clone();
@@ -421,10 +426,18 @@ async fn load_states(
         .await
         .context("state reader panicked")??;
     let mut states = HashMap::new();
+    let mut waiting = shutdown.clone();
     for payload in payloads {
-        match codec.decode(&payload).await {
+        match codec
+            .decode_patiently(&payload, &mut waiting, "source")
+            .await
+        {
             Ok(state) => {
                 states.insert(state.tenant.clone(), state);
+            }
+            // A state skipped because the registry was away would restart the cursor.
+            Err(error) if error.is_retryable() || error.is_fatal() => {
+                anyhow::bail!("source state not loaded: {error}")
             }
             Err(error) => tracing::warn!(%error, "unreadable source state record skipped"),
         }

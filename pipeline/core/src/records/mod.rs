@@ -38,22 +38,26 @@ pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
     const SCHEMA_TEXT: &'static str;
     /// The schema's full name, for logs and registry subjects.
     const FULL_NAME: &'static str;
+    /// The contract's name in `schemas/` and `schemas/history/` (`referral`, `lead`, …).
+    const CONTRACT: &'static str;
     /// The parsed schema, parsed once per process.
     fn schema() -> &'static Schema;
 }
 
 macro_rules! record {
-    ($type:ty, $file:literal, $full_name:literal) => {
+    ($type:ty, $contract:literal, $full_name:literal) => {
         impl Record for $type {
-            const SCHEMA_TEXT: &'static str = include_str!(concat!("../../../../schemas/", $file));
+            const SCHEMA_TEXT: &'static str =
+                include_str!(concat!("../../../../schemas/", $contract, ".avsc"));
             const FULL_NAME: &'static str = $full_name;
+            const CONTRACT: &'static str = $contract;
             fn schema() -> &'static Schema {
                 static SCHEMA: OnceLock<Schema> = OnceLock::new();
                 SCHEMA.get_or_init(|| {
                     Schema::parse_str(Self::SCHEMA_TEXT).expect(concat!(
                         "schemas/",
-                        $file,
-                        " is a valid Avro schema"
+                        $contract,
+                        ".avsc is a valid Avro schema"
                     ))
                 })
             }
@@ -61,19 +65,15 @@ macro_rules! record {
     };
 }
 
-record!(
-    Referral,
-    "referral.avsc",
-    "hunter.partnercenter.v1.Referral"
-);
-record!(Lead, "lead.avsc", "hunter.leads.v1.Lead");
-record!(SyncRun, "sync_run.avsc", "hunter.syncruns.v1.SyncRun");
+record!(Referral, "referral", "hunter.partnercenter.v1.Referral");
+record!(Lead, "lead", "hunter.leads.v1.Lead");
+record!(SyncRun, "sync_run", "hunter.syncruns.v1.SyncRun");
 record!(
     SourceState,
-    "source_state.avsc",
+    "source_state",
     "hunter.sourcestate.v1.SourceState"
 );
-record!(Command, "command.avsc", "hunter.commands.v1.Command");
+record!(Command, "command", "hunter.commands.v1.Command");
 
 #[cfg(test)]
 mod hostile;
