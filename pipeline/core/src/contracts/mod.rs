@@ -60,7 +60,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "referral",
         full_name: "hunter.partnercenter.v1.Referral",
-        versions: versions!("referral": "0001"),
+        versions: versions!("referral": "0001", "0002"),
     },
     Contract {
         name: "lead",
