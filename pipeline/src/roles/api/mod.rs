@@ -32,7 +32,6 @@ use hunter_core::config::Secret;
 use hunter_core::kafka;
 use hunter_core::records::Command;
 use hunter_core::telemetry::{self, names};
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 
 use super::Context;
@@ -48,7 +47,7 @@ pub(crate) struct ApiState {
     admin_token: Secret,
     read_token: Option<Secret>,
     clickhouse: Writer,
-    producer: FutureProducer,
+    producer: kafka::Producer,
     commands: Codec<Command>,
     commands_topic: String,
     /// The tenants and schedule this deployment polls, for the sync status.
