@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
@@ -316,6 +317,9 @@ impl Hints {
         if has("might be caused by incorrect security.protocol") {
             return FailureKind::SecurityProtocol;
         }
+        if has("mechanism handshake failed") || has("unsupported sasl mechanism") {
+            return FailureKind::Mechanism;
+        }
         let ssl = code == Some(RDKafkaErrorCode::SSL) || has("ssl handshake failed");
         if ssl {
             if has("wrong version number")
@@ -343,8 +347,7 @@ impl Hints {
             || has("sasl authentication error")
             || has("sasl handshake failed");
         if authentication {
-            if has("unsupported sasl mechanism")
-                || has("unsupported_sasl_mechanism")
+            if has("unsupported_sasl_mechanism")
                 || (has("mechanism") && has("not supported"))
                 || has("no worthy mechs")
             {
@@ -370,6 +373,23 @@ impl Hints {
             ) => FailureKind::Unreachable,
             _ => FailureKind::Other,
         }
+    }
+
+    /// What kind of failure a librdkafka `FAIL` log line (a broker connection that failed)
+    /// describes, for the start-up check. Some failures come only as these lines: a plaintext
+    /// client whose connection a TLS listener resets while it asks for the API versions, a TLS
+    /// client whose handshake a plaintext listener never answers.
+    fn classify_log(&self, line: &str) -> Option<FailureKind> {
+        let kind = self.classify(None, line);
+        if kind.is_definitive() {
+            return Some(kind);
+        }
+        let has = |part: &str| line.contains(part);
+        let reset_while_asking_versions =
+            has("state APIVERSION_QUERY") && (has("Disconnected") || has("connection reset"));
+        let handshake_unanswered = has("state SSL_HANDSHAKE") && has("timed out");
+        ((reset_while_asking_versions && !self.uses_tls) || (handshake_unanswered && self.uses_tls))
+            .then_some(FailureKind::SecurityProtocol)
     }
 
     /// The setting to fix for a failure, a headline and the fix in words.
@@ -472,6 +492,15 @@ impl KafkaContext {
         }
     }
 
+    fn remember(&self, kind: FailureKind, reason: &str) {
+        if let Some(seen) = &self.seen {
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
+                kind,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
     fn seen(&self) -> Vec<Seen> {
         self.seen
             .as_ref()
@@ -500,12 +529,7 @@ impl KafkaContext {
         } else {
             tracing::warn!(client = %self.client, %error, reason, "kafka client error; librdkafka retries by itself");
         }
-        if let Some(seen) = &self.seen {
-            seen.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
-                kind,
-                reason: reason.to_owned(),
-            });
-        }
+        self.remember(kind, reason);
         kind
     }
 }
@@ -513,6 +537,39 @@ impl KafkaContext {
 impl ClientContext for KafkaContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.report(&error, reason);
+    }
+
+    /// librdkafka's own lines, as rust-rdkafka's default does (target `librdkafka`); the
+    /// start-up check also reads its `FAIL` lines ([`Hints::classify_log`]).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, line: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {line}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {line}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {line}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {line}")
+            }
+        }
+        if self.seen.is_some()
+            && fac == "FAIL"
+            && let Some(kind) = self.hints.classify_log(line)
+        {
+            // "[thrd:sasl_ssl://host:port/bootstrap]: sasl_ssl://host:port/bootstrap: …"
+            let reason = line
+                .strip_prefix("[thrd:")
+                .and_then(|rest| rest.split_once("]: "))
+                .map_or(line, |(_, reason)| reason);
+            self.remember(kind, reason);
+        }
     }
 }
 
@@ -585,6 +642,11 @@ pub fn check_connection(settings: &KafkaSettings, wait: Duration) -> Result<Cont
     let mut config = super::base_config(settings);
     config.set("client.id", client);
     apply_properties(&mut config, settings);
+    if settings.security.protocol.uses_tls() {
+        // A listener that does not speak TLS never answers the handshake: librdkafka's 30 s
+        // default would outlast the check.
+        config.set("socket.connection.setup.timeout.ms", "3000");
+    }
     let context = KafkaContext::recording(settings, client);
     let producer: BaseProducer<KafkaContext> = match config.create_with_context(context) {
         Ok(producer) => producer,
@@ -625,9 +687,10 @@ pub fn check_connection(settings: &KafkaSettings, wait: Duration) -> Result<Cont
         let remaining = deadline.saturating_duration_since(Instant::now());
         let answer = producer
             .client()
-            .fetch_metadata(None, remaining.min(Duration::from_secs(1)));
-        // Serve the error events librdkafka queued meanwhile (they reach the context here).
-        producer.poll(Duration::ZERO);
+            .fetch_metadata(None, remaining.min(Duration::from_millis(500)));
+        // Serve every event librdkafka queued meanwhile: errors and log lines reach the
+        // context here (a zero timeout would serve only one).
+        producer.poll(Duration::from_millis(100));
         let seen = producer.context().seen();
         let last_error = match answer {
             Ok(metadata) => {
@@ -638,28 +701,25 @@ pub fn check_connection(settings: &KafkaSettings, wait: Duration) -> Result<Cont
             }
             Err(error) => error.to_string(),
         };
-        // A protocol mismatch looks like a dropped connection: believe it when it repeats.
+        // A protocol mismatch looks like a dropped or stalled connection: believe it when it
+        // repeats, or when nothing else happened until the deadline (librdkafka may log the
+        // repeat only with its next attempt, after a backoff).
+        let over = Instant::now() >= deadline;
         let definitive = seen.iter().find(|s| {
             s.kind.is_definitive()
                 && (s.kind != FailureKind::SecurityProtocol
+                    || over
                     || seen.iter().filter(|t| t.kind == s.kind).count() > 1)
         });
         if let Some(seen) = definitive {
             return Err(ConnectError::new(&hints, seen.kind, seen.reason.clone()));
         }
-        if Instant::now() >= deadline {
+        if over {
             let reason = seen
                 .last()
                 .map(|s| s.reason.clone())
                 .unwrap_or_else(|| format!("no answer within {} s ({last_error})", wait.as_secs()));
-            let kind = match seen
-                .iter()
-                .find(|s| s.kind == FailureKind::SecurityProtocol)
-            {
-                Some(_) => FailureKind::SecurityProtocol,
-                None => FailureKind::Unreachable,
-            };
-            return Err(ConnectError::new(&hints, kind, reason));
+            return Err(ConnectError::new(&hints, FailureKind::Unreachable, reason));
         }
     }
 }
