@@ -669,8 +669,8 @@ impl OwnBroker {
     ///   with SCRAM-SHA-256 and SCRAM-SHA-512 credentials) are created first by a run without
     ///   authentication on the same storage, with `tansu user create`: tansu 0.6.0 serves
     ///   AlterUserScramCredentials only to an authenticated client, and keeps the credentials in
-    ///   its storage. Its PLAIN mechanism accepts any password (tansu-auth 0.6.0 checks only
-    ///   that one was sent), so PLAIN proves the wire format, not a refusal.
+    ///   its storage. It offers no PLAIN: tansu 0.6.0's rsasl is built with SCRAM and
+    ///   OAUTHBEARER only, and it drops a client that asks for PLAIN at the handshake.
     /// - stunnel (Debian's `stunnel4`) terminates TLS on [`OwnBroker::port`] with a certificate
     ///   for 127.0.0.1 signed by a CA of the test's own ([`OwnBroker::ca`]), and tansu advertises
     ///   that port, so clients come back through TLS after the metadata request. (tansu 0.6.0

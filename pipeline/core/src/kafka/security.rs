@@ -318,6 +318,20 @@ impl Hints {
             return FailureKind::SecurityProtocol;
         }
         if has("mechanism handshake failed") || has("unsupported sasl mechanism") {
+            // A broker that refuses a mechanism while listing it as supported is refusing to
+            // re-authenticate a live connection (KIP-368), not the settings: tansu 0.6.0 does
+            // this every 60 s. librdkafka reconnects and authenticates afresh.
+            let offered = text
+                .split("broker's supported mechanisms: ")
+                .nth(1)
+                .map(|list| list.split(" (").next().unwrap_or(list));
+            if let (Some(offered), Some(mechanism)) = (offered, self.mechanism)
+                && offered
+                    .split(',')
+                    .any(|m| m.trim().eq_ignore_ascii_case(mechanism.as_str()))
+            {
+                return FailureKind::Other;
+            }
             return FailureKind::Mechanism;
         }
         let ssl = code == Some(RDKafkaErrorCode::SSL) || has("ssl handshake failed");
@@ -347,6 +361,10 @@ impl Hints {
             || has("sasl authentication error")
             || has("sasl handshake failed");
         if authentication {
+            if has("local: broker transport failure") {
+                // The connection dropped during the exchange: an outage, not a refusal.
+                return FailureKind::Unreachable;
+            }
             if has("unsupported_sasl_mechanism")
                 || (has("mechanism") && has("not supported"))
                 || has("no worthy mechs")
@@ -783,6 +801,42 @@ mod tests {
             "SASL handshake failed (start (-4)): SASL mechanism SCRAM-SHA-512 not supported by broker",
         );
         assert_eq!(mechanism, FailureKind::Mechanism);
+        // tansu 0.6.0 offers no PLAIN: it drops the connection at the handshake.
+        let no_plain = hints.classify(
+            Some(RDKafkaErrorCode::Authentication),
+            "sasl_ssl://127.0.0.1:23572/bootstrap: SASL PLAIN mechanism handshake failed: Local: Broker transport failure: broker's supported mechanisms: (n/a) (after 0ms in state DOWN)",
+        );
+        assert_eq!(no_plain, FailureKind::Mechanism);
+        assert_eq!(hints.explain(no_plain).0, "HUNTER_KAFKA_SASL_MECHANISM");
+        // tansu 0.6.0 refuses every re-authentication of a live connection (its session
+        // lifetime is 60 s) while listing the mechanism: not the settings' fault.
+        let reauthentication = hints.classify(
+            Some(RDKafkaErrorCode::Authentication),
+            "GroupCoordinator: 127.0.0.1:23572: SASL SCRAM-SHA-512 mechanism handshake failed: Broker: Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-512 (after 1ms in state AUTH_HANDSHAKE)",
+        );
+        assert_eq!(reauthentication, FailureKind::Other);
+        let dropped = hints.classify(
+            Some(RDKafkaErrorCode::Authentication),
+            "GroupCoordinator: SASL authentication error: SaslAuthenticateRequest failed: Local: Broker transport failure (after 0ms in state AUTH_REQ)",
+        );
+        assert_eq!(dropped, FailureKind::Unreachable);
+        // Failures librdkafka reports only in its FAIL log lines.
+        let unanswered = "sasl_ssl://127.0.0.1:23571/bootstrap: Connection setup timed out in state SSL_HANDSHAKE (after 3003ms in state SSL_HANDSHAKE)";
+        assert_eq!(
+            hints.classify_log(unanswered),
+            Some(FailureKind::SecurityProtocol)
+        );
+        let reset = "127.0.0.1:23572/bootstrap: Disconnected: connection reset by peer (after 0ms in state APIVERSION_QUERY)";
+        assert_eq!(hints.classify_log(reset), None, "a TLS client: not this");
+        let plaintext = Hints::new(&settings(KafkaSecurity::default()));
+        assert_eq!(
+            plaintext.classify_log(reset),
+            Some(FailureKind::SecurityProtocol)
+        );
+        assert_eq!(
+            plaintext.classify_log("127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)"),
+            None
+        );
         let down = hints.classify(
             Some(RDKafkaErrorCode::AllBrokersDown),
             "1/1 brokers are down",
