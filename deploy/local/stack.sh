@@ -40,8 +40,9 @@ CLICKHOUSE_TCP_PORT=19000
 PROMETHEUS_PORT=19090
 
 # libssl-dev, libcurl4-openssl-dev, pkg-config: librdkafka's TLS/SASL and OIDC (the build needs them);
-# stunnel4: the TLS terminator in front of tansu for the secured-Kafka tests.
-APT_PACKAGES=(clickhouse-server clickhouse-client prometheus libssl-dev libcurl4-openssl-dev pkg-config stunnel4)
+# stunnel4: the TLS terminator in front of tansu for the secured-Kafka tests; openssl: the tests'
+# throwaway CA and certificates (tests/support/tls.rs).
+APT_PACKAGES=(clickhouse-server clickhouse-client prometheus libssl-dev libcurl4-openssl-dev pkg-config stunnel4 openssl)
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=dynostore,libsql
 TANSU_CLUSTER_ID=hunter-local

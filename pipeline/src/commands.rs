@@ -194,6 +194,7 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         }
     );
     let topics = settings.kafka.topics();
+    roles::check_kafka(&settings.kafka).await?;
     kafka::ensure_topics(&settings.kafka, &topics.specs())
         .await
         .with_context(|| {

@@ -23,6 +23,9 @@ pub mod contracts;
 pub struct Stack {
     pub brokers: String,
     pub clickhouse_url: String,
+    /// librdkafka security properties for the tests' own clients (empty: plaintext); set by
+    /// [`Deployment::use_secured_broker`].
+    pub kafka_client: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -35,7 +38,18 @@ impl Stack {
         Stack {
             brokers: get("HUNTER_KAFKA_BROKERS"),
             clickhouse_url: get("HUNTER_CLICKHOUSE_URL"),
+            kafka_client: Vec::new(),
         }
+    }
+
+    /// A client configuration for the stack's broker, with its security properties.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.kafka_client {
+            config.set(key, value);
+        }
+        config
     }
 }
 
@@ -586,10 +600,15 @@ async fn terminate_server(mut server: Child, what: &str, timeout: Duration) -> a
 /// shared one stays up for everyone else: the stack's `tansu` (`deploy/local/stack.sh up`
 /// installs it) with durable `sqlite://` storage in a temporary directory, on a free port.
 /// Killed and deleted when dropped. Topics are created by `hunter migrate`, as on any broker.
+///
+/// [`OwnBroker::start_secured`] makes it a secured broker: SASL (tansu's `--authentication`) over
+/// TLS (stunnel in front), the way hosted Kafka services are reached.
 pub struct OwnBroker {
+    /// The port clients connect to (stunnel's, when secured).
     pub port: u16,
     home: tempfile::TempDir,
     server: Option<Child>,
+    secured: Option<Secured>,
 }
 
 impl OwnBroker {
@@ -611,6 +630,7 @@ impl OwnBroker {
             port: free_port(),
             home,
             server: None,
+            secured: None,
         };
         own.start_again().await?;
         Ok(own)
@@ -669,7 +689,24 @@ impl OwnBroker {
     /// metadata request.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.server.is_none(), "the broker is already running");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let (listen, authentication) = match &self.secured {
+            Some(secured) => (secured.inner_port, true),
+            None => (self.port, false),
+        };
+        self.spawn_tansu(listen, self.port, authentication)?;
+        self.wait_answering(self.client_config()).await
+    }
+
+    /// Starts tansu listening on `listen`, advertising `advertised` to clients (stunnel's port
+    /// when secured: clients reconnect to what the metadata says).
+    fn spawn_tansu(
+        &mut self,
+        listen: u16,
+        advertised: u16,
+        authentication: bool,
+    ) -> anyhow::Result<()> {
+        let url = format!("tcp://127.0.0.1:{listen}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let storage = format!("sqlite://{}/tansu.db", self.home.path().display());
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -679,8 +716,14 @@ impl OwnBroker {
         // working directory), with nothing of the test runner's environment.
         let server = Command::new(Self::tansu())
             .args(["broker", "--cluster-id", "hunter-test"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", &storage])
+            .args(authentication.then_some("--authentication"))
             .current_dir("/")
             .env_clear()
             .envs(base_env())
@@ -695,14 +738,20 @@ impl OwnBroker {
             .context("spawn tansu (deploy/local/stack.sh up installs it)")?;
         std::fs::write(self.home.path().join("tansu.pid"), server.id().to_string())?;
         self.server = Some(server);
-        let brokers = self.brokers();
+        Ok(())
+    }
+
+    /// Waits until the broker answers a metadata request from a client configured as `config`.
+    async fn wait_answering(&mut self, config: ClientConfig) -> anyhow::Result<()> {
+        let brokers = config
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let brokers = brokers.clone();
+            let config = config.clone();
             let answered = tokio::task::spawn_blocking(move || {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create()?;
+                let consumer: BaseConsumer = config.create()?;
                 consumer.fetch_metadata(None, Duration::from_secs(2))?;
                 anyhow::Ok(())
             })
@@ -718,8 +767,7 @@ impl OwnBroker {
                 let log =
                     std::fs::read_to_string(self.home.path().join("tansu.log")).unwrap_or_default();
                 bail!(
-                    "own tansu on {} did not answer (exit: {exited:?}): {answered:?}\n{}",
-                    self.brokers(),
+                    "own tansu on {brokers} did not answer (exit: {exited:?}): {answered:?}\n{}",
                     tail(&log, 30)
                 );
             }
@@ -742,11 +790,9 @@ impl OwnBroker {
 
     /// A liveness probe: does the broker answer a metadata request within 3 s?
     pub async fn answers(&self) -> bool {
-        let brokers = self.brokers();
+        let config = self.client_config();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()?;
+            let consumer: BaseConsumer = config.create()?;
             consumer.fetch_metadata(None, Duration::from_secs(3))?;
             anyhow::Ok(())
         })
@@ -772,6 +818,194 @@ impl Drop for OwnBroker {
             let _ = server.kill();
             let _ = server.wait();
         }
+        if let Some(mut stunnel) = self.secured.as_mut().and_then(|s| s.stunnel.take()) {
+            let _ = stunnel.kill();
+            let _ = stunnel.wait();
+        }
+    }
+}
+
+/// What makes an [`OwnBroker`] a secured one (see [`OwnBroker::start_secured`]).
+struct Secured {
+    /// Where tansu itself listens (SASL without TLS); only stunnel connects to it.
+    inner_port: u16,
+    ca: tls::TestCa,
+    certificate: tls::ServerCertificate,
+    /// Every user the broker knows, with its password (SCRAM-SHA-256 and -512 credentials each).
+    users: Vec<(String, String)>,
+    stunnel: Option<Child>,
+}
+
+impl OwnBroker {
+    /// A broker that clients reach with SASL over TLS, as hosted Kafka services are reached:
+    ///
+    /// - tansu with `--authentication` listens on an inner port. Its SCRAM users (`users`, each
+    ///   with SCRAM-SHA-256 and SCRAM-SHA-512 credentials) are created first by a run without
+    ///   authentication on the same storage, with `tansu user create`: tansu 0.6.0 serves
+    ///   AlterUserScramCredentials only to an authenticated client, and keeps the credentials in
+    ///   its storage. It offers no PLAIN: tansu 0.6.0's rsasl is built with SCRAM and
+    ///   OAUTHBEARER only, and it drops a client that asks for PLAIN at the handshake.
+    /// - stunnel (Debian's `stunnel4`) terminates TLS on [`OwnBroker::port`] with a certificate
+    ///   for 127.0.0.1 signed by a CA of the test's own ([`OwnBroker::ca`]), and tansu advertises
+    ///   that port, so clients come back through TLS after the metadata request. (tansu 0.6.0
+    ///   takes `--cert`/`--key` but its listener never uses the TLS acceptor it builds.)
+    pub async fn start_secured(users: &[(&str, &str)]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!users.is_empty(), "a secured broker needs a user");
+        let home = tempfile::tempdir()?;
+        let ca = tls::TestCa::new(&home.path().join("pki"), "broker-ca")?;
+        let certificate = ca.issue_server("broker")?;
+        let inner_port = free_port();
+        let mut own = OwnBroker {
+            port: free_port(),
+            home,
+            server: None,
+            secured: None,
+        };
+        own.spawn_tansu(inner_port, inner_port, false)?;
+        let mut plain = ClientConfig::new();
+        plain.set("bootstrap.servers", format!("127.0.0.1:{inner_port}"));
+        own.wait_answering(plain).await?;
+        for (user, password) in users {
+            for mechanism in ["scram256", "scram512"] {
+                let output = Command::new(Self::tansu())
+                    .args(["user", "create", "--broker"])
+                    .arg(format!("tcp://127.0.0.1:{inner_port}"))
+                    .args(["--mechanism", mechanism, user, password])
+                    .env_clear()
+                    .envs(base_env())
+                    .output()
+                    .context("tansu user create")?;
+                anyhow::ensure!(
+                    output.status.success(),
+                    "tansu user create {user} ({mechanism}) failed: {}",
+                    output_text(&output)
+                );
+            }
+        }
+        own.stop().await?;
+        own.secured = Some(Secured {
+            inner_port,
+            ca,
+            certificate,
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            stunnel: None,
+        });
+        own.start_stunnel().await?;
+        own.start_again().await?;
+        Ok(own)
+    }
+
+    /// The PEM file of the CA that signed the secured broker's certificate.
+    pub fn ca(&self) -> Option<&Path> {
+        self.secured.as_ref().map(|s| s.ca.certificate.as_path())
+    }
+
+    /// Hunter's settings for this broker: SASL over TLS with `mechanism` as `user`, trusting
+    /// [`OwnBroker::ca`] (plain `HUNTER_KAFKA_BROKERS` when the broker is not secured).
+    pub fn hunter_settings(
+        &self,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+    ) -> Vec<(String, String)> {
+        let mut settings = vec![("HUNTER_KAFKA_BROKERS".to_owned(), self.brokers())];
+        if let Some(ca) = self.ca() {
+            for (name, value) in [
+                ("HUNTER_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("HUNTER_KAFKA_SASL_MECHANISM", mechanism),
+                ("HUNTER_KAFKA_SASL_USERNAME", user),
+                ("HUNTER_KAFKA_SASL_PASSWORD", password),
+                ("HUNTER_KAFKA_SSL_CA_LOCATION", &ca.display().to_string()),
+            ] {
+                settings.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        settings
+    }
+
+    /// librdkafka properties for the test's own clients (as the first user, SCRAM-SHA-256 over
+    /// TLS), without `bootstrap.servers`; empty when the broker is not secured.
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        let Some(secured) = &self.secured else {
+            return Vec::new();
+        };
+        let (user, password) = &secured.users[0];
+        [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", user),
+            ("sasl.password", password),
+            (
+                "ssl.ca.location",
+                &secured.ca.certificate.display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// A client configuration that reaches this broker (with [`OwnBroker::client_properties`]).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.brokers());
+        for (key, value) in self.client_properties() {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// stunnel on [`OwnBroker::port`], forwarding to tansu's inner port; waits until it listens.
+    async fn start_stunnel(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
+        let home = self.home.path().to_owned();
+        let secured = self.secured.as_mut().context("not a secured broker")?;
+        let config = home.join("stunnel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "foreground = yes\npid =\ndebug = notice\n[kafka]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{}\ncert = {}\nkey = {}\n",
+                secured.inner_port,
+                secured.certificate.certificate.display(),
+                secured.certificate.key.display()
+            ),
+        )?;
+        let binary = ["stunnel4", "stunnel"]
+            .into_iter()
+            .find(|name| {
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {name}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .context("stunnel4 is not installed (deploy/local/stack.sh packages installs it)")?;
+        let log = File::create(home.join("stunnel.log"))?;
+        let mut child = Command::new(binary)
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn stunnel")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "stunnel exited ({status}):\n{}",
+                    std::fs::read_to_string(home.join("stunnel.log")).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("stunnel did not listen on 127.0.0.1:{port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        secured.stunnel = Some(child);
+        Ok(())
     }
 }
 
@@ -962,6 +1196,22 @@ impl Deployment {
         self.stack.brokers = brokers.to_owned();
     }
 
+    /// Points this deployment at a secured [`OwnBroker`] ([`OwnBroker::start_secured`]): its
+    /// processes connect with SASL `mechanism` as `user` over TLS, the test's own clients as the
+    /// broker's first user.
+    pub fn use_secured_broker(
+        &mut self,
+        broker: &OwnBroker,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+    ) {
+        self.use_broker(&broker.brokers());
+        self.env
+            .extend(broker.hunter_settings(mechanism, user, password));
+        self.stack.kafka_client = broker.client_properties();
+    }
+
     /// Stops every process and drops the test database.
     pub async fn teardown(mut self) {
         for process in &mut self.processes {
@@ -1037,8 +1287,18 @@ pub fn generate_referrals_file(file: &Path, count: usize, seed: u64) -> anyhow::
 pub type ReadRecord = (Vec<u8>, HashMap<String, String>);
 
 pub fn read_topic(brokers: &str, topic: &str, min: usize) -> anyhow::Result<Vec<ReadRecord>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    read_topic_with(config, topic, min)
+}
+
+/// [`read_topic`] with a client configuration of the caller's (a secured broker's).
+pub fn read_topic_with(
+    mut config: ClientConfig,
+    topic: &str,
+    min: usize,
+) -> anyhow::Result<Vec<ReadRecord>> {
+    let consumer: BaseConsumer = config
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()?;
@@ -1145,7 +1405,7 @@ impl Deployment {
         let topic = self.topic("hunter.sync-runs.v1");
         let codec = hunter_core::codec::Codec::<hunter_core::records::SyncRun>::new(&topic, None);
         let mut runs = Vec::new();
-        for (payload, _) in read_topic(&self.stack.brokers, &topic, 0)? {
+        for (payload, _) in read_topic_with(self.stack.client_config(), &topic, 0)? {
             runs.push(codec.decode(&payload).await?);
         }
         Ok(runs)
@@ -1189,7 +1449,7 @@ impl Deployment {
         let topic = self.topic("partner-center.referrals.v1");
         let codec = hunter_core::codec::Codec::<hunter_core::records::Referral>::new(&topic, None);
         let mut versions = Vec::new();
-        for (payload, _) in read_topic(&self.stack.brokers, &topic, 0)? {
+        for (payload, _) in read_topic_with(self.stack.client_config(), &topic, 0)? {
             let referral = codec.decode(&payload).await?;
             versions.push((referral.id, referral.e_tag.unwrap_or_default()));
         }
@@ -1208,9 +1468,7 @@ impl Deployment {
         };
         let payload = hunter_core::codec::Codec::<Command>::new(&topic, None)
             .encode_single_object(&command)?;
-        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.stack.brokers)
-            .create()?;
+        let producer: rdkafka::producer::FutureProducer = self.stack.client_config().create()?;
         producer
             .send(
                 rdkafka::producer::FutureRecord::to(&topic)
@@ -1287,8 +1545,9 @@ impl Deployment {
         topic: &str,
         records: &[(String, Vec<u8>)],
     ) -> anyhow::Result<()> {
-        let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.stack.brokers)
+        let producer: rdkafka::producer::FutureProducer = self
+            .stack
+            .client_config()
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .create()?;
@@ -1313,7 +1572,7 @@ impl Deployment {
         let topic = self.topic("hunter.leads.v1");
         let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(&topic, None);
         let mut leads = Vec::new();
-        for (payload, _) in read_topic(&self.stack.brokers, &topic, 0)? {
+        for (payload, _) in read_topic_with(self.stack.client_config(), &topic, 0)? {
             leads.push(codec.decode(&payload).await?);
         }
         Ok(leads)
@@ -1322,8 +1581,9 @@ impl Deployment {
     /// Records in a topic of this deployment now (high minus low watermarks).
     pub fn topic_count(&self, base: &str) -> anyhow::Result<i64> {
         let topic = self.topic(base);
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.stack.brokers)
+        let consumer: BaseConsumer = self
+            .stack
+            .client_config()
             .set("group.id", unique("count"))
             .create()?;
         let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
@@ -1692,6 +1952,7 @@ pub mod grafana {
 
 pub mod bench;
 pub mod report;
+pub mod tls;
 
 /// A finished command's stdout and stderr as one text, for assertions and failure messages.
 pub fn output_text(output: &std::process::Output) -> String {

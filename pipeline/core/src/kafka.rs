@@ -3,12 +3,17 @@
 //! Delivery settings are fixed here so no role can weaken them: producers use acks=all with
 //! idempotence; consumers never auto-store offsets (a role stores an offset only after the
 //! effect of that message is acknowledged downstream) and commit what was stored.
+//!
+//! Every client is built here from [`base_config`] (brokers, TLS and SASL) and created by
+//! [`create`] (`[kafka.properties]` last, and the [`KafkaContext`] that surfaces authentication
+//! and TLS failures): see [`security`] for the settings, the properties Hunter owns and the
+//! start-up connection check.
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -16,6 +21,19 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaSettings;
+
+pub mod security;
+pub use security::{
+    CHECK_WAIT, ConnectError, Contact, FailureKind, KafkaContext, PROTECTED_PROPERTIES,
+    check_connection, is_secret_property, report_client_error,
+};
+
+/// A producer as [`producer`] makes it.
+pub type Producer = FutureProducer<KafkaContext>;
+/// A group consumer as [`consumer`] and [`bulk_consumer`] make it.
+pub type Consumer = StreamConsumer<KafkaContext>;
+/// A consumer outside any group as [`reader`] makes it.
+pub type Reader = rdkafka::consumer::BaseConsumer<KafkaContext>;
 
 /// Hunter's topics, prefix applied. The unprefixed names are public contracts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,12 +97,25 @@ fn base_config(settings: &KafkaSettings) -> ClientConfig {
         .set("bootstrap.servers", &settings.brokers)
         .set("socket.keepalive.enable", "true")
         .set("log_level", "4");
+    security::apply(&mut config, settings);
     config
 }
 
+/// Creates a client from a role's configuration: `[kafka.properties]` go on last (they may tune
+/// what the role set, never what Hunter owns: the config refused those), with Hunter's context.
+fn create<T: FromClientConfigAndContext<KafkaContext>>(
+    mut config: ClientConfig,
+    settings: &KafkaSettings,
+    client_id: &str,
+) -> Result<T, KafkaError> {
+    security::apply_properties(&mut config, settings);
+    config.create_with_context(KafkaContext::new(settings, client_id))
+}
+
 /// An idempotent, acks=all producer.
-pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
-    base_config(settings)
+pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<Producer, KafkaError> {
+    let mut config = base_config(settings);
+    config
         .set("client.id", client_id)
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -94,13 +125,14 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
         // The record-size policy (crate::size, docs/record-size.md): compressed batches, and
-        // records up to a fixed limit that the topics `hunter migrate` creates accept.
+        // records up to a fixed limit that the topics `hunter migrate` creates accept. Both may
+        // be overridden in [kafka.properties] (Event Hubs takes gzip only).
         .set("compression.type", crate::size::COMPRESSION)
         .set(
             "message.max.bytes",
             crate::size::PRODUCER_MESSAGE_MAX_BYTES.to_string(),
-        )
-        .create()
+        );
+    create(config, settings, client_id)
 }
 
 /// A group consumer that stores offsets only when told to and commits stored offsets every
@@ -110,8 +142,12 @@ pub fn consumer(
     settings: &KafkaSettings,
     group_id: &str,
     client_id: &str,
-) -> Result<StreamConsumer, KafkaError> {
-    group_config(settings, group_id, client_id).create()
+) -> Result<Consumer, KafkaError> {
+    create(
+        group_config(settings, group_id, client_id),
+        settings,
+        client_id,
+    )
 }
 
 /// Broker fetch settings for a consumer that reads in bulk (the sink): ask for at least 256 KiB
@@ -127,22 +163,25 @@ pub fn bulk_consumer(
     settings: &KafkaSettings,
     group_id: &str,
     client_id: &str,
-) -> Result<StreamConsumer, KafkaError> {
+) -> Result<Consumer, KafkaError> {
     let mut config = group_config(settings, group_id, client_id);
     for (key, value) in BULK_FETCH {
         config.set(*key, *value);
     }
-    config.create()
+    create(config, settings, client_id)
 }
 
-/// [`consumer`] with a context of the caller's (to see rebalances).
+/// [`consumer`] with a context of the caller's (to see rebalances). Its `ClientContext::error`
+/// should call [`report_client_error`], as [`KafkaContext`] does.
 pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
     settings: &KafkaSettings,
     group_id: &str,
     client_id: &str,
     context: C,
 ) -> Result<StreamConsumer<C>, KafkaError> {
-    group_config(settings, group_id, client_id).create_with_context(context)
+    let mut config = group_config(settings, group_id, client_id);
+    security::apply_properties(&mut config, settings);
+    config.create_with_context(context)
 }
 
 fn group_config(settings: &KafkaSettings, group_id: &str, client_id: &str) -> ClientConfig {
@@ -161,17 +200,15 @@ fn group_config(settings: &KafkaSettings, group_id: &str, client_id: &str) -> Cl
 }
 
 /// A consumer outside any group, for reading a topic from the start (state rebuilds).
-pub fn reader(
-    settings: &KafkaSettings,
-    client_id: &str,
-) -> Result<rdkafka::consumer::BaseConsumer, KafkaError> {
-    base_config(settings)
+pub fn reader(settings: &KafkaSettings, client_id: &str) -> Result<Reader, KafkaError> {
+    let mut config = base_config(settings);
+    config
         .set("group.id", format!("{client_id}-reader"))
         .set("client.id", client_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
+        .set("auto.offset.reset", "earliest");
+    create(config, settings, client_id)
 }
 
 /// Creates the missing topics; existing ones are left alone. Compaction is requested through
@@ -182,7 +219,9 @@ pub async fn ensure_topics(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let mut config = base_config(settings);
+    config.set("client.id", "hunter-admin");
+    let admin: AdminClient<KafkaContext> = create(config, settings, "hunter-admin")?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let max_message_bytes = crate::size::TOPIC_MAX_MESSAGE_BYTES.to_string();
     for spec in specs {
@@ -248,12 +287,14 @@ pub fn spawn_lag_monitor(
     topic: &str,
     mut shutdown: crate::shutdown::Shutdown,
 ) -> Result<GroupHealth, KafkaError> {
-    let consumer: rdkafka::consumer::BaseConsumer = base_config(settings)
+    let client_id = format!("hunter-{stage}-lag");
+    let mut config = base_config(settings);
+    config
         .set("group.id", group_id)
-        .set("client.id", format!("hunter-{stage}-lag"))
+        .set("client.id", &client_id)
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()?;
+        .set("enable.auto.offset.store", "false");
+    let consumer: Reader = create(config, settings, &client_id)?;
     let consumer = std::sync::Arc::new(consumer);
     let topic = topic.to_owned();
     let health = GroupHealth::default();
@@ -416,8 +457,8 @@ pub const REJOIN_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Per partition of `topic`: high watermark minus the committed offset of `consumer`'s group,
 /// and the committed offset (`None` while the group has committed nothing there).
-pub fn consumer_lag(
-    consumer: &rdkafka::consumer::BaseConsumer,
+pub fn consumer_lag<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
     topic: &str,
 ) -> Result<Vec<(i32, i64, Option<i64>)>, KafkaError> {
     use rdkafka::consumer::Consumer;

@@ -23,7 +23,9 @@
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
+
+use crate::kafka::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use serde::Serialize;
@@ -285,7 +287,7 @@ impl Reference {
 /// place, with the refusal added to the reason; the original stays where `reference` says.
 /// Returns what was sent (`payload` or the reference) or the error of the last attempt.
 pub async fn send_dead_letter(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     letter: &DeadLetter<'_>,
     key: Option<&[u8]>,
@@ -293,7 +295,7 @@ pub async fn send_dead_letter(
     reference: &Reference,
 ) -> Result<DeadLettered, KafkaError> {
     async fn send(
-        producer: &FutureProducer,
+        producer: &Producer,
         topic: &str,
         key: Option<&[u8]>,
         headers: OwnedHeaders,

@@ -85,6 +85,9 @@ pub mod names {
     /// Times a consumer that held no partition rejoined its group because the group's
     /// uncommitted records had no owner, by stage and topic.
     pub const KAFKA_GROUP_REJOINS_TOTAL: &str = "hunter_kafka_group_rejoins_total";
+    /// Error events librdkafka reported, by client and kind (authentication, tls,
+    /// security_protocol, configuration, transport, other).
+    pub const KAFKA_CLIENT_ERRORS_TOTAL: &str = "hunter_kafka_client_errors_total";
 }
 
 /// How a metric aggregates.
@@ -332,6 +335,12 @@ pub const CATALOGUE: &[Metric] = {
             Counter,
             &["stage", "topic"],
             "Rejoins of a consumer group by a consumer that held no partition while the group's uncommitted records went unconsumed, by stage and topic.",
+        ),
+        metric(
+            KAFKA_CLIENT_ERRORS_TOTAL,
+            Counter,
+            &["client", "kind"],
+            "Error events librdkafka reported, by client and kind: authentication and tls name a setting to fix (the log says which); transport is a broker outage librdkafka retries.",
         ),
     ]
 };

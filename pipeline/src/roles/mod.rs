@@ -71,6 +71,8 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
         )
         .await?;
     }
+    // Refused credentials or an untrusted certificate end the process here, before any role.
+    check_kafka(&context.settings.kafka).await?;
     if wants(Role::Source) {
         let (context, shutdown) = (context.clone(), shutdown.clone());
         tasks.spawn(async move { ("source", source::run(context, shutdown).await) });
@@ -160,6 +162,51 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
         .saturating_mul(2u32.saturating_pow(attempt.min(20)))
         .min(cap);
     ceiling.mul_f64(rand::random::<f64>())
+}
+
+/// Connects to the brokers the way every Kafka client will, before anything depends on it.
+/// librdkafka retries refused credentials, an untrusted certificate and a protocol the port does
+/// not speak forever, so a role would hang silently: these end the command at once with the
+/// setting to fix. A broker that does not answer within [`kafka::CHECK_WAIT`] may be starting;
+/// that is left to the clients' own retries (with a warning).
+pub async fn check_kafka(settings: &hunter_core::config::KafkaSettings) -> anyhow::Result<()> {
+    use hunter_core::config::{KafkaSecurityProtocol, SaslMechanism};
+    use hunter_core::kafka;
+    let security = &settings.security;
+    let mechanism = security.sasl.as_ref().map(|sasl| sasl.mechanism().as_str());
+    if security.protocol == KafkaSecurityProtocol::SaslPlaintext
+        && security.sasl.as_ref().map(|sasl| sasl.mechanism()) == Some(SaslMechanism::Plain)
+    {
+        tracing::warn!(
+            "SASL PLAIN over sasl_plaintext sends the Kafka password unencrypted: use sasl_ssl"
+        );
+    }
+    if !settings.properties.is_empty() {
+        tracing::info!(properties = %settings.properties.describe(), "[kafka.properties] applied to every kafka client");
+    }
+    let kafka_settings = settings.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        kafka::check_connection(&kafka_settings, kafka::CHECK_WAIT)
+    })
+    .await
+    .context("the kafka connection check panicked")?;
+    match checked {
+        Ok(contact) => {
+            tracing::info!(
+                brokers = %settings.brokers,
+                protocol = security.protocol.as_str(),
+                mechanism = mechanism.unwrap_or("none"),
+                cluster_brokers = contact.brokers,
+                "kafka connection checked"
+            );
+            Ok(())
+        }
+        Err(error) if error.kind.is_definitive() => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, "kafka did not answer yet; the clients keep retrying");
+            Ok(())
+        }
+    }
 }
 
 /// Connects to ClickHouse as the writer; the error names the setting to fix (the URL, the CA,

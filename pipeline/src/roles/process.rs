@@ -43,7 +43,7 @@ use hunter_core::telemetry::names;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message};
 
@@ -67,9 +67,15 @@ struct Acked {
 /// Sees rebalances: revoked partitions' dedupe state is dropped before the next message.
 struct RebalanceWatch {
     revoked: Arc<Mutex<Vec<i32>>>,
+    /// For naming the setting to fix when librdkafka reports an authentication or TLS failure.
+    kafka: hunter_core::config::KafkaSettings,
 }
 
-impl ClientContext for RebalanceWatch {}
+impl ClientContext for RebalanceWatch {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka::report_client_error(&self.kafka, "hunter-processor", &error, reason);
+    }
+}
 
 impl ConsumerContext for RebalanceWatch {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -82,7 +88,7 @@ impl ConsumerContext for RebalanceWatch {
 
 /// What the loop shares with the deliveries it spawns.
 struct Shared {
-    producer: FutureProducer,
+    producer: kafka::Producer,
     leads: Codec<Lead>,
     enricher: Enricher,
     leads_topic: String,
@@ -100,6 +106,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         "hunter-processor",
         RebalanceWatch {
             revoked: revoked.clone(),
+            kafka: settings.kafka.clone(),
         },
     )
     .context("kafka consumer")?;
@@ -473,7 +480,7 @@ async fn check_partitions(
     let settings = settings.clone();
     let (referrals, leads) = (referrals.to_owned(), leads.to_owned());
     tokio::task::spawn_blocking(move || {
-        let reader: BaseConsumer = kafka::reader(&settings, "hunter-processor-check")?;
+        let reader: kafka::Reader = kafka::reader(&settings, "hunter-processor-check")?;
         let count = |topic: &str| -> anyhow::Result<usize> {
             let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(30))?;
             let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
@@ -536,7 +543,7 @@ fn read_partition(
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
-    let reader: BaseConsumer = kafka::reader(settings, "hunter-processor-state")?;
+    let reader: kafka::Reader = kafka::reader(settings, "hunter-processor-state")?;
     let (low, high) = reader
         .fetch_watermarks(topic, partition, Duration::from_secs(30))
         .with_context(|| format!("watermarks of {topic}/{partition}"))?;

@@ -39,9 +39,8 @@ use hunter_core::shutdown::Shutdown;
 use hunter_core::size::{self, Reference};
 use hunter_core::telemetry::names;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::producer::FutureProducer;
 
 use super::Context;
 
@@ -225,7 +224,7 @@ struct Stall {
 async fn stream(
     context: &Context,
     writer: &Writer,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     inputs: &Inputs,
     topic: &str,
     group: &str,
@@ -328,7 +327,7 @@ async fn stream(
 }
 
 /// Pauses (or resumes) every partition the consumer holds; failure only costs memory or time.
-fn pause(consumer: &StreamConsumer, paused: bool) {
+fn pause(consumer: &kafka::Consumer, paused: bool) {
     let result = consumer.assignment().and_then(|assignment| {
         if paused {
             consumer.pause(&assignment)
@@ -433,7 +432,7 @@ async fn add(
 /// a stall replays the batch, which collapses into whatever part of it was written.
 async fn flush(
     writer: &Writer,
-    consumer: &StreamConsumer,
+    consumer: &kafka::Consumer,
     batch: &mut Batch,
     stall: &mut Option<Stall>,
     label: &str,
@@ -519,7 +518,7 @@ async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
 
 #[allow(clippy::too_many_arguments)]
 async fn dead_letter(
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     dlq: &str,
     origin: &str,
     partition: i32,

@@ -54,8 +54,8 @@ use hunter_partner_center::auth::{AuthError, AuthSettings, TokenProvider, auth_s
 use hunter_partner_center::client::{ClientError, ClientSettings, PartnerCenterClient};
 use hunter_partner_center::cursor::{self, Pager, Position, Published, Request};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use tokio::sync::mpsc;
 
@@ -81,7 +81,7 @@ pub fn auth_settings(settings: &PartnerCenterSettings, tenant: &TenantSettings) 
 
 /// Publishing: one producer and the codecs of every record the source writes.
 struct Outputs {
-    producer: FutureProducer,
+    producer: kafka::Producer,
     referrals: Codec<Referral>,
     states: Codec<SourceState>,
     runs: Codec<SyncRun>,
@@ -449,7 +449,7 @@ fn read_to_end(
     settings: &hunter_core::config::KafkaSettings,
     topic: &str,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
-    let reader: BaseConsumer =
+    let reader: kafka::Reader =
         kafka::reader(settings, "hunter-source-state").context("kafka reader")?;
     let metadata = reader
         .fetch_metadata(Some(topic), Duration::from_secs(30))

@@ -39,7 +39,6 @@ use hunter_core::config::Secret;
 use hunter_core::kafka;
 use hunter_core::records::Command;
 use hunter_core::telemetry::{self, names};
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 
 use super::Context;
@@ -66,7 +65,7 @@ pub(crate) struct ApiState {
     read_token: Option<Secret>,
     /// The reader, with limits on every query (`hunter_clickhouse::reader`).
     clickhouse: Reader,
-    producer: FutureProducer,
+    producer: kafka::Producer,
     commands: Codec<Command>,
     commands_topic: String,
     /// The tenants and schedule this deployment polls, for the sync status.
