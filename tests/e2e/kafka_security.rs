@@ -11,12 +11,20 @@
 //!   `hunter migrate` with an error naming the setting to fix, where librdkafka alone would
 //!   retry forever; `hunter doctor` reports each under its check with the fix.
 //! - No password appears in a log, `/metrics` or the doctor's output.
+//! - Everything a partner secures at once: the pipeline over SASL_SSL, with a ClickHouse reachable
+//!   only over HTTPS (the compose stack's users: the writer for `migrate` and the sink, the
+//!   read-only reader for the API) and the schema registry stand-in behind TLS with basic auth
+//!   (records in Confluent framing); no dead letter, no secret in any output.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use hunter_e2e::contracts::OwnRegistry;
 use hunter_e2e::tls::TestCa;
-use hunter_e2e::{Deployment, OwnBroker, generated_referrals, run_hunter};
+use hunter_e2e::{
+    Deployment, OwnBroker, OwnClickHouse, OwnClickHouseOptions, TlsFiles, generated_referrals,
+    run_hunter, wait_for,
+};
 
 const USER: &str = "hunter";
 const PASSWORD: &str = "scram-SENTINEL-5f0c2a9d1b";
@@ -215,5 +223,309 @@ async fn wrong_credentials_and_untrusted_certificates_fail_fast_naming_the_setti
         }
     }
     deployment.teardown().await;
+    Ok(())
+}
+
+/// A new random secret (a different one per run, so a leak cannot hide behind a constant).
+fn secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// check name -> verdict, from `hunter doctor`'s output (name in columns 6..30).
+fn doctor_verdicts(output: &str) -> HashMap<String, String> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let verdict = line.get(..4)?;
+            if !["ok  ", "warn", "FAIL", "skip"].contains(&verdict) {
+                return None;
+            }
+            Some((
+                line.get(6..30)?.trim().to_owned(),
+                verdict.trim().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn count(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_default()
+}
+
+/// Issue 12's whole deployment at once: Kafka over SASL_SSL (SCRAM-SHA-512 behind stunnel), a
+/// ClickHouse that serves HTTPS only with the compose stack's writer and reader users
+/// (`deploy/clickhouse/users.d/hunter.xml`), and the registry stand-in behind TLS with basic
+/// auth. Every server is the test's own and is stopped by its `Drop` when the test fails
+/// (declared before the deployment, so its processes go first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secured()
+-> anyhow::Result<()> {
+    const REFERRALS: u64 = 20;
+    let kafka_password = secret();
+    let broker = OwnBroker::start_secured(&[(USER, &kafka_password)]).await?;
+
+    let mut deployment = Deployment::new(&generated_referrals(REFERRALS as usize, 1212)?)?;
+    let database = deployment.env["HUNTER_CLICKHOUSE_DATABASE"].clone();
+
+    // ClickHouse over HTTPS only, with Hunter's users; every query of theirs is logged.
+    let (writer_password, reader_password, analyst_password) = (secret(), secret(), secret());
+    let tls = TlsFiles::create(deployment.dir.path(), "clickhouse")?;
+    let users = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/clickhouse/users.d/hunter.xml"),
+    )?;
+    let log_queries = "<?xml version=\"1.0\"?>\n<yandex><profiles>\
+        <default><log_queries>1</log_queries></default>\
+        <hunter_reader><log_queries>1</log_queries></hunter_reader>\
+        </profiles></yandex>\n";
+    let clickhouse = OwnClickHouse::start_with(OwnClickHouseOptions {
+        tls: Some(tls.clone()),
+        users_d: vec![
+            ("hunter.xml".into(), users),
+            ("zz-test-log-queries.xml".into(), log_queries.into()),
+        ],
+        env: vec![
+            ("HUNTER_CLICKHOUSE_DATABASE".into(), database.clone()),
+            ("HUNTER_CLICKHOUSE_PASSWORD".into(), writer_password.clone()),
+            (
+                "HUNTER_CLICKHOUSE_READER_PASSWORD".into(),
+                reader_password.clone(),
+            ),
+            (
+                "CLICKHOUSE_ANALYST_PASSWORD".into(),
+                analyst_password.clone(),
+            ),
+        ],
+    })
+    .await?;
+    assert!(
+        clickhouse.url().starts_with("https://"),
+        "{}",
+        clickhouse.url()
+    );
+
+    // The registry stand-in: basic auth, reached only through TLS.
+    let (registry_user, registry_password) = ("hunter-registry", secret());
+    let mut registry = OwnRegistry::start(Some((registry_user, &registry_password))).await?;
+    let (registry_url, registry_ca) = registry.serve_tls().await?;
+
+    deployment.use_secured_broker(&broker, "SCRAM-SHA-512", USER, &kafka_password);
+    for (name, value) in [
+        ("HUNTER_CLICKHOUSE_URL", clickhouse.url()),
+        (
+            "HUNTER_CLICKHOUSE_CA_LOCATION",
+            tls.ca.display().to_string(),
+        ),
+        ("HUNTER_CLICKHOUSE_USER", "hunter_writer".into()),
+        ("HUNTER_CLICKHOUSE_PASSWORD", writer_password.clone()),
+        ("HUNTER_CLICKHOUSE_READER_USER", "hunter_api".into()),
+        ("HUNTER_CLICKHOUSE_READER_PASSWORD", reader_password.clone()),
+        ("HUNTER_SCHEMA_REGISTRY_URL", registry_url.clone()),
+        ("HUNTER_SCHEMA_REGISTRY_USERNAME", registry_user.into()),
+        ("HUNTER_SCHEMA_REGISTRY_PASSWORD", registry_password.clone()),
+        (
+            "HUNTER_SCHEMA_REGISTRY_CA_LOCATION",
+            registry_ca.display().to_string(),
+        ),
+    ] {
+        deployment.env.insert(name.into(), value);
+    }
+    // The test reads ClickHouse as the writer, over HTTPS.
+    deployment.clickhouse = clickhouse
+        .client(&database)?
+        .as_user("hunter_writer", &writer_password);
+    let api_token = deployment.api_token.clone();
+    let secrets = [
+        ("the Kafka password", kafka_password.as_str()),
+        ("the ClickHouse writer's password", &writer_password),
+        ("the ClickHouse reader's password", &reader_password),
+        ("the ClickHouse analysts' password", &analyst_password),
+        ("the registry password", &registry_password),
+        ("the API token", &api_token),
+    ];
+
+    // Simulator → source → processor → sink (writer) → API (reader), one `hunter run all`.
+    deployment.start_simulator(&[]).await?;
+    let mut one_shots = String::new();
+    for args in [&["auth", "login"][..], &["migrate"][..]] {
+        let (ok, output) = run_hunter(args, &deployment.env, Duration::from_secs(90))?;
+        assert!(ok, "hunter {args:?}:\n{output}\n{}", registry.log());
+        one_shots.push_str(&output);
+    }
+    // migrate registered the contracts (topic-named subjects) with the registry, over TLS.
+    assert!(one_shots.contains("FULL_TRANSITIVE"), "{one_shots}");
+    deployment.start_role("all").await?;
+    let api = wait_for(
+        "every referral through the API",
+        Duration::from_secs(150),
+        || async {
+            let (status, body) = deployment.get("/api/v1/leads?limit=100").await?;
+            Ok((status == 200 && count(&body["total"]) == REFERRALS).then_some(body))
+        },
+    )
+    .await;
+    let page = match api {
+        Ok(page) => page,
+        Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
+    };
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(REFERRALS as usize),
+        "{page}"
+    );
+    let rows = deployment
+        .clickhouse
+        .rows("SELECT toString(count()) AS n FROM leads FINAL")
+        .await?;
+    assert_eq!(count(&rows[0]["n"]), REFERRALS, "leads in ClickHouse");
+
+    // Nothing was dead-lettered.
+    assert_eq!(
+        deployment.topic_count("hunter.dlq.v1")?,
+        0,
+        "{}",
+        deployment.logs()
+    );
+    // The records in the secured broker are in Confluent framing with the registry's ids, and
+    // read back through the registry (over TLS, with basic auth).
+    let reader_registry = Some(std::sync::Arc::new(
+        hunter_core::codec::Registry::new(
+            &url::Url::parse(&registry_url)?,
+            &hunter_core::config::SchemaRegistrySettings {
+                username: Some(registry_user.into()),
+                password: Some(hunter_core::config::Secret::new(registry_password.clone())),
+                ca_location: Some(registry_ca.clone()),
+            },
+        )
+        .map_err(anyhow::Error::msg)?,
+    ));
+    let leads_topic = deployment.topic("hunter.leads.v1");
+    let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(
+        &leads_topic,
+        reader_registry.clone(),
+    );
+    let records = hunter_e2e::read_topic_with(deployment.stack.client_config(), &leads_topic, 1)?;
+    let mut lead_ids = std::collections::BTreeSet::new();
+    for (payload, _) in &records {
+        assert_eq!(
+            payload.first(),
+            Some(&0),
+            "Confluent framing on {leads_topic}"
+        );
+        lead_ids.insert(codec.decode(payload).await?.lead_id);
+    }
+    assert_eq!(lead_ids.len() as u64, REFERRALS, "{lead_ids:?}");
+    let referrals_topic = deployment.topic("partner-center.referrals.v1");
+    let codec = hunter_core::codec::Codec::<hunter_core::records::Referral>::new(
+        &referrals_topic,
+        reader_registry,
+    );
+    let records =
+        hunter_e2e::read_topic_with(deployment.stack.client_config(), &referrals_topic, 1)?;
+    let mut referral_ids = std::collections::BTreeSet::new();
+    for (payload, _) in &records {
+        assert_eq!(
+            payload.first(),
+            Some(&0),
+            "Confluent framing on {referrals_topic}"
+        );
+        referral_ids.insert(codec.decode(payload).await?.id);
+    }
+    assert_eq!(referral_ids.len() as u64, REFERRALS, "{referral_ids:?}");
+
+    // ClickHouse's own query log: the API read as hunter_api (readonly), only hunter_writer
+    // inserted, nothing of Hunter's ran as `default`.
+    let admin = clickhouse.client(&database)?;
+    admin.execute("SYSTEM FLUSH LOGS").await?;
+    let logged = admin
+        .rows(
+            "SELECT user, query, Settings.Names AS names, Settings.Values AS values \
+             FROM system.query_log WHERE type = 2 AND query LIKE '%leads%'",
+        )
+        .await?;
+    let query = |row: &serde_json::Value| row["query"].as_str().unwrap_or_default().to_owned();
+    let api_queries: Vec<_> = logged
+        .iter()
+        .filter(|row| row["user"] == "hunter_api" && query(row).contains("FROM leads"))
+        .collect();
+    assert!(!api_queries.is_empty(), "no API query logged: {logged:?}");
+    for row in &api_queries {
+        assert!(query(row).trim_start().starts_with("SELECT"), "{row}");
+        let names = row["names"].as_array().cloned().unwrap_or_default();
+        let values = row["values"].as_array().cloned().unwrap_or_default();
+        let readonly = names
+            .iter()
+            .zip(&values)
+            .find(|(name, _)| *name == "readonly")
+            .map(|(_, value)| value.clone());
+        assert_eq!(readonly, Some(serde_json::json!("2")), "{row}");
+    }
+    let inserts: Vec<_> = logged
+        .iter()
+        .filter(|row| query(row).starts_with("INSERT INTO leads"))
+        .collect();
+    assert!(
+        !inserts.is_empty(),
+        "no insert into leads logged: {logged:?}"
+    );
+    assert!(
+        inserts.iter().all(|row| row["user"] == "hunter_writer"),
+        "{inserts:?}"
+    );
+    assert!(
+        logged.iter().all(|row| row["user"] != "default"),
+        "something of Hunter's ran as default: {logged:?}"
+    );
+
+    // The doctor sees every secured service pass.
+    let (_, doctor) = run_hunter(&["doctor"], &deployment.env, Duration::from_secs(120))?;
+    let verdicts = doctor_verdicts(&doctor);
+    for check in [
+        "kafka tls",
+        "kafka authentication",
+        "kafka broker",
+        "kafka topics",
+        "schema registry",
+        "clickhouse tls",
+        "clickhouse",
+        "clickhouse migrations",
+        "clickhouse writer",
+        "clickhouse reader",
+    ] {
+        assert_eq!(
+            verdicts.get(check).map(String::as_str),
+            Some("ok"),
+            "{check}:\n{doctor}"
+        );
+    }
+    let logs = deployment.full_logs();
+    assert!(
+        logs.contains("kafka connection checked")
+            && logs.contains("sasl_ssl")
+            && logs.contains("SCRAM-SHA-512"),
+        "{}",
+        deployment.logs()
+    );
+
+    // No secret anywhere Hunter writes.
+    let metrics = deployment.metrics().await?;
+    assert!(metrics.contains("hunter_api_requests_total"), "{metrics}");
+    for (place, text) in [
+        ("a process log", &logs),
+        ("/metrics", &metrics),
+        ("auth login's or migrate's output", &one_shots),
+        ("hunter doctor", &doctor),
+    ] {
+        for (what, secret) in secrets {
+            assert!(!text.contains(secret), "{what} appears in {place}");
+        }
+    }
+    deployment.teardown().await;
+    drop(registry);
+    drop(clickhouse);
+    drop(broker);
     Ok(())
 }
