@@ -379,9 +379,13 @@ async fn the_api_refuses_calls_without_the_bearer_token() -> anyhow::Result<()> 
     let (status, _) = deployment.get("/api/v1/leads").await?;
     assert_eq!(status, 200);
     // The web page is served at / (it asks for the token itself; the data stays behind it).
+    // Its script is a file of its own (the Content-Security-Policy allows no inline script).
     let page = reqwest::get(format!("{}/", deployment.api)).await?;
     assert_eq!(page.status(), 200);
-    assert!(page.text().await?.contains("api(\"/leads?\""));
+    assert!(page.text().await?.contains("<script src=\"/app.js\">"));
+    let script = reqwest::get(format!("{}/app.js", deployment.api)).await?;
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await?.contains("api(\"/leads?\""));
     // Health and metrics stay open for probes and Prometheus.
     assert_eq!(
         reqwest::get(format!("{}/healthz", deployment.api))
