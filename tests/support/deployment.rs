@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hunter_core::kafka::Topics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::broker::{OwnBroker, read_topic_with};
@@ -25,6 +26,8 @@ pub struct Deployment {
     pub referrals_file: PathBuf,
     pub clickhouse: ClickHouse,
     pub prefix: String,
+    /// Hunter's topics with this deployment's prefix.
+    pub topics: Topics,
     pub stack: Stack,
     processes: Vec<Process>,
 }
@@ -79,6 +82,7 @@ impl Deployment {
             api_token,
             simulator,
             referrals_file,
+            topics: Topics::with_prefix(&prefix),
             prefix,
             stack,
             processes: Vec::new(),
@@ -227,7 +231,8 @@ impl Deployment {
 }
 
 impl Deployment {
-    /// A topic of this deployment (prefix applied).
+    /// A topic of this deployment (prefix applied) that is not one of Hunter's: Hunter's own are
+    /// in [`Deployment::topics`].
     pub fn topic(&self, base: &str) -> String {
         format!("{}{base}", self.prefix)
     }
@@ -253,7 +258,7 @@ impl Deployment {
 
     /// Every sync run record so far, in topic order (a run appears when it starts and ends).
     pub async fn sync_runs(&self) -> anyhow::Result<Vec<hunter_core::records::SyncRun>> {
-        let topic = self.topic("hunter.sync-runs.v1");
+        let topic = self.topics.sync_runs.clone();
         let codec = hunter_core::codec::Codec::<hunter_core::records::SyncRun>::new(&topic, None);
         let mut runs = Vec::new();
         for (payload, _) in read_topic_with(self.stack.client_config(), &topic, 0)? {
@@ -297,7 +302,7 @@ impl Deployment {
 
     /// Every referral record in the referral topic: (id, eTag) in topic order.
     pub async fn published_versions(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let topic = self.topic("partner-center.referrals.v1");
+        let topic = self.topics.referrals.clone();
         let codec = hunter_core::codec::Codec::<hunter_core::records::Referral>::new(&topic, None);
         let mut versions = Vec::new();
         for (payload, _) in read_topic_with(self.stack.client_config(), &topic, 0)? {
@@ -310,7 +315,7 @@ impl Deployment {
     /// Asks the source for a poll the way the API does: a command on the command topic.
     pub async fn request_sync(&self, tenant: Option<&str>) -> anyhow::Result<String> {
         use hunter_core::records::{Command, Timestamp};
-        let topic = self.topic("hunter.commands.v1");
+        let topic = self.topics.commands.clone();
         let command = Command {
             command_id: uuid::Uuid::new_v4().to_string(),
             kind: Command::SYNC_NOW.into(),
@@ -375,7 +380,7 @@ impl Deployment {
     /// records keyed by id, Java's partitioner.
     pub async fn produce_referrals(&self, referrals: &[serde_json::Value]) -> anyhow::Result<()> {
         use hunter_core::records::{Ingest, Referral, Timestamp};
-        let topic = self.topic("partner-center.referrals.v1");
+        let topic = self.topics.referrals.clone();
         let codec = hunter_core::codec::Codec::<Referral>::new(&topic, None);
         let mut records = Vec::with_capacity(referrals.len());
         for raw in referrals {
@@ -420,7 +425,7 @@ impl Deployment {
 
     /// Every lead record in the lead topic, in topic order.
     pub async fn leads(&self) -> anyhow::Result<Vec<hunter_core::records::Lead>> {
-        let topic = self.topic("hunter.leads.v1");
+        let topic = self.topics.leads.clone();
         let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(&topic, None);
         let mut leads = Vec::new();
         for (payload, _) in read_topic_with(self.stack.client_config(), &topic, 0)? {
@@ -429,19 +434,19 @@ impl Deployment {
         Ok(leads)
     }
 
-    /// Records in a topic of this deployment now (high minus low watermarks).
-    pub fn topic_count(&self, base: &str) -> anyhow::Result<i64> {
-        let topic = self.topic(base);
+    /// Records in `topic` now (high minus low watermarks); the full name, e.g.
+    /// `deployment.topics.leads`.
+    pub fn topic_count(&self, topic: &str) -> anyhow::Result<i64> {
         let consumer: BaseConsumer = self
             .stack
             .client_config()
             .set("group.id", unique("count"))
             .create()?;
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         let mut total = 0;
         for partition in metadata.topics()[0].partitions() {
             let (low, high) =
-                consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))?;
+                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
             total += high - low;
         }
         std::thread::spawn(move || drop(consumer));
@@ -473,7 +478,7 @@ impl Deployment {
 impl Deployment {
     /// Publishes leads to the lead topic as the processor does (Avro, keyed by lead id).
     pub async fn produce_leads(&self, leads: &[hunter_core::records::Lead]) -> anyhow::Result<()> {
-        let topic = self.topic("hunter.leads.v1");
+        let topic = self.topics.leads.clone();
         let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(&topic, None);
         let mut records = Vec::with_capacity(leads.len());
         for lead in leads {
