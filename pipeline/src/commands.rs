@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use hunter_core::config::Settings;
 use hunter_core::kafka;
-use hunter_partner_center::simulator::{self, SimulatorOptions};
+use hunter_partner_center_simulator::{self as simulator, SimulatorOptions};
 
 use crate::cli::{AuthCommand, Cli, Command, SimulateArgs};
 use crate::roles;

@@ -122,7 +122,7 @@ async fn round(
         checks += 1;
         if leads_topic_at.is_none()
             && checks.is_multiple_of(10)
-            && deployment.topic_count("hunter.leads.v1")? as usize >= count
+            && deployment.topic_count(&deployment.topics.leads)? as usize >= count
         {
             leads_topic_at = Some(Timestamp::now());
         }
@@ -155,10 +155,10 @@ async fn round(
     let bulk = scrape(sink_port).await?;
 
     // The baseline: the same records through two relays on this broker.
-    let referrals_topic = deployment.topic("partner-center.referrals.v1");
-    let leads_topic = deployment.topic("hunter.leads.v1");
-    let referral_records = deployment.topic_count("partner-center.referrals.v1")? as usize;
-    let lead_records = deployment.topic_count("hunter.leads.v1")? as usize;
+    let referrals_topic = deployment.topics.referrals.clone();
+    let leads_topic = deployment.topics.leads.clone();
+    let referral_records = deployment.topic_count(&deployment.topics.referrals)? as usize;
+    let lead_records = deployment.topic_count(&deployment.topics.leads)? as usize;
     anyhow::ensure!(
         referral_records == count && lead_records == count,
         "{referral_records} referral and {lead_records} lead records, wanted {count} each"
@@ -194,8 +194,8 @@ async fn round(
         tokio::time::sleep(Duration::from_secs(2)).await;
         let histogram = scrape(sink_port).await?;
         let now = (
-            deployment.topic_count("partner-center.referrals.v1")?,
-            deployment.topic_count("hunter.leads.v1")?,
+            deployment.topic_count(&deployment.topics.referrals)?,
+            deployment.topic_count(&deployment.topics.leads)?,
             histogram.count as i64,
         );
         if last == Some(now) && now.1 == now.2 {

@@ -66,7 +66,7 @@ async fn processor(deployment: &mut Deployment, count: usize) -> anyhow::Result<
     let mut first: Option<(Instant, i64)> = None;
     let deadline = Instant::now() + Duration::from_secs(3_600);
     loop {
-        let produced = deployment.topic_count("hunter.leads.v1")?;
+        let produced = deployment.topic_count(&deployment.topics.leads)?;
         if produced > 0 && first.is_none() {
             first = Some((Instant::now(), produced));
         }
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         deployment.use_broker(&broker.brokers());
         let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
         anyhow::ensure!(ok, "{output}");
-        let input = deployment.topic("partner-center.referrals.v1");
+        let input = deployment.topics.referrals.clone();
         let loading = Instant::now();
         load(&broker.brokers(), &input, &records).await?;
         loads.push(count as f64 / loading.elapsed().as_secs_f64());

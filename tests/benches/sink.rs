@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // Creates the deployment's topics (hunter migrate does) and a first database.
     let mut databases = vec![fresh_database(&mut deployment)?];
-    let topic = deployment.topic("hunter.leads.v1");
+    let topic = deployment.topics.leads.clone();
     let loading = Instant::now();
     load(&deployment.stack.brokers, &topic, count).await?;
     let load_rate = count as f64 / loading.elapsed().as_secs_f64();

@@ -59,7 +59,7 @@ async fn broker_ceiling(
     deployment: &Deployment,
     referrals: &[serde_json::Value],
 ) -> anyhow::Result<f64> {
-    let topic = deployment.topic("partner-center.referrals.v1");
+    let topic = deployment.topics.referrals.clone();
     let codec = Codec::<Referral>::new(&topic, None);
     let mut payloads = Vec::with_capacity(referrals.len());
     for raw in referrals {

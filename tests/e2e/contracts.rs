@@ -98,7 +98,7 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
 
     // The lead topic as main left it: leads of every released lead version (three referral
     // versions, each written by versions 0001, 0002 and 0003), with main's fingerprints.
-    let leads_topic = deployment.topic("hunter.leads.v1");
+    let leads_topic = deployment.topics.leads.clone();
     let mut old_leads = Vec::new();
     for version in ["0001", "0002", "0003"] {
         let json = fixture_json("lead", version);
@@ -108,7 +108,7 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
     }
     produce_raw(&deployment.stack.brokers, &leads_topic, &old_leads).await?;
     // Main's sync runs (both versions) for the sink.
-    let runs_topic = deployment.topic("hunter.sync-runs.v1");
+    let runs_topic = deployment.topics.sync_runs.clone();
     for version in ["0001", "0002"] {
         let json = fixture_json("sync_run", version);
         let records: Vec<(String, Vec<u8>)> = fixture_records("sync_run", version)?
@@ -119,7 +119,7 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
         produce_raw(&deployment.stack.brokers, &runs_topic, &records).await?;
     }
     // The referrals those leads came from, replayed as main wrote them: repeats.
-    let referrals_topic = deployment.topic("partner-center.referrals.v1");
+    let referrals_topic = deployment.topics.referrals.clone();
     let fixture_referrals = fixture_json("referral", "0001");
     let old_referrals: Vec<(String, Vec<u8>)> = fixture_records("referral", "0001")?
         .into_iter()
@@ -180,7 +180,7 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
         "{logs}"
     );
     assert!(!logs.contains("unreadable lead skipped"), "{logs}");
-    assert_eq!(deployment.topic_count("hunter.dlq.v1")?, 0);
+    assert_eq!(deployment.topic_count(&deployment.topics.dlq)?, 0);
 
     // The new lead knows the old lead's status: the state came from main's leads.
     let leads = deployment.leads().await?;
@@ -239,7 +239,7 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
         Ok(dlq) => assert_eq!(dlq, 0),
         Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
     }
-    assert_eq!(deployment.topic_count("hunter.dlq.v1")?, 0);
+    assert_eq!(deployment.topic_count(&deployment.topics.dlq)?, 0);
     let status: Vec<Value> = deployment
         .clickhouse
         .rows(&format!(
@@ -314,15 +314,15 @@ async fn a_python_consumer_reads_both_topics_with_single_object_decoding() -> an
     deployment.produce_referrals(&raw).await?;
     deployment.start_role("process").await?;
     let waited = wait_for("12 leads", Duration::from_secs(90), || async {
-        Ok((deployment.topic_count("hunter.leads.v1")? >= 12).then_some(()))
+        Ok((deployment.topic_count(&deployment.topics.leads)? >= 12).then_some(()))
     })
     .await;
     if let Err(error) = waited {
         anyhow::bail!("{error}\n{}", deployment.logs());
     }
     let brokers = deployment.stack.brokers.clone();
-    let referrals_topic = deployment.topic("partner-center.referrals.v1");
-    let leads_topic = deployment.topic("hunter.leads.v1");
+    let referrals_topic = deployment.topics.referrals.clone();
+    let leads_topic = deployment.topics.leads.clone();
     let single = ["--mode", "single-object"];
 
     let theirs = python_reads(&brokers, &referrals_topic, "referral", 12, &single, &[])?;
@@ -389,7 +389,7 @@ async fn a_python_consumer_reads_both_topics_with_single_object_decoding() -> an
 
 async fn wait_for_leads(deployment: &Deployment, n: i64) -> anyhow::Result<()> {
     wait_for(&format!("{n} leads"), Duration::from_secs(90), || async {
-        Ok((deployment.topic_count("hunter.leads.v1")? >= n).then_some(()))
+        Ok((deployment.topic_count(&deployment.topics.leads)? >= n).then_some(()))
     })
     .await
 }
@@ -419,8 +419,8 @@ async fn a_registry_outage_mid_stream_loses_nothing_and_python_reads_through_the
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}\n{}", registry.log());
     assert!(!output.contains(&password), "no secret in the output");
-    let referrals_topic = deployment.topic("partner-center.referrals.v1");
-    let leads_topic = deployment.topic("hunter.leads.v1");
+    let referrals_topic = deployment.topics.referrals.clone();
+    let leads_topic = deployment.topics.leads.clone();
     for topic in [&referrals_topic, &leads_topic] {
         let config: Value = registry
             .client_request(reqwest::Method::GET, &format!("/config/{topic}-value"))
@@ -485,12 +485,12 @@ async fn a_registry_outage_mid_stream_loses_nothing_and_python_reads_through_the
         deployment.logs()
     );
     assert_eq!(
-        deployment.topic_count("hunter.leads.v1")?,
+        deployment.topic_count(&deployment.topics.leads)?,
         10,
         "nothing passes without the registry"
     );
     assert_eq!(
-        deployment.topic_count("hunter.dlq.v1")?,
+        deployment.topic_count(&deployment.topics.dlq)?,
         0,
         "nothing is dead-lettered"
     );
@@ -500,7 +500,7 @@ async fn a_registry_outage_mid_stream_loses_nothing_and_python_reads_through_the
         anyhow::bail!("{error}\n{}", deployment.logs());
     }
     assert_eq!(
-        deployment.topic_count("hunter.dlq.v1")?,
+        deployment.topic_count(&deployment.topics.dlq)?,
         0,
         "{}",
         deployment.logs()
@@ -630,7 +630,7 @@ async fn migrate_fails_clearly_when_the_registry_refuses_a_contract_as_incompati
     let mut deployment = Deployment::new(&[])?;
     with_registry(&mut deployment, &registry.url(), None);
     // Someone registered another shape under the referral subject, FULL_TRANSITIVE.
-    let subject = format!("{}-value", deployment.topic("partner-center.referrals.v1"));
+    let subject = format!("{}-value", deployment.topics.referrals);
     let other = r#"{"type":"record","name":"Referral","namespace":"hunter.partnercenter.v1","fields":[{"name":"legacyId","type":"long"}]}"#;
     let answer = registry
         .client_request(reqwest::Method::PUT, &format!("/config/{subject}"))

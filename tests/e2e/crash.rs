@@ -176,8 +176,8 @@ impl Supervisor<'_> {
 
 /// How far each stage got: records on the referral and lead topics, rows in `leads`.
 async fn progress(deployment: &Deployment) -> String {
-    let referrals = deployment.topic_count("partner-center.referrals.v1");
-    let leads = deployment.topic_count("hunter.leads.v1");
+    let referrals = deployment.topic_count(&deployment.topics.referrals);
+    let leads = deployment.topic_count(&deployment.topics.leads);
     let rows = deployment
         .clickhouse
         .rows("SELECT toString(count()) AS n FROM leads")
@@ -425,10 +425,10 @@ async fn converge_and_check(
     );
 
     // Nothing was dead-lettered: a crash must not turn good records into bad ones.
-    let dlq = deployment.topic_count("hunter.dlq.v1")?;
+    let dlq = deployment.topic_count(&deployment.topics.dlq)?;
     assert_eq!(dlq, 0, "records went to the dead-letter topic");
 
-    let referral_records = deployment.topic_count("partner-center.referrals.v1")?;
+    let referral_records = deployment.topic_count(&deployment.topics.referrals)?;
     let rejoins = deployment
         .full_logs()
         .lines()

@@ -187,7 +187,7 @@ async fn a_900_kb_referral_and_odd_ids_never_stop_the_source_nor_lose_the_others
     assert_eq!(status, 200, "the big referral is a lead: {lead}");
 
     // Its record in the referral topic says what was cut.
-    let topic = deployment.topic("partner-center.referrals.v1");
+    let topic = deployment.topics.referrals.clone();
     let codec = hunter_core::codec::Codec::<Referral>::new(&topic, None);
     let mut truncation = None;
     for (payload, _) in read_topic(&deployment.stack.brokers, &topic, 41)? {
@@ -274,7 +274,7 @@ async fn a_900_kb_referral_and_odd_ids_never_stop_the_source_nor_lose_the_others
         .filter_map(|referral| referral.updated_date_time)
         .max()
         .unwrap();
-    let state_topic = deployment.topic("hunter.source-state.v1");
+    let state_topic = deployment.topics.source_state.clone();
     let state_codec = hunter_core::codec::Codec::<SourceState>::new(&state_topic, None);
     let records = read_topic(&deployment.stack.brokers, &state_topic, 1)?;
     let state = state_codec.decode(&records.last().unwrap().0).await?;
@@ -327,11 +327,10 @@ async fn records_kafka_refuses_in_the_processor_and_the_sink_are_dead_lettered_b
         .set("compression.type", "lz4")
         .create()?;
     let garbage = vec![0x42u8; 1_500_000];
-    for base in ["partner-center.referrals.v1", "hunter.leads.v1"] {
-        let topic = deployment.topic(base);
+    for topic in [&deployment.topics.referrals, &deployment.topics.leads] {
         producer
             .send(
-                FutureRecord::to(&topic).key("garbage").payload(&garbage),
+                FutureRecord::to(topic).key("garbage").payload(&garbage),
                 Duration::from_secs(30),
             )
             .await
@@ -354,15 +353,15 @@ async fn records_kafka_refuses_in_the_processor_and_the_sink_are_dead_lettered_b
         Ok(rows) => rows,
         Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
     };
-    for (stage, base) in [
-        ("processor", "partner-center.referrals.v1"),
-        ("sink", "hunter.leads.v1"),
+    for (stage, topic) in [
+        ("processor", &deployment.topics.referrals),
+        ("sink", &deployment.topics.leads),
     ] {
         let row = dlq
             .iter()
             .find(|row| row["stage"] == stage)
             .unwrap_or_else(|| panic!("no {stage} dead letter: {dlq:#?}"));
-        assert_eq!(row["original_topic"], deployment.topic(base));
+        assert_eq!(row["original_topic"], topic.as_str());
         assert!(
             row["error"]
                 .as_str()
@@ -371,7 +370,7 @@ async fn records_kafka_refuses_in_the_processor_and_the_sink_are_dead_lettered_b
             "{row:?}"
         );
         let reference: Value = serde_json::from_str(row["payload"].as_str().unwrap())?;
-        assert_eq!(reference["reference"]["topic"], deployment.topic(base));
+        assert_eq!(reference["reference"]["topic"], topic.as_str());
         assert_eq!(reference["reference"]["bytes"], 1_500_000);
     }
 
@@ -485,7 +484,7 @@ async fn migrate_sets_the_topic_limit_and_producers_refuse_only_what_is_over_the
     // Hunter's producer sends what its limit allows, even incompressible, and refuses what is
     // over it at once, as a refusal of the record (dead-lettered, never "kafka is failing").
     let producer = kafka::producer(&settings.kafka, "hunter-oversize-test")?;
-    let topic = deployment.topic("hunter.dlq.v1");
+    let topic = deployment.topics.dlq.clone();
     let mut noise = vec![0u8; PRODUCER_MESSAGE_MAX_BYTES + 1];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     for byte in &mut noise {

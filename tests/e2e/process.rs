@@ -48,7 +48,7 @@ async fn wait_for_leads(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let result = wait_for("leads", timeout, || async {
-        Ok((deployment.topic_count("hunter.leads.v1")? >= count).then_some(()))
+        Ok((deployment.topic_count(&deployment.topics.leads)? >= count).then_some(()))
     })
     .await;
     result.map_err(|error| anyhow::anyhow!("{error}\n{}", deployment.logs()))
@@ -76,7 +76,7 @@ async fn repeats_and_older_versions_produce_no_lead_and_poison_goes_to_the_dlq()
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &deployment.stack.brokers)
         .create()?;
-    let referral_topic = deployment.topic("partner-center.referrals.v1");
+    let referral_topic = deployment.topics.referrals.clone();
     producer
         .send(
             rdkafka::producer::FutureRecord::to(&referral_topic)
@@ -137,11 +137,7 @@ async fn repeats_and_older_versions_produce_no_lead_and_poison_goes_to_the_dlq()
         assert!(lead.enrichment_version >= 1 && (0..=100).contains(&lead.score));
     }
 
-    let dlq = read_topic(
-        &deployment.stack.brokers,
-        &deployment.topic("hunter.dlq.v1"),
-        1,
-    )?;
+    let dlq = read_topic(&deployment.stack.brokers, &deployment.topics.dlq, 1)?;
     let (_, headers) = &dlq[0];
     assert_eq!(
         headers.get("hunter.stage").map(String::as_str),
@@ -167,12 +163,12 @@ async fn kill_9_mid_stream_then_restart_loses_no_lead_and_doubles_none() -> anyh
 
     let first = deployment.start_role("process").await?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while deployment.topic_count("hunter.leads.v1")? < 1500 {
+    while deployment.topic_count(&deployment.topics.leads)? < 1500 {
         anyhow::ensure!(Instant::now() < deadline, "too slow\n{}", deployment.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     deployment.process(first).kill9();
-    let at_kill = deployment.topic_count("hunter.leads.v1")?;
+    let at_kill = deployment.topic_count(&deployment.topics.leads)?;
     assert!(at_kill < 12_000, "the stream was over before the kill");
 
     deployment.start_role("process").await?;

@@ -111,8 +111,8 @@ async fn a_full_sync_with_known_secrets_shows_them_nowhere() -> anyhow::Result<(
     assert_no_secret("a config error", &config_error, &secrets);
 
     // Records: the sync runs in the topic and in ClickHouse, and the dead letters.
-    for topic in ["hunter.sync-runs.v1", "hunter.dlq.v1"] {
-        let records = read_topic(&deployment.stack.brokers, &deployment.topic(topic), 0)?;
+    for topic in [&deployment.topics.sync_runs, &deployment.topics.dlq] {
+        let records = read_topic(&deployment.stack.brokers, topic, 0)?;
         for (payload, headers) in &records {
             assert_no_secret(topic, &String::from_utf8_lossy(payload), &secrets);
             assert_no_secret(topic, &format!("{headers:?}"), &secrets);

@@ -365,7 +365,7 @@ async fn a_sync_while_disabled_is_refused_and_the_page_sends_its_security_header
         "{body}"
     );
     assert_eq!(
-        deployment.topic_count("hunter.commands.v1")?,
+        deployment.topic_count(&deployment.topics.commands)?,
         0,
         "a command was queued for a disabled source"
     );
@@ -452,7 +452,7 @@ async fn a_sync_while_disabled_is_refused_and_the_page_sends_its_security_header
 /// Puts a `sync_now` command on the command topic as the API does, requested `age` ago.
 async fn old_command(deployment: &Deployment, age: Duration) -> anyhow::Result<String> {
     use hunter_core::records::{Command as SyncCommand, Timestamp};
-    let topic = deployment.topic("hunter.commands.v1");
+    let topic = deployment.topics.commands.clone();
     let requested = time::OffsetDateTime::now_utc() - age;
     let command = SyncCommand {
         command_id: uuid::Uuid::new_v4().to_string(),
@@ -502,7 +502,7 @@ async fn triggers_join_the_queued_one_and_an_old_trigger_expires() -> anyhow::Re
         assert_eq!(again["joined"], json!(true));
     }
     assert_eq!(
-        deployment.topic_count("hunter.commands.v1")?,
+        deployment.topic_count(&deployment.topics.commands)?,
         2,
         "the stale command and one trigger"
     );

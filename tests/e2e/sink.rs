@@ -311,11 +311,7 @@ async fn a_lead_the_table_cannot_take_is_dead_lettered_and_the_rest_written() ->
         Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
     };
     assert!(!live.contains_key(&bad_id), "the bad lead is not in leads");
-    let dlq = hunter_e2e::read_topic(
-        &deployment.stack.brokers,
-        &deployment.topic("hunter.dlq.v1"),
-        1,
-    )?;
+    let dlq = hunter_e2e::read_topic(&deployment.stack.brokers, &deployment.topics.dlq, 1)?;
     assert_eq!(dlq.len(), 1);
     let (_, headers) = &dlq[0];
     assert_eq!(
@@ -334,7 +330,7 @@ async fn a_lead_the_table_cannot_take_is_dead_lettered_and_the_rest_written() ->
     );
     assert_eq!(
         headers.get("hunter.original.topic"),
-        Some(&deployment.topic("hunter.leads.v1"))
+        Some(&deployment.topics.leads)
     );
     deployment.teardown().await;
     Ok(())

@@ -71,7 +71,7 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &deployment.stack.brokers)
         .create()?;
-    let referral_topic = format!("{}partner-center.referrals.v1", deployment.prefix);
+    let referral_topic = deployment.topics.referrals.clone();
     producer
         .send(
             FutureRecord::to(&referral_topic)
@@ -139,11 +139,7 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
     );
 
     // The poison record went to the DLQ with its origin and reason.
-    let dlq = read_topic(
-        &deployment.stack.brokers,
-        &format!("{}hunter.dlq.v1", deployment.prefix),
-        1,
-    )?;
+    let dlq = read_topic(&deployment.stack.brokers, &deployment.topics.dlq, 1)?;
     let (payload, headers) = dlq
         .iter()
         .find(|(_, headers)| headers.get("hunter.stage").map(String::as_str) == Some("processor"))
@@ -229,7 +225,7 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
 
     // The manual run is recorded under the task id the API returned: it re-read all 150,
     // published the 10 new versions and skipped the ones it had already published.
-    let runs_topic = format!("{}hunter.sync-runs.v1", deployment.prefix);
+    let runs_topic = deployment.topics.sync_runs.clone();
     let codec = Codec::<SyncRun>::new(&runs_topic, None);
     let mut finished = None;
     for _ in 0..60 {
@@ -262,7 +258,7 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
     // and the poison record), and each became exactly one lead record.
     let published = read_topic(&deployment.stack.brokers, &referral_topic, 161)?;
     assert_eq!(published.len(), 161, "referral records in the topic");
-    let leads_topic = format!("{}hunter.leads.v1", deployment.prefix);
+    let leads_topic = deployment.topics.leads.clone();
     assert_eq!(
         read_topic(&deployment.stack.brokers, &leads_topic, 160)?.len(),
         160,

@@ -1,4 +1,4 @@
-//! Partner Center Referrals connector: sign-in, API client and a local simulator.
+//! Partner Center Referrals connector: sign-in, API client and the incremental poll's cursor.
 //!
 //! # Layout
 //!
@@ -6,13 +6,13 @@
 //!   mode 0600) and silent refresh with refresh-token rotation.
 //! - [`client`]: the Referrals API client: first page / next page / get by id, retries with
 //!   full-jitter backoff and `Retry-After`, typed errors that know whether they are retryable.
-//! - [`simulator`]: a local Partner Center (Referrals API and login authority) serving a JSON
-//!   file, for demos and for tests that must not use an in-process fake.
 //! - [`cursor`]: which referrals a poll asks for (keyset paging from `cursor - overlap`) and
 //!   which versions were already published.
-//! - [`faults`]: the `--faults` spec (`429:0.1,truncate:0.02`) the simulator injects.
 //! - [`telemetry`]: every metric this crate emits, with its help text, and the events that log
 //!   and count together.
+//!
+//! The local Partner Center for demos and tests (`hunter simulate`) is its own crate,
+//! `hunter-partner-center-simulator`; this crate's tests use it as a dev-dependency.
 //!
 //! # Secrets
 //!
@@ -23,9 +23,11 @@
 pub mod auth;
 pub mod client;
 pub mod cursor;
-pub mod faults;
-pub mod simulator;
 pub mod telemetry;
 
+// The test harness is shared with the simulator crate, which names this crate by its package name.
 #[cfg(test)]
+extern crate self as hunter_partner_center;
+#[cfg(test)]
+#[path = "../../partner-center-simulator/src/test_support.rs"]
 mod test_support;

@@ -13,11 +13,13 @@
 //! - [`security`]: token strength, plain-HTTP URLs, the state directory, URL redaction.
 //! - [`telemetry`]: logging, the metric catalogue, `/healthz` and `/metrics`.
 //! - [`shutdown`]: the stop broadcast every loop observes.
+//! - [`fs`]: files replaced whole (temp file, fsync, rename), mode 0600.
 //! - [`size`]: the record-size policy (compression, limits, cutting oversize referrals).
 
 pub mod codec;
 pub mod config;
 pub mod contracts;
+pub mod fs;
 pub mod kafka;
 pub mod records;
 pub mod registry;

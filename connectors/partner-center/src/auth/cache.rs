@@ -1,13 +1,13 @@
 //! The token cache file: one small JSON document per tenant and app.
 //!
-//! Invariants: the file is only ever replaced whole (temp file in the same directory, fsync,
-//! rename, fsync of the directory), so a crash leaves the old or the new cache, never half of
+//! Invariants: the file is only ever replaced whole ([`hunter_core::fs::write_atomically`]: temp
+//! file in the same directory, fsync, rename, fsync of the directory), so a crash leaves the old or the new cache, never half of
 //! one; it is created with mode 0600; a rotated refresh token is on disk before the access token
 //! that came with it is used.
 
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -67,7 +67,7 @@ impl TokenCacheFile {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             create_private_dir(parent).map_err(|source| cache_error(path, source))?;
         }
-        write_atomically(path, &json).map_err(|source| cache_error(path, source))
+        hunter_core::fs::write_atomically(path, &json).map_err(|source| cache_error(path, source))
     }
 }
 
@@ -76,63 +76,6 @@ fn cache_error(path: &Path, source: io::Error) -> AuthError {
         path: path.to_path_buf(),
         error: source,
     }
-}
-
-/// Replaces `path` with `contents`: temp file in the same directory, fsync, rename, fsync dir.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    write_atomically_with(path, |file| file.write_all(contents))
-}
-
-/// [`write_atomically`] with the contents written by `write` (for files too big to build in
-/// memory first).
-pub(crate) fn write_atomically_with(
-    path: &Path,
-    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir)?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let temp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = (|| {
-        let mut file = private_create_new(&temp)?;
-        write(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, path)?;
-        sync_dir(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-#[cfg(unix)]
-fn private_create_new(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn private_create_new(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
 }
 
 /// Creates `dir` and its missing parents with mode 0700; existing directories are left as
@@ -149,17 +92,6 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    // Makes the rename itself durable.
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(unix)]

@@ -34,7 +34,6 @@ use time::OffsetDateTime;
 use url::Url;
 
 pub use cache::TokenCacheFile;
-pub(crate) use cache::write_atomically_with;
 use entra::{AuthorityHttp, EntraClient, EntraDeviceFields, EntraTokenResponse};
 
 use crate::telemetry;

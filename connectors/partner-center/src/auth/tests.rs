@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::client::PartnerCenterClient;
-use crate::simulator::generate_referrals;
 use crate::test_support::{CLIENT_ID, Sim, TENANT, count};
+use hunter_partner_center_simulator::generate_referrals;
 
 /// Collects every log line (all targets, TRACE) written on this thread.
 #[derive(Clone, Default)]

@@ -5,9 +5,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::*;
 use crate::auth::TokenCacheFile;
-use crate::faults::FaultSpec;
-use crate::simulator::generate_referrals;
 use crate::test_support::{RecordingSleep, Sim, count};
+use hunter_partner_center_simulator::faults::FaultSpec;
+use hunter_partner_center_simulator::generate_referrals;
 
 /// (updatedDateTime instant, id) of each referral, in the order the API must serve them.
 fn expected_order(referrals: &[Value]) -> Vec<(OffsetDateTime, String)> {
@@ -470,11 +470,11 @@ fn futures_are_send() {
     assert_send(&client.first_page(None));
     assert_send(&client.next_page("x"));
     assert_send(&client.get_referral("x"));
-    let options = crate::simulator::SimulatorOptions::new(
+    let options = hunter_partner_center_simulator::SimulatorOptions::new(
         dir.path().join("r.json"),
         "127.0.0.1:0".parse().unwrap(),
     );
-    assert_send(&crate::simulator::bind(options));
+    assert_send(&hunter_partner_center_simulator::bind(options));
 }
 
 #[tokio::test]

@@ -170,7 +170,7 @@ async fn rereads_the_file_when_it_changes() {
 async fn refresh_tokens_rotate_and_old_ones_stay_valid() {
     let sim = Sim::start(&[], |_| {}).await;
     let (_, cache) = sim.sign_in().await;
-    let scope = crate::auth::DEFAULT_SCOPE;
+    let scope = hunter_partner_center::auth::DEFAULT_SCOPE;
     let old = cache.refresh_token.expose();
     let refresh = |token: &str| {
         [
@@ -241,9 +241,9 @@ use std::sync::Arc as StdArc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::TokenProvider;
-use crate::client::PartnerCenterClient;
 use crate::test_support::RecordingSleep;
+use hunter_partner_center::auth::TokenProvider;
+use hunter_partner_center::client::PartnerCenterClient;
 
 const EXPIRED_BODY: &str =
     r#"{"error":{"code":"unauthenticated","message":"access token expired"}}"#;
@@ -300,7 +300,7 @@ fn refresh_form(token: &str) -> Vec<(&'static str, String)> {
         ("grant_type", "refresh_token"),
         ("client_id", crate::test_support::CLIENT_ID),
         ("refresh_token", token),
-        ("scope", crate::auth::DEFAULT_SCOPE),
+        ("scope", hunter_partner_center::auth::DEFAULT_SCOPE),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_owned()))
@@ -451,7 +451,7 @@ async fn revoked_refresh_tokens_need_a_new_sign_in() {
     post(&sim.url("/_simulator/expire-access-tokens")).await;
     let error = client.first_page(None).await.unwrap_err();
     assert!(
-        matches!(error, crate::client::ClientError::Auth(_)),
+        matches!(error, hunter_partner_center::client::ClientError::Auth(_)),
         "{error:?}"
     );
     assert_eq!(refresh(&sim, second.refresh_token.expose()).await.0, 400);

@@ -39,11 +39,29 @@
 //! [`SimulatorOptions::mutations_in_memory`] the file is left alone (big files). A moved record goes to the end
 //! of the (`updatedDateTime`, `id`) order, so offset paging in flight skips one record, as
 //! the real service may. Draws come from an rng seeded from `fault_seed`.
+//!
+//! # Layout
+//!
+//! This crate is test and demo tooling, kept apart from the production connector
+//! (`hunter-partner-center`: sign-in, client, cursor) so that the connector needs no HTTP server.
+//! It does not depend on the connector; the connector's tests use it (a dev-dependency), and its
+//! own tests sign in with the connector's real client (a dev-dependency the other way).
+//!
+//! - [`faults`]: the `--faults` spec (`429:0.1,truncate:0.02`) the simulator injects.
+//! - `api`, `login`, `mutate`, `generate`: the Referrals API, the login authority, the moving
+//!   data and the generated referrals file.
 
 mod api;
+pub mod faults;
 mod generate;
 mod login;
 mod mutate;
+
+// The harness shared with the connector's tests names both crates by their package names.
+#[cfg(test)]
+extern crate self as hunter_partner_center_simulator;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -213,7 +231,7 @@ fn write_pretty_json(
         >,
     ) -> Result<(), serde_json::Error>,
 ) -> io::Result<()> {
-    crate::auth::write_atomically_with(path, |file| {
+    hunter_core::fs::write_atomically_with(path, |file| {
         let mut writer = io::BufWriter::with_capacity(1 << 20, file);
         serialize(&mut serde_json::Serializer::pretty(&mut writer)).map_err(io::Error::other)?;
         io::Write::flush(&mut writer)

@@ -1,5 +1,9 @@
-//! Shared helpers for this crate's tests: a real simulator on `127.0.0.1:0` and signed-in
-//! settings for it.
+//! Shared helpers for the tests of this crate and of the connector (`hunter-partner-center`,
+//! which includes this file with `#[path]`): a real simulator on `127.0.0.1:0` and signed-in
+//! settings for it. Both crates are named by their package names (each crate names itself with
+//! `extern crate self as ...` under `cfg(test)`), so the one file compiles in both.
+// Each of the two crates uses a part of the harness.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 use url::Url;
 
-use crate::auth::{AuthSettings, TokenCacheFile, login_with_device_code};
-use crate::client::{ClientSettings, Sleep};
-use crate::simulator::{self, SimulatorOptions};
+use hunter_partner_center::auth::{AuthSettings, TokenCacheFile, login_with_device_code};
+use hunter_partner_center::client::{ClientSettings, Sleep};
+use hunter_partner_center_simulator::{self as simulator, SimulatorOptions};
 
 pub(crate) const TENANT: &str = "contoso.example";
 pub(crate) const CLIENT_ID: &str = "11111111-2222-4333-8444-555555555555";
