@@ -384,7 +384,7 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
 
     // Nothing was dead-lettered.
     assert_eq!(
-        deployment.topic_count("hunter.dlq.v1")?,
+        deployment.topic_count(&deployment.topics.dlq)?,
         0,
         "{}",
         deployment.logs()
@@ -402,7 +402,7 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
         )
         .map_err(anyhow::Error::msg)?,
     ));
-    let leads_topic = deployment.topic("hunter.leads.v1");
+    let leads_topic = deployment.topics.leads.clone();
     let codec = hunter_core::codec::Codec::<hunter_core::records::Lead>::new(
         &leads_topic,
         reader_registry.clone(),
@@ -418,7 +418,7 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
         lead_ids.insert(codec.decode(payload).await?.lead_id);
     }
     assert_eq!(lead_ids.len() as u64, REFERRALS, "{lead_ids:?}");
-    let referrals_topic = deployment.topic("partner-center.referrals.v1");
+    let referrals_topic = deployment.topics.referrals.clone();
     let codec = hunter_core::codec::Codec::<hunter_core::records::Referral>::new(
         &referrals_topic,
         reader_registry,
