@@ -10,7 +10,8 @@
 #      for the API fuzz test), tests/avro/install.sh (PyPI fastavro and confluent-kafka, for the
 #      contract tests), docker-compose (apt, for the deployment tests),
 #      cargo build --workspace --bins
-#   6. cargo test --workspace --no-fail-fast -- --test-threads=4
+#   6. cargo test --workspace --no-fail-fast -- --test-threads=4, the end-to-end binary
+#      (tests/e2e/main.rs) once per module
 #      with the stack's settings and HUNTER_BIN=target/debug/hunter; this includes
 #      `promtool check rules/config` and `promtool test rules` (tests/e2e/alerts.rs)
 #
@@ -114,10 +115,25 @@ cargo build --workspace --bins
 export HUNTER_BIN="$REPO/target/debug/hunter"
 [[ -x "$HUNTER_BIN" ]] || die "cargo build succeeded but $HUNTER_BIN is missing"
 
-say "step 6/6: running the tests against the stack (cargo test --workspace --no-fail-fast -- --test-threads=4)"
+say "step 6/6: running the tests against the stack (unit tests, then tests/e2e module by module, --test-threads=4)"
 say "  HUNTER_BIN=$HUNTER_BIN HUNTER_KAFKA_BROKERS=$HUNTER_KAFKA_BROKERS HUNTER_CLICKHOUSE_URL=$HUNTER_CLICKHOUSE_URL"
 test_status=0
-cargo test --workspace --no-fail-fast -- --test-threads=4 || test_status=$?
+# Unit tests of every crate (and the e2e support's own), then the end-to-end binary module by
+# module (tests/e2e/main.rs): one link, and only the tests of one module run beside each other.
+cargo test --workspace --no-fail-fast --exclude hunter-e2e -- --test-threads=4 || test_status=$?
+cargo test -p hunter-e2e --no-fail-fast --lib --bins -- --test-threads=4 || test_status=$?
+cargo build -p hunter-e2e --tests
+modules=$(sed -n 's/^mod \([a-z_0-9]*\);$/\1/p' "$REPO/tests/e2e/main.rs")
+[[ -n "$modules" ]] || die "no modules in tests/e2e/main.rs"
+for module in $modules; do
+    # A filter matches anywhere in a test's name: skip the modules whose name ends in this one.
+    skips=()
+    for other in $modules; do
+        if [[ "$other" != "$module" && "$other" == *"_$module" ]]; then skips+=(--skip "$other::"); fi
+    done
+    say "  end-to-end: $module"
+    cargo test -p hunter-e2e --test e2e -- --test-threads=4 "$module::" "${skips[@]}" || test_status=$?
+done
 
 if ((schema_status != 0)); then
     say "the ClickHouse schema check failed (step 4, exit $schema_status): see the [schema] lines above"

@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! HUNTER_CRASH_REFERRALS=100000 HUNTER_CRASH_KILLS=20 HUNTER_CRASH_SEED=7 \
-//!   cargo test -p hunter-e2e --test crash -- --nocapture
+//!   cargo test -p hunter-e2e --test e2e -- crash:: --nocapture
 //! ```
 //!
 //! `HUNTER_CRASH_SEED` picks the kill schedule (which role, when, how long it stays down) and the

@@ -126,7 +126,7 @@ fn clickhouse_macros_expand_like_the_plugin() -> anyhow::Result<()> {
 /// Writes every ClickHouse panel query, macros expanded over the last 30 days, as JSON lines
 /// (`dashboard`, `panel`, `sql`) to `$HUNTER_PANEL_SQL_OUT` (default
 /// `target/panel-sql.jsonl`), for running them on other ClickHouse versions:
-/// `cargo test -p hunter-e2e --test dashboards -- --ignored write_panel_sql`.
+/// `cargo test -p hunter-e2e --test e2e -- --ignored write_panel_sql`.
 #[test]
 #[ignore = "writes a file for other test suites"]
 fn write_panel_sql() -> anyhow::Result<()> {
