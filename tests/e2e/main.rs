@@ -11,6 +11,7 @@
 mod alerts;
 mod api;
 mod api_fuzz;
+mod auth;
 mod clickhouse_security;
 mod contracts;
 mod crash;
