@@ -116,6 +116,19 @@ pub struct EnrichSettings {
     pub usd_rates: std::collections::BTreeMap<String, f64>,
 }
 
+impl Default for EnrichSettings {
+    /// What an empty configuration gives: the system resolver, [`Defaults::DNS_TIMEOUT_MS`] per
+    /// lookup, MX answers kept [`Defaults::MX_CACHE_SECS`], no exchange rates (USD is always 1).
+    fn default() -> Self {
+        Self {
+            dns_server: None,
+            dns_timeout: Duration::from_millis(Defaults::DNS_TIMEOUT_MS),
+            mx_cache_ttl: Duration::from_secs(Defaults::MX_CACHE_SECS),
+            usd_rates: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Production,
@@ -1968,6 +1981,20 @@ mod tests {
                 .interval,
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn enrich_defaults_are_one_set() {
+        // `EnrichSettings::default` (the enricher's, for tools and tests) is what an empty
+        // configuration gives, so the two cannot drift apart again.
+        let loaded = Settings::from_sources(None, &env(&base())).unwrap().enrich;
+        let default = EnrichSettings::default();
+        assert_eq!(loaded.dns_server, default.dns_server);
+        assert_eq!(loaded.dns_timeout, default.dns_timeout);
+        assert_eq!(loaded.mx_cache_ttl, default.mx_cache_ttl);
+        assert_eq!(loaded.usd_rates, default.usd_rates);
+        assert_eq!(default.dns_timeout, Duration::from_millis(500));
+        assert_eq!(default.mx_cache_ttl, Duration::from_secs(3_600));
     }
 
     #[test]
