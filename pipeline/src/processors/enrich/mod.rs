@@ -61,10 +61,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use hunter_core::config::EnrichSettings;
-use hunter_core::records::{Lead, Referral};
+use hunter_core::records::{EmailProvider, EmailProviderSource, Lead, Referral};
 
 use domain::company_domain;
-use mx::{EmailProvider, MxLookup};
+use mx::MxLookup;
 use normalize::{deal_value_usd, normalize_company_name, normalize_country, size_band};
 use score::{ScoreInputs, change_type, priority, score};
 
@@ -111,11 +111,8 @@ impl Enricher {
     ) {
         let company_domain = company_domain(referral);
         let (email_provider, email_provider_source) = match &company_domain {
-            Some((domain, _)) => {
-                let (provider, source) = self.mx.provider_for(domain).await;
-                (provider.as_str(), source)
-            }
-            None => (EmailProvider::Unknown.as_str(), "no_domain"),
+            Some((domain, _)) => self.mx.provider_for(domain).await,
+            None => (EmailProvider::Unknown, EmailProviderSource::NoDomain),
         };
 
         let profile = referral.customer_profile.as_ref();
@@ -150,8 +147,8 @@ impl Enricher {
         if let Some((domain, _)) = company_domain {
             lead.company_domain = Some(domain);
         }
-        lead.email_provider = email_provider.to_owned();
-        lead.email_provider_source = email_provider_source.to_owned();
+        lead.email_provider = email_provider.as_str().to_owned();
+        lead.email_provider_source = email_provider_source.as_str().to_owned();
         lead.company_name_normalized = profile
             .and_then(|profile| profile.name.as_deref())
             .and_then(normalize_company_name);
@@ -186,9 +183,10 @@ impl Enricher {
         lead.deal_value_usd = deal_value_usd;
         lead.usd_rate = usd_rate;
         lead.score = score;
-        lead.priority = priority(score).to_owned();
-        lead.change_type =
-            change_type(referral.status.as_deref(), previous_status, first_version).to_owned();
+        lead.priority = priority(score).as_str().to_owned();
+        lead.change_type = change_type(referral.status.as_deref(), previous_status, first_version)
+            .as_str()
+            .to_owned();
         lead.previous_status = previous_status.map(str::to_owned);
     }
 }

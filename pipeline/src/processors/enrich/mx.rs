@@ -13,6 +13,7 @@ use hickory_resolver::proto::rr::RData;
 use tokio::sync::watch;
 
 use hunter_core::config::EnrichSettings;
+use hunter_core::records::{EmailProvider, EmailProviderSource};
 
 /// Most domains the MX cache holds; one more evicts the oldest insertion.
 pub const MX_CACHE_CAPACITY: usize = 100_000;
@@ -24,51 +25,31 @@ pub const MX_FAILURE_CACHE_TTL_MAX: Duration = Duration::from_secs(60);
 /// it (the task itself is bounded by `dns_timeout`; this only covers scheduling delays).
 const LOOKUP_WAIT_GRACE: Duration = Duration::from_millis(100);
 
-/// Who hosts a domain's mail, as far as its MX records tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EmailProvider {
-    Microsoft365,
-    GoogleWorkspace,
-    Other,
-    Unknown,
-}
-
-impl EmailProvider {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Self::Microsoft365 => "microsoft365",
-            Self::GoogleWorkspace => "google_workspace",
-            Self::Other => "other",
-            Self::Unknown => "unknown",
+/// Who hosts a domain's mail, as far as its MX records tell: Microsoft wins over Google when a
+/// domain lists both (mid-migration domains do); `None` for no usable exchange.
+fn from_exchanges<'a>(exchanges: impl IntoIterator<Item = &'a str>) -> Option<EmailProvider> {
+    use EmailProvider::{GoogleWorkspace, Microsoft365, Other};
+    let mut provider = None;
+    for exchange in exchanges {
+        let exchange = exchange.trim_end_matches('.').to_ascii_lowercase();
+        if exchange.is_empty() {
+            // RFC 7505 null MX ("."): the domain accepts no mail.
+            continue;
         }
+        let found = if is_under(&exchange, "mail.protection.outlook.com") {
+            Microsoft365
+        } else if is_under(&exchange, "google.com") || is_under(&exchange, "googlemail.com") {
+            GoogleWorkspace
+        } else {
+            Other
+        };
+        provider = Some(match (provider, found) {
+            (_, Microsoft365) | (Some(Microsoft365), _) => Microsoft365,
+            (_, GoogleWorkspace) | (Some(GoogleWorkspace), _) => GoogleWorkspace,
+            _ => found,
+        });
     }
-
-    /// Microsoft wins over Google when a domain lists both (mid-migration domains do).
-    fn from_exchanges<'a>(exchanges: impl IntoIterator<Item = &'a str>) -> Option<Self> {
-        let mut provider = None;
-        for exchange in exchanges {
-            let exchange = exchange.trim_end_matches('.').to_ascii_lowercase();
-            if exchange.is_empty() {
-                // RFC 7505 null MX ("."): the domain accepts no mail.
-                continue;
-            }
-            let found = if is_under(&exchange, "mail.protection.outlook.com") {
-                Self::Microsoft365
-            } else if is_under(&exchange, "google.com") || is_under(&exchange, "googlemail.com") {
-                Self::GoogleWorkspace
-            } else {
-                Self::Other
-            };
-            provider = Some(match (provider, found) {
-                (_, Self::Microsoft365) | (Some(Self::Microsoft365), _) => Self::Microsoft365,
-                (_, Self::GoogleWorkspace) | (Some(Self::GoogleWorkspace), _) => {
-                    Self::GoogleWorkspace
-                }
-                _ => found,
-            });
-        }
-        provider
-    }
+    provider
 }
 
 /// `host` is `zone` or a name below it.
@@ -91,12 +72,12 @@ enum MxResult {
 impl MxResult {
     /// The provider and `email_provider_source`; `from_cache` only changes an answer's source:
     /// a failure keeps its reason.
-    fn outcome(self, from_cache: bool) -> (EmailProvider, &'static str) {
+    fn outcome(self, from_cache: bool) -> (EmailProvider, EmailProviderSource) {
         match self {
-            Self::Provider(provider) if from_cache => (provider, "mx_cache"),
-            Self::Provider(provider) => (provider, "mx"),
-            Self::Error => (EmailProvider::Unknown, "dns_error"),
-            Self::Timeout => (EmailProvider::Unknown, "dns_timeout"),
+            Self::Provider(provider) if from_cache => (provider, EmailProviderSource::MxCache),
+            Self::Provider(provider) => (provider, EmailProviderSource::Mx),
+            Self::Error => (EmailProvider::Unknown, EmailProviderSource::DnsError),
+            Self::Timeout => (EmailProvider::Unknown, EmailProviderSource::DnsTimeout),
         }
     }
 }
@@ -180,7 +161,7 @@ impl MxLookup {
     pub(super) async fn provider_for(
         self: &Arc<Self>,
         domain: &str,
-    ) -> (EmailProvider, &'static str) {
+    ) -> (EmailProvider, EmailProviderSource) {
         let mut receiver = {
             let mut state = self.state();
             if let Some(cached) = state.cache.get(domain, Instant::now()) {
@@ -260,7 +241,7 @@ impl MxLookup {
                         _ => None,
                     })
                     .collect();
-                EmailProvider::from_exchanges(exchanges.iter().map(String::as_str))
+                from_exchanges(exchanges.iter().map(String::as_str))
                     .map_or(MxResult::Error, MxResult::Provider)
             }
         }
@@ -371,7 +352,7 @@ mod tests {
         ];
         for (exchanges, expected) in cases {
             assert_eq!(
-                EmailProvider::from_exchanges(exchanges.iter().copied()),
+                from_exchanges(exchanges.iter().copied()),
                 expected,
                 "{exchanges:?}"
             );

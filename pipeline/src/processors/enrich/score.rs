@@ -1,6 +1,8 @@
 //! The score, the priority and the change type: pure functions of the referral version, the
 //! enrichment facts and what the processor saw before (the formula is in the parent module's doc).
 
+use hunter_core::records::{ChangeType, EmailProvider, Priority};
+
 use super::non_blank;
 
 /// Everything the score reads; see the module doc for the formula.
@@ -13,7 +15,7 @@ pub(super) struct ScoreInputs<'a> {
     pub(super) qualification: Option<&'a str>,
     /// `updatedDateTime − createdDateTime` in microseconds.
     pub(super) age_micros: Option<i64>,
-    pub(super) email_provider: &'a str,
+    pub(super) email_provider: EmailProvider,
 }
 
 fn is_closed(status: Option<&str>, substatus: Option<&str>) -> bool {
@@ -63,19 +65,19 @@ pub(super) fn score(inputs: &ScoreInputs<'_>) -> i32 {
         _ => 0,
     };
     let provider = match inputs.email_provider {
-        "microsoft365" => 10,
-        "google_workspace" => 5,
-        "other" => 3,
-        _ => 0,
+        EmailProvider::Microsoft365 => 10,
+        EmailProvider::GoogleWorkspace => 5,
+        EmailProvider::Other => 3,
+        EmailProvider::Unknown => 0,
     };
     (status + value + size + qualification + age + provider).clamp(0, 100)
 }
 
-pub(super) fn priority(score: i32) -> &'static str {
+pub(super) fn priority(score: i32) -> Priority {
     match score {
-        60.. => "high",
-        35..=59 => "medium",
-        _ => "low",
+        60.. => Priority::High,
+        35..=59 => Priority::Medium,
+        _ => Priority::Low,
     }
 }
 
@@ -83,17 +85,17 @@ pub(super) fn change_type(
     status: Option<&str>,
     previous_status: Option<&str>,
     first_version: bool,
-) -> &'static str {
+) -> ChangeType {
     if first_version {
-        return "created";
+        return ChangeType::Created;
     }
     match (non_blank(status), non_blank(previous_status)) {
         (Some(current), Some(previous))
             if !current.trim().eq_ignore_ascii_case(previous.trim()) =>
         {
-            "status_changed"
+            ChangeType::StatusChanged
         }
-        _ => "updated",
+        _ => ChangeType::Updated,
     }
 }
 
@@ -113,7 +115,7 @@ mod tests {
             size_band: Some("medium"),
             qualification: Some("SalesQualified"),
             age_micros: Some(2 * DAY),
-            email_provider: "microsoft365",
+            email_provider: EmailProvider::Microsoft365,
         }
     }
 
@@ -134,7 +136,7 @@ mod tests {
             size_band: None,
             qualification: None,
             age_micros: None,
-            email_provider: "unknown",
+            email_provider: EmailProvider::Unknown,
         };
         assert_eq!(score(&nothing), 0);
 
@@ -174,7 +176,7 @@ mod tests {
         );
 
         assert_eq!(
-            [100, 60, 59, 35, 34, 0].map(priority),
+            [100, 60, 59, 35, 34, 0].map(|score| priority(score).as_str()),
             ["high", "high", "medium", "medium", "low", "low"]
         );
     }
@@ -196,7 +198,7 @@ mod tests {
                 ..inputs()
             };
             assert_eq!(score(&closed), 0, "{status:?}/{substatus:?}");
-            assert_eq!(priority(score(&closed)), "low");
+            assert_eq!(priority(score(&closed)), Priority::Low);
         }
     }
 
@@ -219,7 +221,7 @@ mod tests {
                 "x",
             ]),
             proptest::option::of(-400 * DAY..400 * DAY),
-            proptest::sample::select(vec!["microsoft365", "google_workspace", "other", "unknown"]),
+            proptest::sample::select(EmailProvider::ALL.to_vec()),
         )
             .prop_map(
                 |(
@@ -269,26 +271,32 @@ mod tests {
 
     #[test]
     fn change_types() {
-        assert_eq!(change_type(Some("New"), None, true), "created");
-        assert_eq!(change_type(Some("Active"), Some("New"), true), "created");
+        assert_eq!(change_type(Some("New"), None, true).as_str(), "created");
         assert_eq!(
-            change_type(Some("Active"), Some("New"), false),
+            change_type(Some("Active"), Some("New"), true).as_str(),
+            "created"
+        );
+        assert_eq!(
+            change_type(Some("Active"), Some("New"), false).as_str(),
             "status_changed"
         );
         assert_eq!(
-            change_type(Some("Closed"), Some("Active"), false),
+            change_type(Some("Closed"), Some("Active"), false).as_str(),
             "status_changed"
         );
         assert_eq!(
-            change_type(Some("Active"), Some("Active"), false),
+            change_type(Some("Active"), Some("Active"), false).as_str(),
             "updated"
         );
         assert_eq!(
-            change_type(Some("Active"), Some(" active "), false),
+            change_type(Some("Active"), Some(" active "), false).as_str(),
             "updated"
         );
-        assert_eq!(change_type(Some("Active"), None, false), "updated");
-        assert_eq!(change_type(None, Some("Active"), false), "updated");
-        assert_eq!(change_type(Some("Active"), Some(""), false), "updated");
+        assert_eq!(change_type(Some("Active"), None, false).as_str(), "updated");
+        assert_eq!(change_type(None, Some("Active"), false).as_str(), "updated");
+        assert_eq!(
+            change_type(Some("Active"), Some(""), false).as_str(),
+            "updated"
+        );
     }
 }

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clickhouse::Row;
 use hunter_clickhouse::rows::LeadRow;
+use hunter_core::records::EmailProvider;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -61,7 +62,12 @@ const SUBSTATUSES: &[&str] = &[
 ];
 const QUALIFICATIONS: &[&str] = &["None", "Direct", "MarketingQualified", "SalesQualified"];
 const DIRECTIONS: &[&str] = &["Incoming", "Outgoing"];
-const PROVIDERS: &[&str] = &["microsoft365", "google_workspace", "other", "unknown"];
+const PROVIDERS: &[&str] = &[
+    EmailProvider::Microsoft365.as_str(),
+    EmailProvider::GoogleWorkspace.as_str(),
+    EmailProvider::Other.as_str(),
+    EmailProvider::Unknown.as_str(),
+];
 const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
 

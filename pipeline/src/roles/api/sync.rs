@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clickhouse::Row;
-use hunter_core::records::{Command, Timestamp};
+use hunter_core::records::{Command, RunStatus, Timestamp};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
@@ -245,6 +245,13 @@ pub struct RunView {
     coalesced_into: Option<String>,
 }
 
+impl RunRow {
+    /// The typed status; `None` for one this build does not know (a newer source's).
+    fn run_status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
+    }
+}
+
 impl From<RunRow> for RunView {
     fn from(row: RunRow) -> Self {
         RunView {
@@ -298,7 +305,7 @@ fn stale_after(state: &ApiState) -> Duration {
 fn tenant_state(run: Option<&RunRow>, stale_after: Duration) -> &'static str {
     match run {
         None => "idle",
-        Some(run) if run.status == "running" => {
+        Some(run) if run.run_status() == Some(RunStatus::Running) => {
             let age = OffsetDateTime::now_utc() - run.started_at;
             if age > stale_after {
                 "failed"
@@ -306,7 +313,7 @@ fn tenant_state(run: Option<&RunRow>, stale_after: Duration) -> &'static str {
                 "running"
             }
         }
-        Some(run) if run.status == "failed" => "failed",
+        Some(run) if run.run_status() == Some(RunStatus::Failed) => "failed",
         Some(_) => "idle",
     }
 }
@@ -492,8 +499,8 @@ fn task_state(runs: &[RunRow], stale_after: Duration) -> &'static str {
     let states: Vec<&str> = runs
         .iter()
         .map(|run| {
-            if run.status == "expired" {
-                "expired"
+            if run.run_status() == Some(RunStatus::Expired) {
+                RunStatus::Expired.as_str()
             } else {
                 tenant_state(Some(run), stale_after)
             }
@@ -546,8 +553,9 @@ pub(crate) async fn run(
     if own.is_empty() && issued_at.is_none() {
         return Err(ApiError::not_found("task"));
     }
-    let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) =
-        own.into_iter().partition(|run| run.status == "coalesced");
+    let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) = own
+        .into_iter()
+        .partition(|run| run.run_status() == Some(RunStatus::Coalesced));
     let serving: Vec<String> = coalesced
         .iter()
         .filter_map(|run| run.coalesced_into.clone())
