@@ -27,6 +27,84 @@ pub struct ClickHouseSettings {
     pub reader_max_rows_to_read: u64,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileClickHouse {
+    pub(super) url: Option<String>,
+    pub(super) database: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<Secret>,
+    pub(super) reader_user: Option<String>,
+    pub(super) reader_password: Option<Secret>,
+    pub(super) ca_location: Option<PathBuf>,
+    pub(super) reader_max_rows_to_read: Option<u64>,
+}
+
+/// Reads `[clickhouse]` and its variables.
+pub(super) fn clickhouse_settings(
+    src: &Source<'_>,
+    clickhouse: FileClickHouse,
+) -> Result<ClickHouseSettings, ConfigError> {
+    let env = src.env;
+    let clickhouse_url = match src.text("HUNTER_CLICKHOUSE_URL", clickhouse.url, "clickhouse.url") {
+        None => Url::parse(Defaults::CLICKHOUSE_URL).expect("default is a URL"),
+        Some((value, setting)) => parse_url(&setting, &value)?,
+    };
+    let database = src
+        .text(
+            "HUNTER_CLICKHOUSE_DATABASE",
+            clickhouse.database,
+            "clickhouse.database",
+        )
+        .map(|(v, s)| (v.trim().to_owned(), s))
+        .unwrap_or_else(|| (Defaults::CLICKHOUSE_DATABASE.to_owned(), String::new()));
+    if database.0.is_empty()
+        || !database
+            .0
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || database.0.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(ConfigError::Invalid {
+            setting: if database.1.is_empty() {
+                "HUNTER_CLICKHOUSE_DATABASE".into()
+            } else {
+                database.1
+            },
+            message: format!(
+                "{:?} is not a plain identifier (letters, digits, '_')",
+                database.0
+            ),
+        });
+    }
+    let clickhouse_extras = ClickHouseExtras {
+        reader_user: clickhouse.reader_user,
+        reader_password: clickhouse.reader_password,
+        ca_location: clickhouse.ca_location,
+        reader_max_rows_to_read: clickhouse.reader_max_rows_to_read,
+    };
+    let clickhouse = ClickHouseSettings {
+        url: clickhouse_url,
+        database: database.0,
+        user: src
+            .text("HUNTER_CLICKHOUSE_USER", clickhouse.user, "clickhouse.user")
+            .map(|(v, _)| v),
+        password: match env
+            .get("HUNTER_CLICKHOUSE_PASSWORD")
+            .filter(|v| !v.is_empty())
+        {
+            Some(value) => Some(Secret::new(value.clone())),
+            None => clickhouse.password,
+        },
+        reader_user: None,
+        reader_password: None,
+        ca_location: None,
+        reader_max_rows_to_read: Defaults::CLICKHOUSE_READER_MAX_ROWS_TO_READ,
+    };
+    let clickhouse = clickhouse_users_and_tls(src, clickhouse, clickhouse_extras)?;
+    Ok(clickhouse)
+}
+
 /// The ClickHouse settings of the file that `clickhouse_users_and_tls` reads.
 pub(super) struct ClickHouseExtras {
     pub(super) reader_user: Option<String>,

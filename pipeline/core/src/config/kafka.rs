@@ -23,6 +23,86 @@ impl KafkaSettings {
         crate::kafka::Topics::with_prefix(&self.topic_prefix)
     }
 }
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileKafka {
+    pub(super) brokers: Option<String>,
+    pub(super) topic_prefix: Option<String>,
+    pub(super) schema_registry_url: Option<String>,
+    // Kafka security (see `KafkaSecurity`).
+    pub(super) security_protocol: Option<String>,
+    pub(super) sasl_mechanism: Option<String>,
+    pub(super) sasl_username: Option<String>,
+    pub(super) sasl_password: Option<Secret>,
+    pub(super) sasl_oauthbearer_client_id: Option<String>,
+    pub(super) sasl_oauthbearer_client_secret: Option<Secret>,
+    pub(super) sasl_oauthbearer_token_endpoint_url: Option<String>,
+    pub(super) sasl_oauthbearer_scope: Option<String>,
+    pub(super) ssl_ca_location: Option<String>,
+    pub(super) ssl_certificate_location: Option<String>,
+    pub(super) ssl_key_location: Option<String>,
+    pub(super) ssl_key_password: Option<Secret>,
+    #[serde(default)]
+    pub(super) properties: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// Reads `[kafka]` and its variables (the security block below included).
+pub(super) fn kafka_settings(
+    src: &Source<'_>,
+    kafka: FileKafka,
+) -> Result<KafkaSettings, ConfigError> {
+    let (kafka_security, kafka_properties) = kafka_security(src, &kafka)?;
+    let brokers = src
+        .text("HUNTER_KAFKA_BROKERS", kafka.brokers, "kafka.brokers")
+        .map(|(v, s)| (v.trim().to_owned(), s));
+    let brokers = match brokers {
+        None => Defaults::KAFKA_BROKERS.to_owned(),
+        Some((value, setting)) => {
+            if value.is_empty() || value.split(',').any(|b| !b.trim().contains(':')) {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: format!("{value:?} is not a host:port list"),
+                });
+            }
+            value
+        }
+    };
+    let topic_prefix = src
+        .text(
+            "HUNTER_KAFKA_TOPIC_PREFIX",
+            kafka.topic_prefix,
+            "kafka.topic_prefix",
+        )
+        .map(|(v, _)| v)
+        .unwrap_or_default();
+    if let Some(bad) = topic_prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ConfigError::Invalid {
+            setting: "HUNTER_KAFKA_TOPIC_PREFIX".into(),
+            message: format!(
+                "{bad:?} is not allowed in a topic name (letters, digits, '.', '_', '-')"
+            ),
+        });
+    }
+    let schema_registry_url = match src.text(
+        "HUNTER_SCHEMA_REGISTRY_URL",
+        kafka.schema_registry_url,
+        "kafka.schema_registry_url",
+    ) {
+        None => None,
+        Some((value, setting)) => Some(parse_url(&setting, &value)?),
+    };
+    Ok(KafkaSettings {
+        brokers,
+        topic_prefix,
+        schema_registry_url,
+        security: kafka_security,
+        properties: kafka_properties,
+    })
+}
+
 // ---- Kafka security: TLS, SASL and further librdkafka properties ----------------------------
 
 /// `security.protocol`: how every Kafka client reaches the brokers.

@@ -434,18 +434,38 @@ fn kafka_properties_tune_but_never_override_what_hunter_owns() {
 
 #[test]
 fn env_vars_lists_every_variable_read() {
-    // Every file of the module that reads settings (not the list itself, nor these tests).
-    let code = [
+    // Every file of the module that reads settings (not the list itself, nor these tests),
+    // each split on its own so one file's quotes cannot shift another's.
+    let files = [
         include_str!("mod.rs"),
+        include_str!("partner_center.rs"),
         include_str!("kafka.rs"),
         include_str!("registry.rs"),
         include_str!("clickhouse.rs"),
-    ]
-    .concat();
-    let read: std::collections::BTreeSet<&str> = code
-        .split('"')
-        .skip(1)
-        .step_by(2)
+        include_str!("security.rs"),
+        include_str!("api.rs"),
+        include_str!("sync.rs"),
+        include_str!("sink.rs"),
+        include_str!("enrich.rs"),
+    ];
+    // A new section file must join the list above.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let on_disk = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name != "tests.rs" && name != "vars.rs"
+        })
+        .count();
+    assert_eq!(
+        on_disk,
+        files.len(),
+        "a file of {} is not scanned here",
+        dir.display()
+    );
+    let read: std::collections::BTreeSet<&str> = files
+        .iter()
+        .flat_map(|code| code.split('"').skip(1).step_by(2))
         .filter(|s| s.starts_with("HUNTER_") && s.len() > "HUNTER_".len())
         .collect();
     for name in &read {
