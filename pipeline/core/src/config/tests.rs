@@ -742,3 +742,150 @@ fn schema_registry_credentials_and_ca_are_checked_at_start() {
     let settings = Settings::from_sources(Some(&file), &env(&pairs)).unwrap();
     assert_eq!(settings.schema_registry.username.as_deref(), Some("key"));
 }
+
+// --- the settings table (vars.rs) ---
+
+const TABLE_START: &str = "<!-- settings table: generated from pipeline/core/src/config/vars.rs (UPDATE_README=1 cargo test -p hunter-core --lib readme) -->\n";
+const TABLE_END: &str = "<!-- end of the settings table -->";
+
+#[test]
+fn the_readme_settings_table_is_generated_from_the_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let start = readme
+        .find(TABLE_START)
+        .expect("README has the table's start marker")
+        + TABLE_START.len();
+    let end = readme[start..]
+        .find(TABLE_END)
+        .expect("README has the table's end marker")
+        + start;
+    let expected = settings_table_markdown();
+    if readme[start..end] != expected {
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+            std::fs::write(&path, updated).unwrap();
+        } else {
+            panic!(
+                "README.md's settings table is not the one vars.rs makes; run \
+                 UPDATE_README=1 cargo test -p hunter-core --lib readme"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_file_key_of_the_table_is_a_key_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hunter.toml");
+    for setting in SETTINGS {
+        let Some(key) = setting.file_key else {
+            continue;
+        };
+        // A value of the wrong type for most keys: the file parser must still know the key.
+        let text = match key.rsplit_once('.') {
+            Some((section, field)) => format!("[{section}]\n{field} = \"x\"\n"),
+            None => format!("{key} = \"x\"\n"),
+        };
+        std::fs::write(&path, text).unwrap();
+        if let Err(error) = Settings::from_sources(Some(&path), &env(&base())) {
+            let error = error.to_string();
+            assert!(!error.contains("unknown field"), "{key}: {error}");
+        }
+    }
+    assert_eq!(
+        SETTINGS
+            .iter()
+            .filter(|s| s.file_key.is_none())
+            .map(|s| s.variable)
+            .collect::<Vec<_>>(),
+        ["HUNTER_CONFIG", "HUNTER_LOG_FORMAT"]
+    );
+}
+
+#[test]
+fn the_table_shows_the_defaults_the_code_applies() {
+    let shown = |variable: &str| {
+        SETTINGS
+            .iter()
+            .find(|s| s.variable == variable)
+            .unwrap_or_else(|| panic!("{variable} is in the table"))
+            .default
+    };
+    for (variable, value) in [
+        (
+            "HUNTER_PARTNER_CENTER_API_URL",
+            Defaults::API_URL.to_string(),
+        ),
+        (
+            "HUNTER_PARTNER_CENTER_AUTHORITY_URL",
+            Defaults::AUTHORITY_URL.to_string(),
+        ),
+        ("HUNTER_PARTNER_CENTER_SCOPE", Defaults::SCOPE.to_string()),
+        (
+            "HUNTER_PARTNER_CENTER_PAGE_SIZE",
+            Defaults::PAGE_SIZE.to_string(),
+        ),
+        ("HUNTER_KAFKA_BROKERS", Defaults::KAFKA_BROKERS.to_string()),
+        (
+            "HUNTER_CLICKHOUSE_URL",
+            Defaults::CLICKHOUSE_URL.to_string(),
+        ),
+        (
+            "HUNTER_CLICKHOUSE_DATABASE",
+            Defaults::CLICKHOUSE_DATABASE.to_string(),
+        ),
+        (
+            "HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ",
+            Defaults::CLICKHOUSE_READER_MAX_ROWS_TO_READ.to_string(),
+        ),
+        ("HUNTER_API_LISTEN", Defaults::API_LISTEN.to_string()),
+        (
+            "HUNTER_API_REQUEST_TIMEOUT_SECS",
+            Defaults::API_REQUEST_TIMEOUT_SECS.to_string(),
+        ),
+        ("HUNTER_API_CACHE_MS", Defaults::API_CACHE_MS.to_string()),
+        (
+            "HUNTER_SYNC_INTERVAL_SECS",
+            Defaults::SYNC_INTERVAL_PRODUCTION_SECS.to_string(),
+        ),
+        (
+            "HUNTER_SYNC_OVERLAP_SECS",
+            Defaults::OVERLAP_SECS.to_string(),
+        ),
+        (
+            "HUNTER_SYNC_POLL_BUDGET_SECS",
+            Defaults::POLL_BUDGET_SECS.to_string(),
+        ),
+        (
+            "HUNTER_SYNC_FULL_SWEEP_SECS",
+            Defaults::FULL_SWEEP_SECS.to_string(),
+        ),
+        (
+            "HUNTER_SINK_BATCH_ROWS",
+            Defaults::SINK_BATCH_ROWS.to_string(),
+        ),
+        (
+            "HUNTER_SINK_BATCH_MAX_WAIT_MS",
+            Defaults::SINK_BATCH_MILLIS.to_string(),
+        ),
+        (
+            "HUNTER_ENRICH_DNS_TIMEOUT_MS",
+            Defaults::DNS_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "HUNTER_ENRICH_MX_CACHE_SECS",
+            Defaults::MX_CACHE_SECS.to_string(),
+        ),
+    ] {
+        assert!(
+            shown(variable).starts_with(&format!("`{value}`")),
+            "{variable}: the table says {:?}, the code applies {value}",
+            shown(variable)
+        );
+    }
+    assert!(shown("HUNTER_SYNC_INTERVAL_SECS").contains(&format!(
+        "`{}` with `HUNTER_ENVIRONMENT=development`",
+        Defaults::SYNC_INTERVAL_DEVELOPMENT_SECS
+    )));
+}
