@@ -341,12 +341,7 @@ pub(crate) async fn status(
              ORDER BY started_at DESC, row_version DESC LIMIT 1 BY tenant",
         )
         .fetch_all::<RunRow>();
-    let successes = client
-        .query(
-            "SELECT tenant, toInt64(ifNull(toUInt32(max(finished_at)), 0)) FROM sync_runs FINAL \
-             WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY tenant",
-        )
-        .fetch_all::<(String, i64)>();
+    let successes = crate::queries::last_successes(client);
     let scheduled = client
         .query(
             "SELECT tenant, toInt64(toUInt32(max(started_at))) FROM sync_runs FINAL \
