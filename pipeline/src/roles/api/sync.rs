@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clickhouse::Row;
-use hunter_core::records::{Command, RunStatus, Timestamp};
+use hunter_core::records::{Command, RunStatus, RunTrigger, Timestamp};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
@@ -337,16 +337,21 @@ pub(crate) async fn status(
     // The latest real run per tenant (coalesced triggers are served by another run).
     let latest = client
         .query(
-            "SELECT ?fields FROM sync_runs FINAL WHERE status NOT IN ('coalesced', 'expired') \
+            "SELECT ?fields FROM sync_runs FINAL WHERE status NOT IN (?, ?) \
              ORDER BY started_at DESC, row_version DESC LIMIT 1 BY tenant",
         )
+        .bind(RunStatus::Coalesced.as_str())
+        .bind(RunStatus::Expired.as_str())
         .fetch_all::<RunRow>();
     let successes = crate::queries::last_successes(client);
     let scheduled = client
         .query(
             "SELECT tenant, toInt64(toUInt32(max(started_at))) FROM sync_runs FINAL \
-             WHERE trigger IN ('schedule', 'startup', 'sweep') GROUP BY tenant",
+             WHERE trigger IN (?, ?, ?) GROUP BY tenant",
         )
+        .bind(RunTrigger::Schedule.as_str())
+        .bind(RunTrigger::Startup.as_str())
+        .bind(RunTrigger::Sweep.as_str())
         .fetch_all::<(String, i64)>();
     let (latest, successes, scheduled) =
         tokio::try_join!(latest, successes, scheduled).map_err(ApiError::clickhouse)?;
