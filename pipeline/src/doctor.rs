@@ -979,16 +979,13 @@ async fn last_run(
         );
         return;
     };
-    // One text column per tenant: 18.16-safe, and no row type needed.
-    let rows = writer
-        .client()
-        .query(
-            "SELECT concat(tenant, '\\t', toString(toUInt32(maxIf(ifNull(finished_at, started_at), status = 'succeeded'))), '\\t', toString(toUInt32(max(started_at))), '\\t', argMax(status, started_at)) FROM sync_runs FINAL GROUP BY tenant",
-        )
-        .fetch_all::<String>()
-        .await;
-    let rows = match rows {
-        Ok(rows) => rows,
+    let client = writer.client();
+    let answers = tokio::try_join!(
+        crate::queries::last_successes(client),
+        crate::queries::latest_statuses(client),
+    );
+    let (successes, statuses) = match answers {
+        Ok(answers) => answers,
         Err(error) => {
             report.fail(
                 "last sync run",
@@ -998,19 +995,14 @@ async fn last_run(
             return;
         }
     };
-    let mut last: BTreeMap<String, (i64, i64, String)> = BTreeMap::new();
-    for row in rows {
-        let parts: Vec<&str> = row.split('\t').collect();
-        if let [tenant, success, started, status] = parts[..] {
-            last.insert(
-                tenant.to_owned(),
-                (
-                    success.parse().unwrap_or(0),
-                    started.parse().unwrap_or(0),
-                    status.to_owned(),
-                ),
-            );
-        }
+    // Per tenant: its last success (unix seconds, 0 for none) and the status of its latest run.
+    let mut last: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for (tenant, status) in statuses {
+        let success = successes
+            .iter()
+            .find(|(name, _)| *name == tenant)
+            .map_or(0, |(_, seconds)| *seconds);
+        last.insert(tenant, (success, status));
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let interval = settings.sync.interval.as_secs() as i64;
@@ -1026,12 +1018,12 @@ async fn last_run(
                 format!("no sync run of tenant {} recorded", tenant.name),
                 "start the source and the sink (`hunter run source`, `hunter run sink`) and check their logs",
             ),
-            Some((success, _, status)) if *success == 0 => report.fail(
+            Some((success, status)) if *success == 0 => report.fail(
                 check,
                 format!("no successful run yet; the latest is {status}"),
                 "read the source's `poll failed` log lines; the checks above name the usual causes",
             ),
-            Some((success, _, status)) => {
+            Some((success, status)) => {
                 let age = now - success;
                 if age > 2 * interval {
                     report.fail(

@@ -9,6 +9,7 @@
 //! - [`commands`]: the one-shot subcommands (`auth`, `migrate`, `simulate`, `doctor`).
 //! - [`doctor`]: `hunter doctor`, the troubleshooting guide as checks with verdicts and fixes.
 //! - [`processors`]: dedupe and enrichment, the processor role's logic.
+//! - [`queries`]: the ClickHouse questions the API and `doctor` share.
 //!
 //! Delivery semantics (at-least-once end to end, idempotent effects):
 //! - source: a tenant's cursor advances only after every record of the poll was acknowledged
@@ -24,4 +25,5 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod processors;
+pub mod queries;
 pub mod roles;

@@ -229,7 +229,7 @@ fn deployment_files_use_only_settings_the_binary_reads() {
         for name in hunter_vars(&text) {
             assert!(
                 known.contains(name.as_str()),
-                "{}: {name} is not a setting hunter reads (pipeline/core/src/config.rs ENV_VARS)",
+                "{}: {name} is not a setting hunter reads (pipeline/core/src/config/vars.rs SETTINGS)",
                 file.display()
             );
         }

@@ -49,7 +49,7 @@ use rdkafka::{ClientContext, Message};
 
 use super::Context;
 use crate::processors::dedupe::{Verdict, Versions};
-use crate::processors::enrich::{EnrichOptions, Enricher};
+use crate::processors::enrich::Enricher;
 
 /// Referrals in flight at most; beyond it the loop waits for acknowledgements.
 const MAX_IN_FLIGHT: usize = 5_000;
@@ -126,12 +126,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let shared = Arc::new(Shared {
         producer: kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?,
         leads: Codec::new(&topics.leads, context.registry.clone()),
-        enricher: Enricher::new(EnrichOptions {
-            dns_server: settings.enrich.dns_server,
-            dns_timeout: settings.enrich.dns_timeout,
-            mx_cache_ttl: settings.enrich.mx_cache_ttl,
-            usd_rates: settings.enrich.usd_rates.clone(),
-        }),
+        enricher: Enricher::new(settings.enrich.clone()),
         leads_topic: topics.leads.clone(),
         dlq_topic: topics.dlq.clone(),
     });
@@ -267,11 +262,10 @@ async fn decide(
     let mut waiting = shutdown.clone();
     Some(Box::pin(async move {
         // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
-        let enrichment = shared
+        shared
             .enricher
-            .enrich(&referral, previous_status.as_deref(), first)
+            .enrich(&mut lead, &referral, previous_status.as_deref(), first)
             .await;
-        apply(&mut lead, enrichment);
         let mut outcome = "lead";
         // A registry outage waits here (the offset is not stored until the lead is out).
         let result = match shared
@@ -344,30 +338,6 @@ fn failed(partition: i32, offset: i64, error: anyhow::Error) -> Delivery {
         outcome: "failed",
         result: Err(error),
     }))
-}
-
-fn apply(lead: &mut Lead, enrichment: crate::processors::enrich::Enrichment) {
-    lead.enrichment_version = enrichment.enrichment_version;
-    if enrichment.company_domain.is_some() {
-        lead.company_domain = enrichment.company_domain;
-    }
-    lead.company_domain_source = enrichment.company_domain_source;
-    lead.email_provider = enrichment.email_provider;
-    lead.email_provider_source = enrichment.email_provider_source;
-    lead.company_name_normalized = enrichment.company_name_normalized;
-    if enrichment.country.is_some() {
-        lead.country = enrichment.country;
-    }
-    lead.size_band = enrichment.size_band;
-    lead.products = enrichment.products;
-    lead.solutions = enrichment.solutions;
-    lead.industries = enrichment.industries;
-    lead.deal_value_usd = enrichment.deal_value_usd;
-    lead.usd_rate = enrichment.usd_rate;
-    lead.score = enrichment.score;
-    lead.priority = enrichment.priority;
-    lead.change_type = enrichment.change_type;
-    lead.previous_status = enrichment.previous_status;
 }
 
 fn ready(partition: i32, offset: i64, outcome: &'static str) -> Delivery {

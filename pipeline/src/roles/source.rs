@@ -45,7 +45,8 @@ use hunter_core::codec::Codec;
 use hunter_core::config::{PartnerCenterSettings, SyncSettings, TenantSettings};
 use hunter_core::kafka::{self, DeadLetter, Topics};
 use hunter_core::records::{
-    Command, Ingest, RecentVersion, Referral, SourceState, SyncRun, Timestamp,
+    Command, Ingest, RecentVersion, Referral, RunErrorClass, RunStatus, RunTrigger, SourceState,
+    SyncRun, Timestamp,
 };
 use hunter_core::shutdown::Shutdown;
 use hunter_core::size::{self, Reference};
@@ -173,9 +174,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                                 && command.tenant.as_deref().is_none_or(|t| t == name)
                             {
                                 tracing::warn!(tenant = %name, task_id = %command.command_id, "{reason}");
-                                let mut run = SyncRun::started(&command.command_id, name, "manual");
-                                run.status = "expired".into();
-                                run.finished_at = Some(Timestamp::now());
+                                let mut run = SyncRun::started(&command.command_id, name, RunTrigger::Manual);
+                                run.finish(RunStatus::Expired);
                                 run.error_message = Some(reason.to_owned());
                                 publish_run_logged(&outputs, &run).await;
                             } else if command.tenant.as_deref().is_none_or(|t| t == name) {
@@ -306,11 +306,11 @@ async fn tenant_loop(
             biased;
             _ = shutdown.wait() => return Ok(()),
             _ = ticks.tick() => {
-                let trigger = if std::mem::take(&mut first) { "startup" } else { "schedule" };
+                let trigger = if std::mem::take(&mut first) { RunTrigger::Startup } else { RunTrigger::Schedule };
                 (trigger, uuid::Uuid::new_v4().to_string())
             }
             received = triggers.recv() => match received {
-                Some(trigger) => ("manual", trigger.command_id),
+                Some(trigger) => (RunTrigger::Manual, trigger.command_id),
                 None => return Ok(()),
             },
         };
@@ -319,8 +319,8 @@ async fn tenant_loop(
         while let Ok(more) = triggers.try_recv() {
             coalesced.push(more.command_id);
         }
-        if trigger == "schedule" && tenant.sweep_due(sync.full_sweep_interval) {
-            trigger = "sweep";
+        if trigger == RunTrigger::Schedule && tenant.sweep_due(sync.full_sweep_interval) {
+            trigger = RunTrigger::Sweep;
         }
 
         let outcome = if let Some((mtime, reason)) = tenant.signin_required.clone() {
@@ -341,7 +341,7 @@ async fn tenant_loop(
                 // Suspended: no API call, but the run is recorded so operators see why.
                 tracing::warn!(tenant = %tenant.name, run_id, "{reason}");
                 let mut run = SyncRun::started(&run_id, &tenant.name, trigger);
-                run.finish_failed("signin_required", &reason);
+                run.finish_failed(RunErrorClass::SigninRequired, &reason);
                 publish_run_logged(&outputs, &run).await;
             }
             None => {
@@ -359,7 +359,7 @@ async fn tenant_loop(
                 // or at once on a fatal producer error, the role stops with the reason, and its
                 // supervisor starts it with fresh clients (the cursor was not moved: nothing
                 // is lost).
-                kafka_failures = if failed == Some("kafka") {
+                kafka_failures = if failed == Some(RunErrorClass::Kafka) {
                     kafka_failures + 1
                 } else {
                     0
@@ -381,9 +381,8 @@ async fn tenant_loop(
         }
         for command_id in coalesced {
             metrics::counter!(names::SOURCE_TRIGGERS_COALESCED_TOTAL, "tenant" => tenant.name.clone()).increment(1);
-            let mut run = SyncRun::started(&command_id, &tenant.name, "manual");
-            run.status = "coalesced".into();
-            run.finished_at = Some(Timestamp::now());
+            let mut run = SyncRun::started(&command_id, &tenant.name, RunTrigger::Manual);
+            run.finish(RunStatus::Coalesced);
             run.coalesced_into = Some(run_id.clone());
             publish_run_logged(&outputs, &run).await;
         }
@@ -510,14 +509,14 @@ struct Counts {
 
 /// Why a poll failed, as a bounded class and a message without secrets.
 struct PollError {
-    class: &'static str,
+    class: RunErrorClass,
     message: String,
     /// Sign-in needs a person: suspend the tenant.
     signin_required: bool,
 }
 
 impl PollError {
-    fn new(class: &'static str, message: impl Into<String>) -> Self {
+    fn new(class: RunErrorClass, message: impl Into<String>) -> Self {
         PollError {
             class,
             message: message.into(),
@@ -533,16 +532,16 @@ impl From<ClientError> for PollError {
             ClientError::Auth(AuthError::SignInRequired { .. } | AuthError::CacheMissing { .. })
         );
         let class = match &error {
-            ClientError::Auth(_) if signin_required => "signin_required",
-            ClientError::Auth(_) => "auth",
-            ClientError::RateLimited { .. } => "rate_limited",
-            ClientError::Network(_) => "network",
-            ClientError::Timeout => "timeout",
-            ClientError::Server { .. } => "server",
+            ClientError::Auth(_) if signin_required => RunErrorClass::SigninRequired,
+            ClientError::Auth(_) => RunErrorClass::Auth,
+            ClientError::RateLimited { .. } => RunErrorClass::RateLimited,
+            ClientError::Network(_) => RunErrorClass::Network,
+            ClientError::Timeout => RunErrorClass::Timeout,
+            ClientError::Server { .. } => RunErrorClass::Server,
             ClientError::Client { .. } | ClientError::NextLink { .. } | ClientError::Invalid(_) => {
-                "client"
+                RunErrorClass::Client
             }
-            ClientError::Decode { .. } => "decode",
+            ClientError::Decode { .. } => RunErrorClass::Decode,
         };
         let message = if signin_required {
             format!(
@@ -559,52 +558,19 @@ impl From<ClientError> for PollError {
     }
 }
 
-impl SyncRunExt for SyncRun {
-    fn started(run_id: &str, tenant: &str, trigger: &str) -> Self {
-        SyncRun {
-            run_id: run_id.to_owned(),
-            tenant: tenant.to_owned(),
-            trigger: trigger.to_owned(),
-            status: "running".into(),
-            started_at: Timestamp::now(),
-            finished_at: None,
-            pages: 0,
-            fetched: 0,
-            published: 0,
-            skipped: 0,
-            dead_lettered: 0,
-            error_class: None,
-            error_message: None,
-            coalesced_into: None,
-        }
-    }
-
-    fn finish_failed(&mut self, class: &str, message: &str) {
-        self.status = "failed".into();
-        self.finished_at = Some(Timestamp::now());
-        self.error_class = Some(class.to_owned());
-        self.error_message = Some(message.to_owned());
-    }
-}
-
-trait SyncRunExt {
-    fn started(run_id: &str, tenant: &str, trigger: &str) -> Self;
-    fn finish_failed(&mut self, class: &str, message: &str);
-}
-
 /// Runs one poll and records it; returns the error class when it failed.
 async fn poll(
     tenant: &mut Tenant,
     outputs: &Outputs,
     sync: &SyncSettings,
-    trigger: &'static str,
+    trigger: RunTrigger,
     run_id: &str,
-) -> Option<&'static str> {
+) -> Option<RunErrorClass> {
     let started = Instant::now();
     let mut run = SyncRun::started(run_id, &tenant.name, trigger);
     publish_run_logged(outputs, &run).await;
     let mut counts = Counts::default();
-    let full = trigger == "sweep";
+    let full = trigger == RunTrigger::Sweep;
     let outcome = match tokio::time::timeout(
         sync.poll_budget,
         poll_pages(tenant, outputs, sync.overlap, full, run_id, &mut counts),
@@ -613,7 +579,7 @@ async fn poll(
     {
         Ok(outcome) => outcome,
         Err(_) => Err(PollError::new(
-            "timeout",
+            RunErrorClass::Timeout,
             format!(
                 "the poll took longer than its budget of {:?} (HUNTER_SYNC_POLL_BUDGET_SECS)",
                 sync.poll_budget
@@ -629,20 +595,19 @@ async fn poll(
     let failed = outcome.as_ref().err().map(|error| error.class);
     match outcome {
         Ok(()) => {
-            run.status = "succeeded".into();
-            run.finished_at = Some(Timestamp::now());
+            run.finish(RunStatus::Succeeded);
             metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "succeeded").increment(1);
             metrics::gauge!(names::SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS, "tenant" => tenant_label.clone())
                 .set(Timestamp::now().micros() as f64 / 1e6);
-            tracing::info!(tenant = %tenant.name, run_id, trigger, pages = counts.pages, fetched = counts.fetched,
+            tracing::info!(tenant = %tenant.name, run_id, %trigger, pages = counts.pages, fetched = counts.fetched,
                 published = counts.published, skipped = counts.skipped, dead_lettered = counts.dead_lettered,
                 elapsed = ?started.elapsed(), "poll succeeded");
         }
         Err(error) => {
             run.finish_failed(error.class, &error.message);
             metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "failed").increment(1);
-            metrics::counter!(names::SOURCE_ERRORS_TOTAL, "tenant" => tenant_label.clone(), "class" => error.class).increment(1);
-            tracing::error!(tenant = %tenant.name, run_id, trigger, class = error.class, error = %error.message, "poll failed; cursor unchanged");
+            metrics::counter!(names::SOURCE_ERRORS_TOTAL, "tenant" => tenant_label.clone(), "class" => error.class.as_str()).increment(1);
+            tracing::error!(tenant = %tenant.name, run_id, %trigger, class = error.class.as_str(), error = %error.message, "poll failed; cursor unchanged");
             if error.signin_required {
                 tenant.signin_required = Some((cache_mtime(&tenant.auth), error.message.clone()));
             }
@@ -755,7 +720,7 @@ async fn poll_pages(
                 .referrals
                 .encode(&referral)
                 .await
-                .map_err(|e| PollError::new("encode", e.to_string()))?;
+                .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
             if payload.len() > size::REFERRAL_RECORD_BUDGET {
                 match fit(outputs, &referral, payload.len()).await? {
                     Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
@@ -819,13 +784,13 @@ async fn poll_pages(
         }
         if let Some(error) = failure {
             return Err(PollError::new(
-                "kafka",
+                RunErrorClass::Kafka,
                 format!("publishing a referral failed: {error}"),
             ));
         }
         pager
             .on_page(&stamps, page.next_link)
-            .map_err(|message| PollError::new("server", message))?;
+            .map_err(|message| PollError::new(RunErrorClass::Server, message))?;
     }
 
     // Every record acknowledged: move the cursor, with the versions the next poll re-reads.
@@ -863,7 +828,7 @@ async fn poll_pages(
         .states
         .encode(&state)
         .await
-        .map_err(|e| PollError::new("encode", e.to_string()))?;
+        .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
     outputs
         .producer
         .send(
@@ -874,7 +839,10 @@ async fn poll_pages(
         )
         .await
         .map_err(|(error, _)| {
-            PollError::new("kafka", format!("storing the cursor failed: {error}"))
+            PollError::new(
+                RunErrorClass::Kafka,
+                format!("storing the cursor failed: {error}"),
+            )
         })?;
     tenant.state = Some(state);
     Ok(())
@@ -919,7 +887,7 @@ async fn fit(
         .referrals
         .encode(&cut)
         .await
-        .map_err(|e| PollError::new("encode", e.to_string()))?;
+        .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
     let fields = cut
         .truncation
         .as_ref()
@@ -978,7 +946,7 @@ async fn dead_letter(
     .map(|_| ())
     .map_err(|error| {
         PollError::new(
-            "kafka",
+            RunErrorClass::Kafka,
             format!("dead-lettering a referral failed: {error}"),
         )
     })

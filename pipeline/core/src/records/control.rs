@@ -3,17 +3,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::lenient::Timestamp;
+use super::states::{RunErrorClass, RunStatus, RunTrigger};
 
 /// One poll of one tenant (`schemas/sync_run.avsc`, topic `hunter.sync-runs.v1`, key = run id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncRun {
     pub run_id: String,
     pub tenant: String,
-    /// `schedule`, `manual` or `startup`.
+    /// A [`RunTrigger`]: `schedule`, `startup`, `manual` or `sweep`.
     pub trigger: String,
-    /// `running`, `succeeded`, `failed`, `coalesced` (served by the run in `coalesced_into`) or
-    /// `expired` (a manual trigger read more than one sync interval after it was requested: not
-    /// run).
+    /// A [`RunStatus`]: `running`, `succeeded`, `failed`, `coalesced` (a manual trigger served
+    /// by the run in `coalesced_into`) or `expired` (a manual trigger read more than one sync
+    /// interval after it was requested: not run).
     pub status: String,
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
@@ -22,11 +23,53 @@ pub struct SyncRun {
     pub published: i64,
     pub skipped: i64,
     pub dead_lettered: i64,
+    /// For a failed run: a [`RunErrorClass`] (`signin_required`, `auth`, `rate_limited`,
+    /// `network`, `timeout`, `server`, `client`, `decode`, `encode` or `kafka`).
     pub error_class: Option<String>,
     pub error_message: Option<String>,
     /// For a coalesced trigger: the run that served it.
     #[serde(default)]
     pub coalesced_into: Option<String>,
+}
+
+impl SyncRun {
+    /// A run of `tenant` that starts now (status `running`, nothing counted yet).
+    pub fn started(run_id: &str, tenant: &str, trigger: RunTrigger) -> Self {
+        SyncRun {
+            run_id: run_id.to_owned(),
+            tenant: tenant.to_owned(),
+            trigger: trigger.as_str().to_owned(),
+            status: RunStatus::Running.as_str().to_owned(),
+            started_at: Timestamp::now(),
+            finished_at: None,
+            pages: 0,
+            fetched: 0,
+            published: 0,
+            skipped: 0,
+            dead_lettered: 0,
+            error_class: None,
+            error_message: None,
+            coalesced_into: None,
+        }
+    }
+
+    /// Ends the run now with `status`.
+    pub fn finish(&mut self, status: RunStatus) {
+        self.status = status.as_str().to_owned();
+        self.finished_at = Some(Timestamp::now());
+    }
+
+    /// Ends the run now as `failed`, with why.
+    pub fn finish_failed(&mut self, class: RunErrorClass, message: &str) {
+        self.finish(RunStatus::Failed);
+        self.error_class = Some(class.as_str().to_owned());
+        self.error_message = Some(message.to_owned());
+    }
+
+    /// The typed status; `None` for a status this build does not know (a newer writer's).
+    pub fn run_status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
+    }
 }
 
 /// The source's durable cursor per tenant (`schemas/source_state.avsc`, compacted topic

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lenient::Timestamp;
 use super::referral::Referral;
+use super::states::{ChangeType, EmailProvider, EmailProviderSource, Priority};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
@@ -110,16 +111,16 @@ impl Default for Lead {
 }
 
 fn unknown() -> String {
-    "unknown".into()
+    EmailProvider::Unknown.as_str().into()
 }
 fn no_domain() -> String {
-    "no_domain".into()
+    EmailProviderSource::NoDomain.as_str().into()
 }
 fn low() -> String {
-    "low".into()
+    Priority::Low.as_str().into()
 }
 fn created() -> String {
-    "created".into()
+    ChangeType::Created.as_str().into()
 }
 
 /// Why a referral cannot become a lead.

@@ -9,6 +9,7 @@ pub mod control;
 pub mod lead;
 pub mod lenient;
 pub mod referral;
+pub mod states;
 
 use std::sync::OnceLock;
 
@@ -20,6 +21,9 @@ pub use control::{Command, RecentVersion, SourceState, SyncRun};
 pub use lead::{Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
 pub use referral::{Ingest, Referral, ReferralParseError, Truncation};
+pub use states::{
+    ChangeType, EmailProvider, EmailProviderSource, Priority, RunErrorClass, RunStatus, RunTrigger,
+};
 
 /// FNV-1a, 64 bits: a hash that stays the same across builds, platforms and Rust versions,
 /// for values that are persisted or compared between processes (version keys, checksums).

@@ -23,7 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clickhouse::Row;
-use hunter_core::records::{Command, Timestamp};
+use hunter_core::records::{Command, RunStatus, RunTrigger, Timestamp};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
@@ -245,6 +245,13 @@ pub struct RunView {
     coalesced_into: Option<String>,
 }
 
+impl RunRow {
+    /// The typed status; `None` for one this build does not know (a newer source's).
+    fn run_status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
+    }
+}
+
 impl From<RunRow> for RunView {
     fn from(row: RunRow) -> Self {
         RunView {
@@ -298,7 +305,7 @@ fn stale_after(state: &ApiState) -> Duration {
 fn tenant_state(run: Option<&RunRow>, stale_after: Duration) -> &'static str {
     match run {
         None => "idle",
-        Some(run) if run.status == "running" => {
+        Some(run) if run.run_status() == Some(RunStatus::Running) => {
             let age = OffsetDateTime::now_utc() - run.started_at;
             if age > stale_after {
                 "failed"
@@ -306,7 +313,7 @@ fn tenant_state(run: Option<&RunRow>, stale_after: Duration) -> &'static str {
                 "running"
             }
         }
-        Some(run) if run.status == "failed" => "failed",
+        Some(run) if run.run_status() == Some(RunStatus::Failed) => "failed",
         Some(_) => "idle",
     }
 }
@@ -330,21 +337,21 @@ pub(crate) async fn status(
     // The latest real run per tenant (coalesced triggers are served by another run).
     let latest = client
         .query(
-            "SELECT ?fields FROM sync_runs FINAL WHERE status NOT IN ('coalesced', 'expired') \
+            "SELECT ?fields FROM sync_runs FINAL WHERE status NOT IN (?, ?) \
              ORDER BY started_at DESC, row_version DESC LIMIT 1 BY tenant",
         )
+        .bind(RunStatus::Coalesced.as_str())
+        .bind(RunStatus::Expired.as_str())
         .fetch_all::<RunRow>();
-    let successes = client
-        .query(
-            "SELECT tenant, toInt64(ifNull(toUInt32(max(finished_at)), 0)) FROM sync_runs FINAL \
-             WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY tenant",
-        )
-        .fetch_all::<(String, i64)>();
+    let successes = crate::queries::last_successes(client);
     let scheduled = client
         .query(
             "SELECT tenant, toInt64(toUInt32(max(started_at))) FROM sync_runs FINAL \
-             WHERE trigger IN ('schedule', 'startup', 'sweep') GROUP BY tenant",
+             WHERE trigger IN (?, ?, ?) GROUP BY tenant",
         )
+        .bind(RunTrigger::Schedule.as_str())
+        .bind(RunTrigger::Startup.as_str())
+        .bind(RunTrigger::Sweep.as_str())
         .fetch_all::<(String, i64)>();
     let (latest, successes, scheduled) =
         tokio::try_join!(latest, successes, scheduled).map_err(ApiError::clickhouse)?;
@@ -492,8 +499,8 @@ fn task_state(runs: &[RunRow], stale_after: Duration) -> &'static str {
     let states: Vec<&str> = runs
         .iter()
         .map(|run| {
-            if run.status == "expired" {
-                "expired"
+            if run.run_status() == Some(RunStatus::Expired) {
+                RunStatus::Expired.as_str()
             } else {
                 tenant_state(Some(run), stale_after)
             }
@@ -546,8 +553,9 @@ pub(crate) async fn run(
     if own.is_empty() && issued_at.is_none() {
         return Err(ApiError::not_found("task"));
     }
-    let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) =
-        own.into_iter().partition(|run| run.status == "coalesced");
+    let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) = own
+        .into_iter()
+        .partition(|run| run.run_status() == Some(RunStatus::Coalesced));
     let serving: Vec<String> = coalesced
         .iter()
         .filter_map(|run| run.coalesced_into.clone())

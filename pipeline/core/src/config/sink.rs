@@ -1,0 +1,42 @@
+//! `[sink]`: how the sink batches rows for ClickHouse.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// Rows per ClickHouse insert at most.
+    pub batch_rows: usize,
+    /// Longest a row waits for its batch.
+    pub batch_max_wait: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileSink {
+    pub(super) batch_rows: Option<usize>,
+    pub(super) batch_max_wait_ms: Option<u64>,
+}
+
+/// Reads `[sink]` and its variables.
+pub(super) fn sink_settings(src: &Source<'_>, sink: FileSink) -> Result<SinkSettings, ConfigError> {
+    let batch_rows = src
+        .parse("HUNTER_SINK_BATCH_ROWS", sink.batch_rows, "a whole number")?
+        .unwrap_or(Defaults::SINK_BATCH_ROWS);
+    if batch_rows == 0 {
+        return Err(ConfigError::Invalid {
+            setting: "HUNTER_SINK_BATCH_ROWS".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    let batch_max_wait_ms = src
+        .parse(
+            "HUNTER_SINK_BATCH_MAX_WAIT_MS",
+            sink.batch_max_wait_ms,
+            "a whole number of milliseconds",
+        )?
+        .unwrap_or(Defaults::SINK_BATCH_MILLIS);
+    Ok(SinkSettings {
+        batch_rows,
+        batch_max_wait: Duration::from_millis(batch_max_wait_ms.max(1)),
+    })
+}
