@@ -464,3 +464,38 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     deployment.clickhouse.drop_database().await;
     Ok(())
 }
+
+/// A test that fails before its teardown leaves no database behind: dropping the deployment
+/// (what unwinding does) kills its processes and drops its ClickHouse database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_dropped_without_teardown_leaves_no_database() -> anyhow::Result<()> {
+    let mut deployment = Deployment::new(&[])?;
+    let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
+    assert!(ok, "{output}");
+    deployment.start_role("api").await?;
+    let database = deployment.env["HUNTER_CLICKHOUSE_DATABASE"].clone();
+    let server = hunter_e2e::ClickHouse::new(&deployment.stack.clickhouse_url, "system");
+    let exists = |database: String| {
+        let server = server.clone();
+        async move {
+            let rows = server
+                .rows(&format!(
+                    "SELECT name FROM system.databases WHERE name = '{database}'"
+                ))
+                .await?;
+            anyhow::Ok(!rows.is_empty())
+        }
+    };
+    assert!(
+        exists(database.clone()).await?,
+        "migrate created {database}"
+    );
+    let api = deployment.api.clone();
+    drop(deployment);
+    assert!(!exists(database.clone()).await?, "{database} left behind");
+    assert!(
+        reqwest::get(format!("{api}/healthz")).await.is_err(),
+        "the api still answers"
+    );
+    Ok(())
+}

@@ -88,6 +88,33 @@ impl ClickHouse {
             .execute(&format!("DROP DATABASE IF EXISTS {}", self.database))
             .await;
     }
+
+    /// [`ClickHouse::drop_database`] from synchronous code (a `Drop`, also while a failed test
+    /// unwinds): on a thread of its own with its own runtime and HTTP client, since the test's
+    /// runtime may be the one unwinding.
+    pub fn drop_database_blocking(&self) {
+        let mut clickhouse = self.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            // The test's client (with its CA) is bound to the test's runtime; this one only ever
+            // drops the test's own throwaway database on a loopback server, so it does not
+            // check the certificate of a test server with a throwaway CA.
+            let client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(std::time::Duration::from_secs(10))
+                .build();
+            if let Ok(client) = client {
+                clickhouse.http = client;
+                runtime.block_on(clickhouse.drop_database());
+            }
+        })
+        .join();
+    }
 }
 
 /// A ClickHouse server of the test's own, for tests that stop and start it while the shared one

@@ -30,6 +30,23 @@ pub struct Deployment {
     pub topics: Topics,
     pub stack: Stack,
     processes: Vec<Process>,
+    /// Set by [`Deployment::teardown`]; otherwise (a failed test) `Drop` cleans up.
+    torn_down: bool,
+}
+
+/// A test that fails (panics) before `teardown` still leaves nothing running and no database
+/// behind: its processes are killed and its ClickHouse database dropped, unless
+/// `HUNTER_TEST_KEEP=1` keeps the database for a look. Its topics stay: deleting one topic makes
+/// tansu 0.6.0 forget every topic (docs/stack-notes.md), and each deployment's prefix is unique.
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            process.kill9();
+        }
+        if !self.torn_down && std::env::var("HUNTER_TEST_KEEP").as_deref() != Ok("1") {
+            self.clickhouse.drop_database_blocking();
+        }
+    }
 }
 
 impl Deployment {
@@ -86,6 +103,7 @@ impl Deployment {
             prefix,
             stack,
             processes: Vec::new(),
+            torn_down: false,
         })
     }
 
@@ -227,6 +245,7 @@ impl Deployment {
             process.kill9();
         }
         self.clickhouse.drop_database().await;
+        self.torn_down = true;
     }
 }
 
