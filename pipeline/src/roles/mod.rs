@@ -217,12 +217,6 @@ pub async fn connect_clickhouse(
     Ok(hunter_clickhouse::writer::Writer::connect(settings).await?)
 }
 
-/// Drops a Kafka consumer off the async threads: librdkafka's close blocks while it leaves the
-/// group and commits.
-pub fn drop_consumer<C: Send + 'static>(consumer: C) {
-    std::thread::spawn(move || drop(consumer));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
