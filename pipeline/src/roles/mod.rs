@@ -213,8 +213,8 @@ pub async fn check_kafka(settings: &hunter_core::config::KafkaSettings) -> anyho
 /// the user or the password: see `hunter_clickhouse::connection`).
 pub async fn connect_clickhouse(
     settings: &hunter_core::config::ClickHouseSettings,
-) -> anyhow::Result<hunter_clickhouse::writer::Writer> {
-    Ok(hunter_clickhouse::writer::Writer::connect(settings).await?)
+) -> anyhow::Result<hunter_clickhouse::writer::ReadWriter> {
+    Ok(hunter_clickhouse::writer::ReadWriter::connect(settings).await?)
 }
 
 #[cfg(test)]

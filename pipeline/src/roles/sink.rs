@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow};
-use hunter_clickhouse::writer::Writer;
+use hunter_clickhouse::writer::ReadWriter;
 use hunter_core::codec::{Codec, CodecError};
 use hunter_core::kafka::{
     self, DeadLetter, Fault, Fetch, GroupConsumer, Position, RecordError, Subscription,
@@ -222,7 +222,7 @@ struct Stall {
 /// consumption resumes where it stopped.
 async fn stream(
     context: &Context,
-    writer: &Writer,
+    writer: &ReadWriter,
     dead_letter: &DeadLetter,
     inputs: &Inputs,
     topic: &str,
@@ -408,7 +408,7 @@ async fn add(
 /// same batch is tried again after a backoff (up to 10 s); nothing is stored, so a crash during
 /// a stall replays the batch, which collapses into whatever part of it was written.
 async fn flush(
-    writer: &Writer,
+    writer: &ReadWriter,
     consumer: &GroupConsumer,
     batch: &mut Batch,
     stall: &mut Option<Stall>,
@@ -456,7 +456,7 @@ async fn flush(
 }
 
 async fn insert_all(
-    writer: &Writer,
+    writer: &ReadWriter,
     batch: &Batch,
 ) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
     // One token for every table: each table keeps its own log of the tokens it has seen.
@@ -470,7 +470,7 @@ async fn insert_all(
 }
 
 async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
-    writer: &Writer,
+    writer: &ReadWriter,
     table: &'static str,
     rows: &[T],
     deduplication_token: &str,
