@@ -172,11 +172,6 @@ impl GroupConsumer {
             .expect("a group consumer is only taken when dropped")
     }
 
-    /// The topic it consumes.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// The next message. Consumption errors librdkafka recovers from are logged and skipped
     /// ([`received`]); every [`REJOIN_CHECK_INTERVAL`] spent waiting, it checks
     /// [`rejoin_if_orphaned`]. Cancel-safe: no message is lost when the future is dropped.
