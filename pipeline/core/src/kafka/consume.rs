@@ -27,7 +27,7 @@
 //!   topic): one consumer subscribed to four topics did not get its partitions back after a
 //!   SIGKILL.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,7 +86,9 @@ pub struct GroupConsumer {
     topic: String,
     stage: &'static str,
     health: GroupHealth,
-    revoked: Arc<Mutex<Vec<i32>>>,
+    /// A set: a role that never takes them (only the processor does) holds at most one entry
+    /// per partition of its topic.
+    revoked: Arc<Mutex<BTreeSet<i32>>>,
     /// When [`Self::recv`] next checks [`rejoin_if_orphaned`].
     next_rejoin_check: Mutex<tokio::time::Instant>,
 }
@@ -95,7 +97,7 @@ pub struct GroupConsumer {
 /// revoked by rebalances, so a role can drop their state before its next message.
 struct GroupContext {
     inner: KafkaContext,
-    revoked: Arc<Mutex<Vec<i32>>>,
+    revoked: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 impl ClientContext for GroupContext {
@@ -148,7 +150,7 @@ impl GroupConsumer {
                 config.set(*key, *value);
             }
         }
-        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let revoked = Arc::new(Mutex::new(BTreeSet::new()));
         let context = GroupContext {
             inner: KafkaContext::new(settings, client_id),
             revoked: revoked.clone(),
@@ -214,7 +216,8 @@ impl GroupConsumer {
 
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *revoked).into_iter().collect()
     }
 
     /// Pauses (or resumes) every partition it holds: a paused consumer drops what it had
