@@ -404,19 +404,15 @@ async fn rebuild(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let settings = context.settings.kafka.clone();
-    let topic = context.topics.leads.clone();
-    let payloads = tokio::task::spawn_blocking(move || {
-        kafka::read_to_end(
-            &settings,
-            "hunter-processor-state",
-            &topic,
-            Some(partition),
-            Duration::from_secs(300),
-        )
-    })
+    let payloads = kafka::read_to_end(
+        &context.settings.kafka,
+        "hunter-processor-state",
+        &context.topics.leads,
+        Some(partition),
+        Duration::from_secs(300),
+    )
     .await
-    .context("state rebuild panicked")??;
+    .context("dedupe state not read")?;
     let mut leads = Vec::with_capacity(payloads.len());
     let mut unreadable = 0usize;
     let mut waiting = shutdown.clone();

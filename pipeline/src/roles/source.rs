@@ -412,20 +412,15 @@ async fn load_states(
     codec: &Codec<SourceState>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<HashMap<String, SourceState>> {
-    let topic = context.topics.source_state.clone();
-    let settings = context.settings.kafka.clone();
-    // BaseConsumer polls block: read on a blocking thread, decode after.
-    let payloads = tokio::task::spawn_blocking(move || {
-        kafka::read_to_end(
-            &settings,
-            "hunter-source-state",
-            &topic,
-            None,
-            Duration::from_secs(60),
-        )
-    })
+    let payloads = kafka::read_to_end(
+        &context.settings.kafka,
+        "hunter-source-state",
+        &context.topics.source_state,
+        None,
+        Duration::from_secs(60),
+    )
     .await
-    .context("state reader panicked")??;
+    .context("source state not read")?;
     let mut states = HashMap::new();
     let mut waiting = shutdown.clone();
     for payload in payloads {

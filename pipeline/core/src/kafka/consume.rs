@@ -484,13 +484,34 @@ pub enum ReadError {
     },
     #[error("reading {topic} did not reach its end within {} s", within.as_secs())]
     Unfinished { topic: String, within: Duration },
+    #[error("reading {topic} panicked: {message}")]
+    Panicked { topic: String, message: String },
 }
 
 /// Reads `topic` (every partition, or only `partition`) from its start to its end as it was when
 /// the read began, outside any consumer group, and returns the payloads in each partition's
-/// order. Blocking: call it on a blocking thread. A read that does not reach the end within
-/// `within` fails (a broker that answers metadata but serves no records).
-pub fn read_to_end(
+/// order. A read that does not reach the end within `within` fails (a broker that answers
+/// metadata but serves no records). librdkafka's polls block, so the read runs on a blocking
+/// thread.
+pub async fn read_to_end(
+    settings: &KafkaSettings,
+    client_id: &str,
+    topic: &str,
+    partition: Option<i32>,
+    within: Duration,
+) -> Result<Vec<Vec<u8>>, ReadError> {
+    let (settings, client_id, name) = (settings.clone(), client_id.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        read_to_end_blocking(&settings, &client_id, &name, partition, within)
+    })
+    .await
+    .map_err(|error| ReadError::Panicked {
+        topic: topic.to_owned(),
+        message: error.to_string(),
+    })?
+}
+
+fn read_to_end_blocking(
     settings: &KafkaSettings,
     client_id: &str,
     topic: &str,
