@@ -605,12 +605,12 @@ async fn registry(settings: &Settings, report: &mut Report) {
 async fn clickhouse(
     settings: &Settings,
     report: &mut Report,
-) -> Option<hunter_clickhouse::writer::Writer> {
+) -> Option<hunter_clickhouse::writer::ReadWriter> {
     let ch = &settings.clickhouse;
     let shown = hunter_clickhouse::connection::display_url(&ch.url);
     let connected = tokio::time::timeout(
         CHECK_TIMEOUT,
-        hunter_clickhouse::writer::Writer::connect(ch),
+        hunter_clickhouse::writer::ReadWriter::connect(ch),
     )
     .await;
     clickhouse_tls(settings, &connected, report);
@@ -731,7 +731,7 @@ const API_TABLES: &[&str] = &["leads", "lead_history", "referrals", "sync_runs"]
 fn clickhouse_tls(
     settings: &Settings,
     connected: &Result<
-        Result<hunter_clickhouse::writer::Writer, hunter_clickhouse::Error>,
+        Result<hunter_clickhouse::writer::ReadWriter, hunter_clickhouse::Error>,
         tokio::time::error::Elapsed,
     >,
     report: &mut Report,
@@ -794,7 +794,7 @@ fn clickhouse_tls(
 /// database, where the table exists.
 async fn clickhouse_users(
     settings: &Settings,
-    writer: Option<&hunter_clickhouse::writer::Writer>,
+    writer: Option<&hunter_clickhouse::writer::ReadWriter>,
     report: &mut Report,
 ) {
     let Some(writer) = writer else {
@@ -964,7 +964,7 @@ async fn clickhouse_reader(settings: &Settings) -> (Verdict, String, Option<Stri
 /// The scheduler's last successful run per tenant (ClickHouse `sync_runs`), against the interval.
 async fn last_run(
     settings: &Settings,
-    writer: Option<&hunter_clickhouse::writer::Writer>,
+    writer: Option<&hunter_clickhouse::writer::ReadWriter>,
     report: &mut Report,
 ) {
     if !settings.partner_center.enabled {

@@ -4,14 +4,15 @@
 //!
 //! - [`rows`]: one Rust row type per table, and the mapping from Hunter's records.
 //! - [`migrations`]: applies `schemas/clickhouse/*.sql` in order, once each.
-//! - [`writer`]: connects (detecting what the server supports) and inserts batches.
+//! - [`writer`]: the writer's connection ([`writer::ReadWriter`]): connects (detecting what the
+//!   server supports), migrates, inserts batches, and answers `hunter doctor`'s questions.
 //! - [`connection`]: the HTTP(S) client, TLS trust, the user per use, and failures that name
 //!   the setting to fix.
 //! - [`reader`]: the API's connection, with limits on every question.
 //! - [`grants`]: the rights each user needs, as the SQL a DBA runs.
 //!
 //! The connector never touches Kafka offsets: the sink's run loop stores an offset only after
-//! [`writer::Writer::insert_leads`] returned `Ok`, which is ClickHouse's acknowledgement.
+//! [`writer::ReadWriter::insert`] returned `Ok`, which is ClickHouse's acknowledgement.
 
 pub mod connection;
 pub mod grants;
@@ -24,6 +25,9 @@ pub mod writer;
 /// inserted columns).
 pub use clickhouse::{Row, RowOwned, RowWrite};
 
+/// A failure of the connector. Whether to retry is the caller's call: the sink retries every
+/// failed insert (it stalls its stream until the batch is in), `hunter migrate` and `doctor`
+/// report and stop; [`Error::class`] and [`Error::failure`] say what went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("clickhouse: {0}")]
@@ -46,21 +50,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Network trouble and server overload are worth retrying; a bad statement is not.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::ClickHouse(error) => {
-                (matches!(
-                    error,
-                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-                ) && connection::classify(error) != connection::Failure::Tls)
-                    || error.to_string().contains("TOO_MANY")
-            }
-            Error::Connect { failure, .. } => *failure == connection::Failure::Unreachable,
-            Error::Migration { .. } | Error::Rights { .. } => false,
-        }
-    }
-
     /// A bounded class for metrics.
     pub fn class(&self) -> &'static str {
         match self {

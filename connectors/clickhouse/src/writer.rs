@@ -5,7 +5,6 @@ use hunter_core::config::ClickHouseSettings;
 
 use crate::Error;
 use crate::connection::{self, Login};
-use crate::rows::LeadRow;
 
 /// A server's `major.minor` version, for what it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,9 +41,12 @@ impl std::fmt::Display for ServerVersion {
     }
 }
 
-/// A client for Hunter's database, set up for the server it talks to.
+/// The writer's connection to Hunter's database (it logs in as `HUNTER_CLICKHOUSE_USER`), set
+/// up for the server it talks to. It both writes (migrations, the sink's inserts, the rights
+/// probes) and reads (`hunter doctor`'s questions, through [`ReadWriter::client`]); the API
+/// reads through [`crate::reader::Reader`] instead, with limits and no right to write.
 #[derive(Clone)]
-pub struct Writer {
+pub struct ReadWriter {
     client: Client,
     /// The server without a database selected (for `CREATE DATABASE`).
     server: Client,
@@ -78,7 +80,7 @@ pub fn rights_error(user: &str, statement: &str, error: clickhouse::error::Error
     }
 }
 
-impl Writer {
+impl ReadWriter {
     /// Connects and asks the server its version: row-type validation needs
     /// `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks, so it is on only for servers
     /// that have it (22.x and later); insert deduplication tokens are sent only to servers that
@@ -105,7 +107,7 @@ impl Writer {
             deduplication_tokens = version >= ServerVersion::INSERT_DEDUPLICATION_TOKEN,
             "connected to clickhouse"
         );
-        Ok(Writer {
+        Ok(ReadWriter {
             client: server.clone().with_database(&settings.database),
             server,
             version,
@@ -153,7 +155,7 @@ impl Writer {
         self.version
     }
 
-    /// Whether inserts carry their deduplication token (see [`Writer::insert`]).
+    /// Whether inserts carry their deduplication token (see [`ReadWriter::insert`]).
     pub fn sends_deduplication_tokens(&self) -> bool {
         self.version >= ServerVersion::INSERT_DEDUPLICATION_TOKEN
     }
@@ -166,11 +168,6 @@ impl Writer {
     /// Applies the pending migrations; a statement this user may not run is [`Error::Rights`].
     pub async fn migrate(&self, database: &str) -> Result<crate::migrations::Report, Error> {
         crate::migrations::apply(&self.server, database, self.version, &self.user).await
-    }
-
-    /// Inserts one batch in one INSERT; `Ok` means ClickHouse acknowledged every row.
-    pub async fn insert_leads(&self, rows: &[LeadRow]) -> Result<(), Error> {
-        self.insert("leads", rows, None).await
     }
 
     /// Inserts `rows` into `table` in one INSERT naming the row type's columns; `Ok` means

@@ -30,7 +30,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use serde::Serialize;
 
-use crate::kafka::DeadLetter;
+use crate::kafka::DeadLetterHeaders;
 
 /// `compression.type` of every producer. librdkafka has lz4 built in (zstd is not compiled
 /// into Hunter's librdkafka); lz4 costs little CPU and every Kafka client reads it.
@@ -289,7 +289,7 @@ impl Reference {
 pub async fn send_dead_letter(
     producer: &Producer,
     topic: &str,
-    letter: &DeadLetter<'_>,
+    letter: &DeadLetterHeaders<'_>,
     key: Option<&[u8]>,
     payload: &[u8],
     reference: &Reference,
@@ -321,7 +321,7 @@ pub async fn send_dead_letter(
                 letter.error,
                 payload.len()
             );
-            let letter = DeadLetter {
+            let letter = DeadLetterHeaders {
                 error: &reason,
                 ..letter.clone()
             };

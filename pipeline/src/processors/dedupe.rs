@@ -90,10 +90,6 @@ impl Versions {
         self.partitions.insert(partition, state);
     }
 
-    pub fn drop_partition(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
-    }
-
     /// Decides about a version and, when it produces a lead, remembers it at once (so that a
     /// repeat right behind it, still in flight, is recognised too).
     pub fn observe(

@@ -213,14 +213,8 @@ pub async fn check_kafka(settings: &hunter_core::config::KafkaSettings) -> anyho
 /// the user or the password: see `hunter_clickhouse::connection`).
 pub async fn connect_clickhouse(
     settings: &hunter_core::config::ClickHouseSettings,
-) -> anyhow::Result<hunter_clickhouse::writer::Writer> {
-    Ok(hunter_clickhouse::writer::Writer::connect(settings).await?)
-}
-
-/// Drops a Kafka consumer off the async threads: librdkafka's close blocks while it leaves the
-/// group and commits.
-pub fn drop_consumer<C: Send + 'static>(consumer: C) {
-    std::thread::spawn(move || drop(consumer));
+) -> anyhow::Result<hunter_clickhouse::writer::ReadWriter> {
+    Ok(hunter_clickhouse::writer::ReadWriter::connect(settings).await?)
 }
 
 #[cfg(test)]

@@ -28,24 +28,24 @@
 //! the referral topic (checked at start), or the state of a partition could not be found.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::stream::{FuturesOrdered, StreamExt};
 use hunter_core::codec::Codec;
 use hunter_core::config::KafkaSettings;
-use hunter_core::kafka::{self, DeadLetter};
+use hunter_core::kafka::{
+    self, DeadLetter, Fault, Fetch, GroupConsumer, Position, RecordError, Subscription,
+};
 use hunter_core::records::{Lead, Referral, Timestamp};
 use hunter_core::shutdown::Shutdown;
-use hunter_core::size::{self, Reference};
+use hunter_core::size;
 use hunter_core::telemetry::names;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
-use rdkafka::{ClientContext, Message};
 
 use super::Context;
 use crate::processors::dedupe::{Verdict, Versions};
@@ -64,71 +64,40 @@ struct Acked {
     result: anyhow::Result<()>,
 }
 
-/// Sees rebalances: revoked partitions' dedupe state is dropped before the next message.
-struct RebalanceWatch {
-    revoked: Arc<Mutex<Vec<i32>>>,
-    /// For naming the setting to fix when librdkafka reports an authentication or TLS failure.
-    kafka: hunter_core::config::KafkaSettings,
-}
-
-impl ClientContext for RebalanceWatch {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        kafka::report_client_error(&self.kafka, "hunter-processor", &error, reason);
-    }
-}
-
-impl ConsumerContext for RebalanceWatch {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.extend(partitions.elements().iter().map(|e| e.partition()));
-        }
-    }
-}
-
 /// What the loop shares with the deliveries it spawns.
 struct Shared {
     producer: kafka::Producer,
+    dead_letter: DeadLetter,
     leads: Codec<Lead>,
     enricher: Enricher,
     leads_topic: String,
-    dlq_topic: String,
 }
 
 pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let settings = &context.settings;
     let topics = &context.topics;
     check_partitions(&settings.kafka, &topics.referrals, &topics.leads).await?;
-    let revoked = Arc::new(Mutex::new(Vec::new()));
-    let consumer: StreamConsumer<RebalanceWatch> = kafka::consumer_with_context(
+    let consumer = GroupConsumer::subscribe(
         &settings.kafka,
-        &context.group_id("processor"),
-        "hunter-processor",
-        RebalanceWatch {
-            revoked: revoked.clone(),
-            kafka: settings.kafka.clone(),
+        Subscription {
+            stage: "processor",
+            group_id: &context.group_id("processor"),
+            client_id: "hunter-processor",
+            topic: &topics.referrals,
+            fetch: Fetch::Prompt,
         },
-    )
-    .context("kafka consumer")?;
-    consumer
-        .subscribe(&[topics.referrals.as_str()])
-        .context("subscribe to the referral topic")?;
-    let health = kafka::spawn_lag_monitor(
-        &settings.kafka,
-        "processor",
-        &context.group_id("processor"),
-        &topics.referrals,
         shutdown.clone(),
     )
-    .context("kafka lag monitor")?;
-    let mut rejoin_check = tokio::time::interval(kafka::REJOIN_CHECK_INTERVAL);
+    .context("kafka consumer")?;
     let referrals = Codec::<Referral>::new(&topics.referrals, context.registry.clone());
+    let producer =
+        kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?;
     let shared = Arc::new(Shared {
-        producer: kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?,
+        dead_letter: DeadLetter::new(producer.clone(), &topics.dlq, "processor"),
+        producer,
         leads: Codec::new(&topics.leads, context.registry.clone()),
         enricher: Enricher::new(settings.enrich.clone()),
         leads_topic: topics.leads.clone(),
-        dlq_topic: topics.dlq.clone(),
     });
     let mut versions = Versions::default();
     tracing::info!(topic = %topics.referrals, "processor consuming");
@@ -140,23 +109,18 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             biased;
             _ = shutdown.wait() => break,
             Some(acked) = in_flight.next() => {
-                if let Err(error) = acknowledge(&consumer, &topics.referrals, acked) {
+                if let Err(error) = acknowledge(&consumer, acked) {
                     failure = Some(error);
                     break;
                 }
             }
-            _ = rejoin_check.tick() => {
-                kafka::rejoin_if_orphaned(&consumer, &topics.referrals, &health, "processor");
-            }
             received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(message) = kafka::received(received, "processor").context("kafka consume")? else {
-                    continue;
-                };
+                let message = received.context("kafka consume")?;
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);
                 drop(message);
-                let gone: Vec<i32> = std::mem::take(&mut *revoked.lock().unwrap_or_else(|e| e.into_inner()));
+                let gone = consumer.take_revoked();
                 if !gone.is_empty() {
                     versions.revoke(gone);
                     versions.apply_revocations();
@@ -176,15 +140,12 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
 
     // Finish what is in flight, then commit what was stored.
     while let Some(acked) = in_flight.next().await {
-        if let Err(error) = acknowledge(&consumer, &topics.referrals, acked) {
+        if let Err(error) = acknowledge(&consumer, acked) {
             failure.get_or_insert(error);
             break;
         }
     }
-    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(%error, "final commit");
-    }
-    super::drop_consumer(consumer);
+    consumer.close();
     match failure {
         Some(error) => Err(error),
         None => Ok(()),
@@ -211,35 +172,22 @@ async fn decide(
         .await
     {
         Ok(referral) => referral,
-        Err(error) if error.is_retryable() => return None,
-        Err(error) if error.is_fatal() => {
-            return Some(failed(partition, offset, anyhow::anyhow!("{error}")));
-        }
         Err(error) => {
-            return Some(dead_letter(
-                shared,
-                origin,
-                partition,
-                offset,
-                key,
-                payload,
-                "decode",
-                error.to_string(),
-            ));
+            return match Fault::from(error) {
+                Fault::Transient(_) => None,
+                Fault::Fatal(error) => Some(failed(partition, offset, anyhow::anyhow!("{error}"))),
+                Fault::Record(error) => Some(dead_letter(
+                    shared, origin, partition, offset, key, payload, error,
+                )),
+            };
         }
     };
     let mut lead = match Lead::from_referral(&referral, Timestamp::now()) {
         Ok(lead) => lead,
         Err(error) => {
+            let error = RecordError::new("invalid", error.to_string());
             return Some(dead_letter(
-                shared,
-                origin,
-                partition,
-                offset,
-                key,
-                payload,
-                "invalid",
-                error.to_string(),
+                shared, origin, partition, offset, key, payload, error,
             ));
         }
     };
@@ -289,27 +237,24 @@ async fn decide(
                 // (it stays on its topic) and the stream moves on.
                 Err((error, _)) if size::refused_record(&error).is_some() => {
                     outcome = "dead_letter";
-                    let reason = format!(
-                        "kafka refused the {}-byte lead made from this referral: {error}",
-                        bytes.len()
+                    let error = RecordError::new(
+                        "refused",
+                        format!(
+                            "kafka refused the {}-byte lead made from this referral: {error}",
+                            bytes.len()
+                        ),
                     );
-                    tracing::warn!(partition, offset, error = %reason, "referral dead-lettered");
-                    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "processor", "class" => "refused")
-                        .increment(1);
-                    let reference =
-                        Reference::of_record(&origin, partition, offset, referral_bytes);
-                    send_dead_letter(
-                        &shared,
-                        &origin,
+                    let at = Position {
+                        topic: &origin,
                         partition,
                         offset,
-                        key.as_deref(),
-                        reference.to_json().as_bytes(),
-                        &reference,
-                        "refused",
-                        &reason,
-                    )
-                    .await
+                    };
+                    shared
+                        .dead_letter
+                        .reference_to(&error, at, key.as_deref(), referral_bytes)
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))
                 }
                 Err((error, _)) => Err(anyhow::anyhow!(
                     "produce to {} failed: {error}",
@@ -351,7 +296,6 @@ fn ready(partition: i32, offset: i64, outcome: &'static str) -> Delivery {
 
 /// The record goes to the dead-letter topic as it came (same key and payload), with headers
 /// naming the stage, the error and where it came from.
-#[allow(clippy::too_many_arguments)]
 fn dead_letter(
     shared: &Arc<Shared>,
     origin: &str,
@@ -359,28 +303,22 @@ fn dead_letter(
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
-    class: &'static str,
-    reason: String,
+    error: RecordError,
 ) -> Delivery {
-    tracing::warn!(partition, offset, error = %reason, "referral dead-lettered");
-    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "processor", "class" => class)
-        .increment(1);
     let shared = shared.clone();
     let origin = origin.to_owned();
     Box::pin(async move {
-        let reference = Reference::of_record(&origin, partition, offset, payload.len());
-        let result = send_dead_letter(
-            &shared,
-            &origin,
+        let at = Position {
+            topic: &origin,
             partition,
             offset,
-            key.as_deref(),
-            &payload,
-            &reference,
-            class,
-            &reason,
-        )
-        .await;
+        };
+        let result = shared
+            .dead_letter
+            .record(&error, at, key.as_deref(), &payload)
+            .await
+            .map(|_| ())
+            .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"));
         Acked {
             partition,
             offset,
@@ -390,54 +328,12 @@ fn dead_letter(
     })
 }
 
-/// Produces a dead letter with headers naming the stage, the error and where the record came
-/// from; a reference in its place when Kafka refuses the record itself (too large for the
-/// dead-letter topic).
-#[allow(clippy::too_many_arguments)]
-async fn send_dead_letter(
-    shared: &Shared,
-    origin: &str,
-    partition: i32,
-    offset: i64,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    reference: &Reference,
-    class: &'static str,
-    reason: &str,
-) -> anyhow::Result<()> {
-    let letter = DeadLetter {
-        stage: "processor",
-        error: reason,
-        error_class: class,
-        original_topic: origin,
-        original_partition: Some(partition),
-        original_offset: Some(offset),
-    };
-    size::send_dead_letter(
-        &shared.producer,
-        &shared.dlq_topic,
-        &letter,
-        key,
-        payload,
-        reference,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))
-}
-
-fn acknowledge<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    topic: &str,
-    acked: Acked,
-) -> anyhow::Result<()> {
+fn acknowledge(consumer: &GroupConsumer, acked: Acked) -> anyhow::Result<()> {
     acked.result?;
     metrics::counter!(names::PROCESSOR_RECORDS_TOTAL, "outcome" => acked.outcome).increment(1);
-    if let Err(error) = consumer.store_offset(topic, acked.partition, acked.offset) {
-        // The partition was revoked meanwhile: its new owner replays from the last commit and
-        // its rebuilt state recognises what this processor already produced.
-        tracing::warn!(partition = acked.partition, offset = acked.offset, %error, "offset not stored");
-    }
+    // A partition revoked meanwhile is not stored for: its new owner replays from the last
+    // commit and its rebuilt state recognises what this processor already produced.
+    consumer.store_offset(acked.partition, acked.offset);
     Ok(())
 }
 
@@ -478,12 +374,15 @@ async fn rebuild(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let settings = context.settings.kafka.clone();
-    let topic = context.topics.leads.clone();
-    let payloads =
-        tokio::task::spawn_blocking(move || read_partition(&settings, &topic, partition))
-            .await
-            .context("state rebuild panicked")??;
+    let payloads = kafka::read_to_end(
+        &context.settings.kafka,
+        "hunter-processor-state",
+        &context.topics.leads,
+        Some(partition),
+        Duration::from_secs(300),
+    )
+    .await
+    .context("dedupe state not read")?;
     let mut leads = Vec::with_capacity(payloads.len());
     let mut unreadable = 0usize;
     let mut waiting = shutdown.clone();
@@ -506,40 +405,4 @@ async fn rebuild(
     versions.load(partition, leads.iter());
     tracing::info!(partition, leads = leads.len(), unreadable, elapsed = ?started.elapsed(), "dedupe state rebuilt from the lead topic");
     Ok(())
-}
-
-fn read_partition(
-    settings: &KafkaSettings,
-    topic: &str,
-    partition: i32,
-) -> anyhow::Result<Vec<Vec<u8>>> {
-    let reader: kafka::Reader = kafka::reader(settings, "hunter-processor-state")?;
-    let (low, high) = reader
-        .fetch_watermarks(topic, partition, Duration::from_secs(30))
-        .with_context(|| format!("watermarks of {topic}/{partition}"))?;
-    let mut payloads = Vec::with_capacity((high - low).max(0) as usize);
-    if high > low {
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))?;
-        reader.assign(&assignment)?;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "reading {topic}/{partition} did not reach its end"
-            );
-            let Some(message) = reader.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let message = message.with_context(|| format!("reading {topic}/{partition}"))?;
-            if let Some(payload) = message.payload() {
-                payloads.push(payload.to_vec());
-            }
-            if message.offset() + 1 >= high {
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || drop(reader));
-    Ok(payloads)
 }

@@ -31,15 +31,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow};
-use hunter_clickhouse::writer::Writer;
+use hunter_clickhouse::writer::ReadWriter;
 use hunter_core::codec::{Codec, CodecError};
-use hunter_core::kafka::{self, DeadLetter};
+use hunter_core::kafka::{
+    self, DeadLetter, Fault, Fetch, GroupConsumer, Position, RecordError, Subscription,
+};
 use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
-use hunter_core::size::{self, Reference};
 use hunter_core::telemetry::names;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Headers;
 
 use super::Context;
@@ -153,7 +153,6 @@ struct Inputs {
     runs: Codec<SyncRun>,
     leads_topic: String,
     runs_topic: String,
-    dlq_topic: String,
 }
 
 pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -173,6 +172,7 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "could not check the writer's rights; going on"),
     }
     let producer = kafka::producer(&settings.kafka, "hunter-sink").context("kafka producer")?;
+    let dead_letter = DeadLetter::new(producer, &topics.dlq, "sink");
     let inputs = Inputs {
         leads: Codec::new(&topics.leads, context.registry.clone()),
         referrals: Codec::new(&topics.referrals, context.registry.clone()),
@@ -180,11 +180,10 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
         leads_topic: topics.leads.clone(),
         runs_topic: topics.sync_runs.clone(),
-        dlq_topic: topics.dlq.clone(),
     };
     // One consumer (and group) per topic: each stream batches and commits on its own, and a
-    // restart after a crash resumes each at once. (One consumer subscribed to all four topics
-    // did not get its partitions back after a kill -9 on tansu 0.6.0: measured, see the note.)
+    // restart after a crash resumes each at once (and see `hunter_core::kafka::consume` for
+    // what one consumer of all four topics did on tansu).
     let streams = [
         (topics.leads.as_str(), "sink-leads"),
         (topics.referrals.as_str(), "sink-referrals"),
@@ -195,7 +194,7 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         stream(
             &context,
             &writer,
-            &producer,
+            &dead_letter,
             &inputs,
             topic,
             group,
@@ -223,28 +222,26 @@ struct Stall {
 /// consumption resumes where it stopped.
 async fn stream(
     context: &Context,
-    writer: &Writer,
-    producer: &kafka::Producer,
+    writer: &ReadWriter,
+    dead_letter: &DeadLetter,
     inputs: &Inputs,
     topic: &str,
     group: &str,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let settings = &context.settings;
-    let consumer = kafka::bulk_consumer(&settings.kafka, &context.group_id(group), "hunter-sink")
-        .context("kafka consumer")?;
-    consumer
-        .subscribe(&[topic])
-        .with_context(|| format!("subscribe to {topic}"))?;
-    let health = kafka::spawn_lag_monitor(
+    let consumer = GroupConsumer::subscribe(
         &settings.kafka,
-        "sink",
-        &context.group_id(group),
-        topic,
+        Subscription {
+            stage: "sink",
+            group_id: &context.group_id(group),
+            client_id: "hunter-sink",
+            topic,
+            fetch: Fetch::Bulk,
+        },
         shutdown.clone(),
     )
-    .context("kafka lag monitor")?;
-    let mut rejoin_check = tokio::time::interval(kafka::REJOIN_CHECK_INTERVAL);
+    .with_context(|| format!("kafka consumer of {topic}"))?;
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
     let label = group.trim_start_matches("sink-");
@@ -267,13 +264,8 @@ async fn stream(
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     flush(writer, &consumer, &mut batch, &mut stall, label).await;
                 }
-                _ = rejoin_check.tick() => {
-                    kafka::rejoin_if_orphaned(&consumer, topic, &health, "sink");
-                }
                 received = consumer.recv() => {
-                    let Some(message) = kafka::received(received, "sink").context("kafka consume")? else {
-                        continue;
-                    };
+                    let message = received.context("kafka consume")?;
                     let topic = message.topic().to_owned();
                     let (partition, offset) = (message.partition(), message.offset());
                     let timestamp = message.timestamp().to_millis();
@@ -290,8 +282,12 @@ async fn stream(
                     drop(message);
                     match add(inputs, &mut batch, &topic, partition, offset, &headers, &payload, &shutdown).await {
                         Ok(()) => {}
-                        Err(Unadded::DeadLetter(class, reason)) => {
-                            dead_letter(producer, &inputs.dlq_topic, &topic, partition, offset, key, payload.clone(), class, &reason).await?;
+                        Err(Unadded::DeadLetter(error)) => {
+                            let at = Position { topic: &topic, partition, offset };
+                            dead_letter
+                                .record(&error, at, key.as_deref(), &payload)
+                                .await
+                                .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
                         }
                         // Shutdown while the registry was away: this message is not in the
                         // batch and its offset is not stored; it is read again after a restart.
@@ -301,7 +297,7 @@ async fn stream(
                     batch.cover(&topic, partition, offset, timestamp, payload.len());
                     if stall.is_some() {
                         // A partition assigned during the stall (a rebalance) is not paused yet.
-                        pause(&consumer, true);
+                        consumer.set_paused(true);
                     } else if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
                         flush(writer, &consumer, &mut batch, &mut stall, label).await;
                     }
@@ -319,25 +315,8 @@ async fn stream(
     }
     .await;
 
-    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(%error, "final commit");
-    }
-    super::drop_consumer(consumer);
+    consumer.close();
     result
-}
-
-/// Pauses (or resumes) every partition the consumer holds; failure only costs memory or time.
-fn pause(consumer: &kafka::Consumer, paused: bool) {
-    let result = consumer.assignment().and_then(|assignment| {
-        if paused {
-            consumer.pause(&assignment)
-        } else {
-            consumer.resume(&assignment)
-        }
-    });
-    if let Err(error) = result {
-        tracing::warn!(%error, paused, "pausing or resuming consumption failed");
-    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -349,8 +328,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Why a message added no rows.
 enum Unadded {
-    /// The record's fault: dead-letter it with this class and reason.
-    DeadLetter(&'static str, String),
+    /// The record's fault: dead-letter it.
+    DeadLetter(RecordError),
     /// Shutdown came while waiting for the schema registry.
     Stopped,
     /// The registry refuses Hunter (credentials, certificate): stop the sink.
@@ -359,12 +338,10 @@ enum Unadded {
 
 impl From<CodecError> for Unadded {
     fn from(error: CodecError) -> Self {
-        if error.is_retryable() {
-            Unadded::Stopped
-        } else if error.is_fatal() {
-            Unadded::Fatal(anyhow::anyhow!("{error}"))
-        } else {
-            Unadded::DeadLetter("decode", error.to_string())
+        match Fault::from(error) {
+            Fault::Transient(_) => Unadded::Stopped,
+            Fault::Fatal(error) => Unadded::Fatal(anyhow::anyhow!("{error}")),
+            Fault::Record(error) => Unadded::DeadLetter(error),
         }
     }
 }
@@ -388,7 +365,7 @@ async fn add(
             .decode_patiently(payload, &mut waiting, "sink")
             .await?;
         let row = LeadRow::from_lead(&lead)
-            .map_err(|error| Unadded::DeadLetter("schema", error.to_string()))?;
+            .map_err(|error| Unadded::DeadLetter(RecordError::new("schema", error.to_string())))?;
         batch.history.push(LeadHistoryRow::from_lead_row(&row));
         batch.leads.push(row);
         batch.fetched.extend(lead.fetched_at);
@@ -431,8 +408,8 @@ async fn add(
 /// same batch is tried again after a backoff (up to 10 s); nothing is stored, so a crash during
 /// a stall replays the batch, which collapses into whatever part of it was written.
 async fn flush(
-    writer: &Writer,
-    consumer: &kafka::Consumer,
+    writer: &ReadWriter,
+    consumer: &GroupConsumer,
     batch: &mut Batch,
     stall: &mut Option<Stall>,
     label: &str,
@@ -442,7 +419,7 @@ async fn flush(
             .increment(1);
         let attempts = stall.as_ref().map_or(0, |stall| stall.attempts) + 1;
         if stall.is_none() {
-            pause(consumer, true);
+            consumer.set_paused(true);
             metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(1.0);
         }
         let wait = super::backoff(
@@ -458,7 +435,7 @@ async fn flush(
         return;
     }
     if let Some(ended) = stall.take() {
-        pause(consumer, false);
+        consumer.set_paused(false);
         metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(0.0);
         tracing::info!(
             attempts = ended.attempts,
@@ -471,17 +448,15 @@ async fn flush(
         let seconds = (now - fetched.micros()).max(0) as f64 / 1e6;
         metrics::histogram!(names::SINK_END_TO_END_LATENCY_SECONDS).record(seconds);
     }
-    for ((topic, partition), span) in &batch.offsets {
-        let offset = span.last;
-        if let Err(error) = consumer.store_offset(topic, *partition, offset) {
-            tracing::warn!(topic, partition, offset, %error, "offset not stored (partition revoked); it will be replayed");
-        }
+    // One topic per consumer: the batch's offsets are all of its topic.
+    for ((_, partition), span) in &batch.offsets {
+        consumer.store_offset(*partition, span.last);
     }
     batch.clear();
 }
 
 async fn insert_all(
-    writer: &Writer,
+    writer: &ReadWriter,
     batch: &Batch,
 ) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
     // One token for every table: each table keeps its own log of the tokens it has seen.
@@ -495,7 +470,7 @@ async fn insert_all(
 }
 
 async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
-    writer: &Writer,
+    writer: &ReadWriter,
     table: &'static str,
     rows: &[T],
     deduplication_token: &str,
@@ -513,37 +488,6 @@ async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
     metrics::counter!(names::SINK_BATCHES_TOTAL, "table" => table).increment(1);
     metrics::counter!(names::SINK_ROWS_WRITTEN_TOTAL, "table" => table)
         .increment(rows.len() as u64);
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    producer: &kafka::Producer,
-    dlq: &str,
-    origin: &str,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    class: &'static str,
-    reason: &str,
-) -> anyhow::Result<()> {
-    tracing::warn!(topic = origin, partition, offset, error = %reason, "record dead-lettered by the sink");
-    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "sink", "class" => class).increment(1);
-    let letter = DeadLetter {
-        stage: "sink",
-        error: reason,
-        error_class: class,
-        original_topic: origin,
-        original_partition: Some(partition),
-        original_offset: Some(offset),
-    };
-    // A record too large for the dead-letter topic is dead-lettered by reference (it stays on
-    // its topic): a fault of that record, which must not stop the stream.
-    let reference = Reference::of_record(origin, partition, offset, payload.len());
-    size::send_dead_letter(producer, dlq, &letter, key.as_deref(), &payload, &reference)
-        .await
-        .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
     Ok(())
 }
 

@@ -43,7 +43,9 @@ use anyhow::Context as _;
 use futures::future::join_all;
 use hunter_core::codec::Codec;
 use hunter_core::config::{PartnerCenterSettings, SyncSettings, TenantSettings};
-use hunter_core::kafka::{self, DeadLetter, Topics};
+use hunter_core::kafka::{
+    self, DeadLetter, Fault, Fetch, GroupConsumer, RecordError, Subscription, Topics,
+};
 use hunter_core::records::{
     Command, Ingest, RecentVersion, Referral, RunErrorClass, RunStatus, RunTrigger, SourceState,
     SyncRun, Timestamp,
@@ -55,7 +57,6 @@ use hunter_partner_center::auth::{AuthError, AuthSettings, TokenProvider, auth_s
 use hunter_partner_center::client::{ClientError, ClientSettings, PartnerCenterClient};
 use hunter_partner_center::cursor::{self, Pager, Position, Published, Request};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use tokio::sync::mpsc;
@@ -83,6 +84,7 @@ pub fn auth_settings(settings: &PartnerCenterSettings, tenant: &TenantSettings) 
 /// Publishing: one producer and the codecs of every record the source writes.
 struct Outputs {
     producer: kafka::Producer,
+    dead_letter: DeadLetter,
     referrals: Codec<Referral>,
     states: Codec<SourceState>,
     runs: Codec<SyncRun>,
@@ -105,8 +107,10 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         return Ok(());
     }
     let topics = context.topics.clone();
+    let producer = kafka::producer(&settings.kafka, "hunter-source").context("kafka producer")?;
     let outputs = Arc::new(Outputs {
-        producer: kafka::producer(&settings.kafka, "hunter-source").context("kafka producer")?,
+        dead_letter: DeadLetter::new(producer.clone(), &topics.dlq, "source"),
+        producer,
         referrals: Codec::new(&topics.referrals, context.registry.clone()),
         states: Codec::new(&topics.source_state, context.registry.clone()),
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
@@ -125,24 +129,18 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     }
 
     // Commands fan out to the tenants' queues; a tenant's loop coalesces what piles up.
-    let commands = kafka::consumer(
+    let commands = GroupConsumer::subscribe(
         &settings.kafka,
-        &context.group_id("source-commands"),
-        "hunter-source",
-    )
-    .context("kafka consumer")?;
-    commands
-        .subscribe(&[topics.commands.as_str()])
-        .context("subscribe to the command topic")?;
-    let health = kafka::spawn_lag_monitor(
-        &settings.kafka,
-        "source",
-        &context.group_id("source-commands"),
-        &topics.commands,
+        Subscription {
+            stage: "source",
+            group_id: &context.group_id("source-commands"),
+            client_id: "hunter-source",
+            topic: &topics.commands,
+            fetch: Fetch::Prompt,
+        },
         shutdown.clone(),
     )
-    .context("kafka lag monitor")?;
-    let mut rejoin_check = tokio::time::interval(kafka::REJOIN_CHECK_INTERVAL);
+    .context("kafka consumer")?;
     let command_codec = Codec::<Command>::new(&topics.commands, context.registry.clone());
     let result: anyhow::Result<()> = loop {
         tokio::select! {
@@ -155,13 +153,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     Err(error) => Err(anyhow::anyhow!("a tenant loop panicked: {error}")),
                 };
             }
-            _ = rejoin_check.tick() => {
-                kafka::rejoin_if_orphaned(&commands, &topics.commands, &health, "source");
-            }
             received = commands.recv() => {
-                let Some(message) = kafka::received(received, "source").context("kafka consume (commands)")? else {
-                    continue;
-                };
+                let message = received.context("kafka consume (commands)")?;
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 drop(message);
@@ -186,23 +179,23 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                         }
                     }
                     Ok(command) => tracing::debug!(kind = %command.kind, "command not for the source"),
-                    // Shutdown while the registry was away: the command is read again later.
-                    Err(error) if error.is_retryable() => continue,
-                    Err(error) if error.is_fatal() => break Err(anyhow::anyhow!("{error}")),
-                    Err(error) => tracing::warn!(%error, "unreadable command ignored"),
+                    Err(error) => match Fault::from(error) {
+                        // Shutdown while the registry was away: the command is read again later.
+                        Fault::Transient(_) => continue,
+                        Fault::Fatal(error) => break Err(anyhow::anyhow!("{error}")),
+                        // A command is not data: an unreadable one is skipped, not dead-lettered.
+                        Fault::Record(error) => tracing::warn!(error = %error.reason, "unreadable command ignored"),
+                    },
                 }
                 // Stored once handed to the tenants: a crash before the run loses the trigger,
                 // not data (the next scheduled poll reads the same referrals).
-                let _ = commands.store_offset(&topics.commands, partition, offset);
+                commands.store_offset(partition, offset);
             }
         }
     };
     drop(triggers);
     while tenants.join_next().await.is_some() {}
-    if let Err(error) = commands.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(%error, "final commit");
-    }
-    super::drop_consumer(commands);
+    commands.close();
     result
 }
 
@@ -418,12 +411,15 @@ async fn load_states(
     codec: &Codec<SourceState>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<HashMap<String, SourceState>> {
-    let topic = context.topics.source_state.clone();
-    let settings = context.settings.kafka.clone();
-    // BaseConsumer polls block: read on a blocking thread, decode after.
-    let payloads = tokio::task::spawn_blocking(move || read_to_end(&settings, &topic))
-        .await
-        .context("state reader panicked")??;
+    let payloads = kafka::read_to_end(
+        &context.settings.kafka,
+        "hunter-source-state",
+        &context.topics.source_state,
+        None,
+        Duration::from_secs(60),
+    )
+    .await
+    .context("source state not read")?;
     let mut states = HashMap::new();
     let mut waiting = shutdown.clone();
     for payload in payloads {
@@ -442,59 +438,6 @@ async fn load_states(
         }
     }
     Ok(states)
-}
-
-fn read_to_end(
-    settings: &hunter_core::config::KafkaSettings,
-    topic: &str,
-) -> anyhow::Result<Vec<Vec<u8>>> {
-    let reader: kafka::Reader =
-        kafka::reader(settings, "hunter-source-state").context("kafka reader")?;
-    let metadata = reader
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .with_context(|| format!("metadata for {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for partition in &partitions {
-        let (low, high) = reader
-            .fetch_watermarks(topic, *partition, Duration::from_secs(30))
-            .with_context(|| format!("watermarks of {topic}/{partition}"))?;
-        if high > low {
-            ends.insert(*partition, high);
-            assignment.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(low))?;
-        }
-    }
-    let mut payloads = Vec::new();
-    if ends.is_empty() {
-        return Ok(payloads);
-    }
-    reader.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "reading {topic} did not reach its end within 60 s"
-        );
-        let Some(message) = reader.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message.with_context(|| format!("reading {topic}"))?;
-        if let Some(payload) = message.payload() {
-            payloads.push(payload.to_vec());
-        }
-        if let Some(end) = ends.get(&message.partition())
-            && message.offset() + 1 >= *end
-        {
-            ends.remove(&message.partition());
-        }
-    }
-    std::thread::spawn(move || drop(reader));
-    Ok(payloads)
 }
 
 /// Counters of one poll.
@@ -924,32 +867,18 @@ async fn dead_letter(
     payload: &str,
     reference: &Reference,
 ) -> Result<(), PollError> {
-    tracing::warn!(class, error = %reason, "referral from the api dead-lettered");
-    metrics::counter!(names::DLQ_RECORDS_TOTAL, "stage" => "source", "class" => class).increment(1);
-    let letter = DeadLetter {
-        stage: "source",
-        error: reason,
-        error_class: class,
-        original_topic: API_ORIGIN,
-        original_partition: None,
-        original_offset: None,
-    };
-    size::send_dead_letter(
-        &outputs.producer,
-        &outputs.topics.dlq,
-        &letter,
-        None,
-        payload.as_bytes(),
-        reference,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|error| {
-        PollError::new(
-            RunErrorClass::Kafka,
-            format!("dead-lettering a referral failed: {error}"),
-        )
-    })
+    let error = RecordError::new(class, reason);
+    outputs
+        .dead_letter
+        .external(&error, API_ORIGIN, payload.as_bytes(), reference)
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            PollError::new(
+                RunErrorClass::Kafka,
+                format!("dead-lettering a referral failed: {error}"),
+            )
+        })
 }
 
 async fn publish_run_logged(outputs: &Outputs, run: &SyncRun) {

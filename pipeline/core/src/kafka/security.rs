@@ -598,17 +598,6 @@ impl ProducerContext for KafkaContext {
     fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
-/// Logs and counts an error event of a client with a context of its own (the processor's
-/// rebalance watch): what [`KafkaContext`] does for every other client.
-pub fn report_client_error(
-    settings: &KafkaSettings,
-    client: &str,
-    error: &KafkaError,
-    reason: &str,
-) {
-    KafkaContext::new(settings, client).report(error, reason);
-}
-
 /// Why [`check_connection`] failed: the kind, the setting to fix, what happened and the fix.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{headline} at {brokers}: {reason}; {fix}")]
