@@ -20,8 +20,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use hunter_e2e::{
-    ClickHouse, Deployment, OwnClickHouse, OwnClickHouseOptions, TlsFiles, free_port,
-    generated_referrals, run_hunter, wait_for,
+    ClickHouse, Deployment, SecureClickHouse, TlsFiles, free_port, generated_referrals, run_hunter,
+    wait_for,
 };
 
 /// Generous bound for a one-shot command: a hang detector, not a timing assertion.
@@ -29,112 +29,6 @@ const ONE_SHOT: Duration = Duration::from_secs(90);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn secret() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
-/// A ClickHouse 18.16 of the test's own, HTTPS only, with the compose stack's users.
-struct SecureClickHouse {
-    server: OwnClickHouse,
-    tls: TlsFiles,
-    database: String,
-    writer_password: String,
-    reader_password: String,
-    analyst_password: String,
-    _dir: tempfile::TempDir,
-}
-
-impl SecureClickHouse {
-    async fn start(database: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let tls = TlsFiles::create(dir.path(), "clickhouse")?;
-        let (writer_password, reader_password, analyst_password) = (secret(), secret(), secret());
-        let users = std::fs::read_to_string(repo().join("deploy/clickhouse/users.d/hunter.xml"))?;
-        // Test only: log every query of Hunter's users, to see who asked what with which limits.
-        let log_queries = "<?xml version=\"1.0\"?>\n<yandex><profiles>\
-            <default><log_queries>1</log_queries></default>\
-            <hunter_reader><log_queries>1</log_queries></hunter_reader>\
-            </profiles></yandex>\n";
-        let server = OwnClickHouse::start_with(OwnClickHouseOptions {
-            tls: Some(tls.clone()),
-            users_d: vec![
-                ("hunter.xml".into(), users),
-                ("zz-test-log-queries.xml".into(), log_queries.into()),
-            ],
-            env: vec![
-                ("HUNTER_CLICKHOUSE_DATABASE".into(), database.into()),
-                ("HUNTER_CLICKHOUSE_PASSWORD".into(), writer_password.clone()),
-                (
-                    "HUNTER_CLICKHOUSE_READER_PASSWORD".into(),
-                    reader_password.clone(),
-                ),
-                (
-                    "CLICKHOUSE_ANALYST_PASSWORD".into(),
-                    analyst_password.clone(),
-                ),
-            ],
-        })
-        .await?;
-        assert!(server.url().starts_with("https://"), "{}", server.url());
-        Ok(SecureClickHouse {
-            server,
-            tls,
-            database: database.to_owned(),
-            writer_password,
-            reader_password,
-            analyst_password,
-            _dir: dir,
-        })
-    }
-
-    /// A client over HTTPS as `user`.
-    fn client_as(&self, user: &str) -> anyhow::Result<ClickHouse> {
-        let password = match user {
-            "hunter_writer" => &self.writer_password,
-            "hunter_api" => &self.reader_password,
-            "analyst" => &self.analyst_password,
-            other => anyhow::bail!("no such user {other}"),
-        };
-        Ok(self.server.client(&self.database)?.as_user(user, password))
-    }
-
-    /// The server's administrator (the test users.xml's `default`, loopback only).
-    fn admin(&self) -> anyhow::Result<ClickHouse> {
-        self.server.client(&self.database)
-    }
-
-    /// Points `deployment` at this server: the writer for migrate and the sink, the reader for
-    /// the API, the CA trusted.
-    fn configure(&self, deployment: &mut Deployment) -> anyhow::Result<()> {
-        for (name, value) in [
-            ("HUNTER_CLICKHOUSE_URL", self.server.url()),
-            (
-                "HUNTER_CLICKHOUSE_CA_LOCATION",
-                self.tls.ca.display().to_string(),
-            ),
-            ("HUNTER_CLICKHOUSE_USER", "hunter_writer".into()),
-            ("HUNTER_CLICKHOUSE_PASSWORD", self.writer_password.clone()),
-            ("HUNTER_CLICKHOUSE_READER_USER", "hunter_api".into()),
-            (
-                "HUNTER_CLICKHOUSE_READER_PASSWORD",
-                self.reader_password.clone(),
-            ),
-        ] {
-            deployment.env.insert(name.into(), value);
-        }
-        deployment.clickhouse = self.client_as("hunter_writer")?;
-        Ok(())
-    }
-
-    fn passwords(&self) -> [&str; 3] {
-        [
-            &self.writer_password,
-            &self.reader_password,
-            &self.analyst_password,
-        ]
-    }
 }
 
 fn number(value: &serde_json::Value) -> u64 {

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use hunter_e2e::contracts::OwnRegistry;
 use hunter_e2e::tls::TestCa;
 use hunter_e2e::{
-    Deployment, OwnBroker, OwnClickHouse, OwnClickHouseOptions, TlsFiles, generated_referrals,
-    run_hunter, wait_for,
+    Deployment, OwnBroker, SecureClickHouse, generated_referrals, run_hunter, wait_for,
 };
 
 const USER: &str = "hunter";
@@ -271,40 +270,11 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
     let database = deployment.env["HUNTER_CLICKHOUSE_DATABASE"].clone();
 
     // ClickHouse over HTTPS only, with Hunter's users; every query of theirs is logged.
-    let (writer_password, reader_password, analyst_password) = (secret(), secret(), secret());
-    let tls = TlsFiles::create(deployment.dir.path(), "clickhouse")?;
-    let users = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/clickhouse/users.d/hunter.xml"),
-    )?;
-    let log_queries = "<?xml version=\"1.0\"?>\n<yandex><profiles>\
-        <default><log_queries>1</log_queries></default>\
-        <hunter_reader><log_queries>1</log_queries></hunter_reader>\
-        </profiles></yandex>\n";
-    let clickhouse = OwnClickHouse::start_with(OwnClickHouseOptions {
-        tls: Some(tls.clone()),
-        users_d: vec![
-            ("hunter.xml".into(), users),
-            ("zz-test-log-queries.xml".into(), log_queries.into()),
-        ],
-        env: vec![
-            ("HUNTER_CLICKHOUSE_DATABASE".into(), database.clone()),
-            ("HUNTER_CLICKHOUSE_PASSWORD".into(), writer_password.clone()),
-            (
-                "HUNTER_CLICKHOUSE_READER_PASSWORD".into(),
-                reader_password.clone(),
-            ),
-            (
-                "CLICKHOUSE_ANALYST_PASSWORD".into(),
-                analyst_password.clone(),
-            ),
-        ],
-    })
-    .await?;
-    assert!(
-        clickhouse.url().starts_with("https://"),
-        "{}",
-        clickhouse.url()
+    let clickhouse = SecureClickHouse::start(&database).await?;
+    let (writer_password, reader_password, analyst_password) = (
+        clickhouse.writer_password.clone(),
+        clickhouse.reader_password.clone(),
+        clickhouse.analyst_password.clone(),
     );
 
     // The registry stand-in: basic auth, reached only through TLS.
@@ -314,15 +284,6 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
 
     deployment.use_secured_broker(&broker, "SCRAM-SHA-512", USER, &kafka_password);
     for (name, value) in [
-        ("HUNTER_CLICKHOUSE_URL", clickhouse.url()),
-        (
-            "HUNTER_CLICKHOUSE_CA_LOCATION",
-            tls.ca.display().to_string(),
-        ),
-        ("HUNTER_CLICKHOUSE_USER", "hunter_writer".into()),
-        ("HUNTER_CLICKHOUSE_PASSWORD", writer_password.clone()),
-        ("HUNTER_CLICKHOUSE_READER_USER", "hunter_api".into()),
-        ("HUNTER_CLICKHOUSE_READER_PASSWORD", reader_password.clone()),
         ("HUNTER_SCHEMA_REGISTRY_URL", registry_url.clone()),
         ("HUNTER_SCHEMA_REGISTRY_USERNAME", registry_user.into()),
         ("HUNTER_SCHEMA_REGISTRY_PASSWORD", registry_password.clone()),
@@ -333,10 +294,9 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
     ] {
         deployment.env.insert(name.into(), value);
     }
-    // The test reads ClickHouse as the writer, over HTTPS.
-    deployment.clickhouse = clickhouse
-        .client(&database)?
-        .as_user("hunter_writer", &writer_password);
+    // The writer for migrate and the sink, the reader for the API, the CA trusted; the test
+    // reads ClickHouse as the writer, over HTTPS.
+    clickhouse.configure(&mut deployment)?;
     let api_token = deployment.api_token.clone();
     let secrets = [
         ("the Kafka password", kafka_password.as_str()),
@@ -438,7 +398,7 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
 
     // ClickHouse's own query log: the API read as hunter_api (readonly), only hunter_writer
     // inserted, nothing of Hunter's ran as `default`.
-    let admin = clickhouse.client(&database)?;
+    let admin = clickhouse.admin()?;
     admin.execute("SYSTEM FLUSH LOGS").await?;
     let logged = admin
         .rows(

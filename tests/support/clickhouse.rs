@@ -1,5 +1,6 @@
 //! ClickHouse for the tests: the shared server over its HTTP interface ([`ClickHouse`]), and a
-//! server of the test's own ([`OwnClickHouse`]) for tests that stop it or serve it over TLS.
+//! server of the test's own ([`OwnClickHouse`]) for tests that stop it or serve it over TLS, and
+//! one serving HTTPS only with the compose stack's users ([`SecureClickHouse`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::deployment::Deployment;
 use crate::processes::{tail, terminate_server};
 use crate::stack::free_port;
 
@@ -376,5 +378,110 @@ impl Drop for OwnClickHouse {
             let _ = server.kill();
             let _ = server.wait();
         }
+    }
+}
+
+/// A ClickHouse 18.16 of the test's own, HTTPS only, with the compose stack's users.
+pub struct SecureClickHouse {
+    pub server: OwnClickHouse,
+    pub tls: TlsFiles,
+    pub database: String,
+    pub writer_password: String,
+    pub reader_password: String,
+    pub analyst_password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SecureClickHouse {
+    pub async fn start(database: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let tls = TlsFiles::create(dir.path(), "clickhouse")?;
+        let secret = || uuid::Uuid::new_v4().simple().to_string();
+        let (writer_password, reader_password, analyst_password) = (secret(), secret(), secret());
+        let users = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/users.d/hunter.xml"),
+        )?;
+        // Test only: log every query of Hunter's users, to see who asked what with which limits.
+        let log_queries = "<?xml version=\"1.0\"?>\n<yandex><profiles>\
+            <default><log_queries>1</log_queries></default>\
+            <hunter_reader><log_queries>1</log_queries></hunter_reader>\
+            </profiles></yandex>\n";
+        let server = OwnClickHouse::start_with(OwnClickHouseOptions {
+            tls: Some(tls.clone()),
+            users_d: vec![
+                ("hunter.xml".into(), users),
+                ("zz-test-log-queries.xml".into(), log_queries.into()),
+            ],
+            env: vec![
+                ("HUNTER_CLICKHOUSE_DATABASE".into(), database.into()),
+                ("HUNTER_CLICKHOUSE_PASSWORD".into(), writer_password.clone()),
+                (
+                    "HUNTER_CLICKHOUSE_READER_PASSWORD".into(),
+                    reader_password.clone(),
+                ),
+                (
+                    "CLICKHOUSE_ANALYST_PASSWORD".into(),
+                    analyst_password.clone(),
+                ),
+            ],
+        })
+        .await?;
+        assert!(server.url().starts_with("https://"), "{}", server.url());
+        Ok(SecureClickHouse {
+            server,
+            tls,
+            database: database.to_owned(),
+            writer_password,
+            reader_password,
+            analyst_password,
+            _dir: dir,
+        })
+    }
+
+    /// A client over HTTPS as `user`.
+    pub fn client_as(&self, user: &str) -> anyhow::Result<ClickHouse> {
+        let password = match user {
+            "hunter_writer" => &self.writer_password,
+            "hunter_api" => &self.reader_password,
+            "analyst" => &self.analyst_password,
+            other => anyhow::bail!("no such user {other}"),
+        };
+        Ok(self.server.client(&self.database)?.as_user(user, password))
+    }
+
+    /// The server's administrator (the test users.xml's `default`, loopback only).
+    pub fn admin(&self) -> anyhow::Result<ClickHouse> {
+        self.server.client(&self.database)
+    }
+
+    /// Points `deployment` at this server: the writer for migrate and the sink, the reader for
+    /// the API, the CA trusted.
+    pub fn configure(&self, deployment: &mut Deployment) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("HUNTER_CLICKHOUSE_URL", self.server.url()),
+            (
+                "HUNTER_CLICKHOUSE_CA_LOCATION",
+                self.tls.ca.display().to_string(),
+            ),
+            ("HUNTER_CLICKHOUSE_USER", "hunter_writer".into()),
+            ("HUNTER_CLICKHOUSE_PASSWORD", self.writer_password.clone()),
+            ("HUNTER_CLICKHOUSE_READER_USER", "hunter_api".into()),
+            (
+                "HUNTER_CLICKHOUSE_READER_PASSWORD",
+                self.reader_password.clone(),
+            ),
+        ] {
+            deployment.env.insert(name.into(), value);
+        }
+        deployment.clickhouse = self.client_as("hunter_writer")?;
+        Ok(())
+    }
+
+    pub fn passwords(&self) -> [&str; 3] {
+        [
+            &self.writer_password,
+            &self.reader_password,
+            &self.analyst_password,
+        ]
     }
 }
