@@ -1,7 +1,7 @@
 //! Row types: field names equal column names, and inserts name their columns.
 
 use clickhouse::Row;
-use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
+use hunter_core::records::{Lead, Referral, RunStatus, SyncRun, Timestamp};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -214,6 +214,11 @@ impl SyncRunRow {
             coalesced_into: run.coalesced_into.clone(),
             row_version: count(run.finished_at.unwrap_or(run.started_at).micros()),
         }
+    }
+
+    /// The typed status; `None` for one this build does not know (a newer source's).
+    pub fn run_status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
     }
 }
 

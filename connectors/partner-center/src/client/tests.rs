@@ -4,7 +4,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
 use super::*;
-use crate::auth::TokenCacheFile;
+use crate::auth::{AuthError, Secret, TokenCacheFile};
 use crate::test_support::{RecordingSleep, Sim, count};
 use hunter_partner_center_simulator::faults::FaultSpec;
 use hunter_partner_center_simulator::generate_referrals;

@@ -22,7 +22,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use clickhouse::Row;
+use hunter_clickhouse::rows::SyncRunRow;
 use hunter_core::records::{Command, RunStatus, RunTrigger, Timestamp};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
@@ -200,27 +200,6 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
         .into_response())
 }
 
-/// A row of `sync_runs`, as read.
-#[derive(Debug, Clone, Row, Deserialize)]
-struct RunRow {
-    run_id: String,
-    tenant: String,
-    trigger: String,
-    status: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    started_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime::option")]
-    finished_at: Option<OffsetDateTime>,
-    pages: u64,
-    fetched: u64,
-    published: u64,
-    skipped: u64,
-    dead_lettered: u64,
-    error_class: Option<String>,
-    error_message: Option<String>,
-    coalesced_into: Option<String>,
-}
-
 /// One sync run of one tenant.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunView {
@@ -245,15 +224,8 @@ pub struct RunView {
     coalesced_into: Option<String>,
 }
 
-impl RunRow {
-    /// The typed status; `None` for one this build does not know (a newer source's).
-    fn run_status(&self) -> Option<RunStatus> {
-        RunStatus::parse(&self.status)
-    }
-}
-
-impl From<RunRow> for RunView {
-    fn from(row: RunRow) -> Self {
+impl From<SyncRunRow> for RunView {
+    fn from(row: SyncRunRow) -> Self {
         RunView {
             run_id: row.run_id,
             tenant: row.tenant,
@@ -302,7 +274,7 @@ fn stale_after(state: &ApiState) -> Duration {
     state.settings.sync.poll_budget + Duration::from_secs(60)
 }
 
-fn tenant_state(run: Option<&RunRow>, stale_after: Duration) -> &'static str {
+fn tenant_state(run: Option<&SyncRunRow>, stale_after: Duration) -> &'static str {
     match run {
         None => "idle",
         Some(run) if run.run_status() == Some(RunStatus::Running) => {
@@ -342,7 +314,7 @@ pub(crate) async fn status(
         )
         .bind(RunStatus::Coalesced.as_str())
         .bind(RunStatus::Expired.as_str())
-        .fetch_all::<RunRow>();
+        .fetch_all::<SyncRunRow>();
     let successes = crate::queries::last_successes(client);
     let scheduled = client
         .query(
@@ -468,7 +440,7 @@ pub(crate) async fn runs(
     }
     let rows = select
         .bind(limit)
-        .fetch_all::<RunRow>()
+        .fetch_all::<SyncRunRow>()
         .await
         .map_err(ApiError::clickhouse)?;
     Ok(Json(RunsPage {
@@ -492,7 +464,7 @@ pub struct TaskView {
     coalesced: Vec<RunView>,
 }
 
-fn task_state(runs: &[RunRow], stale_after: Duration) -> &'static str {
+fn task_state(runs: &[SyncRunRow], stale_after: Duration) -> &'static str {
     if runs.is_empty() {
         return "queued";
     }
@@ -544,7 +516,7 @@ pub(crate) async fn run(
         for id in &ids {
             select = select.bind(id.as_str());
         }
-        select.fetch_all::<RunRow>()
+        select.fetch_all::<SyncRunRow>()
     };
     let own = fetch(vec![task_id.clone()])
         .await
@@ -553,7 +525,7 @@ pub(crate) async fn run(
     if own.is_empty() && issued_at.is_none() {
         return Err(ApiError::not_found("task"));
     }
-    let (mut coalesced, mut runs): (Vec<RunRow>, Vec<RunRow>) = own
+    let (mut coalesced, mut runs): (Vec<SyncRunRow>, Vec<SyncRunRow>) = own
         .into_iter()
         .partition(|run| run.run_status() == Some(RunStatus::Coalesced));
     let serving: Vec<String> = coalesced
@@ -589,8 +561,8 @@ pub(crate) async fn run(
 mod tests {
     use super::*;
 
-    fn run(status: &str, started_secs_ago: i64) -> RunRow {
-        RunRow {
+    fn run(status: &str, started_secs_ago: i64) -> SyncRunRow {
+        SyncRunRow {
             run_id: "r".into(),
             tenant: "t".into(),
             trigger: "manual".into(),
@@ -605,6 +577,7 @@ mod tests {
             error_class: None,
             error_message: None,
             coalesced_into: None,
+            row_version: 0,
         }
     }
 

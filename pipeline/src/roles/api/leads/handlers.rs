@@ -7,9 +7,8 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse as _, Response};
-use clickhouse::Row;
-use hunter_clickhouse::rows::LeadRow;
-use serde::{Deserialize, Serialize};
+use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow, ReferralRow};
+use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -223,22 +222,6 @@ pub(super) async fn fetch_by_ids(
         .collect())
 }
 
-/// One version of a lead, from `lead_history`.
-#[derive(Debug, Row, Deserialize)]
-pub(super) struct HistoryRow {
-    version: u64,
-    status: Option<String>,
-    substatus: Option<String>,
-    previous_status: Option<String>,
-    change_type: String,
-    deal_value_usd: Option<i64>,
-    score: u8,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    updated_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    processed_at: OffsetDateTime,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryView {
     version: u64,
@@ -285,7 +268,7 @@ pub(crate) async fn detail(
     let history = client
         .query("SELECT ?fields FROM lead_history FINAL WHERE lead_id = ? ORDER BY version")
         .bind(id.as_str())
-        .fetch_all::<HistoryRow>();
+        .fetch_all::<LeadHistoryRow>();
     let (lead, history) = tokio::try_join!(lead, history).map_err(ApiError::clickhouse)?;
     let lead = lead.ok_or_else(|| ApiError::not_found("lead"))?;
     Ok(Json(LeadDetail {
@@ -305,17 +288,6 @@ pub(crate) async fn detail(
             })
             .collect(),
     }))
-}
-
-#[derive(Debug, Row, Deserialize)]
-pub(super) struct StoredReferral {
-    tenant: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    updated_at: OffsetDateTime,
-    etag: Option<String>,
-    raw_json: String,
-    #[serde(with = "clickhouse::serde::time::datetime")]
-    fetched_at: OffsetDateTime,
 }
 
 /// A referral's latest version as Partner Center returned it.
@@ -355,7 +327,7 @@ pub(crate) async fn referral(
         .client()
         .query("SELECT ?fields FROM referrals FINAL WHERE referral_id = ? LIMIT 1")
         .bind(id.as_str())
-        .fetch_optional::<StoredReferral>()
+        .fetch_optional::<ReferralRow>()
         .await
         .map_err(ApiError::clickhouse)?
         .ok_or_else(|| ApiError::not_found("referral"))?;
