@@ -34,6 +34,10 @@
 //! than one sync interval after it was requested is recorded as `expired` and not run: a
 //! backlog of old commands (a source that was disabled or down) never turns into a burst of
 //! polls, and the scheduled polls since have covered what it asked for.
+//!
+//! Here: the run loop and each tenant's loop. [`poll`] pages and publishes one poll,
+//! [`state`] says what the cursor and stored versions become after it (pure, tested) and loads
+//! and stores them, [`commands`] turns "sync now" commands into triggers.
 
 mod commands;
 mod poll;
