@@ -35,9 +35,9 @@
 //! backlog of old commands (a source that was disabled or down) never turns into a burst of
 //! polls, and the scheduled polls since have covered what it asked for.
 //!
-//! Here: the run loop and each tenant's loop. [`poll`] pages and publishes one poll,
-//! [`state`] says what the cursor and stored versions become after it (pure, tested) and loads
-//! and stores them, [`commands`] turns "sync now" commands into triggers.
+//! Here: the run loop and each tenant's loop. `poll.rs` pages and publishes one poll,
+//! `state.rs` says what the cursor and stored versions become after it (pure, tested) and loads
+//! and stores them, `commands.rs` turns "sync now" commands into triggers.
 
 mod commands;
 mod poll;
