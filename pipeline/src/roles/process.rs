@@ -182,28 +182,20 @@ async fn decide(
             };
         }
     };
-    let mut lead = match Lead::from_referral(&referral, Timestamp::now()) {
-        Ok(lead) => lead,
-        Err(error) => {
-            let error = RecordError::new("invalid", error.to_string());
-            return Some(dead_letter(
-                shared, origin, partition, offset, key, payload, error,
-            ));
-        }
-    };
-    let verdict = versions.observe(
-        partition,
-        &referral.id,
-        lead.updated_at,
-        referral.e_tag.as_deref(),
-        referral.status.as_deref(),
-    );
-    let (first, previous_status) = match verdict {
-        Verdict::Repeat => return Some(ready(partition, offset, "duplicate")),
-        Verdict::Older => return Some(ready(partition, offset, "stale")),
-        Verdict::First => (true, None),
-        Verdict::Newer { previous_status } => (false, previous_status),
-    };
+    let (mut lead, first, previous_status) =
+        match produces(&referral, versions, partition, Timestamp::now()) {
+            Produces::DeadLetter(error) => {
+                return Some(dead_letter(
+                    shared, origin, partition, offset, key, payload, error,
+                ));
+            }
+            Produces::Nothing(outcome) => return Some(ready(partition, offset, outcome)),
+            Produces::Lead {
+                lead,
+                first,
+                previous_status,
+            } => (lead, first, previous_status),
+        };
     metrics::gauge!(names::PROCESSOR_DEDUPE_KEYS).set(versions.keys() as f64);
     let shared = shared.clone();
     let (origin, referral_bytes) = (origin.to_owned(), payload.len());
@@ -273,6 +265,61 @@ async fn decide(
             result,
         }
     }))
+}
+
+/// What one decoded referral produces, before enrichment.
+// Short-lived (returned and matched at once): boxing the lead would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Produces {
+    /// It cannot be mapped to a lead: dead-lettered with the reason (class `invalid`).
+    DeadLetter(RecordError),
+    /// A version already produced (`duplicate`) or older than one produced (`stale`): no lead,
+    /// the offset moves on.
+    Nothing(&'static str),
+    /// A lead to enrich and produce: `first` for a referral never seen (a `created` lead),
+    /// else the status of the version it supersedes.
+    Lead {
+        lead: Lead,
+        first: bool,
+        previous_status: Option<String>,
+    },
+}
+
+/// Maps `referral` to its lead and asks the dedupe state whether to produce it (the state
+/// remembers the version only when it is the first or newer; a referral that cannot be mapped
+/// leaves it untouched).
+fn produces(
+    referral: &Referral,
+    versions: &mut Versions,
+    partition: i32,
+    now: Timestamp,
+) -> Produces {
+    let lead = match Lead::from_referral(referral, now) {
+        Ok(lead) => lead,
+        Err(error) => return Produces::DeadLetter(RecordError::new("invalid", error.to_string())),
+    };
+    let verdict = versions.observe(
+        partition,
+        &referral.id,
+        lead.updated_at,
+        referral.e_tag.as_deref(),
+        referral.status.as_deref(),
+    );
+    match verdict {
+        Verdict::Repeat => Produces::Nothing("duplicate"),
+        Verdict::Older => Produces::Nothing("stale"),
+        Verdict::First => Produces::Lead {
+            lead,
+            first: true,
+            previous_status: None,
+        },
+        Verdict::Newer { previous_status } => Produces::Lead {
+            lead,
+            first: false,
+            previous_status,
+        },
+    }
 }
 
 /// A delivery that stops the processor (its offset is never stored).
@@ -405,4 +452,114 @@ async fn rebuild(
     versions.load(partition, leads.iter());
     tracing::info!(partition, leads = leads.len(), unreadable, elapsed = ?started.elapsed(), "dedupe state rebuilt from the lead topic");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use hunter_core::records::Ingest;
+    use serde_json::json;
+
+    use super::*;
+
+    fn version(id: &str, updated: &str, etag: Option<&str>, status: &str) -> Referral {
+        let mut value = json!({ "id": id, "updatedDateTime": updated, "status": status });
+        if let Some(etag) = etag {
+            value["eTag"] = json!(etag);
+        }
+        Referral::from_api_json(&value.to_string(), Ingest::default()).unwrap()
+    }
+
+    fn outcome(produced: &Produces) -> String {
+        match produced {
+            Produces::DeadLetter(error) => format!("dead_letter:{}", error.class),
+            Produces::Nothing(outcome) => (*outcome).to_owned(),
+            Produces::Lead {
+                first,
+                previous_status,
+                ..
+            } => format!("lead first={first} previous={previous_status:?}"),
+        }
+    }
+
+    #[test]
+    fn a_first_version_produces_a_created_lead_for_its_referral() {
+        let mut versions = Versions::default();
+        let referral = version("r-1", "2026-01-01T10:00:00Z", Some("e1"), "New");
+        let produced = produces(&referral, &mut versions, 0, Timestamp(7));
+        let Produces::Lead {
+            lead,
+            first,
+            previous_status,
+        } = produced
+        else {
+            panic!("expected a lead, got {}", outcome(&produced));
+        };
+        assert!(first);
+        assert_eq!(previous_status, None);
+        assert_eq!(lead.lead_id, "r-1");
+        assert_eq!(lead.referral_id, "r-1");
+        assert_eq!(lead.updated_at, referral.updated_date_time.unwrap());
+        assert_eq!(versions.keys(), 1);
+    }
+
+    #[test]
+    fn a_replayed_version_produces_nothing() {
+        let mut versions = Versions::default();
+        let referral = version("r-1", "2026-01-01T10:00:00Z", Some("e1"), "New");
+        produces(&referral, &mut versions, 0, Timestamp(1));
+        let again = produces(&referral, &mut versions, 0, Timestamp(2));
+        assert_eq!(outcome(&again), "duplicate");
+    }
+
+    #[test]
+    fn a_newer_version_carries_the_status_it_supersedes_and_an_older_one_is_stale() {
+        let mut versions = Versions::default();
+        let v1 = version("r-1", "2026-01-01T10:00:00Z", Some("e1"), "New");
+        let v2 = version("r-1", "2026-01-01T11:00:00Z", Some("e2"), "Active");
+        assert_eq!(
+            outcome(&produces(&v1, &mut versions, 0, Timestamp(1))),
+            "lead first=true previous=None"
+        );
+        assert_eq!(
+            outcome(&produces(&v2, &mut versions, 0, Timestamp(2))),
+            r#"lead first=false previous=Some("New")"#
+        );
+        // The first version read again after the second (a replay out of order): no lead.
+        assert_eq!(
+            outcome(&produces(&v1, &mut versions, 0, Timestamp(3))),
+            "stale"
+        );
+        // The second again: a repeat.
+        assert_eq!(
+            outcome(&produces(&v2, &mut versions, 0, Timestamp(4))),
+            "duplicate"
+        );
+    }
+
+    #[test]
+    fn partitions_keep_their_own_dedupe_state() {
+        let mut versions = Versions::default();
+        let referral = version("r-1", "2026-01-01T10:00:00Z", None, "New");
+        produces(&referral, &mut versions, 0, Timestamp(1));
+        assert_eq!(
+            outcome(&produces(&referral, &mut versions, 1, Timestamp(2))),
+            "lead first=true previous=None"
+        );
+    }
+
+    #[test]
+    fn a_referral_without_updated_date_time_is_dead_lettered_and_not_remembered() {
+        let mut versions = Versions::default();
+        let referral =
+            Referral::from_api_json(&json!({ "id": "r-9" }).to_string(), Ingest::default())
+                .unwrap();
+        let produced = produces(&referral, &mut versions, 0, Timestamp(1));
+        let Produces::DeadLetter(error) = &produced else {
+            panic!("expected a dead letter, got {}", outcome(&produced));
+        };
+        assert_eq!(error.class, "invalid");
+        assert!(error.reason.contains("r-9"), "{}", error.reason);
+        assert!(error.reason.contains("updatedDateTime"), "{}", error.reason);
+        assert_eq!(versions.keys(), 0, "nothing remembered for a dead letter");
+    }
 }

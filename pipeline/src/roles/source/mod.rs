@@ -1,0 +1,371 @@
+//! The source: Partner Center referrals into Kafka.
+//!
+//! Per tenant: tick, "sync now" command or sweep due → poll the Referrals API from the
+//! tenant's cursor (minus the overlap window), paging by key → publish each new referral
+//! version (key = id) → once every record of the poll is acknowledged, store the cursor in
+//! `hunter.source-state.v1` → record the run in `hunter.sync-runs.v1`.
+//!
+//! Invariants:
+//! - the cursor advances only after every record of the poll was acknowledged (acks=all,
+//!   idempotent producer); a crash or a failed poll replays the window, never skips it;
+//! - paging is by key (see `hunter_partner_center::cursor`), so updates landing while a poll
+//!   pages, and ties on `updatedDateTime`, lose nothing;
+//! - a version already published (eTag, else updatedDateTime) is not published again; the
+//!   versions inside the overlap window are stored with the cursor, so a restart does not
+//!   republish them either;
+//! - a referral that cannot be read (bad JSON, no or an odd id, over 1 MiB) goes to the
+//!   dead-letter topic with its raw JSON (or a reference, when Kafka refuses the whole JSON)
+//!   and the reason; the poll goes on;
+//! - the record-size policy (`hunter_core::size`, docs/record-size.md): a referral whose record
+//!   is over the budget is published with its long strings cut and marked, after a dead letter
+//!   saying so (class `truncated`), or dead-lettered by reference when no cut fits
+//!   (`oversize`); a record Kafka refuses for what it is (too large, invalid) is dead-lettered
+//!   by reference (`refused`). None of these fails the poll, so none counts toward the
+//!   "polls failed on Kafka, restart" rule;
+//! - tenants are independent: each has its own task, sign-in, cursor and metrics label.
+//!
+//! Failure modes: an API or broker error, or a poll over its time budget, ends the poll as
+//! `failed` with the error class and the cursor unchanged; the next tick tries again (not before
+//! the end of a `Retry-After` the failed call was given: the client waits it out first). A sign-in
+//! that needs a person (expired or revoked refresh token, consent missing, public client flows
+//! off) suspends that tenant's polls, says what to run, and resumes by itself once
+//! `hunter auth login` has written a new token cache. A trigger that arrives while a poll is
+//! running is served by one follow-up poll (several are coalesced into it). A trigger read more
+//! than one sync interval after it was requested is recorded as `expired` and not run: a
+//! backlog of old commands (a source that was disabled or down) never turns into a burst of
+//! polls, and the scheduled polls since have covered what it asked for.
+//!
+//! Here: the run loop and each tenant's loop. `poll.rs` pages and publishes one poll,
+//! `state.rs` says what the cursor and stored versions become after it (pure, tested) and loads
+//! and stores them, `commands.rs` turns "sync now" commands into triggers.
+
+mod commands;
+mod poll;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use hunter_core::codec::Codec;
+use hunter_core::config::{PartnerCenterSettings, SyncSettings, TenantSettings};
+use hunter_core::kafka::{self, DeadLetter, Topics};
+use hunter_core::records::{Referral, RunErrorClass, RunTrigger, SourceState, SyncRun, Timestamp};
+use hunter_core::shutdown::Shutdown;
+use hunter_core::telemetry::names;
+use hunter_partner_center::auth::{AuthSettings, TokenProvider, auth_status};
+use hunter_partner_center::client::{ClientSettings, PartnerCenterClient};
+use hunter_partner_center::cursor::{Position, Published};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use tokio::sync::mpsc;
+
+use self::commands::{Commands, Trigger};
+use super::Context;
+
+/// Manual triggers queued per tenant at most; more are coalesced anyway.
+const TRIGGER_QUEUE: usize = 256;
+/// Polls in a row that failed on Kafka before the source gives up on its Kafka clients.
+const KAFKA_FAILURES_BEFORE_RESTART: u32 = 3;
+
+pub fn auth_settings(settings: &PartnerCenterSettings, tenant: &TenantSettings) -> AuthSettings {
+    AuthSettings {
+        authority_url: settings.authority_url.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        client_id: tenant.client_id.clone(),
+        client_secret: tenant.client_secret.clone(),
+        scope: settings.scope.clone(),
+        token_cache: tenant.token_cache.clone(),
+    }
+}
+
+/// Publishing: one producer and the codecs of every record the source writes.
+struct Outputs {
+    producer: kafka::Producer,
+    dead_letter: DeadLetter,
+    referrals: Codec<Referral>,
+    states: Codec<SourceState>,
+    runs: Codec<SyncRun>,
+    topics: Topics,
+}
+
+pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let settings = context.settings.clone();
+    let pc = &settings.partner_center;
+    if !pc.enabled {
+        tracing::info!(
+            "partner center source disabled (HUNTER_PARTNER_CENTER_ENABLED=false): idle, no api calls"
+        );
+        shutdown.wait().await;
+        return Ok(());
+    }
+    let topics = context.topics.clone();
+    let producer = kafka::producer(&settings.kafka, "hunter-source").context("kafka producer")?;
+    let outputs = Arc::new(Outputs {
+        dead_letter: DeadLetter::new(producer.clone(), &topics.dlq, "source"),
+        producer,
+        referrals: Codec::new(&topics.referrals, context.registry.clone()),
+        states: Codec::new(&topics.source_state, context.registry.clone()),
+        runs: Codec::new(&topics.sync_runs, context.registry.clone()),
+        topics: topics.clone(),
+    });
+    let mut states = state::load_states(&context, &outputs.states, &shutdown).await?;
+
+    let mut tenants = tokio::task::JoinSet::new();
+    let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
+    for tenant_settings in &pc.tenants {
+        let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
+        let (sender, receiver) = mpsc::channel(TRIGGER_QUEUE);
+        triggers.insert(tenant.name.clone(), sender);
+        let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
+        tenants.spawn(async move { tenant_loop(tenant, outputs, sync, receiver, shutdown).await });
+    }
+
+    // Commands fan out to the tenants' queues; a tenant's loop coalesces what piles up.
+    let commands = Commands::subscribe(&context, &shutdown)?;
+    let result: anyhow::Result<()> = loop {
+        tokio::select! {
+            _ = shutdown.wait() => break Ok(()),
+            Some(joined) = tenants.join_next() => {
+                // A tenant loop only ends on shutdown; anything else is a bug worth a restart.
+                break match joined {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("a tenant loop stopped unexpectedly")),
+                    Ok(Err(error)) => Err(error),
+                    Err(error) => Err(anyhow::anyhow!("a tenant loop panicked: {error}")),
+                };
+            }
+            received = commands.consumer().recv() => {
+                let message = received.context("kafka consume (commands)")?;
+                let handled = commands
+                    .handle(message, &triggers, &outputs, settings.sync.interval, &shutdown)
+                    .await;
+                if let Err(error) = handled {
+                    break Err(error);
+                }
+            }
+        }
+    };
+    drop(triggers);
+    while tenants.join_next().await.is_some() {}
+    commands.close();
+    result
+}
+
+/// One partner account's polling state.
+struct Tenant {
+    name: String,
+    client: PartnerCenterClient,
+    auth: AuthSettings,
+    state: Option<SourceState>,
+    published: Published,
+    /// Set while sign-in needs a person: the token cache as it was then, and why.
+    signin_required: Option<(Option<SystemTime>, String)>,
+}
+
+impl Tenant {
+    fn new(
+        pc: &PartnerCenterSettings,
+        settings: &TenantSettings,
+        state: Option<SourceState>,
+    ) -> anyhow::Result<Self> {
+        let auth = auth_settings(pc, settings);
+        let tokens = Arc::new(TokenProvider::new(auth.clone()));
+        let client = PartnerCenterClient::new(
+            ClientSettings {
+                api_url: pc.api_url.clone(),
+                page_size: pc.page_size,
+                request_timeout: Duration::from_secs(60),
+                max_attempts: 6,
+                backoff_base: Duration::from_secs(2),
+                backoff_cap: Duration::from_secs(300),
+                max_body_bytes: ClientSettings::body_cap(pc.page_size),
+            },
+            tokens,
+        )
+        .with_context(|| format!("partner center client for tenant {}", settings.name))?;
+        let mut published = Published::default();
+        for recent in state.iter().flat_map(|s| &s.recent) {
+            published.remember(recent.id.clone(), recent.version as u64, recent.updated_at);
+        }
+        match state.as_ref().and_then(|s| s.cursor_updated_at) {
+            Some(at) => {
+                tracing::info!(tenant = %settings.name, cursor = %at.to_rfc3339(), remembered = published.len(), "resuming from stored cursor")
+            }
+            None => {
+                tracing::info!(tenant = %settings.name, "no stored cursor: the first poll reads everything")
+            }
+        }
+        Ok(Tenant {
+            name: settings.name.clone(),
+            client,
+            auth,
+            state,
+            published,
+            signin_required: None,
+        })
+    }
+
+    fn cursor(&self) -> Option<Position> {
+        let state = self.state.as_ref()?;
+        Some(Position {
+            updated_at: state.cursor_updated_at?,
+            id: state.cursor_id.clone().unwrap_or_default(),
+        })
+    }
+
+    fn sweep_due(&self, interval: Option<Duration>) -> bool {
+        let (Some(interval), Some(state)) = (interval, &self.state) else {
+            return false;
+        };
+        let Some(last) = state.last_full_sweep_at.or(state.last_success_at) else {
+            return true;
+        };
+        let elapsed = Timestamp::now().micros().saturating_sub(last.micros());
+        elapsed >= i64::try_from(interval.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+fn cache_mtime(auth: &AuthSettings) -> Option<SystemTime> {
+    std::fs::metadata(&auth.token_cache)
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+async fn tenant_loop(
+    mut tenant: Tenant,
+    outputs: Arc<Outputs>,
+    sync: SyncSettings,
+    mut triggers: mpsc::Receiver<Trigger>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(sync.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    // Alert rules compare the last success with this, whatever the deployment's interval.
+    metrics::gauge!(names::SOURCE_SYNC_INTERVAL_SECONDS, "tenant" => tenant.name.clone())
+        .set(sync.interval.as_secs_f64());
+    report_auth(&tenant);
+    let mut kafka_failures = 0;
+    loop {
+        let (mut trigger, run_id) = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ok(()),
+            _ = ticks.tick() => {
+                let trigger = if std::mem::take(&mut first) { RunTrigger::Startup } else { RunTrigger::Schedule };
+                (trigger, uuid::Uuid::new_v4().to_string())
+            }
+            received = triggers.recv() => match received {
+                Some(trigger) => (RunTrigger::Manual, trigger.command_id),
+                None => return Ok(()),
+            },
+        };
+        // Whatever else is queued is served by this run.
+        let coalesced = commands::drain(&mut triggers);
+        if trigger == RunTrigger::Schedule && tenant.sweep_due(sync.full_sweep_interval) {
+            trigger = RunTrigger::Sweep;
+        }
+
+        let outcome = if let Some((mtime, reason)) = tenant.signin_required.clone() {
+            if cache_mtime(&tenant.auth) != mtime {
+                tracing::info!(tenant = %tenant.name, "token cache changed: resuming polls");
+                tenant.signin_required = None;
+                metrics::gauge!(names::SOURCE_SIGNIN_REQUIRED, "tenant" => tenant.name.clone())
+                    .set(0.0);
+                None
+            } else {
+                Some(reason)
+            }
+        } else {
+            None
+        };
+        match outcome {
+            Some(reason) => {
+                // Suspended: no API call, but the run is recorded so operators see why.
+                tracing::warn!(tenant = %tenant.name, run_id, "{reason}");
+                let mut run = SyncRun::started(&run_id, &tenant.name, trigger);
+                run.finish_failed(RunErrorClass::SigninRequired, &reason);
+                publish_run_logged(&outputs, &run).await;
+            }
+            None => {
+                let poll = poll::poll(&mut tenant, &outputs, &sync, trigger, &run_id);
+                let failed = tokio::select! {
+                    _ = shutdown.wait() => {
+                        tracing::info!(tenant = %tenant.name, run_id, "poll interrupted by shutdown; the cursor was not moved");
+                        return Ok(());
+                    }
+                    failed = poll => failed,
+                };
+                // A producer the broker keeps refusing does not heal by itself: seen on tansu
+                // after a restart (it forgets the idempotent producer's id; every send then
+                // fails with "Unknown broker error"). After a few polls in a row fail on Kafka,
+                // or at once on a fatal producer error, the role stops with the reason, and its
+                // supervisor starts it with fresh clients (the cursor was not moved: nothing
+                // is lost).
+                kafka_failures = if failed == Some(RunErrorClass::Kafka) {
+                    kafka_failures + 1
+                } else {
+                    0
+                };
+                if let Some((code, reason)) =
+                    rdkafka::producer::Producer::client(&outputs.producer).fatal_error()
+                {
+                    anyhow::bail!(
+                        "the kafka producer failed fatally ({code:?}: {reason}); restart the source"
+                    );
+                }
+                if kafka_failures >= KAFKA_FAILURES_BEFORE_RESTART {
+                    anyhow::bail!(
+                        "{kafka_failures} polls in a row failed publishing to kafka; \
+                         stopping so that the source starts again with fresh kafka clients"
+                    );
+                }
+            }
+        }
+        commands::publish_coalesced(&outputs, &tenant.name, coalesced, &run_id).await;
+        report_auth(&tenant);
+    }
+}
+
+/// Token and cursor gauges for one tenant.
+fn report_auth(tenant: &Tenant) {
+    let label = [("tenant", tenant.name.clone())];
+    if let Some(cursor) = tenant.cursor() {
+        let age = (Timestamp::now().micros() - cursor.updated_at.micros()) as f64 / 1e6;
+        metrics::gauge!(names::SOURCE_CURSOR_AGE_SECONDS, &label).set(age.max(0.0));
+    }
+    if let Ok(status) = auth_status(&tenant.auth) {
+        metrics::gauge!(names::SOURCE_ACCESS_TOKEN_EXPIRY_TIMESTAMP_SECONDS, &label)
+            .set(status.access_token_expires_at.unix_timestamp() as f64);
+        metrics::gauge!(names::SOURCE_REFRESH_TOKEN_AGE_SECONDS, &label)
+            .set(status.refresh_token_age.as_secs_f64());
+    }
+    metrics::gauge!(names::SOURCE_SIGNIN_REQUIRED, &label).set(
+        if tenant.signin_required.is_some() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+}
+
+async fn publish_run_logged(outputs: &Outputs, run: &SyncRun) {
+    let result: anyhow::Result<()> = async {
+        let payload = outputs.runs.encode(run).await?;
+        outputs
+            .producer
+            .send(
+                FutureRecord::to(&outputs.topics.sync_runs)
+                    .key(&run.run_id)
+                    .payload(&payload),
+                Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("{error}"))?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(run_id = %run.run_id, status = %run.status, %error, "sync run not recorded");
+    }
+}

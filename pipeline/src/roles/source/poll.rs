@@ -1,0 +1,425 @@
+//! One poll of one tenant: page the Referrals API from the cursor (minus the overlap), publish
+//! each new version, dead-letter what cannot be read or does not fit, and once every record is
+//! acknowledged store the next state (see [`super::state`]); the run is recorded either way.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use hunter_core::config::SyncSettings;
+use hunter_core::kafka::RecordError;
+use hunter_core::records::{
+    Ingest, Referral, RunErrorClass, RunStatus, RunTrigger, SyncRun, Timestamp,
+};
+use hunter_core::size::{self, Reference};
+use hunter_core::telemetry::names;
+use hunter_partner_center::auth::AuthError;
+use hunter_partner_center::client::ClientError;
+use hunter_partner_center::cursor::{self, Pager, Position, Request};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+
+use super::state::{self, PollEnd, Read, next_source_state};
+use super::{Outputs, Tenant, cache_mtime, publish_run_logged};
+
+/// Where a dead letter from the API says it came from.
+const API_ORIGIN: &str = "partner-center-api";
+
+/// Counters of one poll.
+#[derive(Default)]
+struct Counts {
+    pages: i64,
+    fetched: i64,
+    published: i64,
+    skipped: i64,
+    dead_lettered: i64,
+}
+
+/// Why a poll failed, as a bounded class and a message without secrets.
+pub(super) struct PollError {
+    class: RunErrorClass,
+    message: String,
+    /// Sign-in needs a person: suspend the tenant.
+    signin_required: bool,
+}
+
+impl PollError {
+    pub(super) fn new(class: RunErrorClass, message: impl Into<String>) -> Self {
+        PollError {
+            class,
+            message: message.into(),
+            signin_required: false,
+        }
+    }
+}
+
+impl From<ClientError> for PollError {
+    fn from(error: ClientError) -> Self {
+        let signin_required = matches!(
+            &error,
+            ClientError::Auth(AuthError::SignInRequired { .. } | AuthError::CacheMissing { .. })
+        );
+        let class = match &error {
+            ClientError::Auth(_) if signin_required => RunErrorClass::SigninRequired,
+            ClientError::Auth(_) => RunErrorClass::Auth,
+            ClientError::RateLimited { .. } => RunErrorClass::RateLimited,
+            ClientError::Network(_) => RunErrorClass::Network,
+            ClientError::Timeout => RunErrorClass::Timeout,
+            ClientError::Server { .. } => RunErrorClass::Server,
+            ClientError::Client { .. } | ClientError::NextLink { .. } | ClientError::Invalid(_) => {
+                RunErrorClass::Client
+            }
+            ClientError::Decode { .. } => RunErrorClass::Decode,
+        };
+        let message = if signin_required {
+            format!(
+                "sign-in required: {error}; run `hunter auth login` for this tenant (polls are suspended until then)"
+            )
+        } else {
+            error.to_string()
+        };
+        PollError {
+            class,
+            message,
+            signin_required,
+        }
+    }
+}
+
+/// Runs one poll and records it; returns the error class when it failed.
+pub(super) async fn poll(
+    tenant: &mut Tenant,
+    outputs: &Outputs,
+    sync: &SyncSettings,
+    trigger: RunTrigger,
+    run_id: &str,
+) -> Option<RunErrorClass> {
+    let started = Instant::now();
+    let mut run = SyncRun::started(run_id, &tenant.name, trigger);
+    publish_run_logged(outputs, &run).await;
+    let mut counts = Counts::default();
+    let full = trigger == RunTrigger::Sweep;
+    let outcome = match tokio::time::timeout(
+        sync.poll_budget,
+        poll_pages(tenant, outputs, sync.overlap, full, run_id, &mut counts),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(PollError::new(
+            RunErrorClass::Timeout,
+            format!(
+                "the poll took longer than its budget of {:?} (HUNTER_SYNC_POLL_BUDGET_SECS)",
+                sync.poll_budget
+            ),
+        )),
+    };
+    run.pages = counts.pages;
+    run.fetched = counts.fetched;
+    run.published = counts.published;
+    run.skipped = counts.skipped;
+    run.dead_lettered = counts.dead_lettered;
+    let tenant_label = tenant.name.clone();
+    let failed = outcome.as_ref().err().map(|error| error.class);
+    match outcome {
+        Ok(()) => {
+            run.finish(RunStatus::Succeeded);
+            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "succeeded").increment(1);
+            metrics::gauge!(names::SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS, "tenant" => tenant_label.clone())
+                .set(Timestamp::now().micros() as f64 / 1e6);
+            tracing::info!(tenant = %tenant.name, run_id, %trigger, pages = counts.pages, fetched = counts.fetched,
+                published = counts.published, skipped = counts.skipped, dead_lettered = counts.dead_lettered,
+                elapsed = ?started.elapsed(), "poll succeeded");
+        }
+        Err(error) => {
+            run.finish_failed(error.class, &error.message);
+            metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "failed").increment(1);
+            metrics::counter!(names::SOURCE_ERRORS_TOTAL, "tenant" => tenant_label.clone(), "class" => error.class.as_str()).increment(1);
+            tracing::error!(tenant = %tenant.name, run_id, %trigger, class = error.class.as_str(), error = %error.message, "poll failed; cursor unchanged");
+            if error.signin_required {
+                tenant.signin_required = Some((cache_mtime(&tenant.auth), error.message.clone()));
+            }
+        }
+    }
+    let labels = [("tenant", tenant_label)];
+    metrics::counter!(names::SOURCE_PAGES_TOTAL, &labels).increment(counts.pages as u64);
+    metrics::counter!(names::SOURCE_RECORDS_FETCHED_TOTAL, &labels)
+        .increment(counts.fetched as u64);
+    metrics::counter!(names::SOURCE_RECORDS_PUBLISHED_TOTAL, &labels)
+        .increment(counts.published as u64);
+    metrics::counter!(names::SOURCE_RECORDS_SKIPPED_TOTAL, &labels)
+        .increment(counts.skipped as u64);
+    metrics::histogram!(names::SOURCE_POLL_DURATION_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    publish_run_logged(outputs, &run).await;
+    failed
+}
+
+/// Pages and publishes one poll, then stores the next state (see [`next_source_state`]).
+async fn poll_pages(
+    tenant: &mut Tenant,
+    outputs: &Outputs,
+    overlap: Duration,
+    full: bool,
+    run_id: &str,
+    counts: &mut Counts,
+) -> Result<(), PollError> {
+    let outcome = read_pages(tenant, outputs, overlap, full, run_id, counts).await;
+    let end = match &outcome {
+        Ok(read) => PollEnd::Acknowledged { read, full, run_id },
+        Err(_) => PollEnd::Failed,
+    };
+    let next = next_source_state(
+        &tenant.name,
+        tenant.state.as_ref(),
+        &tenant.published,
+        end,
+        overlap,
+        Timestamp::now(),
+    );
+    // A failed poll stores nothing: its state is the one already stored.
+    outcome?;
+    // Every record acknowledged: move the cursor, with the versions the next poll re-reads.
+    if let Some(state) = next {
+        state::store_state(outputs, &state).await?;
+        tenant.state = Some(state);
+    }
+    Ok(())
+}
+
+/// Pages the poll and publishes what is new; every record of a page is acknowledged (or
+/// dead-lettered) before the next page is asked for. Returns what the poll read.
+async fn read_pages(
+    tenant: &mut Tenant,
+    outputs: &Outputs,
+    overlap: Duration,
+    full: bool,
+    run_id: &str,
+    counts: &mut Counts,
+) -> Result<Read, PollError> {
+    let cursor = tenant.cursor();
+    let from = if full {
+        None
+    } else {
+        cursor::since(cursor.as_ref(), overlap)
+    };
+    let mut pager = Pager::new(from);
+    let mut read = Read::from_cursor(cursor);
+    while let Some(request) = pager.next_request().cloned() {
+        let page = match request {
+            Request::From(from) => {
+                tenant
+                    .client
+                    .first_page(from.map(Timestamp::to_offset_date_time))
+                    .await?
+            }
+            Request::Next(link) => tenant.client.next_page(&link).await?,
+        };
+        counts.pages += 1;
+        let fetched_at = Timestamp::now();
+        let mut stamps = Vec::with_capacity(page.items.len());
+        let mut deliveries = Vec::with_capacity(page.items.len());
+        let mut fresh = Vec::with_capacity(page.items.len());
+        for (item, raw) in page.items.iter().enumerate() {
+            counts.fetched += 1;
+            let ingest = Ingest {
+                tenant: tenant.name.clone(),
+                fetched_at,
+                sync_run_id: run_id.to_owned(),
+            };
+            let mut referral = match Referral::from_api_json(raw.get(), ingest) {
+                Ok(referral) => referral,
+                Err(error) => {
+                    stamps.push(None);
+                    counts.dead_lettered += 1;
+                    let reference = Reference::of_referral_json(raw.get());
+                    dead_letter(
+                        outputs,
+                        "invalid",
+                        &error.to_string(),
+                        raw.get(),
+                        &reference,
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            stamps.push(referral.updated_date_time);
+            let updated_at = referral.updated_date_time.unwrap_or_default();
+            let position = Position {
+                updated_at,
+                id: referral.id.clone(),
+            };
+            read.saw(position);
+            let version = cursor::version_of(referral.e_tag.as_deref(), referral.updated_date_time);
+            if tenant.published.is_published(&referral.id, version) {
+                counts.skipped += 1;
+                continue;
+            }
+            let mut payload = outputs
+                .referrals
+                .encode(&referral)
+                .await
+                .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
+            if payload.len() > size::REFERRAL_RECORD_BUDGET {
+                match fit(outputs, &referral, payload.len()).await? {
+                    Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
+                    None => {
+                        // Nothing to publish; the dead letter is the referral's handling, so
+                        // this version counts as done (no dead letter again on the next poll).
+                        counts.dead_lettered += 1;
+                        tenant.published.remember(referral.id, version, updated_at);
+                        continue;
+                    }
+                }
+            }
+            let producer = outputs.producer.clone();
+            let topic = outputs.topics.referrals.clone();
+            let key = referral.id.clone();
+            let bytes = payload.len();
+            deliveries.push(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Timeout::Never,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(error, _)| error)
+            });
+            fresh.push((referral.id, version, updated_at, item, bytes));
+        }
+        // Every record of the page acknowledged before the next page: bounded memory, and a
+        // failure stops the poll before the cursor could move. A record Kafka refuses for what
+        // it is (too large, invalid) is dead-lettered by reference: its fault, not Kafka's.
+        let mut failure = None;
+        for (result, (id, version, updated_at, item, bytes)) in
+            join_all(deliveries).await.into_iter().zip(fresh)
+        {
+            match result {
+                Ok(()) => counts.published += 1,
+                Err(error) if size::refused_record(&error).is_some() => {
+                    let reason = format!(
+                        "kafka refused the {bytes}-byte record of referral {id}: {error}; \
+                         the whole referral stays in partner center"
+                    );
+                    let reference = Reference::of_referral_json(page.items[item].get());
+                    dead_letter(
+                        outputs,
+                        "refused",
+                        &reason,
+                        &reference.to_json(),
+                        &reference,
+                    )
+                    .await?;
+                    counts.dead_lettered += 1;
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                    continue;
+                }
+            }
+            // Acknowledged (or dead-lettered): done for good, whatever happens to the rest.
+            tenant.published.remember(id, version, updated_at);
+        }
+        if let Some(error) = failure {
+            return Err(PollError::new(
+                RunErrorClass::Kafka,
+                format!("publishing a referral failed: {error}"),
+            ));
+        }
+        pager
+            .on_page(&stamps, page.next_link)
+            .map_err(|message| PollError::new(RunErrorClass::Server, message))?;
+    }
+    Ok(read)
+}
+
+/// A referral whose record is over [`size::REFERRAL_RECORD_BUDGET`] (`bytes`), cut to fit (see
+/// [`Referral::cut_to_fit`]) with its encoded record, after a dead letter saying what was cut
+/// (class `truncated`; the referral is still published). `None` when no cut fits: then the
+/// referral is dead-lettered by reference (class `oversize`) and not published.
+async fn fit(
+    outputs: &Outputs,
+    referral: &Referral,
+    bytes: usize,
+) -> Result<Option<(Referral, Vec<u8>)>, PollError> {
+    let budget = size::REFERRAL_RECORD_BUDGET;
+    let measure = |r: &Referral| {
+        outputs
+            .referrals
+            .encode_single_object(r)
+            .ok()
+            .map(|b| b.len())
+    };
+    let mut reference = Reference::of_referral_json(&referral.raw_json);
+    let Some(cut) = referral.cut_to_fit(budget, bytes, measure) else {
+        let reason = format!(
+            "referral {} makes a {bytes}-byte record, over the {budget}-byte budget, and cutting \
+             its long strings does not bring it under: dead-lettered by reference, the whole \
+             referral stays in partner center",
+            referral.id
+        );
+        dead_letter(
+            outputs,
+            "oversize",
+            &reason,
+            &reference.to_json(),
+            &reference,
+        )
+        .await?;
+        return Ok(None);
+    };
+    let payload = outputs
+        .referrals
+        .encode(&cut)
+        .await
+        .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
+    let fields = cut
+        .truncation
+        .as_ref()
+        .map(|t| (t.fields.clone(), t.kept_bytes))
+        .unwrap_or_default();
+    let reason = format!(
+        "referral {} makes a {bytes}-byte record, over the {budget}-byte budget: published as a \
+         {}-byte record with {} string(s) cut to {} bytes ({}); the whole referral stays in \
+         partner center",
+        referral.id,
+        payload.len(),
+        fields.0.len(),
+        fields.1,
+        size::list_fields(&fields.0, 10)
+    );
+    reference.truncated = fields.0;
+    dead_letter(
+        outputs,
+        "truncated",
+        &reason,
+        &reference.to_json(),
+        &reference,
+    )
+    .await?;
+    Ok(Some((cut, payload)))
+}
+
+/// Dead-letters `payload` with its reason and class; a reference in its place when Kafka
+/// refuses the payload itself (a referral's whole JSON can be larger than a record may be).
+async fn dead_letter(
+    outputs: &Outputs,
+    class: &'static str,
+    reason: &str,
+    payload: &str,
+    reference: &Reference,
+) -> Result<(), PollError> {
+    let error = RecordError::new(class, reason);
+    outputs
+        .dead_letter
+        .external(&error, API_ORIGIN, payload.as_bytes(), reference)
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            PollError::new(
+                RunErrorClass::Kafka,
+                format!("dead-lettering a referral failed: {error}"),
+            )
+        })
+}
