@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use hunter_e2e::{
     ClickHouse, Deployment, SecureClickHouse, TlsFiles, free_port, generated_referrals, run_hunter,
-    wait_for,
 };
 
 /// Generous bound for a one-shot command: a hang detector, not a timing assertion.
@@ -67,19 +66,9 @@ async fn the_pipeline_runs_over_https_with_a_writer_and_a_read_only_api() -> any
     deployment.start_role("all").await?;
 
     // Simulator → source → processor → sink (writer, HTTPS) → API (reader, HTTPS).
-    let result = wait_for(
-        "every lead through the API",
-        Duration::from_secs(120),
-        || async {
-            let (status, body) = deployment.get("/api/v1/leads?limit=5").await?;
-            Ok((status == 200 && number(&body["total"]) == REFERRALS).then_some(body))
-        },
-    )
-    .await;
-    let page = match result {
-        Ok(page) => page,
-        Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
-    };
+    let page = deployment
+        .wait_for_leads_in_api(REFERRALS, 5, Duration::from_secs(120))
+        .await?;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(5), "{page}");
     let id = page["items"][0]["lead_id"].as_str().unwrap().to_owned();
     let (status, detail) = deployment.get(&format!("/api/v1/leads/{id}")).await?;

@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use hunter_e2e::contracts::OwnRegistry;
 use hunter_e2e::tls::TestCa;
-use hunter_e2e::{
-    Deployment, OwnBroker, SecureClickHouse, generated_referrals, run_hunter, wait_for,
-};
+use hunter_e2e::{Deployment, OwnBroker, SecureClickHouse, generated_referrals, run_hunter};
 
 const USER: &str = "hunter";
 const PASSWORD: &str = "scram-SENTINEL-5f0c2a9d1b";
@@ -318,19 +316,9 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
     // migrate registered the contracts (topic-named subjects) with the registry, over TLS.
     assert!(one_shots.contains("FULL_TRANSITIVE"), "{one_shots}");
     deployment.start_role("all").await?;
-    let api = wait_for(
-        "every referral through the API",
-        Duration::from_secs(150),
-        || async {
-            let (status, body) = deployment.get("/api/v1/leads?limit=100").await?;
-            Ok((status == 200 && count(&body["total"]) == REFERRALS).then_some(body))
-        },
-    )
-    .await;
-    let page = match api {
-        Ok(page) => page,
-        Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
-    };
+    let page = deployment
+        .wait_for_leads_in_api(REFERRALS, 100, Duration::from_secs(150))
+        .await?;
     assert_eq!(
         page["items"].as_array().map(Vec::len),
         Some(REFERRALS as usize),

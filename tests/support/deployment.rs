@@ -198,6 +198,23 @@ impl Deployment {
         ))
     }
 
+    /// Waits until `GET /api/v1/leads?limit={limit}` counts `total` leads and returns that page;
+    /// on a timeout the error carries the processes' logs.
+    pub async fn wait_for_leads_in_api(
+        &self,
+        total: u64,
+        limit: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let path = format!("/api/v1/leads?limit={limit}");
+        let waited = wait_for("every lead through the API", timeout, || async {
+            let (status, body) = self.get(&path).await?;
+            Ok((status == 200 && body["total"].as_u64() == Some(total)).then_some(body))
+        })
+        .await;
+        waited.map_err(|error| anyhow::anyhow!("{error}\n{}", self.logs()))
+    }
+
     /// Replaces the simulator's referrals (it re-reads the file when it changes).
     pub fn write_referrals(&self, referrals: &[serde_json::Value]) -> anyhow::Result<()> {
         let temp = self.referrals_file.with_extension("tmp");
