@@ -14,7 +14,7 @@
 //!
 //! The broker is the shared tansu (plaintext): Kafka security is tested elsewhere.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -35,23 +35,6 @@ fn number(value: &serde_json::Value) -> u64 {
         .as_u64()
         .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
         .unwrap_or_default()
-}
-
-/// check name -> verdict from `hunter doctor`'s output.
-fn verdicts(output: &str) -> BTreeMap<String, String> {
-    output
-        .lines()
-        .filter_map(|line| {
-            let verdict = line.get(..4)?;
-            if !["ok  ", "warn", "FAIL", "skip"].contains(&verdict) {
-                return None;
-            }
-            Some((
-                line.get(6..30)?.trim().to_owned(),
-                verdict.trim().to_owned(),
-            ))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +219,7 @@ async fn the_pipeline_runs_over_https_with_a_writer_and_a_read_only_api() -> any
 
     // doctor: TLS trusted, each user has what its role needs and no more.
     let (_, output) = run_hunter(&["doctor"], &deployment.env, ONE_SHOT)?;
-    let verdicts = verdicts(&output);
+    let verdicts = hunter_e2e::doctor_verdicts(&output);
     for check in [
         "clickhouse tls",
         "clickhouse",
@@ -317,7 +300,7 @@ async fn untrusted_certificates_wrong_passwords_and_missing_rights_fail_by_name(
     // doctor: the TLS check fails with the fix; the checks behind it are skipped.
     let (ok, output) = run_hunter(&["doctor"], &untrusted, ONE_SHOT)?;
     assert!(!ok, "{output}");
-    let doctor = verdicts(&output);
+    let doctor = hunter_e2e::doctor_verdicts(&output);
     assert_eq!(
         doctor.get("clickhouse tls").map(String::as_str),
         Some("FAIL"),
@@ -414,7 +397,7 @@ async fn untrusted_certificates_wrong_passwords_and_missing_rights_fail_by_name(
     // doctor names the reader's password as the fix.
     let (ok, output) = run_hunter(&["doctor"], &wrong_reader, ONE_SHOT)?;
     assert!(!ok, "{output}");
-    let doctor = verdicts(&output);
+    let doctor = hunter_e2e::doctor_verdicts(&output);
     assert_eq!(
         doctor.get("clickhouse tls").map(String::as_str),
         Some("ok"),
@@ -449,7 +432,7 @@ async fn untrusted_certificates_wrong_passwords_and_missing_rights_fail_by_name(
         ONE_SHOT,
     )?;
     assert_eq!(
-        verdicts(&output)
+        hunter_e2e::doctor_verdicts(&output)
             .get("clickhouse reader")
             .map(String::as_str),
         Some("warn"),

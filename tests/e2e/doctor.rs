@@ -6,21 +6,6 @@ use std::time::Duration;
 
 use hunter_e2e::{Deployment, free_port, generated_referrals, run_hunter, wait_for};
 
-/// check name -> verdict (`ok`, `warn`, `FAIL`, `skip`), from doctor's output.
-fn verdicts(output: &str) -> BTreeMap<String, String> {
-    output
-        .lines()
-        .filter_map(|line| {
-            let verdict = line.get(..4)?;
-            if !["ok  ", "warn", "FAIL", "skip"].contains(&verdict) {
-                return None;
-            }
-            let name = line.get(6..30)?.trim().to_owned();
-            Some((name, verdict.trim().to_owned()))
-        })
-        .collect()
-}
-
 fn failed(verdicts: &BTreeMap<String, String>) -> BTreeSet<&str> {
     verdicts
         .iter()
@@ -31,7 +16,7 @@ fn failed(verdicts: &BTreeMap<String, String>) -> BTreeSet<&str> {
 
 fn doctor(deployment: &Deployment) -> anyhow::Result<(bool, String, BTreeMap<String, String>)> {
     let (ok, output) = run_hunter(&["doctor"], &deployment.env, Duration::from_secs(120))?;
-    let verdicts = verdicts(&output);
+    let verdicts = hunter_e2e::doctor_verdicts(&output);
     Ok((ok, output, verdicts))
 }
 

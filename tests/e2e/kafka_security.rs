@@ -228,23 +228,6 @@ fn secret() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// check name -> verdict, from `hunter doctor`'s output (name in columns 6..30).
-fn doctor_verdicts(output: &str) -> HashMap<String, String> {
-    output
-        .lines()
-        .filter_map(|line| {
-            let verdict = line.get(..4)?;
-            if !["ok  ", "warn", "FAIL", "skip"].contains(&verdict) {
-                return None;
-            }
-            Some((
-                line.get(6..30)?.trim().to_owned(),
-                verdict.trim().to_owned(),
-            ))
-        })
-        .collect()
-}
-
 fn count(value: &serde_json::Value) -> u64 {
     value
         .as_u64()
@@ -430,7 +413,7 @@ async fn the_whole_pipeline_runs_with_kafka_clickhouse_and_the_registry_all_secu
 
     // The doctor sees every secured service pass.
     let (_, doctor) = run_hunter(&["doctor"], &deployment.env, Duration::from_secs(120))?;
-    let verdicts = doctor_verdicts(&doctor);
+    let verdicts = hunter_e2e::doctor_verdicts(&doctor);
     for check in [
         "kafka tls",
         "kafka authentication",

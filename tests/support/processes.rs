@@ -247,3 +247,19 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// `hunter doctor`'s output as check name → verdict (`ok`, `warn`, `FAIL`, `skip`): the verdict
+/// in columns 0..4, the check's name in columns 6..30.
+pub fn doctor_verdicts(output: &str) -> std::collections::BTreeMap<String, String> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let verdict = line.get(..4)?;
+            if !["ok  ", "warn", "FAIL", "skip"].contains(&verdict) {
+                return None;
+            }
+            let name = line.get(6..30)?.trim().to_owned();
+            Some((name, verdict.trim().to_owned()))
+        })
+        .collect()
+}
