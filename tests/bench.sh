@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Hunter's benchmarks, every stage with its ceiling in the same run, and BENCHMARKS.md from them.
 #
-# Usage: tests/bench.sh [--only NAME[,NAME…]] [--no-report]
+# Usage: tests/bench.sh [--only NAME[,NAME…]] [--no-report] [--smoke]
 #
 #   NAME: codec source processor sink api end_to_end (all of them, in this order, by default)
 #   --no-report: run and keep the output, leave BENCHMARKS.md alone
+#   --smoke: every bench at a tiny size on a debug build (what ./tests/run.sh runs so the benches
+#            cannot rot between real runs): checks each still runs and its RESULT line is whole
+#            and renders into BENCHMARKS.md (bench-report --check); the figures mean nothing and
+#            BENCHMARKS.md is left alone
 #
 # Sizes come from the benches' variables (defaults are the full sizes; see BENCHMARKS.md):
 # HUNTER_BENCH_REFERRALS, HUNTER_BENCH_LEADS, HUNTER_BENCH_SECONDS, HUNTER_BENCH_RECORDS,
@@ -36,6 +40,7 @@ die() {
 
 benches=("${ALL_BENCHES[@]}")
 report=1
+smoke=0
 while (($# > 0)); do
     case "$1" in
         --only)
@@ -44,6 +49,11 @@ while (($# > 0)); do
             shift 2
             ;;
         --no-report)
+            report=0
+            shift
+            ;;
+        --smoke)
+            smoke=1
             report=0
             shift
             ;;
@@ -122,11 +132,28 @@ if [[ " ${benches[*]} " == *" api "* ]] && ! command -v wrk >/dev/null 2>&1; the
     command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
 fi
 
-say "building hunter and the benches (release)"
-cargo build --release -p hunter
-cargo bench --no-run -p hunter-e2e
-cargo bench --no-run -p hunter-core --bench codec
-export HUNTER_BIN="$REPO/target/release/hunter"
+if ((smoke == 1)); then
+    # Tiny sizes unless the caller chose others; a debug build (the one the tests use), run
+    # through `cargo test --bench` (the test profile), so nothing is compiled in release.
+    export HUNTER_BENCH_SMOKE=1
+    export HUNTER_BENCH_REFERRALS="${HUNTER_BENCH_REFERRALS:-300}"
+    export HUNTER_BENCH_LEADS="${HUNTER_BENCH_LEADS:-300}"
+    export HUNTER_BENCH_RECORDS="${HUNTER_BENCH_RECORDS:-300}"
+    export HUNTER_BENCH_SECONDS="${HUNTER_BENCH_SECONDS:-1}"
+    export HUNTER_BENCH_STEADY_SECS="${HUNTER_BENCH_STEADY_SECS:-3}"
+    export HUNTER_BENCH_STEADY_BURST="${HUNTER_BENCH_STEADY_BURST:-5}"
+    say "smoke run: building hunter and the benches (debug)"
+    cargo build -p hunter --bins
+    cargo test --no-run -p hunter-e2e --benches
+    cargo test --no-run -p hunter-core --bench codec
+    export HUNTER_BIN="$REPO/target/debug/hunter"
+else
+    say "building hunter and the benches (release)"
+    cargo build --release -p hunter
+    cargo bench --no-run -p hunter-e2e
+    cargo bench --no-run -p hunter-core --bench codec
+    export HUNTER_BIN="$REPO/target/release/hunter"
+fi
 
 # --- the benches -------------------------------------------------------------------------------------
 
@@ -137,10 +164,12 @@ failed=()
 summary=()
 for bench in "${benches[@]}"; do
     log="$LOG_DIR/$bench-$stamp.log"
+    run=bench
+    ((smoke == 1)) && run=test
     if [[ "$bench" == codec ]]; then
-        command=(cargo bench -p hunter-core --bench codec)
+        command=(cargo "$run" -p hunter-core --bench codec)
     else
-        command=(cargo bench -p hunter-e2e --bench "$bench")
+        command=(cargo "$run" -p hunter-e2e --bench "$bench")
     fi
     say "$bench: ${command[*]} (output in $log)"
     started=$SECONDS
@@ -160,6 +189,10 @@ for bench in "${benches[@]}"; do
 done
 
 for line in "${summary[@]}"; do say "$line"; done
+if ((smoke == 1)) && [[ -s "$results" ]]; then
+    cargo run -q -p hunter-e2e --bin bench-report -- --check "$REPO/BENCHMARKS.md" "$results" ||
+        failed+=("bench-report --check")
+fi
 if ((report == 1)) && [[ -s "$results" ]]; then
     cargo run --release -q -p hunter-e2e --bin bench-report -- --out "$REPO/BENCHMARKS.md" "$results"
     say "BENCHMARKS.md rewritten from $results"

@@ -13,7 +13,9 @@
 #   6. cargo test --workspace --no-fail-fast -- --test-threads=4, the end-to-end binary
 #      (tests/e2e/main.rs) once per module
 #      with the stack's settings and HUNTER_BIN=target/debug/hunter; this includes
-#      `promtool check rules/config` and `promtool test rules` (tests/e2e/alerts.rs)
+#      `promtool check rules/config` and `promtool test rules` (tests/e2e/alerts.rs); then every
+#      bench at a tiny size on the debug build (tests/bench.sh --smoke: it runs and its RESULT
+#      line is whole, speed not judged)
 #
 # Components of the stack that this script started are stopped again at exit; components that
 # were already running are left alone. Exits non-zero if step 4 or the tests failed.
@@ -134,6 +136,17 @@ for module in $modules; do
     say "  end-to-end: $module"
     cargo test -p hunter-e2e --test e2e -- --test-threads=4 "$module::" "${skips[@]}" || test_status=$?
 done
+
+# The benches (harness = false, so `cargo test` skips them) at a tiny size on this debug build:
+# each must still run and print a whole RESULT line that renders into BENCHMARKS.md. Speed is
+# not judged here (tests/bench.sh measures it); BENCHMARKS.md is left alone.
+say "  benches: tests/bench.sh --smoke (every bench at a tiny size, debug build)"
+bench_status=0
+"$REPO/tests/bench.sh" --smoke || bench_status=$?
+if ((bench_status != 0)); then
+    say "the bench smoke run failed (exit $bench_status): see the [bench] lines above"
+    test_status=$bench_status
+fi
 
 if ((schema_status != 0)); then
     say "the ClickHouse schema check failed (step 4, exit $schema_status): see the [schema] lines above"

@@ -20,14 +20,23 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Whether this is a smoke run (`HUNTER_BENCH_SMOKE=1`, from `tests/bench.sh --smoke`, which
+/// `./tests/run.sh` runs): a tiny size on a debug build, to prove the bench still runs and its
+/// `RESULT` line still parses. Its figures mean nothing; the line says `"smoke": true` and
+/// `bench-report` refuses to write such results into BENCHMARKS.md.
+pub fn smoke() -> bool {
+    std::env::var("HUNTER_BENCH_SMOKE").is_ok_and(|v| v == "1")
+}
+
 /// `None` when cargo only lists benches (`--list`, from `cargo test --benches`); otherwise
-/// the size from `size_var` (or `default`), after checking `HUNTER_BIN` is a release build.
+/// the size from `size_var` (or `default`), after checking `HUNTER_BIN` is a release build
+/// (any build in a [`smoke`] run).
 pub fn start(bench: &str, size_var: &str, default: usize) -> anyhow::Result<Option<usize>> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(None);
     }
     anyhow::ensure!(
-        std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
+        smoke() || std::env::var("HUNTER_BIN").is_ok_and(|bin| bin.contains("release")),
         "run it on a release build: cargo build --release -p hunter && \
          HUNTER_BIN=target/release/hunter cargo bench -p hunter-e2e --bench {bench}"
     );
@@ -119,6 +128,7 @@ impl Report {
             "rows": self.rows,
             "ratios": self.ratios,
             "notes": self.notes,
+            "smoke": smoke(),
         });
         println!("RESULT {line}");
     }

@@ -278,9 +278,95 @@ pub fn render(document: &str, results: &[Value], machine: &Machine) -> anyhow::R
     Ok(document)
 }
 
+/// Whether a `RESULT` is whole: a bench name, a size, at least one row, every row with a
+/// label, a unit, a known kind and finite rounds and median, every ratio finite. What a smoke
+/// run (`tests/bench.sh --smoke`) checks of each bench, besides that it renders.
+pub fn check(result: &Value) -> anyhow::Result<()> {
+    let bench = result["bench"]
+        .as_str()
+        .context("a RESULT without a bench name")?;
+    let context = |what: &str| format!("bench {bench}: {what}");
+    anyhow::ensure!(
+        result["size"].as_u64().is_some_and(|size| size > 0),
+        context("no size")
+    );
+    anyhow::ensure!(result["size_unit"].is_string(), context("no size unit"));
+    let rows = result["rows"]
+        .as_array()
+        .with_context(|| context("no rows"))?;
+    anyhow::ensure!(!rows.is_empty(), context("no rows"));
+    for row in rows {
+        let label = row["label"]
+            .as_str()
+            .with_context(|| context("a row without a label"))?;
+        let row_context = |what: &str| format!("bench {bench}, row {label:?}: {what}");
+        anyhow::ensure!(row["unit"].is_string(), row_context("no unit"));
+        anyhow::ensure!(
+            matches!(row["kind"].as_str(), Some("hunter" | "ceiling" | "info")),
+            row_context("an unknown kind")
+        );
+        anyhow::ensure!(
+            row["median"].as_f64().is_some_and(f64::is_finite),
+            row_context("no finite median")
+        );
+        let rounds = row["rounds"]
+            .as_array()
+            .with_context(|| row_context("no rounds"))?;
+        anyhow::ensure!(
+            !rounds.is_empty()
+                && rounds
+                    .iter()
+                    .all(|r| r.as_f64().is_some_and(f64::is_finite)),
+            row_context("rounds missing or not finite")
+        );
+    }
+    for ratio in result["ratios"]
+        .as_array()
+        .with_context(|| context("no ratios list"))?
+    {
+        anyhow::ensure!(
+            ratio["value"].as_f64().is_some_and(f64::is_finite),
+            context(&format!("ratio {} is not finite", ratio["label"]))
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_result_passes_the_check_and_a_broken_one_names_what_is_missing() {
+        let whole: Value = serde_json::from_str(
+            r#"{"bench":"sink","size":10,"size_unit":"leads","ratios":[{"label":"r","value":0.5}],
+                "rows":[{"label":"insert","unit":"leads/s","kind":"hunter","median":2.0,"rounds":[1.0,2.0,3.0]}]}"#,
+        )
+        .unwrap();
+        check(&whole).unwrap();
+        let mut no_rows = whole.clone();
+        no_rows["rows"] = serde_json::json!([]);
+        assert!(check(&no_rows).unwrap_err().to_string().contains("no rows"));
+        let mut bad_kind = whole.clone();
+        bad_kind["rows"][0]["kind"] = "fast".into();
+        assert!(
+            check(&bad_kind)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown kind")
+        );
+        let mut no_median = whole.clone();
+        no_median["rows"][0]["median"] = Value::Null;
+        assert!(
+            check(&no_median)
+                .unwrap_err()
+                .to_string()
+                .contains("median")
+        );
+        let mut no_ratio = whole;
+        no_ratio["ratios"][0]["value"] = Value::Null;
+        assert!(check(&no_ratio).unwrap_err().to_string().contains("ratio"));
+    }
 
     #[test]
     fn figures_read_like_the_tables_do() {

@@ -203,6 +203,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             encoded_referrals[0].len(),
             encoded_leads[0].len()
         )],
+        // A smoke run (tests/bench.sh --smoke): a tiny size on a debug build, figures meaningless.
+        "smoke": std::env::var("HUNTER_BENCH_SMOKE").is_ok_and(|v| v == "1"),
     });
     println!("RESULT {result}");
     Ok(())
