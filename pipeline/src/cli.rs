@@ -38,6 +38,23 @@ pub enum Command {
         #[arg(value_enum)]
         role: Role,
     },
+    /// Inspect Hunter's Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Per topic: partitions, start and end offsets, records held, compaction, the record-size
+    /// limit, and every consumer group that committed offsets on it with its lag (Hunter's own
+    /// groups and any other the broker lists). Reads only; joins no group.
+    Describe {
+        /// Print JSON instead of text (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Default, clap::Args)]

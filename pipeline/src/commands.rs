@@ -5,7 +5,7 @@ use hunter_core::config::Settings;
 use hunter_core::kafka;
 use hunter_partner_center_simulator::{self as simulator, SimulatorOptions};
 
-use crate::cli::{AuthCommand, Cli, Command, SimulateArgs};
+use crate::cli::{AuthCommand, Cli, Command, SimulateArgs, TopicsCommand};
 use crate::roles;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -29,7 +29,31 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             migrate(&settings).await
         }
         Command::Run { role } => roles::run(Settings::load(cli.config.as_deref())?, role).await,
+        Command::Topics {
+            command: TopicsCommand::Describe { json },
+        } => describe_topics(&Settings::load(cli.config.as_deref())?, json).await,
     }
+}
+
+/// `hunter topics describe`: see [`kafka::describe`].
+async fn describe_topics(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let topics = settings.kafka.topics();
+    let groups = roles::consumer_groups(settings);
+    let description = kafka::describe::describe(&settings.kafka, &topics.specs(), &groups)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot describe the topics on {} (check HUNTER_KAFKA_BROKERS and the Kafka \
+                 security settings; `hunter doctor` says which)",
+                settings.kafka.brokers
+            )
+        })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&description)?);
+    } else {
+        print!("{}", kafka::describe::render(&description));
+    }
+    Ok(())
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

@@ -93,7 +93,7 @@ impl Drop for Process {
 }
 
 /// The parts of the environment a child needs (PATH, HOME), nothing of the test runner's.
-pub(crate) fn base_env() -> Vec<(String, String)> {
+pub fn base_env() -> Vec<(String, String)> {
     ["PATH", "HOME", "RUST_BACKTRACE"]
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))

@@ -26,6 +26,7 @@ use crate::config::KafkaSettings;
 
 pub mod consume;
 pub mod dead_letter;
+pub mod describe;
 pub use consume::{
     BULK_FETCH, Fetch, GroupConsumer, GroupHealth, ReadError, Subscription, read_to_end,
 };

@@ -148,6 +148,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     sync_runs::last_run(&settings, writer.as_ref(), &mut report).await;
 
     let failed = report.failed();
+    println!("\nfor each topic's offsets and every consumer group's lag: hunter topics describe");
     if failed.is_empty() {
         println!("all checks passed");
         Ok(())

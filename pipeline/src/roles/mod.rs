@@ -47,6 +47,22 @@ impl Context {
     }
 }
 
+/// Every consumer group Hunter's roles use, with the topic it reads: (group id, topic). What
+/// `hunter topics describe` shows as Hunter's own; keep it in step with the roles (the source's
+/// commands, the processor, the sink's one group per topic).
+pub fn consumer_groups(settings: &Settings) -> Vec<(String, String)> {
+    let topics = settings.kafka.topics();
+    let group = |role: &str| format!("{}hunter-{role}", settings.kafka.topic_prefix);
+    vec![
+        (group("source-commands"), topics.commands.clone()),
+        (group("processor"), topics.referrals.clone()),
+        (group("sink-leads"), topics.leads.clone()),
+        (group("sink-referrals"), topics.referrals.clone()),
+        (group("sink-sync-runs"), topics.sync_runs.clone()),
+        (group("sink-dlq"), topics.dlq.clone()),
+    ]
+}
+
 /// Runs `role` until Ctrl-C or SIGTERM.
 pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     let context = Context::new(settings)?;
