@@ -38,10 +38,31 @@ pub enum Command {
         #[arg(value_enum)]
         role: Role,
     },
+    /// Rebuild data from Hunter's topics.
+    Replay {
+        #[command(subcommand)]
+        command: ReplayCommand,
+    },
     /// Inspect Hunter's Kafka topics.
     Topics {
         #[command(subcommand)]
         command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Rebuild ClickHouse tables from the topics (every record each topic holds when the replay
+    /// starts), with progress and a final check that every key of the topic is in the table.
+    /// Idempotent, and safe while the sink runs.
+    Clickhouse {
+        /// A table to rebuild (repeatable; default: leads, lead_history and referrals).
+        #[arg(long = "table", value_enum)]
+        tables: Vec<crate::replay::Table>,
+        /// Write into this database (created and migrated first) instead of
+        /// HUNTER_CLICKHOUSE_DATABASE.
+        #[arg(long)]
+        into: Option<String>,
     },
 }
 

@@ -5,7 +5,7 @@ use hunter_core::config::Settings;
 use hunter_core::kafka;
 use hunter_partner_center_simulator::{self as simulator, SimulatorOptions};
 
-use crate::cli::{AuthCommand, Cli, Command, SimulateArgs, TopicsCommand};
+use crate::cli::{AuthCommand, Cli, Command, ReplayCommand, SimulateArgs, TopicsCommand};
 use crate::roles;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -29,6 +29,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             migrate(&settings).await
         }
         Command::Run { role } => roles::run(Settings::load(cli.config.as_deref())?, role).await,
+        Command::Replay {
+            command: ReplayCommand::Clickhouse { tables, into },
+        } => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            crate::replay::clickhouse(settings, &tables, into.as_deref()).await
+        }
         Command::Topics {
             command: TopicsCommand::Describe { json },
         } => describe_topics(&Settings::load(cli.config.as_deref())?, json).await,

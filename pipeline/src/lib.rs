@@ -26,4 +26,5 @@ pub mod commands;
 pub mod doctor;
 pub mod processors;
 pub mod queries;
+pub mod replay;
 pub mod roles;

@@ -22,6 +22,7 @@ mod kafka_security;
 mod oversize;
 mod pc_faults;
 mod process;
+mod replay;
 mod secrets;
 mod security;
 mod sink;

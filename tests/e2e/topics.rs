@@ -2,56 +2,11 @@
 //! consumer groups with its lag, before, during and after a run, and a missing topic named with
 //! the fix.
 
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use hunter_e2e::{Deployment, base_env, generated_referrals, hunter_bin, run_hunter, wait_for};
-use serde_json::Value;
-
-/// `hunter topics describe --json`, stdout parsed (the logs go to stderr).
-fn describe(deployment: &Deployment) -> anyhow::Result<Value> {
-    let output = Command::new(hunter_bin())
-        .args(["topics", "describe", "--json"])
-        .env_clear()
-        .envs(base_env())
-        .envs(&deployment.env)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "hunter topics describe failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).context("topics describe --json is not JSON")
-}
-
-fn topic<'a>(description: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
-    description["topics"]
-        .as_array()
-        .and_then(|topics| topics.iter().find(|t| t["name"] == name))
-        .with_context(|| format!("{name} missing from {description}"))
-}
-
-/// (records held, the named group's lag and committed sum) on a topic.
-fn group_view(topic: &Value, group: &str) -> anyhow::Result<(i64, i64, i64)> {
-    let records: i64 = topic["partitions"]
-        .as_array()
-        .context("partitions")?
-        .iter()
-        .map(|p| p["high"].as_i64().unwrap_or(0) - p["low"].as_i64().unwrap_or(0))
-        .sum();
-    let group = topic["groups"]
-        .as_array()
-        .and_then(|groups| groups.iter().find(|g| g["group"] == group))
-        .with_context(|| format!("group {group} missing from {topic}"))?;
-    let committed: i64 = group["committed"]
-        .as_array()
-        .context("committed")?
-        .iter()
-        .filter_map(|pair| pair[1].as_i64())
-        .sum();
-    Ok((records, group["lag"].as_i64().context("lag")?, committed))
-}
+use hunter_e2e::{
+    Deployment, described_topic as topic, generated_referrals, group_view, run_hunter, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_describe_shows_offsets_compaction_and_each_groups_lag() -> anyhow::Result<()> {
@@ -65,7 +20,7 @@ async fn topics_describe_shows_offsets_compaction_and_each_groups_lag() -> anyho
 
     // Before any run: every topic exists, empty, the leads topic compacted, Hunter's groups
     // shown with nothing committed.
-    let before = describe(&deployment)?;
+    let before = deployment.describe_topics()?;
     let leads_topic = topic(&before, &deployment.topics.leads)?;
     assert_eq!(leads_topic["exists"], true);
     assert_eq!(leads_topic["partitions"].as_array().map(Vec::len), Some(4));
@@ -82,7 +37,7 @@ async fn topics_describe_shows_offsets_compaction_and_each_groups_lag() -> anyho
         "the processor and the sink to commit everything",
         Duration::from_secs(60),
         || async {
-            let now = describe(&deployment)?;
+            let now = deployment.describe_topics()?;
             let (records, lag, committed) =
                 group_view(topic(&now, &deployment.topics.referrals)?, &processor)?;
             let (leads, leads_lag, leads_committed) =
@@ -106,7 +61,7 @@ async fn topics_describe_shows_offsets_compaction_and_each_groups_lag() -> anyho
     }
     let more = generated_referrals(5, 12)?;
     deployment.produce_referrals(&more).await?;
-    let after = describe(&deployment)?;
+    let after = deployment.describe_topics()?;
     let (now_records, now_lag, _) =
         group_view(topic(&after, &deployment.topics.referrals)?, &processor)?;
     assert_eq!(now_records, records + 5, "{after}");
@@ -144,7 +99,7 @@ async fn topics_describe_names_a_missing_topic_and_the_fix() -> anyhow::Result<(
         )),
         "{text}"
     );
-    let description = describe(&deployment)?;
+    let description = deployment.describe_topics()?;
     assert_eq!(
         topic(&description, &deployment.topics.referrals)?["exists"],
         false

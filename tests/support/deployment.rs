@@ -12,8 +12,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::broker::{OwnBroker, read_topic_with};
 use crate::clickhouse::ClickHouse;
-use crate::processes::{Process, run_hunter, tail, wait_for, wait_healthy};
-use crate::stack::{Stack, free_port, unique};
+use crate::processes::{Process, base_env, run_hunter, tail, wait_for, wait_healthy};
+use crate::stack::{Stack, free_port, hunter_bin, unique};
 
 /// One isolated Hunter deployment on the local stack: its own topic prefix, ClickHouse
 /// database, simulator, token cache and API port.
@@ -572,4 +572,54 @@ impl Deployment {
         let body = response.json().await.unwrap_or(serde_json::Value::Null);
         Ok((status, headers, body))
     }
+}
+
+impl Deployment {
+    /// `hunter topics describe --json`, stdout parsed (the logs go to stderr).
+    pub fn describe_topics(&self) -> anyhow::Result<serde_json::Value> {
+        let output = std::process::Command::new(hunter_bin())
+            .args(["topics", "describe", "--json"])
+            .env_clear()
+            .envs(base_env())
+            .envs(&self.env)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "hunter topics describe failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).context("topics describe --json is not JSON")
+    }
+}
+
+/// One topic of a [`Deployment::describe_topics`] report.
+pub fn described_topic<'a>(
+    description: &'a serde_json::Value,
+    name: &str,
+) -> anyhow::Result<&'a serde_json::Value> {
+    description["topics"]
+        .as_array()
+        .and_then(|topics| topics.iter().find(|t| t["name"] == name))
+        .with_context(|| format!("{name} missing from {description}"))
+}
+
+/// (records held, the named group's lag and committed sum) on a topic.
+pub fn group_view(topic: &serde_json::Value, group: &str) -> anyhow::Result<(i64, i64, i64)> {
+    let records: i64 = topic["partitions"]
+        .as_array()
+        .context("partitions")?
+        .iter()
+        .map(|p| p["high"].as_i64().unwrap_or(0) - p["low"].as_i64().unwrap_or(0))
+        .sum();
+    let group = topic["groups"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|g| g["group"] == group))
+        .with_context(|| format!("group {group} missing from {topic}"))?;
+    let committed: i64 = group["committed"]
+        .as_array()
+        .context("committed")?
+        .iter()
+        .filter_map(|pair| pair[1].as_i64())
+        .sum();
+    Ok((records, group["lag"].as_i64().context("lag")?, committed))
 }
