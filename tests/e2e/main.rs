@@ -27,4 +27,5 @@ mod security;
 mod sink;
 mod skeleton;
 mod source;
+mod sweep;
 mod web;

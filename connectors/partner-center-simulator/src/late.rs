@@ -63,7 +63,11 @@ fn parse_query(query: &str) -> Result<LateQuery, (String, String)> {
                     count = n;
                     continue;
                 }
-                _ => return Err(bad(format!("count `{value}` is not a number in 1..={MAX_LATE}"))),
+                _ => {
+                    return Err(bad(format!(
+                        "count `{value}` is not a number in 1..={MAX_LATE}"
+                    )));
+                }
             },
             "at" => api::parse_instant(value.trim())
                 .map(When::At)
@@ -174,8 +178,12 @@ pub(super) async fn add_late_referrals(
     let made = match made {
         Ok(made) => made,
         Err(error) => {
-            return api::error_reply(StatusCode::INTERNAL_SERVER_ERROR, "generalException", &error)
-                .into_response();
+            return api::error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "generalException",
+                &error,
+            )
+            .into_response();
         }
     };
     let mut next_position = store
@@ -257,7 +265,10 @@ mod tests {
             ("count=x&at=2024-05-01T10:00:00Z", "count"),
             ("at=yesterday", "at"),
             ("before_newest_secs=-5", "before_newest_secs"),
-            ("at=2024-05-01T10:00:00Z&before_newest_secs=5", "before_newest_secs"),
+            (
+                "at=2024-05-01T10:00:00Z&before_newest_secs=5",
+                "before_newest_secs",
+            ),
             ("when=now", "when"),
         ] {
             let (named, _) = parse_query(query).expect_err(query);
