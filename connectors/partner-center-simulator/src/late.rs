@@ -186,7 +186,7 @@ pub(super) async fn add_late_referrals(
             .into_response();
         }
     };
-    let mut next_position = store
+    let first_position = store
         .referrals
         .iter()
         .map(|r| r.position + 1)
@@ -195,14 +195,13 @@ pub(super) async fn add_late_referrals(
         .unwrap_or(0);
     let mut referrals = store.referrals.as_ref().clone();
     let (mut ids, mut etags) = (Vec::new(), Vec::new());
-    for (id, etag, raw) in made {
+    for (position, (id, etag, raw)) in (first_position..).zip(made) {
         let referral = StoredReferral {
             id: id.clone(),
             updated: Some(at),
             raw: Arc::from(raw),
-            position: next_position,
+            position,
         };
-        next_position += 1;
         let slot = referrals.partition_point(|other| (other.updated, &other.id) <= (Some(at), &id));
         referrals.insert(slot, referral);
         ids.push(id);
