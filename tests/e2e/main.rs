@@ -28,5 +28,6 @@ mod security;
 mod sink;
 mod skeleton;
 mod source;
+mod sweep;
 mod topics;
 mod web;

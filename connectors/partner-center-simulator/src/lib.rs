@@ -17,6 +17,7 @@
 //! | `POST /_simulator/expire-access-tokens` | every access token issued so far answers 401 from now on |
 //! | `POST /_simulator/mutate?rate=R` | changes the mutation rate from now on (`0` stops the data moving) |
 //! | `POST /_simulator/faults?spec=S&retry_after=N` | replaces the fault spec from now on (same syntax as `--faults`; empty or no `spec` = no faults) and the `Retry-After` seconds of 429 replies (default 1); 400 naming the bad item otherwise |
+//! | `POST /_simulator/late?count=N&before_newest_secs=S` (or `&at=T`) | adds `N` new referrals, visible from now on, all with one `updatedDateTime` in the past: `S` seconds before the newest served (or `T`); a late commit an incremental poll cannot see, and with `N` above `$top` a run of ties longer than a page (the `late` module docs) |
 //!
 //! The `/_simulator/` routes need no token. The referrals endpoints need a bearer token this
 //! simulator issued and that has not expired (else 401 `unauthenticated`), and get the faults
@@ -50,10 +51,12 @@
 //! - [`faults`]: the `--faults` spec (`429:0.1,truncate:0.02`) the simulator injects.
 //! - `api`, `login`, `mutate`, `generate`: the Referrals API, the login authority, the moving
 //!   data and the generated referrals file.
+//! - `late`: referrals that show up late, older than a poll's overlap window.
 
 mod api;
 pub mod faults;
 mod generate;
+mod late;
 mod login;
 mod mutate;
 
@@ -191,6 +194,7 @@ pub async fn bind(
         .route("/_simulator/referrals", get(current_referrals))
         .route("/_simulator/mutate", post(set_mutate_rate))
         .route("/_simulator/faults", post(set_faults))
+        .route("/_simulator/late", post(late::add_late_referrals))
         .route(
             "/_simulator/revoke-refresh-tokens",
             post(revoke_refresh_tokens),

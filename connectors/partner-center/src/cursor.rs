@@ -186,7 +186,6 @@ impl Published {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn since_subtracts_the_overlap_and_stops_at_the_epoch() {
@@ -235,142 +234,10 @@ mod tests {
         assert_eq!(pager.next_request(), None);
     }
 
-    /// A model of the service: referrals sorted by (updatedDateTime, id), `ge` filters,
-    /// offset-based next links, and updates landing between any two requests.
-    #[derive(Debug, Clone)]
-    struct Service {
-        /// id -> (updated_at, etag)
-        records: HashMap<String, (i64, u64)>,
-        clock: i64,
-        etags: u64,
-    }
-
-    impl Service {
-        fn sorted_from(&self, from: Option<i64>) -> Vec<(i64, String, u64)> {
-            let mut all: Vec<_> = self
-                .records
-                .iter()
-                .filter(|(_, (at, _))| from.is_none_or(|f| *at >= f))
-                .map(|(id, (at, etag))| (*at, id.clone(), *etag))
-                .collect();
-            all.sort();
-            all
-        }
-
-        fn update(&mut self, id: &str, tick: i64) {
-            self.clock += tick;
-            self.etags += 1;
-            self.records.insert(id.to_owned(), (self.clock, self.etags));
-        }
-    }
-
-    /// Runs one poll of the source's algorithm against the model. `between` is called after
-    /// each page (updates landing during paging). Returns the newest position read.
-    fn poll(
-        service: &mut Service,
-        published: &mut Published,
-        log: &mut Vec<(String, u64)>,
-        cursor: Option<Position>,
-        overlap: i64,
-        page_size: usize,
-        between: &mut dyn FnMut(&mut Service),
-    ) -> Option<Position> {
-        let from = since(cursor.as_ref(), Duration::from_micros(overlap as u64));
-        let mut pager = Pager::new(from);
-        // The query a next link continues: (from, offset).
-        let mut link_state: Option<(Option<i64>, usize)> = None;
-        let mut newest = cursor;
-        while let Some(request) = pager.next_request().cloned() {
-            let (query_from, offset) = match request {
-                Request::From(from) => (from.map(|t| t.micros()), 0),
-                Request::Next(_) => link_state.expect("a link was handed out"),
-            };
-            let result = service.sorted_from(query_from);
-            let page: Vec<_> = result
-                .iter()
-                .skip(offset)
-                .take(page_size)
-                .cloned()
-                .collect();
-            let more = result.len() > offset + page_size;
-            for (at, id, etag) in &page {
-                if !published.is_published(id, *etag) {
-                    published.remember(id.clone(), *etag, Timestamp(*at));
-                    log.push((id.clone(), *etag));
-                }
-                let position = Position {
-                    updated_at: Timestamp(*at),
-                    id: id.clone(),
-                };
-                if newest.as_ref().is_none_or(|n| position > *n) {
-                    newest = Some(position);
-                }
-            }
-            link_state = more.then_some((query_from, offset + page_size));
-            let stamps: Vec<_> = page.iter().map(|(at, _, _)| Some(Timestamp(*at))).collect();
-            pager
-                .on_page(&stamps, more.then(|| "next".to_owned()))
-                .unwrap();
-            between(service);
-        }
-        newest
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
-
-        /// However updates interleave with paging (ties included, as long as no more than a
-        /// page of records share one instant), after a final quiet poll every referral's
-        /// current version was published, and no version was published twice.
-        #[test]
-        fn no_version_lost_none_published_twice(
-            initial in proptest::collection::vec((0i64..50, 0usize..40), 1..60),
-            updates in proptest::collection::vec((0usize..60, 1i64..3), 0..120),
-            page_size in 3usize..12,
-            polls in 1usize..5,
-        ) {
-            let mut service = Service { records: HashMap::new(), clock: 0, etags: 0 };
-            for (index, (tick, _)) in initial.iter().enumerate() {
-                // Small ticks give ties.
-                service.clock += tick % 3;
-                service.etags += 1;
-                service.records.insert(format!("r{index:03}"), (service.clock, service.etags));
-            }
-            // Keep ties below a page: the pager's documented limit.
-            let mut per_instant: HashMap<i64, usize> = HashMap::new();
-            for (at, _) in service.records.values() { *per_instant.entry(*at).or_default() += 1; }
-            prop_assume!(per_instant.values().all(|n| *n < page_size));
-
-            let ids: Vec<String> = service.records.keys().cloned().collect();
-            let mut pending = updates.clone().into_iter();
-            let mut published = Published::default();
-            let mut log = Vec::new();
-            let mut cursor = None;
-            let overlap = 1; // one microsecond: the pager, not the overlap, must do the work
-            for _ in 0..polls {
-                let mut between = |service: &mut Service| {
-                    if let Some((index, tick)) = pending.next() {
-                        service.update(&ids[index % ids.len()], tick);
-                    }
-                };
-                cursor = poll(&mut service, &mut published, &mut log, cursor, overlap, page_size, &mut between);
-            }
-            // Whatever updates are left land now; then one quiet poll.
-            for (index, tick) in pending {
-                service.update(&ids[index % ids.len()], tick.max(1));
-            }
-            let mut quiet = |_: &mut Service| {};
-            poll(&mut service, &mut published, &mut log, cursor, overlap, page_size, &mut quiet);
-
-            let mut seen = std::collections::HashSet::new();
-            for entry in &log {
-                prop_assert!(seen.insert(entry.clone()), "published twice: {entry:?}");
-            }
-            for (id, (_, etag)) in &service.records {
-                prop_assert!(seen.contains(&(id.clone(), *etag)), "lost: {id} version {etag}");
-            }
-        }
-    }
+    // That no referral is skipped across polls, sweeps, late referrals, tie runs and
+    // restarts is a property of the whole poll loop: the source's tests drive the real one
+    // (this pager, the client and the cursor state) against the simulator
+    // (`pipeline/src/roles/source/tests.rs`).
 
     #[test]
     fn recent_keeps_only_what_a_later_poll_can_read() {

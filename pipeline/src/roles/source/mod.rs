@@ -42,6 +42,8 @@
 mod commands;
 mod poll;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -184,26 +186,37 @@ impl Tenant {
             tokens,
         )
         .with_context(|| format!("partner center client for tenant {}", settings.name))?;
+        Ok(Tenant::with_client(&settings.name, client, auth, state))
+    }
+
+    /// A tenant around its `client`, resuming from its stored `state` (cursor and the
+    /// versions a later poll reads again).
+    fn with_client(
+        name: &str,
+        client: PartnerCenterClient,
+        auth: AuthSettings,
+        state: Option<SourceState>,
+    ) -> Self {
         let mut published = Published::default();
         for recent in state.iter().flat_map(|s| &s.recent) {
             published.remember(recent.id.clone(), recent.version as u64, recent.updated_at);
         }
         match state.as_ref().and_then(|s| s.cursor_updated_at) {
             Some(at) => {
-                tracing::info!(tenant = %settings.name, cursor = %at.to_rfc3339(), remembered = published.len(), "resuming from stored cursor")
+                tracing::info!(tenant = %name, cursor = %at.to_rfc3339(), remembered = published.len(), "resuming from stored cursor")
             }
             None => {
-                tracing::info!(tenant = %settings.name, "no stored cursor: the first poll reads everything")
+                tracing::info!(tenant = %name, "no stored cursor: the first poll reads everything")
             }
         }
-        Ok(Tenant {
-            name: settings.name.clone(),
+        Tenant {
+            name: name.to_owned(),
             client,
             auth,
             state,
             published,
             signin_required: None,
-        })
+        }
     }
 
     fn cursor(&self) -> Option<Position> {

@@ -20,13 +20,108 @@ use rdkafka::util::Timeout;
 
 use super::state::{self, PollEnd, Read, next_source_state};
 use super::{Outputs, Tenant, cache_mtime, publish_run_logged};
+use hunter_core::records::SourceState;
+use rdkafka::error::KafkaError;
+use std::future::Future;
 
 /// Where a dead letter from the API says it came from.
 const API_ORIGIN: &str = "partner-center-api";
 
+/// Where one poll's records go: Kafka ([`Outputs`]) in production, memory in the tests that
+/// drive the real poll loop. Every method resolves once the record is acknowledged.
+pub(super) trait Publish: Sync {
+    /// The referral's record as the referral topic stores it.
+    fn encode_referral(
+        &self,
+        referral: &Referral,
+    ) -> impl Future<Output = Result<Vec<u8>, PollError>> + Send;
+    /// The size of the referral's record, for cutting an oversize one to fit.
+    fn measure_referral(&self, referral: &Referral) -> Option<usize>;
+    /// Sends one referral record keyed by its id; a page's sends run concurrently.
+    fn send_referral(
+        &self,
+        key: String,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), KafkaError>> + Send + 'static;
+    /// Dead-letters `payload` with its reason and class.
+    fn dead_letter(
+        &self,
+        class: &'static str,
+        reason: &str,
+        payload: &str,
+        reference: &Reference,
+    ) -> impl Future<Output = Result<(), PollError>> + Send;
+    /// Stores the tenant's next state (cursor and versions to remember).
+    fn store_state(
+        &self,
+        state: &SourceState,
+    ) -> impl Future<Output = Result<(), PollError>> + Send;
+}
+
+impl Publish for Outputs {
+    async fn encode_referral(&self, referral: &Referral) -> Result<Vec<u8>, PollError> {
+        self.referrals
+            .encode(referral)
+            .await
+            .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))
+    }
+
+    fn measure_referral(&self, referral: &Referral) -> Option<usize> {
+        self.referrals
+            .encode_single_object(referral)
+            .ok()
+            .map(|b| b.len())
+    }
+
+    fn send_referral(
+        &self,
+        key: String,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), KafkaError>> + Send + 'static {
+        let producer = self.producer.clone();
+        let topic = self.topics.referrals.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Timeout::Never,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(error, _)| error)
+        }
+    }
+
+    /// A reference in the payload's place when Kafka refuses the payload itself (a referral's
+    /// whole JSON can be larger than a record may be).
+    async fn dead_letter(
+        &self,
+        class: &'static str,
+        reason: &str,
+        payload: &str,
+        reference: &Reference,
+    ) -> Result<(), PollError> {
+        let error = RecordError::new(class, reason);
+        self.dead_letter
+            .external(&error, API_ORIGIN, payload.as_bytes(), reference)
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                PollError::new(
+                    RunErrorClass::Kafka,
+                    format!("dead-lettering a referral failed: {error}"),
+                )
+            })
+    }
+
+    async fn store_state(&self, state: &SourceState) -> Result<(), PollError> {
+        state::store_state(self, state).await
+    }
+}
+
 /// Counters of one poll.
 #[derive(Default)]
-struct Counts {
+pub(super) struct Counts {
     pages: i64,
     fetched: i64,
     published: i64,
@@ -35,6 +130,7 @@ struct Counts {
 }
 
 /// Why a poll failed, as a bounded class and a message without secrets.
+#[derive(Debug)]
 pub(super) struct PollError {
     class: RunErrorClass,
     message: String,
@@ -155,9 +251,9 @@ pub(super) async fn poll(
 }
 
 /// Pages and publishes one poll, then stores the next state (see [`next_source_state`]).
-async fn poll_pages(
+pub(super) async fn poll_pages(
     tenant: &mut Tenant,
-    outputs: &Outputs,
+    outputs: &impl Publish,
     overlap: Duration,
     full: bool,
     run_id: &str,
@@ -180,7 +276,7 @@ async fn poll_pages(
     outcome?;
     // Every record acknowledged: move the cursor, with the versions the next poll re-reads.
     if let Some(state) = next {
-        state::store_state(outputs, &state).await?;
+        outputs.store_state(&state).await?;
         tenant.state = Some(state);
     }
     Ok(())
@@ -190,7 +286,7 @@ async fn poll_pages(
 /// dead-lettered) before the next page is asked for. Returns what the poll read.
 async fn read_pages(
     tenant: &mut Tenant,
-    outputs: &Outputs,
+    outputs: &impl Publish,
     overlap: Duration,
     full: bool,
     run_id: &str,
@@ -232,14 +328,9 @@ async fn read_pages(
                     stamps.push(None);
                     counts.dead_lettered += 1;
                     let reference = Reference::of_referral_json(raw.get());
-                    dead_letter(
-                        outputs,
-                        "invalid",
-                        &error.to_string(),
-                        raw.get(),
-                        &reference,
-                    )
-                    .await?;
+                    outputs
+                        .dead_letter("invalid", &error.to_string(), raw.get(), &reference)
+                        .await?;
                     continue;
                 }
             };
@@ -255,11 +346,7 @@ async fn read_pages(
                 counts.skipped += 1;
                 continue;
             }
-            let mut payload = outputs
-                .referrals
-                .encode(&referral)
-                .await
-                .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
+            let mut payload = outputs.encode_referral(&referral).await?;
             if payload.len() > size::REFERRAL_RECORD_BUDGET {
                 match fit(outputs, &referral, payload.len()).await? {
                     Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
@@ -272,20 +359,8 @@ async fn read_pages(
                     }
                 }
             }
-            let producer = outputs.producer.clone();
-            let topic = outputs.topics.referrals.clone();
-            let key = referral.id.clone();
             let bytes = payload.len();
-            deliveries.push(async move {
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                        Timeout::Never,
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(error, _)| error)
-            });
+            deliveries.push(outputs.send_referral(referral.id.clone(), payload));
             fresh.push((referral.id, version, updated_at, item, bytes));
         }
         // Every record of the page acknowledged before the next page: bounded memory, and a
@@ -303,14 +378,9 @@ async fn read_pages(
                          the whole referral stays in partner center"
                     );
                     let reference = Reference::of_referral_json(page.items[item].get());
-                    dead_letter(
-                        outputs,
-                        "refused",
-                        &reason,
-                        &reference.to_json(),
-                        &reference,
-                    )
-                    .await?;
+                    outputs
+                        .dead_letter("refused", &reason, &reference.to_json(), &reference)
+                        .await?;
                     counts.dead_lettered += 1;
                 }
                 Err(error) => {
@@ -339,18 +409,12 @@ async fn read_pages(
 /// (class `truncated`; the referral is still published). `None` when no cut fits: then the
 /// referral is dead-lettered by reference (class `oversize`) and not published.
 async fn fit(
-    outputs: &Outputs,
+    outputs: &impl Publish,
     referral: &Referral,
     bytes: usize,
 ) -> Result<Option<(Referral, Vec<u8>)>, PollError> {
     let budget = size::REFERRAL_RECORD_BUDGET;
-    let measure = |r: &Referral| {
-        outputs
-            .referrals
-            .encode_single_object(r)
-            .ok()
-            .map(|b| b.len())
-    };
+    let measure = |r: &Referral| outputs.measure_referral(r);
     let mut reference = Reference::of_referral_json(&referral.raw_json);
     let Some(cut) = referral.cut_to_fit(budget, bytes, measure) else {
         let reason = format!(
@@ -359,21 +423,12 @@ async fn fit(
              referral stays in partner center",
             referral.id
         );
-        dead_letter(
-            outputs,
-            "oversize",
-            &reason,
-            &reference.to_json(),
-            &reference,
-        )
-        .await?;
+        outputs
+            .dead_letter("oversize", &reason, &reference.to_json(), &reference)
+            .await?;
         return Ok(None);
     };
-    let payload = outputs
-        .referrals
-        .encode(&cut)
-        .await
-        .map_err(|e| PollError::new(RunErrorClass::Encode, e.to_string()))?;
+    let payload = outputs.encode_referral(&cut).await?;
     let fields = cut
         .truncation
         .as_ref()
@@ -390,36 +445,8 @@ async fn fit(
         size::list_fields(&fields.0, 10)
     );
     reference.truncated = fields.0;
-    dead_letter(
-        outputs,
-        "truncated",
-        &reason,
-        &reference.to_json(),
-        &reference,
-    )
-    .await?;
-    Ok(Some((cut, payload)))
-}
-
-/// Dead-letters `payload` with its reason and class; a reference in its place when Kafka
-/// refuses the payload itself (a referral's whole JSON can be larger than a record may be).
-async fn dead_letter(
-    outputs: &Outputs,
-    class: &'static str,
-    reason: &str,
-    payload: &str,
-    reference: &Reference,
-) -> Result<(), PollError> {
-    let error = RecordError::new(class, reason);
     outputs
-        .dead_letter
-        .external(&error, API_ORIGIN, payload.as_bytes(), reference)
-        .await
-        .map(|_| ())
-        .map_err(|error| {
-            PollError::new(
-                RunErrorClass::Kafka,
-                format!("dead-lettering a referral failed: {error}"),
-            )
-        })
+        .dead_letter("truncated", &reason, &reference.to_json(), &reference)
+        .await?;
+    Ok(Some((cut, payload)))
 }
