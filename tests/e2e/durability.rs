@@ -4,16 +4,18 @@
 //! process had consumed but not made durable must be read again by its successor.
 //!
 //! - The sink: its insert hangs on a ClickHouse that accepts the request and never answers
-//!   (a [`SilentProxy`] in front of the stack's server, held); the rows must all arrive after
-//!   the restart.
+//!   (a [`SilentProxy`] in front of the stack's server, held) until `HUNTER_SINK_INSERT_TIMEOUT_MS`
+//!   says it failed, and the stream stalls on the batch, retrying; the rows must all arrive
+//!   after the restart.
 //! - The processor: its leads wait on MX lookups sent to a DNS server that never answers
 //!   ([`SilentDnsServer`]) with a timeout longer than the test; every lead must arrive after the
 //!   restart (with a DNS server that answers at once).
 //!
 //! Each test first shows that commits do happen within it (a first batch gets written and its
 //! offsets committed), then holds the stall for [`STALL`], five commit intervals, after seeing
-//! that the stalled batch was consumed (the proxy holds its INSERT; the DNS server was asked
-//! about every domain of it). A role that stored offsets when it consumed, or before the write,
+//! that the stalled batch was consumed (the proxy holds its INSERT and the sink's
+//! `hunter_sink_consumption_paused` says it stalled; the DNS server was asked about every
+//! domain of it). A role that stored offsets when it consumed, or before the write,
 //! would have committed them in that time and its successor would skip the batch.
 
 use std::collections::HashSet;
@@ -77,6 +79,8 @@ async fn sink_killed_while_its_insert_hangs_on_a_silent_clickhouse_loses_no_row(
         ("HUNTER_CLICKHOUSE_URL", proxy.url()),
         ("HUNTER_SINK_BATCH_ROWS", "500".into()),
         ("HUNTER_SINK_BATCH_MAX_WAIT_MS", "600000".into()),
+        // An unanswered insert counts as failed after 2 s: the stream stalls and retries.
+        ("HUNTER_SINK_INSERT_TIMEOUT_MS", "2000".into()),
     ] {
         deployment.env.insert(name.into(), value);
     }
@@ -104,13 +108,22 @@ async fn sink_killed_while_its_insert_hangs_on_a_silent_clickhouse_loses_no_row(
         anyhow::bail!("{error}\n{}", deployment.logs());
     }
 
-    // ClickHouse stops answering; the next batch is consumed and its insert sent, unanswered.
+    // ClickHouse stops answering; the next batch is consumed and its insert sent, unanswered,
+    // until the insert times out and the stream stalls on the batch (its paused gauge).
     proxy.hold();
     deployment.produce_leads(stalled).await?;
+    let stalled_gauge = r#"hunter_sink_consumption_paused{stream="leads"} 1"#;
     let held = wait_for(
-        "the second batch's insert held at the silent clickhouse",
+        "the second batch's insert held at the silent clickhouse, and the stream stalled",
         Duration::from_secs(60),
-        || async { Ok(proxy.held().contains("INSERT").then_some(())) },
+        || async {
+            let paused = deployment
+                .metrics()
+                .await?
+                .lines()
+                .any(|line| line == stalled_gauge);
+            Ok((paused && proxy.held().contains("INSERT")).then_some(()))
+        },
     )
     .await;
     if let Err(error) = held {
@@ -131,6 +144,21 @@ async fn sink_killed_while_its_insert_hangs_on_a_silent_clickhouse_loses_no_row(
         deployment.process(sink).is_running(),
         "the sink exited during the stall\n{}",
         deployment.logs()
+    );
+    let timeouts = deployment
+        .metrics()
+        .await?
+        .lines()
+        .filter(|line| {
+            line.starts_with("hunter_sink_failures_total{")
+                && line.contains(r#"table="leads""#)
+                && line.contains(r#"class="timeout""#)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    anyhow::ensure!(
+        timeouts >= 1.0,
+        "the unanswered insert left no timeout in hunter_sink_failures_total"
     );
     deployment.process(sink).kill9();
 
