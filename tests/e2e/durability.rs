@@ -158,7 +158,8 @@ async fn sink_killed_while_its_insert_hangs_on_a_silent_clickhouse_loses_no_row(
         .sum::<f64>();
     anyhow::ensure!(
         timeouts >= 1.0,
-        "the unanswered insert left no timeout in hunter_sink_failures_total"
+        "the unanswered insert left no timeout in hunter_sink_failures_total\n{}",
+        deployment.logs()
     );
     deployment.process(sink).kill9();
 

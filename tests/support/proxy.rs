@@ -117,6 +117,11 @@ async fn serve(mut client: TcpStream, state: Arc<State>) {
                 break;
             }
         }
+        // A server that does not answer does not close either: while held, the server's side
+        // closing (its keep-alive timeout) is not passed on; the client keeps waiting.
+        if state.holding.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
     };
     // Either side closing ends the connection.
     tokio::select! {
