@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
 use hunter_e2e::{
-    ClickHouse, Deployment, SilentDnsServer, SilentProxy, generated_referrals, run_hunter,
-    wait_for,
+    ClickHouse, Deployment, SilentDnsServer, SilentProxy, generated_referrals, run_hunter, wait_for,
 };
 use serde_json::json;
 

@@ -81,9 +81,8 @@ impl SilentDnsServer {
         use hickory_resolver::proto::op::Message;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let address = socket.local_addr()?;
-        let questions = std::sync::Arc::new(std::sync::Mutex::new(
-            std::collections::BTreeSet::new(),
-        ));
+        let questions =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
         let seen = questions.clone();
         let task = tokio::spawn(async move {
             let mut buffer = vec![0u8; 4096];

@@ -62,7 +62,11 @@ impl SilentProxy {
 
     /// From now on nothing goes through; clients are left waiting.
     pub fn hold(&self) {
-        self.state.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.state
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.state.holding.store(true, Ordering::SeqCst);
     }
 
