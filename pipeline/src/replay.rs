@@ -15,8 +15,9 @@
 //!   twice where the server honours tokens, and every table is a ReplacingMergeTree keyed like
 //!   the records (`leads` by lead id with the version, `lead_history` by lead id and version,
 //!   `referrals` by id with the version), so rows the sink also writes collapse with them.
-//! - ClickHouse refusing a batch is retried with backoff (0.2 s doubling to 10 s) until it goes
-//!   in; a writer without rights stops the replay, naming the user.
+//! - ClickHouse refusing a batch, or not answering within `HUNTER_SINK_INSERT_TIMEOUT_MS`, is
+//!   retried with backoff (0.2 s doubling to 10 s) until it goes in; a writer without rights
+//!   stops the replay, naming the user.
 //! - A record that cannot be decoded is counted and skipped: the pipeline dead-lettered it when
 //!   it first met it (`hunter dlq list`).
 //! - The check at the end: every key the topic holds must be in the table (`leads FINAL` has a
@@ -295,6 +296,7 @@ where
     let total = total.await.unwrap_or(0);
     let progress = Progress::new(topic, total);
 
+    let timeout = context.settings.sink.insert_timeout;
     let mut outcome = Outcome::default();
     let mut ids_seen = HashSet::new();
     let mut versions_seen = HashSet::new();
@@ -321,13 +323,13 @@ where
             }
         }
         if rows.len() >= batch_rows {
-            write(writer, topic, &spans, &rows, &mut outcome).await?;
+            write(writer, timeout, topic, &spans, &rows, &mut outcome).await?;
             rows = Rows::default();
             spans.clear();
         }
     }
     if !spans.is_empty() {
-        write(writer, topic, &spans, &rows, &mut outcome).await?;
+        write(writer, timeout, topic, &spans, &rows, &mut outcome).await?;
     }
     reading
         .await
@@ -346,6 +348,7 @@ where
 /// Inserts one batch, retrying until ClickHouse takes it (a rights error stops the replay).
 async fn write(
     writer: &ReadWriter,
+    timeout: Duration,
     topic: &str,
     spans: &BTreeMap<i32, (i64, i64, Option<i64>)>,
     rows: &Rows,
@@ -360,7 +363,9 @@ async fn write(
     }
     let mut attempt = 0u32;
     loop {
-        let result = async {
+        // An insert without an answer (a hung server) counts as refused, as in the sink
+        // (HUNTER_SINK_INSERT_TIMEOUT_MS).
+        let result = tokio::time::timeout(timeout, async {
             writer.insert("leads", &rows.leads, Some(&token)).await?;
             writer
                 .insert("lead_history", &rows.history, Some(&token))
@@ -368,26 +373,23 @@ async fn write(
             writer
                 .insert("referrals", &rows.referrals, Some(&token))
                 .await
-        }
+        })
         .await;
-        match result {
-            Ok(()) => break,
-            Err(error @ hunter_clickhouse::Error::Rights { .. }) => {
+        let error = match result {
+            Ok(Ok(())) => break,
+            Ok(Err(error @ hunter_clickhouse::Error::Rights { .. })) => {
                 anyhow::bail!(
                     "{error}: grant the writer its rights (`hunter migrate --print-grants`)"
                 )
             }
-            Err(error) => {
-                let wait = crate::roles::backoff(
-                    attempt,
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                );
-                tracing::warn!(%error, attempt = attempt + 1, retry_in = ?wait, "clickhouse refused a replay batch; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-        }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} ms", timeout.as_millis()),
+        };
+        let wait =
+            crate::roles::backoff(attempt, Duration::from_millis(200), Duration::from_secs(10));
+        tracing::warn!(%error, attempt = attempt + 1, retry_in = ?wait, "clickhouse refused a replay batch; retrying");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
     }
     *outcome.rows.entry("leads").or_default() += rows.leads.len() as u64;
     *outcome.rows.entry("lead_history").or_default() += rows.history.len() as u64;

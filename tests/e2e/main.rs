@@ -18,6 +18,7 @@ mod crash;
 mod dashboards;
 mod deployment;
 mod doctor;
+mod durability;
 mod kafka_security;
 mod oversize;
 mod pc_faults;

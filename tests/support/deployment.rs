@@ -623,3 +623,38 @@ pub fn group_view(topic: &serde_json::Value, group: &str) -> anyhow::Result<(i64
         .sum();
     Ok((records, group["lag"].as_i64().context("lag")?, committed))
 }
+
+impl Deployment {
+    /// How many records of `topic` the consumer group `group` (its name without the prefix,
+    /// e.g. `hunter-sink-leads`) has committed: the sum over partitions of the committed offset
+    /// minus the low watermark. Read by a client of its own that never joins the group, as the
+    /// roles' lag monitor does.
+    pub fn committed_records(&self, group: &str, topic: &str) -> anyhow::Result<i64> {
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = self
+            .stack
+            .client_config()
+            .set("group.id", format!("{}{group}", self.prefix))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let mut partitions = TopicPartitionList::new();
+        for partition in metadata.topics()[0].partitions() {
+            partitions.add_partition(topic, partition.id());
+        }
+        let committed = consumer.committed_offsets(partitions, Duration::from_secs(10))?;
+        let mut total = 0;
+        for element in committed.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                let (low, _) = consumer.fetch_watermarks(
+                    topic,
+                    element.partition(),
+                    Duration::from_secs(10),
+                )?;
+                total += offset - low;
+            }
+        }
+        std::thread::spawn(move || drop(consumer));
+        Ok(total)
+    }
+}

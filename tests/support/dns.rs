@@ -60,3 +60,54 @@ impl MxServer {
         Ok(MxServer { address, task })
     }
 }
+
+/// A DNS server on 127.0.0.1 that never answers: every question is recorded
+/// ([`SilentDnsServer::questions`]) and left unanswered, so a resolver pointed at it waits out its
+/// whole timeout. Stops when dropped.
+pub struct SilentDnsServer {
+    pub address: std::net::SocketAddr,
+    questions: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SilentDnsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SilentDnsServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        use hickory_resolver::proto::op::Message;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let address = socket.local_addr()?;
+        let questions =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let seen = questions.clone();
+        let task = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok((length, _peer)) = socket.recv_from(&mut buffer).await {
+                let Ok(request) = Message::from_vec(&buffer[..length]) else {
+                    continue;
+                };
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for query in &request.queries {
+                    seen.insert(query.name().to_ascii().trim_end_matches('.').to_owned());
+                }
+            }
+        });
+        Ok(SilentDnsServer {
+            address,
+            questions,
+            task,
+        })
+    }
+
+    /// The names asked about so far (without the trailing dot).
+    pub fn questions(&self) -> std::collections::BTreeSet<String> {
+        self.questions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

@@ -5,7 +5,8 @@
 //! One module per subject, re-exported here so tests name everything as `hunter_e2e::…`:
 //! [`stack`] (addresses, ports, names), [`processes`] (`hunter` children, polling), [`broker`]
 //! (an own tansu, reading topics), [`clickhouse`] (the shared server, an own one), [`deployment`]
-//! (one isolated Hunter deployment), [`dns`] (MX answers), [`metrics`] (the metric catalogue),
+//! (one isolated Hunter deployment), [`dns`] (MX answers, a silent server), [`proxy`] (a TCP proxy
+//! that stops answering), [`metrics`] (the metric catalogue),
 //! [`grafana`] (dashboards and datasources), [`tls`] (a test CA).
 
 pub mod broker;
@@ -14,6 +15,7 @@ pub mod deployment;
 pub mod dns;
 pub mod metrics;
 pub mod processes;
+pub mod proxy;
 pub mod stack;
 
 pub use broker::*;
@@ -22,6 +24,7 @@ pub use deployment::*;
 pub use dns::*;
 pub use metrics::*;
 pub use processes::*;
+pub use proxy::*;
 pub use stack::*;
 
 /// Contract tests: the registry stand-in, fixtures, the Python consumers.

@@ -14,7 +14,9 @@
 //! - while ClickHouse refuses a batch, the stream pauses its partitions (prefetched messages are
 //!   dropped, nothing more is fetched: memory stays bounded by one batch), retries the batch with
 //!   backoff, keeps polling so that it stays in its consumer group, and resumes once the batch is
-//!   in; the process never exits for an outage;
+//!   in; the process never exits for an outage. An insert that gets no answer within
+//!   `HUNTER_SINK_INSERT_TIMEOUT_MS` is such a refusal (class `timeout`): a hung or partitioned
+//!   server stalls the stream like a stopped one instead of holding one insert forever;
 //! - where the server supports it (ClickHouse 22.2 and later, tables set up by migration 0008),
 //!   every insert carries a deduplication token made of the batch's topic, partitions and offset
 //!   spans, so a retried batch whose first attempt did reach a table is not written to it twice;
@@ -244,6 +246,7 @@ async fn stream(
     .with_context(|| format!("kafka consumer of {topic}"))?;
     let max_rows = settings.sink.batch_rows;
     let max_wait = settings.sink.batch_max_wait;
+    let insert_timeout = settings.sink.insert_timeout;
     let label = group.trim_start_matches("sink-");
     metrics::gauge!(names::SINK_CONSUMPTION_PAUSED, "stream" => label.to_owned()).set(0.0);
     tracing::info!(topic, max_rows, ?max_wait, "sink consuming");
@@ -262,7 +265,7 @@ async fn stream(
                 biased;
                 _ = shutdown.wait() => break,
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    flush(writer, &consumer, &mut batch, &mut stall, label).await;
+                    flush(writer, insert_timeout, &consumer, &mut batch, &mut stall, label).await;
                 }
                 received = consumer.recv() => {
                     let message = received.context("kafka consume")?;
@@ -299,14 +302,14 @@ async fn stream(
                         // A partition assigned during the stall (a rebalance) is not paused yet.
                         consumer.set_paused(true);
                     } else if batch.rows() >= max_rows || batch.bytes >= MAX_BATCH_BYTES {
-                        flush(writer, &consumer, &mut batch, &mut stall, label).await;
+                        flush(writer, insert_timeout, &consumer, &mut batch, &mut stall, label).await;
                     }
                 }
             }
         }
         // Shutdown: one last try to write what was consumed, so it need not be replayed.
         if !batch.is_empty() {
-            flush(writer, &consumer, &mut batch, &mut stall, label).await;
+            flush(writer, insert_timeout, &consumer, &mut batch, &mut stall, label).await;
             if stall.is_some() {
                 anyhow::bail!("shutdown while clickhouse was refusing inserts: the batch will be replayed");
             }
@@ -409,12 +412,13 @@ async fn add(
 /// a stall replays the batch, which collapses into whatever part of it was written.
 async fn flush(
     writer: &ReadWriter,
+    insert_timeout: Duration,
     consumer: &GroupConsumer,
     batch: &mut Batch,
     stall: &mut Option<Stall>,
     label: &str,
 ) {
-    if let Err((table, error)) = insert_all(writer, batch).await {
+    if let Err((table, error)) = insert_all(writer, insert_timeout, batch).await {
         metrics::counter!(names::SINK_FAILURES_TOTAL, "table" => table, "class" => error.class())
             .increment(1);
         let attempts = stall.as_ref().map_or(0, |stall| stall.attempts) + 1;
@@ -457,20 +461,23 @@ async fn flush(
 
 async fn insert_all(
     writer: &ReadWriter,
+    insert_timeout: Duration,
     batch: &Batch,
 ) -> Result<(), (&'static str, hunter_clickhouse::Error)> {
     // One token for every table: each table keeps its own log of the tokens it has seen.
     let token = batch.deduplication_token();
-    timed(writer, "leads", &batch.leads, &token).await?;
-    timed(writer, "lead_history", &batch.history, &token).await?;
-    timed(writer, "referrals", &batch.referrals, &token).await?;
-    timed(writer, "sync_runs", &batch.runs, &token).await?;
-    timed(writer, "dlq", &batch.dead_letters, &token).await?;
+    let t = insert_timeout;
+    timed(writer, t, "leads", &batch.leads, &token).await?;
+    timed(writer, t, "lead_history", &batch.history, &token).await?;
+    timed(writer, t, "referrals", &batch.referrals, &token).await?;
+    timed(writer, t, "sync_runs", &batch.runs, &token).await?;
+    timed(writer, t, "dlq", &batch.dead_letters, &token).await?;
     Ok(())
 }
 
 async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
     writer: &ReadWriter,
+    insert_timeout: Duration,
     table: &'static str,
     rows: &[T],
     deduplication_token: &str,
@@ -479,10 +486,24 @@ async fn timed<T: hunter_clickhouse::RowOwned + hunter_clickhouse::RowWrite>(
         return Ok(());
     }
     let started = Instant::now();
-    writer
-        .insert(table, rows, Some(deduplication_token))
-        .await
-        .map_err(|error| (table, error))?;
+    // Bounded: a server that takes the request and never answers would otherwise hold the
+    // stream here forever, neither stalled (no retry, no paused metric) nor polling its
+    // consumer. Dropping the insert aborts its request; if the server did take it, the retry's
+    // deduplication token (or ReplacingMergeTree) keeps the rows single.
+    match tokio::time::timeout(
+        insert_timeout,
+        writer.insert(table, rows, Some(deduplication_token)),
+    )
+    .await
+    {
+        Ok(result) => result.map_err(|error| (table, error))?,
+        Err(_) => {
+            return Err((
+                table,
+                hunter_clickhouse::Error::ClickHouse(clickhouse::error::Error::TimedOut),
+            ));
+        }
+    }
     metrics::histogram!(names::SINK_INSERT_DURATION_SECONDS, "table" => table)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!(names::SINK_BATCHES_TOTAL, "table" => table).increment(1);

@@ -105,6 +105,7 @@ impl Defaults {
     pub const PAGE_SIZE: u32 = 100;
     pub const SINK_BATCH_ROWS: usize = 10_000;
     pub const SINK_BATCH_MILLIS: u64 = 1_000;
+    pub const SINK_INSERT_TIMEOUT_MS: u64 = 60_000;
 }
 
 /// Everything Hunter needs, validated.

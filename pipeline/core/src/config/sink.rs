@@ -8,6 +8,11 @@ pub struct SinkSettings {
     pub batch_rows: usize,
     /// Longest a row waits for its batch.
     pub batch_max_wait: Duration,
+    /// Longest one insert may take, sending the rows and waiting for ClickHouse's answer. Past
+    /// it the insert counts as failed (class `timeout`) and the stream stalls and retries it, as
+    /// for a refused insert: a server that accepts the request and never answers (hung,
+    /// partitioned) does not hold the stream forever.
+    pub insert_timeout: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -15,6 +20,7 @@ pub struct SinkSettings {
 pub(super) struct FileSink {
     pub(super) batch_rows: Option<usize>,
     pub(super) batch_max_wait_ms: Option<u64>,
+    pub(super) insert_timeout_ms: Option<u64>,
 }
 
 /// Reads `[sink]` and its variables.
@@ -35,8 +41,22 @@ pub(super) fn sink_settings(src: &Source<'_>, sink: FileSink) -> Result<SinkSett
             "a whole number of milliseconds",
         )?
         .unwrap_or(Defaults::SINK_BATCH_MILLIS);
+    let insert_timeout_ms = src
+        .parse(
+            "HUNTER_SINK_INSERT_TIMEOUT_MS",
+            sink.insert_timeout_ms,
+            "a whole number of milliseconds",
+        )?
+        .unwrap_or(Defaults::SINK_INSERT_TIMEOUT_MS);
+    if insert_timeout_ms == 0 {
+        return Err(ConfigError::Invalid {
+            setting: "HUNTER_SINK_INSERT_TIMEOUT_MS".into(),
+            message: "must be at least 1 (milliseconds)".into(),
+        });
+    }
     Ok(SinkSettings {
         batch_rows,
         batch_max_wait: Duration::from_millis(batch_max_wait_ms.max(1)),
+        insert_timeout: Duration::from_millis(insert_timeout_ms),
     })
 }

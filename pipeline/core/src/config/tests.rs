@@ -870,6 +870,10 @@ fn the_table_shows_the_defaults_the_code_applies() {
             Defaults::SINK_BATCH_MILLIS.to_string(),
         ),
         (
+            "HUNTER_SINK_INSERT_TIMEOUT_MS",
+            Defaults::SINK_INSERT_TIMEOUT_MS.to_string(),
+        ),
+        (
             "HUNTER_ENRICH_DNS_TIMEOUT_MS",
             Defaults::DNS_TIMEOUT_MS.to_string(),
         ),
@@ -888,4 +892,23 @@ fn the_table_shows_the_defaults_the_code_applies() {
         "`{}` with `HUNTER_ENVIRONMENT=development`",
         Defaults::SYNC_INTERVAL_DEVELOPMENT_SECS
     )));
+}
+
+#[test]
+fn the_sink_insert_timeout_defaults_to_a_minute_and_is_never_zero() {
+    let settings = Settings::from_sources(None, &env(&base())).unwrap();
+    assert_eq!(settings.sink.insert_timeout, Duration::from_secs(60));
+    let mut set = base();
+    set.push(("HUNTER_SINK_INSERT_TIMEOUT_MS", "2500"));
+    assert_eq!(
+        Settings::from_sources(None, &env(&set))
+            .unwrap()
+            .sink
+            .insert_timeout,
+        Duration::from_millis(2_500)
+    );
+    for bad in ["0", "soon"] {
+        let error = error_for(&[("HUNTER_SINK_INSERT_TIMEOUT_MS", bad)]);
+        assert!(error.contains("HUNTER_SINK_INSERT_TIMEOUT_MS"), "{error}");
+    }
 }

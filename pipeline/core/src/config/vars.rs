@@ -327,6 +327,12 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "longest a row waits for its batch",
     },
     Setting {
+        variable: "HUNTER_SINK_INSERT_TIMEOUT_MS",
+        file_key: Some("sink.insert_timeout_ms"),
+        default: "`60000`",
+        meaning: "longest one ClickHouse insert may take (then it is retried)",
+    },
+    Setting {
         variable: "HUNTER_ENRICH_DNS_SERVER",
         file_key: Some("enrich.dns_server"),
         default: "system resolver",
