@@ -196,7 +196,7 @@ impl Listed {
 struct IndexRow {
     dlq_partition: i32,
     dlq_offset: i64,
-    received_at: i64,
+    received_unix: i64,
     stage: String,
     error_class: String,
     error: String,
@@ -218,7 +218,7 @@ fn id_tuples(ids: impl IntoIterator<Item = DeadLetterId>) -> String {
 /// The dead letters the index has that match `filter`, oldest first, with their replays.
 pub async fn list(client: &Client, filter: &Filter) -> clickhouse::error::Result<Vec<Listed>> {
     let mut sql = String::from(
-        "SELECT dlq_partition, dlq_offset, toInt64(toUInt32(received_at)) AS received_at, stage, \
+        "SELECT dlq_partition, dlq_offset, toInt64(toUInt32(received_at)) AS received_unix, stage, \
          error_class, error, original_topic, original_partition, original_offset, replay_count, \
          replay_of FROM dlq FINAL WHERE (stage = ? OR ? = '')",
     );
@@ -286,7 +286,7 @@ pub async fn list(client: &Client, filter: &Filter) -> clickhouse::error::Result
                 .map_or((0, None), |(count, last)| (*count, Some(*last)));
             Listed {
                 id,
-                received_at: row.received_at,
+                received_at: row.received_unix,
                 stage: row.stage,
                 error_class: row.error_class,
                 error: row.error,
