@@ -64,7 +64,10 @@ async fn dlq_command(settings: &Settings, command: DlqCommand) -> anyhow::Result
         DlqCommand::List(select) => (select, None),
         DlqCommand::Replay(args) => (args.select.clone(), Some(args)),
     };
-    let ids = replay.as_ref().map(|args| args.ids.clone()).unwrap_or_default();
+    let ids = replay
+        .as_ref()
+        .map(|args| args.ids.clone())
+        .unwrap_or_default();
     let filter = dlq_filter(&select, &ids, now)?;
     let reader = hunter_clickhouse::reader::Reader::connect(
         &settings.clickhouse,
@@ -86,7 +89,8 @@ async fn dlq_command(settings: &Settings, command: DlqCommand) -> anyhow::Result
         return Ok(());
     };
     let topics = settings.kafka.topics();
-    let producer = kafka::producer(&settings.kafka, "hunter-dlq-replay").context("kafka producer")?;
+    let producer =
+        kafka::producer(&settings.kafka, "hunter-dlq-replay").context("kafka producer")?;
     let request = crate::dlq::ReplayRequest {
         filter,
         max_replays: args.max_replays,
@@ -110,7 +114,10 @@ async fn dlq_command(settings: &Settings, command: DlqCommand) -> anyhow::Result
                     "{} {} to {topic} partition {partition}{} (replay count {})",
                     outcome.id,
                     outcome.outcome,
-                    outcome.offset.map(|o| format!(" offset {o}")).unwrap_or_default(),
+                    outcome
+                        .offset
+                        .map(|o| format!(" offset {o}"))
+                        .unwrap_or_default(),
                     outcome.replay_count.unwrap_or_default()
                 ),
                 (_, _, reason) => println!(
@@ -125,11 +132,23 @@ async fn dlq_command(settings: &Settings, command: DlqCommand) -> anyhow::Result
         println!(
             "{} dead letter(s): {} {}, {} skipped, {} missing{}",
             outcomes.len(),
-            count(if args.dry_run { "would replay" } else { "replayed" }),
-            if args.dry_run { "would be replayed" } else { "replayed" },
+            count(if args.dry_run {
+                "would replay"
+            } else {
+                "replayed"
+            }),
+            if args.dry_run {
+                "would be replayed"
+            } else {
+                "replayed"
+            },
             count("skipped"),
             count("missing"),
-            if args.dry_run { " (dry run: nothing sent)" } else { "" }
+            if args.dry_run {
+                " (dry run: nothing sent)"
+            } else {
+                ""
+            }
         );
     }
     // Flush before the producer is dropped (its deliveries were awaited: this is belt and braces).
@@ -159,7 +178,11 @@ fn print_dead_letters(listed: &[crate::dlq::Listed]) {
         };
         let mut outcome = letter.outcome().to_owned();
         if !letter.failed_again_as.is_empty() {
-            let ids: Vec<String> = letter.failed_again_as.iter().map(ToString::to_string).collect();
+            let ids: Vec<String> = letter
+                .failed_again_as
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             outcome = format!("{outcome} as {}", ids.join(","));
         }
         let error: String = letter.error.chars().take(120).collect();

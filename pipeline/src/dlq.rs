@@ -340,12 +340,7 @@ pub enum Decision {
 /// The replay rule: whether and how to re-publish one dead letter, given how many replays it
 /// may have had (`max_replays`) and whether it was replayed before (`replayed_before`, with
 /// `again` to replay it anyway).
-pub fn decide(
-    letter: &Fetched,
-    max_replays: u32,
-    replayed_before: bool,
-    again: bool,
-) -> Decision {
+pub fn decide(letter: &Fetched, max_replays: u32, replayed_before: bool, again: bool) -> Decision {
     let (Some(topic), Some(partition)) = (
         letter.header("hunter.original.topic"),
         letter
@@ -620,7 +615,10 @@ fn fetch_blocking(
                 },
             );
         }
-        if ends.get(&id.partition).is_some_and(|end| id.offset + 1 >= *end) {
+        if ends
+            .get(&id.partition)
+            .is_some_and(|end| id.offset + 1 >= *end)
+        {
             ends.remove(&id.partition);
         }
     }
@@ -677,10 +675,17 @@ mod tests {
         else {
             panic!("a dead letter never replayed is replayed");
         };
-        assert_eq!((topic.as_str(), partition, count), ("partner-center.referrals.v1", 2, 1));
+        assert_eq!(
+            (topic.as_str(), partition, count),
+            ("partner-center.referrals.v1", 2, 1)
+        );
         assert_eq!(header(&headers, REPLAY_COUNT_HEADER), ["1"]);
         assert_eq!(header(&headers, REPLAY_OF_HEADER), ["1:7"]);
-        assert_eq!(header(&headers, "traceparent"), ["00-abc"], "the record's own headers");
+        assert_eq!(
+            header(&headers, "traceparent"),
+            ["00-abc"],
+            "the record's own headers"
+        );
         assert!(
             headers.iter().all(|(k, _)| !k.starts_with("hunter.")),
             "the dead letter's headers stay behind: {headers:?}"
@@ -703,15 +708,26 @@ mod tests {
             panic!("--max-replays 2 replays it once more");
         };
         assert_eq!(count, 2);
-        assert_eq!(header(&headers, REPLAY_COUNT_HEADER), ["2"], "one count header");
-        assert_eq!(header(&headers, REPLAY_OF_HEADER), ["1:7"], "names the newest letter");
+        assert_eq!(
+            header(&headers, REPLAY_COUNT_HEADER),
+            ["2"],
+            "one count header"
+        );
+        assert_eq!(
+            header(&headers, REPLAY_OF_HEADER),
+            ["1:7"],
+            "names the newest letter"
+        );
     }
 
     #[test]
     fn a_dead_letter_replayed_before_needs_again() {
         let letter = letter(FROM_TOPIC, b"x");
         assert!(matches!(decide(&letter, 1, true, false), Decision::Skip(_)));
-        assert!(matches!(decide(&letter, 1, true, true), Decision::Replay { .. }));
+        assert!(matches!(
+            decide(&letter, 1, true, true),
+            Decision::Replay { .. }
+        ));
     }
 
     #[test]
@@ -762,7 +778,17 @@ mod tests {
         assert_eq!(parse_since("30m", now), Ok(now - 1_800));
         assert_eq!(parse_since("24h", now), Ok(now - 86_400));
         assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400));
-        for bad in ["", "h", "24", "24x", "-1h", "yesterday", "2026-01-31", "1.5h", "é"] {
+        for bad in [
+            "",
+            "h",
+            "24",
+            "24x",
+            "-1h",
+            "yesterday",
+            "2026-01-31",
+            "1.5h",
+            "é",
+        ] {
             let error = parse_since(bad, now).unwrap_err();
             assert!(error.contains("RFC 3339"), "{bad}: {error}");
         }

@@ -104,7 +104,10 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
     produce_raw(
         &deployment.stack.brokers,
         &deployment.topics.referrals,
-        &[(FIXED.to_owned(), framed), (POISON.to_owned(), poison.clone())],
+        &[
+            (FIXED.to_owned(), framed),
+            (POISON.to_owned(), poison.clone()),
+        ],
     )
     .await?;
 
@@ -134,7 +137,10 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
     assert_eq!(deployment.topic_count(&deployment.topics.leads)?, 0);
 
     // `list` shows both as pending; bad flags are refused naming the flag.
-    let listed = hunter(&deployment, &["dlq", "list", "--stage", "processor", "--since", "1h"])?;
+    let listed = hunter(
+        &deployment,
+        &["dlq", "list", "--stage", "processor", "--since", "1h"],
+    )?;
     for id in [&fixable_id, &poison_id] {
         assert!(outcome_line(&listed, id).contains("pending"), "{listed}");
     }
@@ -153,8 +159,12 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
 
     // The operator fixes the cause: the processor (and the sink, which reads what the
     // processor now writes in Confluent framing) get the registry.
-    deployment.process(process).terminate(Duration::from_secs(30))?;
-    deployment.process(sink).terminate(Duration::from_secs(30))?;
+    deployment
+        .process(process)
+        .terminate(Duration::from_secs(30))?;
+    deployment
+        .process(sink)
+        .terminate(Duration::from_secs(30))?;
     deployment
         .env
         .insert("HUNTER_SCHEMA_REGISTRY_URL".into(), registry.url());
@@ -208,10 +218,14 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
             "{output}"
         );
     }
-    let leads = wait_for("the replayed referral's lead", Duration::from_secs(90), || async {
-        let rows = rows(&deployment, "SELECT lead_id FROM leads FINAL").await?;
-        Ok((!rows.is_empty()).then_some(rows))
-    })
+    let leads = wait_for(
+        "the replayed referral's lead",
+        Duration::from_secs(90),
+        || async {
+            let rows = rows(&deployment, "SELECT lead_id FROM leads FINAL").await?;
+            Ok((!rows.is_empty()).then_some(rows))
+        },
+    )
     .await;
     let leads = match leads {
         Ok(leads) => leads,
@@ -285,7 +299,9 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
     )
     .await?;
     wait_for("the marker's lead", Duration::from_secs(90), || async {
-        let n = rows(&deployment, "SELECT lead_id FROM leads FINAL").await?.len();
+        let n = rows(&deployment, "SELECT lead_id FROM leads FINAL")
+            .await?
+            .len();
         Ok((n == 2).then_some(()))
     })
     .await?;
@@ -293,13 +309,20 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
 
     // `list` shows what became of each; the API says the same.
     let listed = hunter(&deployment, &["dlq", "list"])?;
-    assert!(outcome_line(&listed, &fixable_id).contains("replayed"), "{listed}");
+    assert!(
+        outcome_line(&listed, &fixable_id).contains("replayed"),
+        "{listed}"
+    );
     assert!(
         outcome_line(&listed, &poison_id).contains(&format!("failed again as {again_id}")),
         "{listed}"
     );
     let (status, _, body) = deployment
-        .call(reqwest::Method::GET, "/api/v1/dlq", Some(&deployment.api_token))
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/dlq",
+            Some(&deployment.api_token),
+        )
         .await?;
     assert_eq!(status, 200, "{body}");
     let items = body["items"].as_array().unwrap();

@@ -373,7 +373,8 @@ async fn add(
     // A record `hunter dlq replay` re-published: the replay is recorded in the batch that
     // covers the record's offset, whatever becomes of the record (rows, or a dead letter again).
     if topic != inputs.dlq_topic
-        && let Some(replay) = DlqReplayRow::from_headers(topic, partition, offset, timestamp, header)
+        && let Some(replay) =
+            DlqReplayRow::from_headers(topic, partition, offset, timestamp, header)
     {
         batch.replays.push(replay);
     }

@@ -325,7 +325,10 @@ mod tests {
         assert_eq!(replay_count(&[header(REPLAY_COUNT_HEADER, "1")]), 1);
         assert_eq!(replay_count(&[header(REPLAY_COUNT_HEADER, " 3 ")]), 3);
         // The last one wins (a header appended by a later hop).
-        let both = [header(REPLAY_COUNT_HEADER, "1"), header(REPLAY_COUNT_HEADER, "2")];
+        let both = [
+            header(REPLAY_COUNT_HEADER, "1"),
+            header(REPLAY_COUNT_HEADER, "2"),
+        ];
         assert_eq!(replay_count(&both), 2);
         assert_eq!(replay_count(&[header(REPLAY_COUNT_HEADER, "many")]), 0);
     }
@@ -358,7 +361,10 @@ mod tests {
             })
             .collect();
         let stages: Vec<_> = all.iter().filter(|(k, _)| k == "hunter.stage").collect();
-        assert_eq!(stages, [&("hunter.stage".to_owned(), "processor".to_owned())]);
+        assert_eq!(
+            stages,
+            [&("hunter.stage".to_owned(), "processor".to_owned())]
+        );
         for (key, value) in [
             (REPLAY_COUNT_HEADER, "1"),
             (REPLAY_OF_HEADER, "0:7"),
