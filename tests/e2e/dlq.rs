@@ -7,6 +7,9 @@
 //! the configuration (HUNTER_SCHEMA_REGISTRY_URL), restarts, and replays: it becomes a lead.
 //! The still-poison record is bytes in no framing at all: replayed once, it comes back once with
 //! `replay_count` 1, and the next replay refuses it, so it never loops.
+//!
+//! The page's dead-letter view in headless Chromium (`tests/browser/dlq.mjs`): the read token
+//! sees a dead letter and is refused its replay; the admin token replays it.
 
 use std::time::Duration;
 
@@ -331,6 +334,69 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
     assert_eq!(item(&poison_id)["outcome"], "failed again");
     assert_eq!(item(&again_id)["replay_count"], 1);
     assert_eq!(item(&again_id)["replay_of"], poison_id.as_str());
+    deployment.teardown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_dead_letter_view_replays_with_the_admin_token_only() -> anyhow::Result<()> {
+    let repo = hunter_e2e::contracts::repo();
+    let browser_dir = repo.join("tests/browser");
+    anyhow::ensure!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let mut deployment = Deployment::new(&[])?;
+    let read_token = format!("read-{}", uuid::Uuid::new_v4().simple());
+    deployment
+        .env
+        .insert("HUNTER_API_READ_TOKEN".into(), read_token.clone());
+    hunter(&deployment, &["migrate"])?;
+    produce_raw(
+        &deployment.stack.brokers,
+        &deployment.topics.referrals,
+        &[(POISON.to_owned(), b"\x07not avro".to_vec())],
+    )
+    .await?;
+    deployment.start_role("api").await?;
+    deployment.start_role_on("process", free_port()).await?;
+    deployment.start_role_on("sink", free_port()).await?;
+    let first = wait_for_dead_letters(&deployment, 1).await?;
+    let id = first[0]["id"].as_str().unwrap().to_owned();
+
+    let artifacts = repo.join("target/browser-artifacts");
+    let output = tokio::task::spawn_blocking({
+        let (api, token, id) = (
+            deployment.api.clone(),
+            deployment.api_token.clone(),
+            id.clone(),
+        );
+        move || {
+            std::process::Command::new("node")
+                .arg("dlq.mjs")
+                .current_dir(&browser_dir)
+                .env("HUNTER_WEB_URL", api)
+                .env("HUNTER_WEB_TOKEN", token)
+                .env("HUNTER_WEB_READ_TOKEN", read_token)
+                .env("HUNTER_WEB_DLQ_ID", id)
+                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
+                .output()
+        }
+    })
+    .await??;
+    let text = hunter_e2e::output_text(&output);
+    if !output.status.success() {
+        anyhow::bail!(
+            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
+            deployment.logs()
+        );
+    }
+    assert!(text.contains("dead-letter view checks passed"), "{text}");
+    // The one replay the page made came back once (the record is still poison), with count 1.
+    let all = wait_for_dead_letters(&deployment, 2).await?;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["replay_of"], id.as_str(), "{all:?}");
+    assert_eq!(all[1]["replay_count"], "1", "{all:?}");
     deployment.teardown().await;
     Ok(())
 }
