@@ -795,6 +795,57 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_parses_ids_flags_and_refuses_bad_values_by_name() {
+        use clap::Parser as _;
+
+        use crate::cli::{Cli, Command, DlqCommand};
+        let cli = Cli::try_parse_from([
+            "hunter",
+            "dlq",
+            "replay",
+            "--id",
+            "0:1,2:3",
+            "--id",
+            "4:5",
+            "--dry-run",
+            "--stage",
+            "processor",
+            "--since",
+            "24h",
+        ])
+        .unwrap();
+        let Command::Dlq {
+            command: DlqCommand::Replay(args),
+        } = cli.command
+        else {
+            panic!("dlq replay");
+        };
+        let ids: Vec<String> = args.ids.iter().map(ToString::to_string).collect();
+        assert_eq!(ids, ["0:1", "2:3", "4:5"]);
+        assert!(args.dry_run && !args.again);
+        assert_eq!(args.max_replays, DEFAULT_MAX_REPLAYS);
+        let filter = crate::commands::dlq_filter(&args.select, &args.ids, 1_000_000).unwrap();
+        assert_eq!(filter.since, Some(1_000_000 - 86_400));
+        assert_eq!(filter.stage.as_deref(), Some("processor"));
+
+        let error = Cli::try_parse_from(["hunter", "dlq", "replay", "--id", "zero"]).unwrap_err();
+        assert!(error.to_string().contains("--id"), "{error}");
+        let error =
+            Cli::try_parse_from(["hunter", "dlq", "list", "--stage", "process"]).unwrap_err();
+        assert!(error.to_string().contains("--stage"), "{error}");
+        let Command::Dlq {
+            command: DlqCommand::List(select),
+        } = Cli::try_parse_from(["hunter", "dlq", "list", "--since", "soon"])
+            .unwrap()
+            .command
+        else {
+            panic!("dlq list");
+        };
+        let error = crate::commands::dlq_filter(&select, &[], 0).unwrap_err();
+        assert!(error.to_string().starts_with("invalid --since:"), "{error}");
+    }
+
+    #[test]
     fn stages_are_checked() {
         for stage in ["source", "processor", "sink"] {
             assert!(Filter::check_stage(stage).is_ok());
