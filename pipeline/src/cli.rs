@@ -38,6 +38,12 @@ pub enum Command {
         #[arg(value_enum)]
         role: Role,
     },
+    /// Dead letters: list them, and replay them to the topic they came from once the cause is
+    /// fixed (docs/dead-letters.md).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Rebuild data from Hunter's topics.
     Replay {
         #[command(subcommand)]
@@ -76,6 +82,58 @@ pub enum TopicsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+// --- hunter dlq ---------------------------------------------------------------------------------
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters from the `dlq` table, oldest first, with what became of each (pending,
+    /// replayed, failed again).
+    List(DlqSelect),
+    /// Re-publish dead letters to the topic and partition they came from, with their key and
+    /// headers and a `hunter-replay-count` header; a record that fails again comes back once
+    /// with its count and is not replayed again unless --max-replays is raised.
+    Replay(DlqReplayArgs),
+}
+
+/// Which dead letters (every condition given must hold).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DlqSelect {
+    /// Only those of this stage.
+    #[arg(long, value_parser = ["source", "processor", "sink"])]
+    pub stage: Option<String>,
+    /// Only those received since: an RFC 3339 time (2026-01-31T08:00:00Z) or a duration back
+    /// from now (90s, 30m, 24h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many, oldest first.
+    #[arg(long, default_value_t = crate::dlq::DEFAULT_LIMIT)]
+    pub limit: u32,
+    /// Print JSON (one document) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DlqReplayArgs {
+    #[command(flatten)]
+    pub select: DlqSelect,
+    /// Only these dead letters (PARTITION:OFFSET on the dead-letter topic, as `list` prints);
+    /// repeat the flag or separate with commas. Read from the topic even before the sink has
+    /// indexed them.
+    #[arg(long = "id", value_delimiter = ',', value_parser = crate::dlq::DeadLetterId::from_str_arg)]
+    pub ids: Vec<crate::dlq::DeadLetterId>,
+    /// Show what would be replayed, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replays a record may have had: a dead letter whose record was replayed this many times
+    /// already is refused (so nothing loops).
+    #[arg(long, default_value_t = crate::dlq::DEFAULT_MAX_REPLAYS)]
+    pub max_replays: u32,
+    /// Replay dead letters that were replayed before, once more.
+    #[arg(long)]
+    pub again: bool,
 }
 
 #[derive(Debug, Default, clap::Args)]

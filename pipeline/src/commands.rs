@@ -5,7 +5,9 @@ use hunter_core::config::Settings;
 use hunter_core::kafka;
 use hunter_partner_center_simulator::{self as simulator, SimulatorOptions};
 
-use crate::cli::{AuthCommand, Cli, Command, ReplayCommand, SimulateArgs, TopicsCommand};
+use crate::cli::{
+    AuthCommand, Cli, Command, DlqCommand, DlqSelect, ReplayCommand, SimulateArgs, TopicsCommand,
+};
 use crate::roles;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -38,6 +40,173 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Topics {
             command: TopicsCommand::Describe { json },
         } => describe_topics(&Settings::load(cli.config.as_deref())?, json).await,
+        Command::Dlq { command } => {
+            dlq_command(&Settings::load(cli.config.as_deref())?, command).await
+        }
+    }
+}
+
+// --- hunter dlq list | replay ----------------------------------------------------------------
+
+/// The filter of `--stage`, `--since`, `--limit` (and `--id`), with `--since` checked.
+pub fn dlq_filter(
+    select: &DlqSelect,
+    ids: &[crate::dlq::DeadLetterId],
+    now_unix: i64,
+) -> anyhow::Result<crate::dlq::Filter> {
+    let since = select
+        .since
+        .as_deref()
+        .map(|text| crate::dlq::parse_since(text, now_unix))
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("invalid --since: {error}"))?;
+    anyhow::ensure!(select.limit >= 1, "invalid --limit: must be at least 1");
+    Ok(crate::dlq::Filter {
+        stage: select.stage.clone(),
+        since,
+        ids: ids.to_vec(),
+        limit: select.limit,
+    })
+}
+
+async fn dlq_command(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (select, replay) = match command {
+        DlqCommand::List(select) => (select, None),
+        DlqCommand::Replay(args) => (args.select.clone(), Some(args)),
+    };
+    let ids = replay
+        .as_ref()
+        .map(|args| args.ids.clone())
+        .unwrap_or_default();
+    let filter = dlq_filter(&select, &ids, now)?;
+    let reader = hunter_clickhouse::reader::Reader::connect(
+        &settings.clickhouse,
+        hunter_clickhouse::reader::QueryLimits::new(
+            &settings.clickhouse,
+            std::time::Duration::from_secs(120),
+        ),
+    )
+    .await?;
+    let Some(args) = replay else {
+        let listed = crate::dlq::list(reader.client(), &filter)
+            .await
+            .context("reading the dlq table in clickhouse")?;
+        if select.json {
+            println!("{}", serde_json::to_string_pretty(&listed)?);
+        } else {
+            print_dead_letters(&listed);
+        }
+        return Ok(());
+    };
+    let topics = settings.kafka.topics();
+    let producer =
+        kafka::producer(&settings.kafka, "hunter-dlq-replay").context("kafka producer")?;
+    let request = crate::dlq::ReplayRequest {
+        filter,
+        max_replays: args.max_replays,
+        again: args.again,
+        dry_run: args.dry_run,
+    };
+    let outcomes = crate::dlq::replay(
+        &settings.kafka,
+        &topics.dlq,
+        &producer,
+        reader.client(),
+        &request,
+    )
+    .await?;
+    if select.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        for outcome in &outcomes {
+            match (&outcome.topic, outcome.partition, &outcome.reason) {
+                (Some(topic), Some(partition), _) => println!(
+                    "{} {} to {topic} partition {partition}{} (replay count {})",
+                    outcome.id,
+                    outcome.outcome,
+                    outcome
+                        .offset
+                        .map(|o| format!(" offset {o}"))
+                        .unwrap_or_default(),
+                    outcome.replay_count.unwrap_or_default()
+                ),
+                (_, _, reason) => println!(
+                    "{} {}: {}",
+                    outcome.id,
+                    outcome.outcome,
+                    reason.as_deref().unwrap_or_default()
+                ),
+            }
+        }
+        let count = |what: &str| outcomes.iter().filter(|o| o.outcome == what).count();
+        println!(
+            "{} dead letter(s): {} {}, {} skipped, {} missing{}",
+            outcomes.len(),
+            count(if args.dry_run {
+                "would replay"
+            } else {
+                "replayed"
+            }),
+            if args.dry_run {
+                "would be replayed"
+            } else {
+                "replayed"
+            },
+            count("skipped"),
+            count("missing"),
+            if args.dry_run {
+                " (dry run: nothing sent)"
+            } else {
+                ""
+            }
+        );
+    }
+    // Flush before the producer is dropped (its deliveries were awaited: this is belt and braces).
+    use rdkafka::producer::Producer as _;
+    let _ = producer.flush(std::time::Duration::from_secs(10));
+    Ok(())
+}
+
+fn print_dead_letters(listed: &[crate::dlq::Listed]) {
+    if listed.is_empty() {
+        println!("no dead letters match");
+        return;
+    }
+    let format = time::format_description::well_known::Rfc3339;
+    println!(
+        "{:<10} {:<20} {:<9} {:<9} {:<40} {:>6} {:<24} ERROR",
+        "ID", "RECEIVED", "STAGE", "CLASS", "FROM", "COUNT", "OUTCOME"
+    );
+    for letter in listed {
+        let received = time::OffsetDateTime::from_unix_timestamp(letter.received_at)
+            .ok()
+            .and_then(|t| t.format(&format).ok())
+            .unwrap_or_default();
+        let from = match (letter.original_partition, letter.original_offset) {
+            (Some(p), Some(o)) => format!("{}/{p}@{o}", letter.original_topic),
+            _ => letter.original_topic.clone(),
+        };
+        let mut outcome = letter.outcome().to_owned();
+        if !letter.failed_again_as.is_empty() {
+            let ids: Vec<String> = letter
+                .failed_again_as
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            outcome = format!("{outcome} as {}", ids.join(","));
+        }
+        let error: String = letter.error.chars().take(120).collect();
+        println!(
+            "{:<10} {:<20} {:<9} {:<9} {:<40} {:>6} {:<24} {error}",
+            letter.id.to_string(),
+            received,
+            letter.stage,
+            letter.error_class,
+            from,
+            letter.replay_count,
+            outcome
+        );
     }
 }
 

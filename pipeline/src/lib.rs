@@ -10,6 +10,7 @@
 //! - [`doctor`]: `hunter doctor`, the troubleshooting guide as checks with verdicts and fixes.
 //! - [`processors`]: dedupe and enrichment, the processor role's logic.
 //! - [`queries`]: the ClickHouse questions the API and `doctor` share.
+//! - [`dlq`]: dead-letter re-drive (`hunter dlq list|replay`, `POST /api/v1/dlq/replay`).
 //!
 //! Delivery semantics (at-least-once end to end, idempotent effects):
 //! - source: a tenant's cursor advances only after every record of the poll was acknowledged
@@ -23,6 +24,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod dlq;
 pub mod doctor;
 pub mod processors;
 pub mod queries;

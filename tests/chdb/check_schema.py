@@ -357,6 +357,46 @@ def check_views(check: Check) -> None:
         f"SELECT stage, error_class, original_offset FROM dlq FINAL"),
         [{"stage": "process", "error_class": "decode", "original_offset": 12}])
 
+    # Dead-letter re-drive (0009): a dead letter written before the migration reads as never
+    # replayed; the queries `hunter dlq list` runs (pipeline/src/dlq.rs), binds filled in.
+    check.insert(
+        "dlq",
+        ["dlq_partition", "dlq_offset", "stage", "error_class", "error", "original_topic",
+         "original_partition", "original_offset", "payload", "replay_count", "replay_of"],
+        [(0, 9, "processor", "decode", "bad avro", "partner-center.referrals.v1", 3, 14, "00ff",
+          1, "0:7")],
+    )
+    check.insert(
+        "dlq_replays",
+        ["dlq_partition", "dlq_offset", "replay_count", "topic", "partition", "offset",
+         "replayed_at"],
+        [(0, 7, 1, "partner-center.referrals.v1", 3, 14, "2026-01-01 00:00:00"),
+         (0, 7, 1, "partner-center.referrals.v1", 3, 14, "2026-01-01 00:00:00")],
+    )
+    listed = check.rows(
+        "SELECT dlq_partition, dlq_offset, toInt64(toUInt32(received_at)) AS received_unix, stage, "
+        "error_class, error, original_topic, original_partition, original_offset, replay_count, "
+        "replay_of FROM dlq FINAL WHERE (stage = 'processor' OR 'processor' = '') "
+        "AND received_at >= toDateTime(0) AND (dlq_partition, dlq_offset) IN ((0, 7), (0, 9)) "
+        "ORDER BY received_at, dlq_partition, dlq_offset LIMIT 10")
+    for row in listed:
+        row.pop("received_unix")  # the insert's time
+    expect("dlq list", listed,
+        [{"dlq_partition": 0, "dlq_offset": 9, "stage": "processor", "error_class": "decode",
+          "error": "bad avro", "original_topic": "partner-center.referrals.v1",
+          "original_partition": 3, "original_offset": 14, "replay_count": 1, "replay_of": "0:7"}])
+    expect("dlq replays", check.rows(
+        "SELECT dlq_partition, dlq_offset, count() AS n, toInt64(toUInt32(max(replayed_at))) AS last "
+        "FROM dlq_replays FINAL WHERE (dlq_partition, dlq_offset) IN ((0, 7), (0, 9)) "
+        "GROUP BY dlq_partition, dlq_offset"),
+        [{"dlq_partition": 0, "dlq_offset": 7, "n": 1, "last": 1767225600}])
+    expect("dlq failed again", check.rows(
+        "SELECT replay_of, dlq_partition, dlq_offset FROM dlq FINAL WHERE has(['0:7', '0:9'], replay_of)"),
+        [{"replay_of": "0:7", "dlq_partition": 0, "dlq_offset": 9}])
+    expect("dlq before 0009", check.rows(
+        "SELECT replay_count, replay_of FROM dlq FINAL WHERE dlq_offset = 7"),
+        [{"replay_count": 0, "replay_of": ""}])
+
 
 def check_deduplication(check: Check) -> None:
     """On 22.2+: a table drops an insert whose token it has seen (0008 set the window), and

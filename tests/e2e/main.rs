@@ -17,6 +17,8 @@ mod contracts;
 mod crash;
 mod dashboards;
 mod deployment;
+// Dead-letter re-drive: hunter dlq list|replay, POST /api/v1/dlq/replay.
+mod dlq;
 mod doctor;
 mod durability;
 mod kafka_security;

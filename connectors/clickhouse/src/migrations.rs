@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_insert_deduplication.sql",
         sql: include_str!("../../../schemas/clickhouse/0008_insert_deduplication.sql"),
     },
+    // Dead-letter re-drive (`hunter dlq replay`): replay columns on `dlq`, table `dlq_replays`.
+    Migration {
+        name: "0009_dlq_replays.sql",
+        sql: include_str!("../../../schemas/clickhouse/0009_dlq_replays.sql"),
+    },
 ];
 
 impl Migration {
@@ -277,8 +282,8 @@ mod tests {
             dedup.requires(),
             Some(ServerVersion::INSERT_DEDUPLICATION_TOKEN)
         );
-        // Everything before it runs on 18.16.
-        for migration in MIGRATIONS.iter().filter(|m| m.name < "0008") {
+        // Everything else runs on 18.16.
+        for migration in MIGRATIONS.iter().filter(|m| m.name != dedup.name) {
             assert_eq!(migration.requires(), None, "{}", migration.name);
         }
     }

@@ -265,6 +265,10 @@ pub struct DlqRow {
     pub original_offset: Option<i64>,
     /// The dead record as text when it is UTF-8, else as lowercase hex.
     pub payload: String,
+    /// Times the record had been replayed when it failed (`0009_dlq_replays.sql`).
+    pub replay_count: u32,
+    /// The dead letter it was replayed from (`PARTITION:OFFSET`), empty for a first failure.
+    pub replay_of: String,
 }
 
 impl DlqRow {
@@ -288,7 +292,53 @@ impl DlqRow {
                 Ok(text) => text.to_owned(),
                 Err(_) => payload.iter().map(|b| format!("{b:02x}")).collect(),
             },
+            replay_count: header(hunter_core::kafka::REPLAY_COUNT_HEADER)
+                .and_then(|count| count.trim().parse().ok())
+                .unwrap_or(0),
+            replay_of: header(hunter_core::kafka::REPLAY_OF_HEADER).unwrap_or_default(),
         }
+    }
+}
+
+/// A row of `dlq_replays` (`0009_dlq_replays.sql`): a dead letter re-published by `hunter dlq
+/// replay`, as the sink read it back from the topic it went to.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct DlqReplayRow {
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+    pub replay_count: u32,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// When the record was re-published (the broker timestamp), unix seconds.
+    pub replayed_at: u32,
+}
+
+impl DlqReplayRow {
+    /// The replay a consumed record is, from its `hunter-replay-of` (`PARTITION:OFFSET`) and
+    /// `hunter-replay-count` headers; `None` for a record that was not replayed (or whose
+    /// header does not parse: it is an ordinary record then).
+    pub fn from_headers(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_millis: Option<i64>,
+        header: impl Fn(&str) -> Option<String>,
+    ) -> Option<Self> {
+        let of = header(hunter_core::kafka::REPLAY_OF_HEADER)?;
+        let (dlq_partition, dlq_offset) = of.trim().split_once(':')?;
+        Some(DlqReplayRow {
+            dlq_partition: dlq_partition.parse().ok()?,
+            dlq_offset: dlq_offset.parse().ok()?,
+            replay_count: header(hunter_core::kafka::REPLAY_COUNT_HEADER)
+                .and_then(|count| count.trim().parse().ok())
+                .unwrap_or(0),
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            replayed_at: timestamp_millis
+                .map_or(0, |millis| (millis / 1000).clamp(0, u32::MAX as i64) as u32),
+        })
     }
 }
 

@@ -30,7 +30,10 @@ pub mod describe;
 pub use consume::{
     BULK_FETCH, Fetch, GroupConsumer, GroupHealth, ReadError, Subscription, read_to_end,
 };
-pub use dead_letter::{DeadLetter, DeadLetterHeaders, Fault, Position, RecordError};
+pub use dead_letter::{
+    DEAD_LETTER_HEADER_PREFIX, DeadLetter, DeadLetterHeaders, Fault, Position, REPLAY_COUNT_HEADER,
+    REPLAY_OF_HEADER, RecordError, RecordHeaders, record_headers, replay_count,
+};
 
 pub mod security;
 pub use security::{

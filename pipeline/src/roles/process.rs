@@ -119,6 +119,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);
+                let headers = kafka::record_headers(&message);
                 drop(message);
                 let gone = consumer.take_revoked();
                 if !gone.is_empty() {
@@ -128,7 +129,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 if !versions.is_loaded(partition) {
                     rebuild(&context, &shared.leads, &mut versions, partition, &shutdown).await?;
                 }
-                let Some(delivery) = decide(&shared, &referrals, &mut versions, &topics.referrals, partition, offset, key, payload, &shutdown).await else {
+                let consumed = Consumed { partition, offset, key, headers, payload };
+                let Some(delivery) = decide(&shared, &referrals, &mut versions, &topics.referrals, consumed, &shutdown).await else {
                     // Shutdown while the registry was away: the record stays unprocessed and
                     // its offset unstored, so it is read again after the restart.
                     break;
@@ -152,23 +154,31 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     }
 }
 
+/// One consumed referral message, as the loop hands it on.
+struct Consumed {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    /// The record's own headers, carried into its dead letter (a replay's count among them).
+    headers: kafka::RecordHeaders,
+    payload: Vec<u8>,
+}
+
 /// Decodes and dedupes one referral; returns the future of what it produces, or `None` when
 /// shutdown came while the registry was unreachable (nothing was produced for the record).
-#[allow(clippy::too_many_arguments)]
 async fn decide(
     shared: &Arc<Shared>,
     referrals: &Codec<Referral>,
     versions: &mut Versions,
     origin: &str,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    consumed: Consumed,
     shutdown: &Shutdown,
 ) -> Option<Delivery> {
+    let (partition, offset) = (consumed.partition, consumed.offset);
+    let payload = &consumed.payload;
     let mut waiting = shutdown.clone();
     let referral = match referrals
-        .decode_patiently(&payload, &mut waiting, "processor")
+        .decode_patiently(payload, &mut waiting, "processor")
         .await
     {
         Ok(referral) => referral,
@@ -176,18 +186,14 @@ async fn decide(
             return match Fault::from(error) {
                 Fault::Transient(_) => None,
                 Fault::Fatal(error) => Some(failed(partition, offset, anyhow::anyhow!("{error}"))),
-                Fault::Record(error) => Some(dead_letter(
-                    shared, origin, partition, offset, key, payload, error,
-                )),
+                Fault::Record(error) => Some(dead_letter(shared, origin, consumed, error)),
             };
         }
     };
     let (mut lead, first, previous_status) =
         match produces(&referral, versions, partition, Timestamp::now()) {
             Produces::DeadLetter(error) => {
-                return Some(dead_letter(
-                    shared, origin, partition, offset, key, payload, error,
-                ));
+                return Some(dead_letter(shared, origin, consumed, error));
             }
             Produces::Nothing(outcome) => return Some(ready(partition, offset, outcome)),
             Produces::Lead {
@@ -199,6 +205,7 @@ async fn decide(
     metrics::gauge!(names::PROCESSOR_DEDUPE_KEYS).set(versions.keys() as f64);
     let shared = shared.clone();
     let (origin, referral_bytes) = (origin.to_owned(), payload.len());
+    let Consumed { key, headers, .. } = consumed;
     let mut waiting = shutdown.clone();
     Some(Box::pin(async move {
         // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
@@ -243,7 +250,7 @@ async fn decide(
                     };
                     shared
                         .dead_letter
-                        .reference_to(&error, at, key.as_deref(), referral_bytes)
+                        .reference_to(&error, at, key.as_deref(), &headers, referral_bytes)
                         .await
                         .map(|_| ())
                         .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))
@@ -346,14 +353,18 @@ fn ready(partition: i32, offset: i64, outcome: &'static str) -> Delivery {
 fn dead_letter(
     shared: &Arc<Shared>,
     origin: &str,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    consumed: Consumed,
     error: RecordError,
 ) -> Delivery {
     let shared = shared.clone();
     let origin = origin.to_owned();
+    let Consumed {
+        partition,
+        offset,
+        key,
+        headers,
+        payload,
+    } = consumed;
     Box::pin(async move {
         let at = Position {
             topic: &origin,
@@ -362,7 +373,7 @@ fn dead_letter(
         };
         let result = shared
             .dead_letter
-            .record(&error, at, key.as_deref(), &payload)
+            .record(&error, at, key.as_deref(), &headers, &payload)
             .await
             .map(|_| ())
             .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"));

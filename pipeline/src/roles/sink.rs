@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow};
+use hunter_clickhouse::rows::{
+    DlqReplayRow, DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow,
+};
 use hunter_clickhouse::writer::ReadWriter;
 use hunter_core::codec::{Codec, CodecError};
 use hunter_core::kafka::{
@@ -42,7 +44,6 @@ use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
 use rdkafka::Message;
-use rdkafka::message::Headers;
 
 use super::Context;
 
@@ -71,6 +72,8 @@ struct Batch {
     fetched: Vec<Timestamp>,
     runs: Vec<SyncRunRow>,
     dead_letters: Vec<DlqRow>,
+    /// Records `hunter dlq replay` re-published, read back from their topic.
+    replays: Vec<DlqReplayRow>,
     offsets: BTreeMap<(String, i32), Span>,
     bytes: usize,
     started: Option<Instant>,
@@ -137,13 +140,18 @@ impl Batch {
         self.fetched.clear();
         self.runs.clear();
         self.dead_letters.clear();
+        self.replays.clear();
         self.offsets.clear();
         self.bytes = 0;
         self.started = None;
     }
 
     fn rows(&self) -> usize {
-        self.leads.len() + self.referrals.len() + self.runs.len() + self.dead_letters.len()
+        self.leads.len()
+            + self.referrals.len()
+            + self.runs.len()
+            + self.dead_letters.len()
+            + self.replays.len()
     }
 }
 
@@ -155,6 +163,7 @@ struct Inputs {
     runs: Codec<SyncRun>,
     leads_topic: String,
     runs_topic: String,
+    dlq_topic: String,
 }
 
 pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -182,6 +191,7 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
         leads_topic: topics.leads.clone(),
         runs_topic: topics.sync_runs.clone(),
+        dlq_topic: topics.dlq.clone(),
     };
     // One consumer (and group) per topic: each stream batches and commits on its own, and a
     // restart after a crash resumes each at once (and see `hunter_core::kafka::consume` for
@@ -274,21 +284,14 @@ async fn stream(
                     let timestamp = message.timestamp().to_millis();
                     let payload = message.payload().unwrap_or_default().to_vec();
                     let key = message.key().map(<[u8]>::to_vec);
-                    let headers: Vec<(String, String)> = message
-                        .headers()
-                        .map(|all| {
-                            all.iter()
-                                .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let headers = kafka::record_headers(&message);
                     drop(message);
-                    match add(inputs, &mut batch, &topic, partition, offset, &headers, &payload, &shutdown).await {
+                    match add(inputs, &mut batch, &topic, partition, offset, timestamp, &headers, &payload, &shutdown).await {
                         Ok(()) => {}
                         Err(Unadded::DeadLetter(error)) => {
                             let at = Position { topic: &topic, partition, offset };
                             dead_letter
-                                .record(&error, at, key.as_deref(), &payload)
+                                .record(&error, at, key.as_deref(), &headers, &payload)
                                 .await
                                 .map_err(|error| anyhow::anyhow!("dead-letter produce failed: {error}"))?;
                         }
@@ -357,11 +360,27 @@ async fn add(
     topic: &str,
     partition: i32,
     offset: i64,
-    headers: &[(String, String)],
+    timestamp: Option<i64>,
+    headers: &[(String, Vec<u8>)],
     payload: &[u8],
     shutdown: &Shutdown,
 ) -> Result<(), Unadded> {
     let mut waiting = shutdown.clone();
+    let header = |key: &str| {
+        headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    // A record `hunter dlq replay` re-published: the replay is recorded in the batch that
+    // covers the record's offset, whatever becomes of the record (rows, or a dead letter again).
+    if topic != inputs.dlq_topic
+        && let Some(replay) =
+            DlqReplayRow::from_headers(topic, partition, offset, timestamp, header)
+    {
+        batch.replays.push(replay);
+    }
     if topic == inputs.leads_topic {
         let lead = inputs
             .leads
@@ -393,15 +412,10 @@ async fn add(
             .await?;
         batch.runs.push(SyncRunRow::from_run(&run));
     } else {
-        let header = |key: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
         batch
             .dead_letters
             .push(DlqRow::new(partition, offset, header, payload));
+        return Ok(());
     }
     Ok(())
 }
@@ -472,6 +486,7 @@ async fn insert_all(
     timed(writer, t, "referrals", &batch.referrals, &token).await?;
     timed(writer, t, "sync_runs", &batch.runs, &token).await?;
     timed(writer, t, "dlq", &batch.dead_letters, &token).await?;
+    timed(writer, t, "dlq_replays", &batch.replays, &token).await?;
     Ok(())
 }
 

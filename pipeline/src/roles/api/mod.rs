@@ -17,6 +17,8 @@
 //! client-side), never by pasting request text into SQL.
 
 mod cache;
+// Dead-letter re-drive: `GET /dlq`, `POST /dlq/replay` (crate::dlq).
+mod dlq;
 mod leads;
 mod openapi;
 mod sync;
@@ -124,6 +126,9 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .route("/partner-center/sync/status", get(sync::status))
         .route("/sync/runs", get(sync::runs))
         .route("/sync/runs/{task_id}", get(sync::run))
+        // Dead-letter re-drive (the replay is a write: admin token).
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/replay", post(dlq::replay))
         .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -335,7 +340,8 @@ pub struct ErrorDetail {
     /// `not_found`, `payload_too_large`, `timeout`, `clickhouse_unavailable`,
     /// `query_limit_exceeded` (503: ClickHouse stopped the question at the API's limits),
     /// `broker_unavailable`, `sync_disabled` (409: HUNTER_PARTNER_CENTER_ENABLED is false),
-    /// `too_many_failed_attempts` (429 with Retry-After: too many wrong tokens from this address).
+    /// `too_many_failed_attempts` (429 with Retry-After: too many wrong tokens from this address),
+    /// `replay_failed` (503: a dead-letter replay could not finish).
     code: String,
     message: String,
     /// The query parameter at fault, for `invalid_parameter`.

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{leads, sync};
+use super::{dlq, leads, sync};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,8 @@ use super::{leads, sync};
         sync::status,
         sync::runs,
         sync::run,
+        dlq::list,
+        dlq::replay,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -28,6 +30,7 @@ use super::{leads, sync};
         (name = "leads", description = "Leads from ClickHouse"),
         (name = "referrals", description = "Referrals as Partner Center returned them"),
         (name = "sync", description = "Trigger a sync and follow it"),
+        (name = "dlq", description = "Dead letters: list them, replay them once the cause is fixed"),
     )
 )]
 pub struct ApiDoc;
@@ -65,6 +68,8 @@ mod tests {
             "/partner-center/sync/status",
             "/sync/runs",
             "/sync/runs/{task_id}",
+            "/dlq",
+            "/dlq/replay",
         ] {
             let item = &paths[path];
             assert!(item.is_object(), "{path} missing");

@@ -11,7 +11,9 @@ function toast(text, kind) {
   clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.className = ""; }, 6000);
 }
 async function api(path, options = {}) {
-  const response = await fetch("/api/v1" + path, { ...options, headers: { Authorization: "Bearer " + token() } });
+  const headers = { Authorization: "Bearer " + token() };
+  if (options.contentType) headers["Content-Type"] = options.contentType;
+  const response = await fetch("/api/v1" + path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) { sessionStorage.removeItem("hunter-token"); show(); throw new Error("the token was refused"); }
   if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
@@ -180,6 +182,47 @@ $("sync").addEventListener("click", async () => {
     $("sync").disabled = false;
   }
 });
+
+// Dead letters: a small view of GET /dlq, and replay through POST /dlq/replay (admin token).
+async function loadDeadLetters() {
+  const body = await api("/dlq?limit=200");
+  const rows = $("dlq-rows"); rows.replaceChildren();
+  for (const letter of body.items) {
+    const tr = document.createElement("tr");
+    tr.dataset.dlqId = letter.id;
+    const again = letter.failed_again_as.length ? " as " + letter.failed_again_as.join(", ") : "";
+    const action = cell("");
+    if (letter.outcome === "pending" && letter.replay_count === 0) {
+      const button = document.createElement("button"); button.className = "plain dlq-replay"; button.textContent = "Replay";
+      button.addEventListener("click", () => replayDeadLetters({ ids: [letter.id] }, button));
+      action.append(button);
+    }
+    tr.append(cell(letter.id), cell(when(letter.received_at)), cell(letter.stage), cell(letter.error_class),
+              cell(letter.error, "wrap"), cell(letter.replay_count, "num"), cell(letter.outcome + again), action);
+    rows.append(tr);
+  }
+  if (!rows.children.length) {
+    const tr = document.createElement("tr"); const td = cell("No dead letters.", "empty"); td.colSpan = 8; tr.append(td); rows.append(tr);
+  }
+}
+async function replayDeadLetters(request, button) {
+  if (button) button.disabled = true;
+  try {
+    const result = await api("/dlq/replay", { method: "POST", body: JSON.stringify(request), contentType: "application/json" });
+    const reasons = result.items.filter((i) => i.reason).map((i) => i.id + ": " + i.reason);
+    toast(`Replayed ${result.replayed}, skipped ${result.skipped}` + (reasons.length ? " (" + reasons[0] + ")" : ""), result.replayed ? "ok" : "error");
+    await loadDeadLetters();
+  } catch (e) {
+    toast("Replay failed: " + e.message, "error");
+    if (button) button.disabled = false;
+  }
+}
+$("dlq-open").addEventListener("click", async () => {
+  $("dlq").showModal();
+  try { await loadDeadLetters(); } catch (e) { toast("Could not load dead letters: " + e.message, "error"); }
+});
+$("dlq-close").addEventListener("click", () => $("dlq").close());
+$("dlq-replay-pending").addEventListener("click", (e) => replayDeadLetters({}, e.target).finally(() => { e.target.disabled = false; }));
 
 function show() {
   const signedIn = !!token();
