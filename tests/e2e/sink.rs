@@ -246,7 +246,14 @@ async fn kill_9_mid_batch_then_restart_gives_the_exact_leads() -> anyhow::Result
             let rows = clickhouse
                 .rows("SELECT count() AS n, uniqExact(lead_id) AS ids FROM leads FINAL")
                 .await?;
-            Ok((count(&rows, "n") == 4_000 && count(&rows, "ids") == 4_000).then_some(()))
+            // The history goes in after `leads` in the same flush: wait for it too.
+            let history = clickhouse
+                .rows("SELECT count() AS n FROM lead_history FINAL")
+                .await?;
+            Ok((count(&rows, "n") == 4_000
+                && count(&rows, "ids") == 4_000
+                && count(&history, "n") >= 4_400)
+                .then_some(()))
         },
     )
     .await;
