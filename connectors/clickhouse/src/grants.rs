@@ -176,7 +176,14 @@ mod tests {
     fn the_sink_tables_are_the_created_tables() {
         assert_eq!(
             sink_tables(),
-            ["leads", "lead_history", "sync_runs", "dlq", "referrals"]
+            [
+                "leads",
+                "lead_history",
+                "sync_runs",
+                "dlq",
+                "referrals",
+                "referral_actions"
+            ]
         );
     }
 }

@@ -55,6 +55,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_insert_deduplication.sql",
         sql: include_str!("../../../schemas/clickhouse/0008_insert_deduplication.sql"),
     },
+    Migration {
+        name: "0009_referral_actions.sql",
+        sql: include_str!("../../../schemas/clickhouse/0009_referral_actions.sql"),
+    },
 ];
 
 impl Migration {

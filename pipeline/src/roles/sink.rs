@@ -1,8 +1,9 @@
 //! The sink: Hunter's topics into ClickHouse.
 //!
-//! consume `hunter.leads.v1`, `partner-center.referrals.v1`, `hunter.sync-runs.v1` and
-//! `hunter.dlq.v1` → decode → rows → batch (by rows, bytes and time) → insert into `leads` and
-//! `lead_history`, `referrals`, `sync_runs`, `dlq` → store the offsets of every message in the
+//! consume `hunter.leads.v1`, `partner-center.referrals.v1`, `hunter.sync-runs.v1`,
+//! `hunter.dlq.v1` and `hunter.referral-action-results.v1` → decode → rows → batch (by rows,
+//! bytes and time) → insert into `leads` and `lead_history`, `referrals`, `sync_runs`, `dlq`,
+//! `referral_actions` → store the offsets of every message in the
 //! batch once ClickHouse acknowledged every insert.
 //!
 //! Invariants:
@@ -30,13 +31,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hunter_clickhouse::rows::{DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow};
+use hunter_clickhouse::rows::{
+    DlqRow, LeadHistoryRow, LeadRow, ReferralActionRow, ReferralRow, SyncRunRow,
+};
 use hunter_clickhouse::writer::ReadWriter;
 use hunter_core::codec::{Codec, CodecError};
 use hunter_core::kafka::{
     self, DeadLetter, Fault, Fetch, GroupConsumer, Position, RecordError, Subscription,
 };
-use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
+use hunter_core::records::{Lead, Referral, ReferralActionResult, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
 use rdkafka::Message;
@@ -69,6 +72,8 @@ struct Batch {
     fetched: Vec<Timestamp>,
     runs: Vec<SyncRunRow>,
     dead_letters: Vec<DlqRow>,
+    /// Write-back steps (docs/writeback.md).
+    actions: Vec<ReferralActionRow>,
     offsets: BTreeMap<(String, i32), Span>,
     bytes: usize,
     started: Option<Instant>,
@@ -135,13 +140,18 @@ impl Batch {
         self.fetched.clear();
         self.runs.clear();
         self.dead_letters.clear();
+        self.actions.clear();
         self.offsets.clear();
         self.bytes = 0;
         self.started = None;
     }
 
     fn rows(&self) -> usize {
-        self.leads.len() + self.referrals.len() + self.runs.len() + self.dead_letters.len()
+        self.leads.len()
+            + self.referrals.len()
+            + self.runs.len()
+            + self.dead_letters.len()
+            + self.actions.len()
     }
 }
 
@@ -153,6 +163,8 @@ struct Inputs {
     runs: Codec<SyncRun>,
     leads_topic: String,
     runs_topic: String,
+    action_results: Codec<ReferralActionResult>,
+    action_results_topic: String,
 }
 
 pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -180,6 +192,8 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
         leads_topic: topics.leads.clone(),
         runs_topic: topics.sync_runs.clone(),
+        action_results: Codec::new(&topics.referral_action_results, context.registry.clone()),
+        action_results_topic: topics.referral_action_results.clone(),
     };
     // One consumer (and group) per topic: each stream batches and commits on its own, and a
     // restart after a crash resumes each at once (and see `hunter_core::kafka::consume` for
@@ -189,6 +203,10 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         (topics.referrals.as_str(), "sink-referrals"),
         (topics.sync_runs.as_str(), "sink-sync-runs"),
         (topics.dlq.as_str(), "sink-dlq"),
+        (
+            topics.referral_action_results.as_str(),
+            "sink-referral-action-results",
+        ),
     ];
     let loops = streams.map(|(topic, group)| {
         stream(
@@ -389,6 +407,12 @@ async fn add(
             .decode_patiently(payload, &mut waiting, "sink")
             .await?;
         batch.runs.push(SyncRunRow::from_run(&run));
+    } else if topic == inputs.action_results_topic {
+        let result = inputs
+            .action_results
+            .decode_patiently(payload, &mut waiting, "sink")
+            .await?;
+        batch.actions.push(ReferralActionRow::from_result(&result));
     } else {
         let header = |key: &str| {
             headers
@@ -466,6 +490,7 @@ async fn insert_all(
     timed(writer, "referrals", &batch.referrals, &token).await?;
     timed(writer, "sync_runs", &batch.runs, &token).await?;
     timed(writer, "dlq", &batch.dead_letters, &token).await?;
+    timed(writer, "referral_actions", &batch.actions, &token).await?;
     Ok(())
 }
 
