@@ -4,13 +4,13 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{leads, sync};
+use super::{actions, leads, sync};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Hunter API",
-        description = "Partner Center referrals as leads, and the sync that brings them. Every route needs `Authorization: Bearer <token>`: the admin token (HUNTER_API_TOKEN) for everything, a read token (HUNTER_API_READ_TOKEN) for GET routes.",
+        description = "Partner Center referrals as leads, and the sync that brings them. Every route needs `Authorization: Bearer <token>`: an admin token (HUNTER_API_TOKEN, or a HUNTER_API_TOKENS entry with role admin) for everything, a sales token for GET routes and referral actions, a read token (HUNTER_API_READ_TOKEN, or role read) for GET routes.",
     ),
     servers((url = "/api/v1")),
     paths(
@@ -21,6 +21,9 @@ use super::{leads, sync};
         sync::status,
         sync::runs,
         sync::run,
+        actions::create,
+        actions::list,
+        actions::one,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -28,6 +31,7 @@ use super::{leads, sync};
         (name = "leads", description = "Leads from ClickHouse"),
         (name = "referrals", description = "Referrals as Partner Center returned them"),
         (name = "sync", description = "Trigger a sync and follow it"),
+        (name = "actions", description = "Work a referral: accept, decline, won, lost, update, written back to Partner Center (docs/writeback.md)"),
     )
 )]
 pub struct ApiDoc;
@@ -65,6 +69,8 @@ mod tests {
             "/partner-center/sync/status",
             "/sync/runs",
             "/sync/runs/{task_id}",
+            "/referrals/{id}/actions",
+            "/actions/{action_id}",
         ] {
             let item = &paths[path];
             assert!(item.is_object(), "{path} missing");
