@@ -28,3 +28,4 @@ mod sink;
 mod skeleton;
 mod source;
 mod web;
+mod writeback;
