@@ -140,11 +140,16 @@ impl Stack {
         let stats = self.deployment.simulator_get("/_simulator/stats").await?;
         Ok(stats["requests"]["referral_patch"]
             .as_object()
-            .map_or(0, |by_status| by_status.values().filter_map(Value::as_u64).sum()))
+            .map_or(0, |by_status| {
+                by_status.values().filter_map(Value::as_u64).sum()
+            }))
     }
 
     async fn simulator_referral(&self, id: &str) -> anyhow::Result<Value> {
-        let all = self.deployment.simulator_get("/_simulator/referrals").await?;
+        let all = self
+            .deployment
+            .simulator_get("/_simulator/referrals")
+            .await?;
         Ok(all
             .as_array()
             .unwrap()
@@ -180,9 +185,21 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
     // Refusals first: nothing may reach Partner Center.
     let before = stack.patches().await?;
     for (id, body, field) in [
-        (&untouched, json!({"action": "won", "deal_value": 10, "currency": "USD"}), "action"),
-        (&to_win, json!({"action": "won", "deal_value": -5, "currency": "USD"}), "deal_value"),
-        (&to_win, json!({"action": "won", "deal_value": 5, "currency": "XXY"}), "currency"),
+        (
+            &untouched,
+            json!({"action": "won", "deal_value": 10, "currency": "USD"}),
+            "action",
+        ),
+        (
+            &to_win,
+            json!({"action": "won", "deal_value": -5, "currency": "USD"}),
+            "deal_value",
+        ),
+        (
+            &to_win,
+            json!({"action": "won", "deal_value": 5, "currency": "XXY"}),
+            "currency",
+        ),
         (
             &to_win,
             json!({"action": "won", "deal_value": 5, "currency": "USD", "closing_date": (today - time::Duration::days(3)).to_string()}),
@@ -197,7 +214,11 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }
     let (status, answer) = stack
-        .post("no-such-referral", json!({"action": "accept"}), &stack.sales)
+        .post(
+            "no-such-referral",
+            json!({"action": "accept"}),
+            &stack.sales,
+        )
         .await?;
     assert_eq!(status, 404, "{answer}");
     let (status, answer) = stack
@@ -213,7 +234,10 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
     // The four round trips.
     let accept = stack.act(&to_accept, json!({"action": "accept"})).await?;
     let decline = stack
-        .act(&to_decline, json!({"action": "decline", "reason": "Not our region"}))
+        .act(
+            &to_decline,
+            json!({"action": "decline", "reason": "Not our region"}),
+        )
         .await?;
     let won = stack
         .act(
@@ -240,7 +264,10 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
         assert_eq!(settled["to_status"], format!("{status}/{substatus}"));
         stack.wait_lead(id, status, substatus).await?;
         let truth = stack.simulator_referral(id).await?;
-        assert_eq!((truth["status"].as_str(), truth["substatus"].as_str()), (Some(status), Some(substatus)));
+        assert_eq!(
+            (truth["status"].as_str(), truth["substatus"].as_str()),
+            (Some(status), Some(substatus))
+        );
         let audit = stack.audit(action_id).await?;
         let states: Vec<&str> = audit.iter().filter_map(|r| r["state"].as_str()).collect();
         assert_eq!(states, ["queued", "sent", "applied"], "{audit:?}");
@@ -250,7 +277,10 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
     let truth = stack.simulator_referral(&to_win).await?;
     assert_eq!(truth["details"]["dealValue"], "125000.50");
     assert_eq!(truth["details"]["currency"], "EUR");
-    assert_eq!(stack.simulator_referral(&to_decline).await?["statusReason"], "Not our region");
+    assert_eq!(
+        stack.simulator_referral(&to_decline).await?["statusReason"],
+        "Not our region"
+    );
     assert_eq!(stack.patches().await? - before, 4, "one PATCH per action");
 
     // Someone changes the referral in Partner Center after the user looked at it.
@@ -282,9 +312,16 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
         .await?;
     let settled = stack.settled(&action).await?;
     assert_eq!(settled["state"], "conflict", "{settled}");
-    assert_eq!(settled["current_version"]["statusReason"], "Declined by a colleague");
+    assert_eq!(
+        settled["current_version"]["statusReason"],
+        "Declined by a colleague"
+    );
     assert_eq!(settled["current_etag"], "\"changed-elsewhere\"");
-    assert_eq!(stack.patches().await?, patches, "no PATCH over the other change");
+    assert_eq!(
+        stack.patches().await?,
+        patches,
+        "no PATCH over the other change"
+    );
     let truth = stack.simulator_referral(&contested).await?;
     assert_eq!(truth["substatus"], "Declined", "not overwritten");
 
@@ -297,7 +334,10 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
     let settled = stack.settled(&action).await?;
     assert_eq!(settled["state"], "rejected", "{settled}");
     assert!(
-        settled["message"].as_str().unwrap().contains("Referrals Admin"),
+        settled["message"]
+            .as_str()
+            .unwrap()
+            .contains("Referrals Admin"),
         "{settled}"
     );
     let (_, listed) = stack
@@ -330,7 +370,10 @@ async fn a_source_killed_after_its_patch_does_not_send_it_again() -> anyhow::Res
         anyhow::bail!("{error}\n{}", stack.deployment.logs());
     }
     stack.deployment.process(stack.source).kill9();
-    stack.deployment.simulator_post("/_simulator/faults").await?;
+    stack
+        .deployment
+        .simulator_post("/_simulator/faults")
+        .await?;
     let (_, body) = stack
         .deployment
         .get(&format!("/api/v1/actions/{action}"))
@@ -338,11 +381,79 @@ async fn a_source_killed_after_its_patch_does_not_send_it_again() -> anyhow::Res
     assert_ne!(body["state"], "applied", "killed before the result: {body}");
     assert_eq!(stack.simulator_referral(&id).await?["status"], "Active");
 
-    stack.source = stack.deployment.start_role_on("source", free_port()).await?;
+    stack.source = stack
+        .deployment
+        .start_role_on("source", free_port())
+        .await?;
     let settled = stack.settled(&action).await?;
     assert_eq!(settled["state"], "applied", "{settled}");
-    assert_eq!(stack.patches().await?, 1, "the PATCH was not sent a second time");
+    assert_eq!(
+        stack.patches().await?,
+        1,
+        "the PATCH was not sent a second time"
+    );
     stack.wait_lead(&id, "Active", "Accepted").await?;
+    stack.deployment.teardown().await;
+    Ok(())
+}
+
+/// The page (headless Chromium, `tests/browser/writeback.mjs`): accept an incoming referral,
+/// then mark it won with the deal value prefilled; a decline without a reason is not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_accepts_and_wins_a_referral() -> anyhow::Result<()> {
+    let browser_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    anyhow::ensure!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let mut referrals = generated_referrals(5, 1503)?;
+    let id = shaped(&mut referrals, 0, "New", "Received");
+    let decline_id = shaped(&mut referrals, 1, "New", "Received");
+    referrals[0]["details"]["dealValue"] = json!(4321.5);
+    referrals[0]["details"]["currency"] = json!("EUR");
+    let stack = start(&referrals).await?;
+    let expect =
+        json!({"id": id, "decline_id": decline_id, "deal_value": 4321.5, "currency": "EUR"});
+    let artifacts = browser_dir
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("target/browser-artifacts");
+    let output = tokio::task::spawn_blocking({
+        let api = stack.deployment.api.clone();
+        let token = stack.sales.clone();
+        move || {
+            std::process::Command::new("node")
+                .arg("writeback.mjs")
+                .current_dir(&browser_dir)
+                .env("HUNTER_WEB_URL", api)
+                .env("HUNTER_WEB_TOKEN", token)
+                .env("HUNTER_WEB_EXPECT", expect.to_string())
+                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
+                .output()
+        }
+    })
+    .await??;
+    let text = output_text(&output);
+    if !output.status.success() {
+        anyhow::bail!(
+            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
+            stack.deployment.logs()
+        );
+    }
+    assert!(text.contains("write-back page checks passed"), "{text}");
+    let truth = stack.simulator_referral(&id).await?;
+    assert_eq!(
+        (truth["status"].as_str(), truth["substatus"].as_str()),
+        (Some("Closed"), Some("Won"))
+    );
+    assert_eq!(truth["details"]["dealValue"], "4321.5");
+    assert_eq!(
+        stack.simulator_referral(&decline_id).await?["status"],
+        "New",
+        "the decline was not sent"
+    );
     stack.deployment.teardown().await;
     Ok(())
 }
