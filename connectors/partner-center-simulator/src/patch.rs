@@ -73,12 +73,12 @@ pub(crate) fn check_transition(
     if before == after {
         return Ok(());
     }
-    let allowed = match (before.0, after) {
-        (Some("New"), (Some("Active"), Some("Accepted"))) => true,
-        (Some("New"), (Some("Closed"), Some("Declined"))) => true,
-        (Some("Active"), (Some("Closed"), Some("Won" | "Lost"))) => true,
-        _ => false,
-    };
+    let allowed = matches!(
+        (before.0, after),
+        (Some("New"), (Some("Active"), Some("Accepted")))
+            | (Some("New"), (Some("Closed"), Some("Declined")))
+            | (Some("Active"), (Some("Closed"), Some("Won" | "Lost")))
+    );
     if !allowed {
         return Err(format!(
             "the status cannot change from {}/{} to {}/{}",

@@ -361,10 +361,10 @@ pub fn plan(
             )
         })?;
         set("add", "/statusReason", reason.into());
-    } else if let Some(reason) = reason {
-        if kind != ActionKind::Update {
-            set("add", "/statusReason", reason.into());
-        }
+    } else if let Some(reason) = reason
+        && kind != ActionKind::Update
+    {
+        set("add", "/statusReason", reason.into());
     }
     let deal_value = field("deal_value")
         .map(|text| {
