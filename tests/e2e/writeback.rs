@@ -231,8 +231,15 @@ async fn actions_round_trip_conflict_and_refusals() -> anyhow::Result<()> {
         .await?;
     assert_eq!(listed, json!([]), "refused actions are not queued");
 
-    // The four round trips.
+    // The four round trips. The time from the POST to the lead's new status in ClickHouse is
+    // printed (a figure for docs/writeback.md, not an assertion: the machine is shared).
+    let posted = std::time::Instant::now();
     let accept = stack.act(&to_accept, json!({"action": "accept"})).await?;
+    stack.wait_lead(&to_accept, "Active", "Accepted").await?;
+    eprintln!(
+        "write-back: POST to the lead's new status in clickhouse: {:?}",
+        posted.elapsed()
+    );
     let decline = stack
         .act(
             &to_decline,
