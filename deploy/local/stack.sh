@@ -55,6 +55,8 @@ TOPICS=(
     "hunter.commands.v1:1:"
     "hunter.leads.v1:4:compact"
     "hunter.dlq.v1:1:"
+    "hunter.referral-actions.v1:1:"
+    "hunter.referral-action-results.v1:1:"
 )
 
 # max.message.bytes of every topic: hunter_core::size::TOPIC_MAX_MESSAGE_BYTES, as `hunter migrate`

@@ -430,8 +430,10 @@ async fn register_contracts(
     registry: &hunter_core::codec::Registry,
     topics: &kafka::Topics,
 ) -> anyhow::Result<()> {
-    use hunter_core::records::{Command, Lead, Record, Referral, SourceState, SyncRun};
-    let contracts: [(&str, &str, &str); 5] = [
+    use hunter_core::records::{
+        Command, Lead, Record, Referral, ReferralAction, ReferralActionResult, SourceState, SyncRun,
+    };
+    let contracts: [(&str, &str, &str); 7] = [
         (&topics.referrals, Referral::CONTRACT, Referral::SCHEMA_TEXT),
         (&topics.leads, Lead::CONTRACT, Lead::SCHEMA_TEXT),
         (&topics.sync_runs, SyncRun::CONTRACT, SyncRun::SCHEMA_TEXT),
@@ -441,6 +443,16 @@ async fn register_contracts(
             SourceState::SCHEMA_TEXT,
         ),
         (&topics.commands, Command::CONTRACT, Command::SCHEMA_TEXT),
+        (
+            &topics.referral_actions,
+            ReferralAction::CONTRACT,
+            ReferralAction::SCHEMA_TEXT,
+        ),
+        (
+            &topics.referral_action_results,
+            ReferralActionResult::CONTRACT,
+            ReferralActionResult::SCHEMA_TEXT,
+        ),
     ];
     for (topic, contract, schema) in contracts {
         let subject = format!("{topic}-value");

@@ -691,7 +691,8 @@ async fn a_registry_behind_tls_needs_its_ca_and_says_so() -> anyhow::Result<()> 
         *counts.entry("subjects").or_insert(0) += 1;
         assert!(line.contains(&deployment.prefix), "{line}");
     }
-    assert_eq!(counts.get("subjects"), Some(&5), "{output}");
+    // Every topic's contract: five, and the two of write-back (docs/writeback.md).
+    assert_eq!(counts.get("subjects"), Some(&7), "{output}");
     deployment.teardown().await;
     Ok(())
 }

@@ -500,6 +500,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
         &[
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
+            "HUNTER_API_TOKENS",
             "HUNTER_CLICKHOUSE_READER_PASSWORD",
             "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
         ],
@@ -509,6 +510,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
         &[
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
+            "HUNTER_API_TOKENS",
             "HUNTER_CLICKHOUSE_READER_PASSWORD",
             "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
         ],
@@ -518,6 +520,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
         &[
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
+            "HUNTER_API_TOKENS",
             "HUNTER_CLICKHOUSE_PASSWORD",
             "HUNTER_CLICKHOUSE_READER_PASSWORD",
         ],
@@ -527,6 +530,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
         &[
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
+            "HUNTER_API_TOKENS",
             "HUNTER_CLICKHOUSE_PASSWORD",
             "HUNTER_CLICKHOUSE_READER_PASSWORD",
             "HUNTER_PARTNER_CENTER_CLIENT_SECRET",

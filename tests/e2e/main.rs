@@ -34,3 +34,4 @@ mod source;
 mod sweep;
 mod topics;
 mod web;
+mod writeback;

@@ -182,7 +182,8 @@ mod tests {
                 "sync_runs",
                 "dlq",
                 "referrals",
-                "dlq_replays"
+                "dlq_replays",
+                "referral_actions"
             ]
         );
     }

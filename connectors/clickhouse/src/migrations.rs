@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_dlq_replays.sql",
         sql: include_str!("../../../schemas/clickhouse/0009_dlq_replays.sql"),
     },
+    // Write-back (docs/writeback.md): the `referral_actions` audit table.
+    Migration {
+        name: "0010_referral_actions.sql",
+        sql: include_str!("../../../schemas/clickhouse/0010_referral_actions.sql"),
+    },
 ];
 
 impl Migration {

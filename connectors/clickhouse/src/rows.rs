@@ -222,6 +222,53 @@ impl SyncRunRow {
     }
 }
 
+/// A row of `referral_actions` (`0010_referral_actions.sql`): one step of a write-back action.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct ReferralActionRow {
+    pub action_id: String,
+    pub referral_id: String,
+    pub tenant: String,
+    pub action: String,
+    pub state: String,
+    pub message: Option<String>,
+    pub request_id: Option<String>,
+    pub from_status: Option<String>,
+    pub to_status: Option<String>,
+    pub current_etag: Option<String>,
+    pub current_version: Option<String>,
+    pub actor_name: String,
+    pub actor_role: String,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub requested_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime")]
+    pub at: OffsetDateTime,
+    /// `at` in microseconds: the newest step is the action's state.
+    pub at_micros: u64,
+}
+
+impl ReferralActionRow {
+    pub fn from_result(result: &hunter_core::records::ReferralActionResult) -> Self {
+        Self {
+            action_id: result.action_id.clone(),
+            referral_id: result.referral_id.clone(),
+            tenant: result.tenant.clone(),
+            action: result.action.clone(),
+            state: result.state.clone(),
+            message: result.message.clone(),
+            request_id: result.request_id.clone(),
+            from_status: result.from_status.clone(),
+            to_status: result.to_status.clone(),
+            current_etag: result.current_etag.clone(),
+            current_version: result.current_version.clone(),
+            actor_name: result.actor_name.clone(),
+            actor_role: result.actor_role.clone(),
+            requested_at: datetime(result.requested_at),
+            at: datetime(result.at),
+            at_micros: u64::try_from(result.at.micros()).unwrap_or(0),
+        }
+    }
+}
+
 /// A row of `referrals` (`0007_referrals.sql`): the referral as received.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct ReferralRow {

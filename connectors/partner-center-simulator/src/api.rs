@@ -241,6 +241,12 @@ pub(super) struct Reply {
     body: String,
 }
 
+impl Reply {
+    pub(super) fn new(status: StatusCode, body: String) -> Self {
+        Self { status, body }
+    }
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         json_response(self.status, self.body)
@@ -279,7 +285,7 @@ fn expired_token_reply() -> Response {
 }
 
 /// Authentication, faults, the reply, and bookkeeping shared by both referrals endpoints.
-async fn serve_api<F, Fut>(
+pub(super) async fn serve_api<F, Fut>(
     simulator: &Simulator,
     endpoint: &'static str,
     headers: &HeaderMap,

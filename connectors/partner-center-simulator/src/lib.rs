@@ -8,6 +8,8 @@
 //! | `GET /healthz` | `ok` |
 //! | `GET /v1.0/engagements/referrals` | the file's referrals, sorted by (`updatedDateTime`, `id`); `$filter=updatedDateTime ge\|gt <ts>`, `$orderby=updatedDateTime asc\|desc`, `$top`, `$skip`, paging by `@odata.nextLink` with an opaque `$skiptoken` (filter + order + offset) |
 //! | `GET /v1.0/engagements/referrals/{id}` | one referral with `@odata.context`, or 404 |
+//! | `PATCH /v1.0/engagements/referrals/{id}` | JSON Patch (`replace`/`add`), `If-Match` (412), the status rules, `Prefer: return=representation` (module `patch`) |
+//! | `POST /_simulator/write-access?allowed=B` | `false`: PATCH answers 403 (a Referrals User without write rights) |
 //! | `POST /{tenant}/oauth2/v2.0/devicecode` | a device code; the sign-in is approved on the second poll |
 //! | `POST /{tenant}/oauth2/v2.0/token` | device code and refresh-token grants, rotating refresh tokens |
 //! | `GET /devicelogin` | the page the prompt points at (nothing to do there) |
@@ -59,6 +61,7 @@ mod generate;
 mod late;
 mod login;
 mod mutate;
+mod patch;
 
 // The harness shared with the connector's tests names both crates by their package names.
 #[cfg(test)]
@@ -187,6 +190,7 @@ pub async fn bind(
         mutate_rng: Mutex::new(mutate_rng),
         mutate_rate: std::sync::atomic::AtomicU64::new(opts_rate_bits),
         stats: Mutex::new(Stats::default()),
+        write_access: patch::WriteAccess::default(),
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -204,7 +208,11 @@ pub async fn bind(
             post(expire_access_tokens),
         )
         .route("/v1.0/engagements/referrals", get(api::list_referrals))
-        .route("/v1.0/engagements/referrals/{id}", get(api::get_referral))
+        .route(
+            "/v1.0/engagements/referrals/{id}",
+            get(api::get_referral).patch(patch::patch_referral),
+        )
+        .route("/_simulator/write-access", post(patch::set_write_access))
         .route("/{tenant}/oauth2/v2.0/devicecode", post(login::device_code))
         .route("/{tenant}/oauth2/v2.0/token", post(login::token))
         .route("/devicelogin", get(login::device_login_page))
@@ -273,6 +281,8 @@ struct Simulator {
     /// The current mutation rate (f64 bits): starts at `opts.mutate_rate`, tests may change it.
     mutate_rate: std::sync::atomic::AtomicU64,
     stats: Mutex<Stats>,
+    /// Whether PATCH may write (`POST /_simulator/write-access`; module `patch`).
+    write_access: patch::WriteAccess,
 }
 
 #[derive(Default, serde::Serialize)]

@@ -105,7 +105,10 @@ impl Simulator {
 /// Replaces the referrals at the given indices with their moved-on versions and keeps the
 /// store sorted by (`updatedDateTime`, `id`) without sorting all of it: the others keep their
 /// order, and each moved one is inserted where it belongs (at the end, when it moved to now).
-fn apply_moves(referrals: &mut Vec<StoredReferral>, mut moves: Vec<(usize, StoredReferral)>) {
+pub(super) fn apply_moves(
+    referrals: &mut Vec<StoredReferral>,
+    mut moves: Vec<(usize, StoredReferral)>,
+) {
     moves.sort_by_key(|(index, _)| *index);
     let mut position = 0;
     let mut next_move = moves.iter().map(|(index, _)| *index).peekable();
@@ -127,7 +130,7 @@ fn apply_moves(referrals: &mut Vec<StoredReferral>, mut moves: Vec<(usize, Store
 }
 
 /// `now` at 7-digit resolution, strictly after the previous burst's instant.
-fn next_stamp(now: OffsetDateTime, previous: Option<OffsetDateTime>) -> OffsetDateTime {
+pub(super) fn next_stamp(now: OffsetDateTime, previous: Option<OffsetDateTime>) -> OffsetDateTime {
     let now = now.to_offset(time::UtcOffset::UTC);
     let now = now
         .replace_nanosecond(now.nanosecond() / 100 * 100)
@@ -190,10 +193,10 @@ fn move_on(
 }
 
 /// A JSON object's members in order, each value's exact text kept.
-struct Fields(Vec<(String, Box<RawValue>)>);
+pub(super) struct Fields(pub(super) Vec<(String, Box<RawValue>)>);
 
 impl Fields {
-    fn get_str(&self, key: &str) -> Option<String> {
+    pub(super) fn get_str(&self, key: &str) -> Option<String> {
         self.0
             .iter()
             .find(|(name, _)| name == key)
@@ -203,7 +206,7 @@ impl Fields {
 
     /// Replaces the member's value with the string `value` (the first of duplicates; the
     /// others are dropped), or appends the member.
-    fn set_str(&mut self, key: &str, value: &str) {
+    pub(super) fn set_str(&mut self, key: &str, value: &str) {
         let text = serde_json::to_string(value).unwrap_or_default();
         let Ok(raw) = RawValue::from_string(text) else {
             return;
@@ -221,7 +224,7 @@ impl Fields {
         }
     }
 
-    fn into_raw(self) -> Result<Box<RawValue>, String> {
+    pub(super) fn into_raw(self) -> Result<Box<RawValue>, String> {
         let mut text = String::from("{");
         for (index, (name, value)) in self.0.iter().enumerate() {
             if index > 0 {

@@ -935,3 +935,102 @@ async fn faults_change_at_run_time_and_bad_specs_name_the_item() {
     );
     assert_eq!(count(&stats, "referrals_list", 200), 11);
 }
+
+/// PATCH over HTTP: 204 without `Prefer` (the file holds the change), 200 with it and an
+/// `ETag` header, unsupported operations and a closed referral refused with a Partner
+/// Center-shaped body, 412 carrying the current referral, 404 for an unknown id; every answer
+/// counted under `referral_patch`.
+#[tokio::test]
+async fn patch_over_http() {
+    let mut referral = generate_referrals(1, 3).remove(0);
+    referral["status"] = "Active".into();
+    referral["substatus"] = "Accepted".into();
+    referral["eTag"] = "\"v1\"".into();
+    let id = referral["id"].as_str().unwrap().to_owned();
+    let sim = Sim::start(&[referral], |_| {}).await;
+    let (_, cache) = sim.sign_in().await;
+    let token = cache.access_token.expose().to_owned();
+    let url = sim.url(&format!("/v1.0/engagements/referrals/{id}"));
+    let patch = |body: Value, if_match: Option<&str>, prefer: bool| {
+        let mut request = reqwest::Client::new()
+            .patch(&url)
+            .bearer_auth(&token)
+            .json(&body);
+        if let Some(etag) = if_match {
+            request = request.header("If-Match", etag);
+        }
+        if prefer {
+            request = request.header("Prefer", "return=representation");
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let etag = response
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let text = response.text().await.unwrap();
+            (
+                status,
+                etag,
+                serde_json::from_str(&text).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, _, body) = patch(json!([{"op": "remove", "path": "/notes"}]), None, false).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalidRequest");
+    let (status, _, body) = patch(
+        json!([{"op": "replace", "path": "/details/notes", "value": "x"}]),
+        Some("\"v0\""),
+        false,
+    )
+    .await;
+    assert_eq!(status, 412);
+    assert_eq!(body["eTag"], "\"v1\"", "412 carries the current referral");
+    let (status, _, body) = patch(
+        json!([{"op": "replace", "path": "/details/notes", "value": "called"}]),
+        Some("\"v1\""),
+        false,
+    )
+    .await;
+    assert_eq!((status, body), (204, Value::Null));
+    let file: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&sim.referrals_file).unwrap()).unwrap();
+    assert_eq!(file[0]["details"]["notes"], "called");
+    let etag = file[0]["eTag"].as_str().unwrap().to_owned();
+    assert_ne!(etag, "\"v1\"");
+    let won = json!([
+        {"op": "replace", "path": "/status", "value": "Closed"},
+        {"op": "replace", "path": "/substatus", "value": "Won"},
+    ]);
+    let (status, header, body) = patch(won.clone(), Some(&etag), true).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["substatus"], "Won");
+    assert!(body["closedDateTime"].is_string());
+    assert_eq!(header.as_deref(), body["eTag"].as_str());
+    let (status, _, body) = patch(won, None, true).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalidStatusTransition");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Closed")
+    );
+    let (status, _, _) = reqwest::Client::new()
+        .patch(sim.url("/v1.0/engagements/referrals/nope"))
+        .bearer_auth(&token)
+        .json(&json!([]))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), (), ()))
+        .unwrap();
+    assert_eq!(status, 404);
+    let stats = sim.stats().await;
+    assert_eq!(count(&stats, "referral_patch", 400), 2);
+    assert_eq!(count(&stats, "referral_patch", 412), 1);
+    assert_eq!(count(&stats, "referral_patch", 204), 1);
+    assert_eq!(count(&stats, "referral_patch", 200), 1);
+    assert_eq!(count(&stats, "referral_patch", 404), 1);
+}

@@ -61,6 +61,10 @@ pub struct Topics {
     pub leads: String,
     /// Dead letters with error context headers.
     pub dlq: String,
+    /// Write-back: actions users asked for, key = referral id (docs/writeback.md).
+    pub referral_actions: String,
+    /// Write-back: each action's steps (queued, sent, final state), key = referral id.
+    pub referral_action_results: String,
 }
 
 /// A topic to create: name, partitions, compacted or not.
@@ -81,6 +85,8 @@ impl Topics {
             commands: name("hunter.commands.v1"),
             leads: name("hunter.leads.v1"),
             dlq: name("hunter.dlq.v1"),
+            referral_actions: name("hunter.referral-actions.v1"),
+            referral_action_results: name("hunter.referral-action-results.v1"),
         }
     }
 
@@ -98,6 +104,9 @@ impl Topics {
             spec(&self.commands, 1, false),
             spec(&self.leads, 4, true),
             spec(&self.dlq, 1, false),
+            // Write-back (docs/writeback.md): few records, ordered per referral.
+            spec(&self.referral_actions, 1, false),
+            spec(&self.referral_action_results, 1, false),
         ]
     }
 }

@@ -31,6 +31,8 @@ pub mod names {
     pub const SOURCE_SYNC_INTERVAL_SECONDS: &str = "hunter_source_sync_interval_seconds";
     /// 1 while a tenant waits for `hunter auth login` (its polls are suspended), else 0.
     pub const SOURCE_SIGNIN_REQUIRED: &str = "hunter_source_signin_required";
+    /// Write-back steps recorded by the source, by state (docs/writeback.md).
+    pub const SOURCE_REFERRAL_ACTIONS_TOTAL: &str = "hunter_source_referral_actions_total";
     /// Seconds between now and the tenant's cursor (`updatedDateTime` of the newest record read).
     pub const SOURCE_CURSOR_AGE_SECONDS: &str = "hunter_source_cursor_age_seconds";
     /// Unix time at which the tenant's cached access token expires.
@@ -191,6 +193,12 @@ pub const CATALOGUE: &[Metric] = {
             Histogram,
             &[],
             "Duration of a whole poll in seconds.",
+        ),
+        metric(
+            SOURCE_REFERRAL_ACTIONS_TOTAL,
+            Counter,
+            &["state"],
+            "Write-back steps the source recorded: sent, applied, conflict, rejected, failed.",
         ),
         metric(
             SOURCE_SIGNIN_REQUIRED,

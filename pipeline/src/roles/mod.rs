@@ -60,6 +60,14 @@ pub fn consumer_groups(settings: &Settings) -> Vec<(String, String)> {
         (group("sink-referrals"), topics.referrals.clone()),
         (group("sink-sync-runs"), topics.sync_runs.clone()),
         (group("sink-dlq"), topics.dlq.clone()),
+        (
+            group("source-referral-actions"),
+            topics.referral_actions.clone(),
+        ),
+        (
+            group("sink-referral-action-results"),
+            topics.referral_action_results.clone(),
+        ),
     ]
 }
 

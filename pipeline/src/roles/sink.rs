@@ -1,8 +1,9 @@
 //! The sink: Hunter's topics into ClickHouse.
 //!
-//! consume `hunter.leads.v1`, `partner-center.referrals.v1`, `hunter.sync-runs.v1` and
-//! `hunter.dlq.v1` → decode → rows → batch (by rows, bytes and time) → insert into `leads` and
-//! `lead_history`, `referrals`, `sync_runs`, `dlq` → store the offsets of every message in the
+//! consume `hunter.leads.v1`, `partner-center.referrals.v1`, `hunter.sync-runs.v1`,
+//! `hunter.dlq.v1` and `hunter.referral-action-results.v1` → decode → rows → batch (by rows,
+//! bytes and time) → insert into `leads` and `lead_history`, `referrals`, `sync_runs`, `dlq`,
+//! `referral_actions` → store the offsets of every message in the
 //! batch once ClickHouse acknowledged every insert.
 //!
 //! Invariants:
@@ -33,14 +34,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hunter_clickhouse::rows::{
-    DlqReplayRow, DlqRow, LeadHistoryRow, LeadRow, ReferralRow, SyncRunRow,
+    DlqReplayRow, DlqRow, LeadHistoryRow, LeadRow, ReferralActionRow, ReferralRow, SyncRunRow,
 };
 use hunter_clickhouse::writer::ReadWriter;
 use hunter_core::codec::{Codec, CodecError};
 use hunter_core::kafka::{
     self, DeadLetter, Fault, Fetch, GroupConsumer, Position, RecordError, Subscription,
 };
-use hunter_core::records::{Lead, Referral, SyncRun, Timestamp};
+use hunter_core::records::{Lead, Referral, ReferralActionResult, SyncRun, Timestamp};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
 use rdkafka::Message;
@@ -74,6 +75,8 @@ struct Batch {
     dead_letters: Vec<DlqRow>,
     /// Records `hunter dlq replay` re-published, read back from their topic.
     replays: Vec<DlqReplayRow>,
+    /// Write-back steps (docs/writeback.md).
+    actions: Vec<ReferralActionRow>,
     offsets: BTreeMap<(String, i32), Span>,
     bytes: usize,
     started: Option<Instant>,
@@ -141,6 +144,7 @@ impl Batch {
         self.runs.clear();
         self.dead_letters.clear();
         self.replays.clear();
+        self.actions.clear();
         self.offsets.clear();
         self.bytes = 0;
         self.started = None;
@@ -152,6 +156,7 @@ impl Batch {
             + self.runs.len()
             + self.dead_letters.len()
             + self.replays.len()
+            + self.actions.len()
     }
 }
 
@@ -164,6 +169,8 @@ struct Inputs {
     leads_topic: String,
     runs_topic: String,
     dlq_topic: String,
+    action_results: Codec<ReferralActionResult>,
+    action_results_topic: String,
 }
 
 pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -192,6 +199,8 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         leads_topic: topics.leads.clone(),
         runs_topic: topics.sync_runs.clone(),
         dlq_topic: topics.dlq.clone(),
+        action_results: Codec::new(&topics.referral_action_results, context.registry.clone()),
+        action_results_topic: topics.referral_action_results.clone(),
     };
     // One consumer (and group) per topic: each stream batches and commits on its own, and a
     // restart after a crash resumes each at once (and see `hunter_core::kafka::consume` for
@@ -201,6 +210,10 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
         (topics.referrals.as_str(), "sink-referrals"),
         (topics.sync_runs.as_str(), "sink-sync-runs"),
         (topics.dlq.as_str(), "sink-dlq"),
+        (
+            topics.referral_action_results.as_str(),
+            "sink-referral-action-results",
+        ),
     ];
     let loops = streams.map(|(topic, group)| {
         stream(
@@ -411,6 +424,12 @@ async fn add(
             .decode_patiently(payload, &mut waiting, "sink")
             .await?;
         batch.runs.push(SyncRunRow::from_run(&run));
+    } else if topic == inputs.action_results_topic {
+        let result = inputs
+            .action_results
+            .decode_patiently(payload, &mut waiting, "sink")
+            .await?;
+        batch.actions.push(ReferralActionRow::from_result(&result));
     } else {
         batch
             .dead_letters
@@ -487,6 +506,7 @@ async fn insert_all(
     timed(writer, t, "sync_runs", &batch.runs, &token).await?;
     timed(writer, t, "dlq", &batch.dead_letters, &token).await?;
     timed(writer, t, "dlq_replays", &batch.replays, &token).await?;
+    timed(writer, t, "referral_actions", &batch.actions, &token).await?;
     Ok(())
 }
 

@@ -47,7 +47,7 @@ use crate::auth::TokenProvider;
 pub use error::ClientError;
 pub use paging::odata_timestamp;
 use paging::{decode_page, encode_query_value, resolve_next_link, skiptoken_fallback};
-use request::decode_entity;
+use request::{Outgoing, decode_entity, decode_patched};
 
 /// The real service, up to `/v1.0/engagements`.
 pub const DEFAULT_API_URL: &str = "https://api.partner.microsoft.com/v1.0/engagements";
@@ -109,6 +109,15 @@ pub struct Page {
     /// `@odata.nextLink`: absent on the last page (a short page is not the end).
     pub next_link: Option<String>,
     /// The service's `request-id` header, for support cases.
+    pub request_id: Option<String>,
+}
+
+/// What a PATCH returned.
+#[derive(Debug)]
+pub struct Patched {
+    /// The referral after the change (200), or `None` when the service answered 204.
+    pub referral: Option<Box<RawValue>>,
+    /// The service's `request-id` header.
     pub request_id: Option<String>,
 }
 
@@ -237,6 +246,37 @@ impl PartnerCenterClient {
             Err(ClientError::Client { status: 404, .. }) => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// `PATCH {api}/referrals/{id}` with a JSON Patch document, `If-Match: <etag>` (when given)
+    /// and `Prefer: return=representation`. Retries like every call (429, 5xx, timeouts, a
+    /// cut-off reply): a repeat of a PATCH that was applied but whose reply was lost answers
+    /// 412, because the eTag moved on, so the caller must read a 412 as "maybe mine" and compare
+    /// the current referral with what it asked for. 4xx are `ClientError::Client` with the
+    /// body's start.
+    pub async fn patch_referral(
+        &self,
+        id: &str,
+        operations: &serde_json::Value,
+        if_match: Option<&str>,
+    ) -> Result<Patched, ClientError> {
+        check_id(id).map_err(|what| ClientError::Invalid(format!("referral id {what}")))?;
+        let mut url = self.collection_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::Invalid("api_url cannot have a path".to_owned()))?
+            .push(id);
+        let body = serde_json::to_vec(operations)
+            .map_err(|error| ClientError::Invalid(format!("json patch: {error}")))?;
+        self.send_with_retries(
+            "patch",
+            &url,
+            Outgoing::Patch {
+                body: &body,
+                if_match,
+            },
+            decode_patched,
+        )
+        .await
     }
 
     fn first_page_url(&self, updated_since: Option<OffsetDateTime>) -> Url {

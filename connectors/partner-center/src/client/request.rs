@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, IF_MATCH, RETRY_AFTER};
 use serde_json::value::RawValue;
 use url::Url;
 use uuid::Uuid;
@@ -26,11 +26,35 @@ pub(super) struct Fetched {
     pub(super) request_id: Option<String>,
 }
 
+/// What one call sends besides the URL: a `GET`, or a `PATCH` with its body and headers.
+#[derive(Clone, Copy)]
+pub(super) enum Outgoing<'a> {
+    Get,
+    /// A JSON Patch document, `If-Match` (when known) and `Prefer: return=representation`.
+    Patch {
+        body: &'a [u8],
+        if_match: Option<&'a str>,
+    },
+}
+
 impl PartnerCenterClient {
     pub(super) async fn get_with_retries<T>(
         &self,
         endpoint: &'static str,
         url: &Url,
+        decode: fn(Fetched) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        self.send_with_retries(endpoint, url, Outgoing::Get, decode)
+            .await
+    }
+
+    /// One call with the retry loop of the module docs (the same for every method: a `PATCH`
+    /// repeated after a lost reply is made safe by its `If-Match`, which then answers 412).
+    pub(super) async fn send_with_retries<T>(
+        &self,
+        endpoint: &'static str,
+        url: &Url,
+        outgoing: Outgoing<'_>,
         decode: fn(Fetched) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         let correlation_id = Uuid::new_v4();
@@ -53,7 +77,7 @@ impl PartnerCenterClient {
             };
             let outcome = match token {
                 Ok(token) => self
-                    .attempt(endpoint, url, &token, correlation_id, attempt)
+                    .attempt(endpoint, url, outgoing, &token, correlation_id, attempt)
                     .await
                     .and_then(decode),
                 Err(error) => Err(error),
@@ -117,14 +141,28 @@ impl PartnerCenterClient {
         &self,
         endpoint: &'static str,
         url: &Url,
+        outgoing: Outgoing<'_>,
         token: &Secret,
         correlation_id: Uuid,
         attempt: u32,
     ) -> Result<Fetched, ClientError> {
         let started = Instant::now();
-        let sent = self
-            .http
-            .get(url.clone())
+        let request = match outgoing {
+            Outgoing::Get => self.http.get(url.clone()),
+            Outgoing::Patch { body, if_match } => {
+                let request = self
+                    .http
+                    .patch(url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header("Prefer", "return=representation")
+                    .body(body.to_vec());
+                match if_match {
+                    Some(etag) => request.header(IF_MATCH, etag),
+                    None => request,
+                }
+            }
+        };
+        let sent = request
             .bearer_auth(token.expose())
             .header(ACCEPT, "application/json")
             .header("MS-CorrelationId", correlation_id.to_string())
@@ -233,6 +271,22 @@ pub(super) fn decode_entity(fetched: Fetched) -> Result<Box<RawValue>, ClientErr
         });
     }
     Ok(raw)
+}
+
+/// A PATCH reply: the referral (200 with `Prefer: return=representation`) or nothing (204).
+pub(super) fn decode_patched(fetched: Fetched) -> Result<super::Patched, ClientError> {
+    let referral = if fetched.body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(decode_entity(Fetched {
+            body: fetched.body,
+            request_id: fetched.request_id.clone(),
+        })?)
+    };
+    Ok(super::Patched {
+        referral,
+        request_id: fetched.request_id,
+    })
 }
 
 pub(super) fn decode_error(error: serde_json::Error) -> ClientError {

@@ -531,3 +531,84 @@ async fn a_call_that_gave_up_on_retry_after_makes_the_next_call_wait_it_out() {
     assert_eq!(client.first_page(None).await.unwrap().items.len(), 3);
     assert_eq!(delays().len(), before);
 }
+
+/// PATCH against the simulator: applied with the new eTag returned, a stale eTag is 412 and
+/// changes nothing, a forbidden user is 403, and 429/503 are retried to success.
+#[tokio::test]
+async fn patch_applies_refuses_stale_etags_and_retries_throttling() {
+    let referrals = generate_referrals(5, 21);
+    let mut new_one = referrals[0].clone();
+    new_one["status"] = "New".into();
+    new_one["substatus"] = "Received".into();
+    new_one["eTag"] = "\"v1\"".into();
+    let id = new_one["id"].as_str().unwrap().to_owned();
+    let sim = Sim::start(&[new_one], |_| {}).await;
+    let (client, sleep) = client_for(&sim, 40).await;
+    let accept = serde_json::json!([
+        {"op": "replace", "path": "/status", "value": "Active"},
+        {"op": "replace", "path": "/substatus", "value": "Accepted"},
+    ]);
+
+    // A stale eTag: 412, nothing changes.
+    let stale = client
+        .patch_referral(&id, &accept, Some("\"v0\""))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.status(), Some(412), "{stale}");
+    let current: Value =
+        serde_json::from_str(client.get_referral(&id).await.unwrap().unwrap().get()).unwrap();
+    assert_eq!(current["status"], "New");
+
+    // Throttled and failing first: retried, then applied once.
+    reqwest::Client::new()
+        .post(sim.url("/_simulator/faults?spec=429:0.5,503:0.3&retry_after=0"))
+        .send()
+        .await
+        .unwrap();
+    let patched = client
+        .patch_referral(&id, &accept, Some("\"v1\""))
+        .await
+        .unwrap();
+    reqwest::Client::new()
+        .post(sim.url("/_simulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_str(patched.referral.unwrap().get()).unwrap();
+    assert_eq!(value["status"], "Active");
+    assert_ne!(value["eTag"], "\"v1\"");
+    assert!(patched.request_id.is_some());
+    let stats = sim.stats().await;
+    assert_eq!(count(&stats, "referral_patch", 200), 1);
+    let failed = count(&stats, "referral_patch", 429) + count(&stats, "referral_patch", 503);
+    assert_eq!(sleep.delays.lock().unwrap().len() as u64, failed);
+
+    // Active cannot go back to New: a 400 with the service's message.
+    let back = serde_json::json!([
+        {"op": "replace", "path": "/status", "value": "New"},
+        {"op": "replace", "path": "/substatus", "value": "Received"},
+    ]);
+    let refused = client
+        .patch_referral(&id, &back, value["eTag"].as_str())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400));
+    assert!(
+        refused.to_string().contains("invalidStatusTransition"),
+        "{refused}"
+    );
+
+    // A Referrals User without write rights: 403, not retried.
+    let switched = reqwest::Client::new()
+        .post(sim.url("/_simulator/write-access?allowed=false"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 200, "{:?}", switched.text().await);
+    let forbidden = client
+        .patch_referral(&id, &serde_json::json!([]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(forbidden.status(), Some(403));
+    assert!(!forbidden.is_retryable());
+}

@@ -17,6 +17,110 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// How long a lead page may be served from the API's cache (zero: no cache).
     pub cache_ttl: Duration,
+    /// Named tokens with a role each (`HUNTER_API_TOKENS`), plus `token` as `admin` and
+    /// `read_token` as `read` when those are set: every token the API accepts.
+    pub named_tokens: Vec<NamedToken>,
+}
+
+/// What an API token may do (`HUNTER_API_TOKENS`, docs/writeback.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TokenRole {
+    /// The `GET` routes.
+    Read,
+    /// `read`, and referral actions (accept, decline, won, lost, update).
+    Sales,
+    /// Everything, the sync trigger included.
+    Admin,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Read => "read",
+            TokenRole::Sales => "sales",
+            TokenRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(TokenRole::Read),
+            "sales" => Some(TokenRole::Sales),
+            "admin" => Some(TokenRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One API token with the name actions record as their actor.
+#[derive(Debug, Clone)]
+pub struct NamedToken {
+    pub name: String,
+    pub token: Secret,
+    pub role: TokenRole,
+}
+
+/// Parses `name=token:role,name=token:role` (the setting's value never appears in an error).
+/// Names are letters, digits, `.`, `_`, `-` (up to 64); each token passes the token rule; names
+/// and tokens are unique.
+pub fn parse_named_tokens(value: &str, setting: &str) -> Result<Vec<NamedToken>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        setting: setting.to_owned(),
+        message,
+    };
+    let mut tokens: Vec<NamedToken> = Vec::new();
+    for (index, entry) in value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+    {
+        let entry_number = index + 1;
+        let Some((name, rest)) = entry.split_once('=') else {
+            return Err(invalid(format!(
+                "entry {entry_number} is not name=token:role (role: read, sales or admin)"
+            )));
+        };
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(invalid(format!(
+                "entry {entry_number}: the name must be 1 to 64 letters, digits, `.`, `_` or `-`"
+            )));
+        }
+        let Some((token, role)) = rest.rsplit_once(':') else {
+            return Err(invalid(format!(
+                "entry `{name}` has no role: write {name}=<token>:read, :sales or :admin"
+            )));
+        };
+        let role = TokenRole::parse(role.trim()).ok_or_else(|| {
+            invalid(format!(
+                "entry `{name}`: the role must be read, sales or admin"
+            ))
+        })?;
+        let token = token.trim();
+        crate::security::check_token(token)
+            .map_err(|message| invalid(format!("token of `{name}`: {message}")))?;
+        if tokens.iter().any(|other| other.name == name) {
+            return Err(invalid(format!("the name `{name}` appears twice")));
+        }
+        if let Some(other) = tokens.iter().find(|other| other.token.expose() == token) {
+            return Err(invalid(format!(
+                "`{name}` and `{}` have the same token; every name needs its own",
+                other.name
+            )));
+        }
+        tokens.push(NamedToken {
+            name: name.to_owned(),
+            token: Secret::new(token),
+            role,
+        });
+    }
+    Ok(tokens)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +132,8 @@ pub(super) struct FileApi {
     pub(super) cors_origins: Option<Vec<String>>,
     pub(super) request_timeout_secs: Option<u64>,
     pub(super) cache_ms: Option<u64>,
+    /// `name=token:role,...`, as `HUNTER_API_TOKENS`.
+    pub(super) tokens: Option<Secret>,
 }
 
 /// Reads `[api]` and its variables; the tokens must pass `security::check_token`.
@@ -137,7 +243,55 @@ pub(super) fn api_settings(src: &Source<'_>, api: FileApi) -> Result<ApiSettings
             message: format!("{request_timeout_secs} is not from 1 to 300 seconds"),
         });
     }
+    // --- named API tokens (docs/writeback.md) ---
+    let mut named_tokens = match env
+        .get("HUNTER_API_TOKENS")
+        .map(|v| (v.to_owned(), "HUNTER_API_TOKENS"))
+        .or_else(|| api.tokens.map(|s| (s.expose().to_owned(), "api.tokens")))
+    {
+        Some((value, setting)) => parse_named_tokens(&value, setting)?,
+        None => Vec::new(),
+    };
+    // The single tokens of earlier versions keep working, as `admin` and `read`.
+    for (secret, name, role, setting) in [
+        (&token, "admin", TokenRole::Admin, "HUNTER_API_TOKEN"),
+        (
+            &read_token,
+            "read",
+            TokenRole::Read,
+            "HUNTER_API_READ_TOKEN",
+        ),
+    ] {
+        let Some(secret) = secret else { continue };
+        if let Some(other) = named_tokens
+            .iter()
+            .find(|other| other.token.expose() == secret.expose())
+        {
+            if other.role != role {
+                return Err(ConfigError::Invalid {
+                    setting: "HUNTER_API_TOKENS".into(),
+                    message: format!(
+                        "`{}` has the token of {setting} with another role; give it its own token",
+                        other.name
+                    ),
+                });
+            }
+            continue;
+        }
+        let name = if named_tokens.iter().any(|other| other.name == name) {
+            setting.to_ascii_lowercase()
+        } else {
+            name.to_owned()
+        };
+        named_tokens.push(NamedToken {
+            name,
+            token: secret.clone(),
+            role,
+        });
+    }
+    // --- end named API tokens ---
     Ok(ApiSettings {
+        named_tokens,
         listen,
         token,
         read_token,

@@ -912,3 +912,54 @@ fn the_sink_insert_timeout_defaults_to_a_minute_and_is_never_zero() {
         assert!(error.contains("HUNTER_SINK_INSERT_TIMEOUT_MS"), "{error}");
     }
 }
+
+// --- named API tokens (docs/writeback.md) ---
+
+#[test]
+fn named_api_tokens_have_roles_and_the_single_tokens_keep_working() {
+    let admin = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let alice = "3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b";
+    let bob = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmE+/w==";
+    let tokens = format!("alice={alice}:sales, bob={bob}:read");
+    let mut pairs = base();
+    pairs.push(("HUNTER_API_TOKEN", admin));
+    pairs.push(("HUNTER_API_TOKENS", &tokens));
+    let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+    let named: Vec<(String, TokenRole)> = settings
+        .api
+        .named_tokens
+        .iter()
+        .map(|t| (t.name.clone(), t.role))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("alice".to_owned(), TokenRole::Sales),
+            ("bob".to_owned(), TokenRole::Read),
+            ("admin".to_owned(), TokenRole::Admin),
+        ]
+    );
+    assert_eq!(settings.api.named_tokens[1].token.expose(), bob);
+    assert!(!format!("{:?}", settings.api).contains(alice), "a Secret");
+
+    for (value, expect) in [
+        (format!("alice={alice}"), "no role"),
+        (format!("alice={alice}:boss"), "read, sales or admin"),
+        (
+            "alice=change-me-to-a-long-random-token:sales".to_owned(),
+            "token of `alice`",
+        ),
+        (format!("alice={alice}:sales,alice={bob}:read"), "twice"),
+        (
+            format!("alice={alice}:sales,carol={alice}:read"),
+            "same token",
+        ),
+        (format!("{alice}:sales"), "name=token:role"),
+        (format!("a b={alice}:sales"), "the name"),
+    ] {
+        let error = error_for(&[("HUNTER_API_TOKENS", value.as_str())]);
+        assert!(error.contains("HUNTER_API_TOKENS"), "{error}");
+        assert!(error.contains(expect), "{value}: {error}");
+        assert!(!error.contains(alice) && !error.contains(bob), "{error}");
+    }
+}

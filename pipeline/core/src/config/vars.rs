@@ -273,6 +273,12 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "optional read-only bearer token: the `GET` routes of `/api/v1` (403 on the sync trigger); same rule",
     },
     Setting {
+        variable: "HUNTER_API_TOKENS",
+        file_key: Some("api.tokens"),
+        default: "none",
+        meaning: "named bearer tokens with a role each, `name=token:role` separated by commas, role `read` (GET routes), `sales` (read and referral actions) or `admin` (everything); the name is recorded as the actor of each action. `HUNTER_API_TOKEN` and `HUNTER_API_READ_TOKEN` keep working as `admin` and `read` ([write-back](docs/writeback.md)); same rule",
+    },
+    Setting {
         variable: "HUNTER_API_CORS_ORIGINS",
         file_key: Some("api.cors_origins"),
         default: "none (CORS closed)",

@@ -22,8 +22,10 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 
 use super::{CONTRACTS, Contract, Version};
+use crate::records::action::ActionState;
 use crate::records::{
-    Command, Ingest, Lead, RecentVersion, Record, Referral, SourceState, SyncRun, Timestamp,
+    Command, Ingest, Lead, RecentVersion, Record, Referral, ReferralAction, ReferralActionResult,
+    SourceState, SyncRun, Timestamp,
 };
 
 const FULL_REFERRAL: &str = include_str!("../records/testdata/full_referral.json");
@@ -188,6 +190,55 @@ pub(crate) fn sample_commands() -> Vec<Command> {
     ]
 }
 
+pub(crate) fn sample_actions() -> Vec<ReferralAction> {
+    vec![
+        ReferralAction {
+            action_id: "action-fixture-1".into(),
+            referral_id: "fixture-referral-1".into(),
+            tenant: "contoso".into(),
+            action: "won".into(),
+            fields: [
+                ("deal_value".to_owned(), "25000.50".to_owned()),
+                ("currency".to_owned(), "GBP".to_owned()),
+                ("closing_date".to_owned(), "2024-06-30".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+            expected_etag: Some("\"etag-1\"".into()),
+            expected_status: Some("Active/Accepted".into()),
+            actor_name: "alice".into(),
+            actor_role: "sales".into(),
+            requested_at: Timestamp(1_709_800_010_000_000),
+        },
+        ReferralAction {
+            action_id: "action-fixture-2".into(),
+            referral_id: "fixture-referral-2".into(),
+            tenant: "contoso".into(),
+            action: "accept".into(),
+            fields: Default::default(),
+            expected_etag: None,
+            expected_status: None,
+            actor_name: "admin".into(),
+            actor_role: "admin".into(),
+            requested_at: Timestamp(1_709_800_011_000_000),
+        },
+    ]
+}
+
+pub(crate) fn sample_action_results() -> Vec<ReferralActionResult> {
+    let actions = sample_actions();
+    let mut applied = ReferralActionResult::of(&actions[0], ActionState::Applied);
+    applied.at = Timestamp(1_709_800_012_000_000);
+    applied.request_id = Some("request-fixture-1".into());
+    applied.to_status = Some("Closed/Won".into());
+    let mut conflict = ReferralActionResult::of(&actions[1], ActionState::Conflict);
+    conflict.at = Timestamp(1_709_800_013_000_000);
+    conflict.message = Some("the referral changed since it was viewed".into());
+    conflict.current_etag = Some("\"etag-3\"".into());
+    conflict.current_version = Some(r#"{"id":"fixture-referral-2","status":"Closed"}"#.into());
+    vec![applied, conflict]
+}
+
 /// Splits a `.bin` fixture into its records.
 pub(crate) fn split_records(mut bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut records = Vec::new();
@@ -293,4 +344,6 @@ fn write() {
     write_fixtures("sync_run", &sample_sync_runs());
     write_fixtures("source_state", &sample_source_states());
     write_fixtures("command", &sample_commands());
+    write_fixtures("referral_action", &sample_actions());
+    write_fixtures("referral_action_result", &sample_action_results());
 }

@@ -82,6 +82,16 @@ pub const CONTRACTS: &[Contract] = &[
         full_name: "hunter.commands.v1.Command",
         versions: versions!("command": "0001"),
     },
+    Contract {
+        name: "referral_action",
+        full_name: "hunter.referralactions.v1.ReferralAction",
+        versions: versions!("referral_action": "0001"),
+    },
+    Contract {
+        name: "referral_action_result",
+        full_name: "hunter.referralactionresults.v1.ReferralActionResult",
+        versions: versions!("referral_action_result": "0001"),
+    },
 ];
 
 /// The committed fingerprints: `contract<TAB>version<TAB>spec<TAB>legacy`.

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use super::fixtures::{self, field_names, fixtures_dir, split_records};
 use super::*;
 use crate::codec::Codec;
-use crate::records::{Command, Lead, Record, Referral, SourceState, SyncRun};
+use crate::records::{
+    Command, Lead, Record, Referral, ReferralAction, ReferralActionResult, SourceState, SyncRun,
+};
 
 fn schemas_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
@@ -81,7 +83,9 @@ fn every_history_file_is_listed_and_the_newest_is_the_current_contract() {
             Lead::CONTRACT,
             SyncRun::CONTRACT,
             SourceState::CONTRACT,
-            Command::CONTRACT
+            Command::CONTRACT,
+            ReferralAction::CONTRACT,
+            ReferralActionResult::CONTRACT
         ]),
         "every record type has a history and every history a record type"
     );
@@ -283,6 +287,8 @@ fn fixture_records_of_every_released_version_are_read_by_todays_code() {
     assert_fixture_reads::<SyncRun>();
     assert_fixture_reads::<SourceState>();
     assert_fixture_reads::<Command>();
+    assert_fixture_reads::<ReferralAction>();
+    assert_fixture_reads::<ReferralActionResult>();
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! schema-aware writer refuses an unknown or missing field and a wrong type) and reading it
 //! back unchanged.
 
+pub mod action;
 pub mod control;
 pub mod lead;
 pub mod lenient;
@@ -17,6 +18,7 @@ use apache_avro::Schema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use action::{ReferralAction, ReferralActionResult};
 pub use control::{Command, RecentVersion, SourceState, SyncRun};
 pub use lead::{Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
@@ -78,6 +80,16 @@ record!(
     "hunter.sourcestate.v1.SourceState"
 );
 record!(Command, "command", "hunter.commands.v1.Command");
+record!(
+    ReferralAction,
+    "referral_action",
+    "hunter.referralactions.v1.ReferralAction"
+);
+record!(
+    ReferralActionResult,
+    "referral_action_result",
+    "hunter.referralactionresults.v1.ReferralActionResult"
+);
 
 #[cfg(test)]
 mod hostile;

@@ -16,6 +16,7 @@
 //! Queries bind their parameters through the `clickhouse` crate (`?` placeholders, escaped
 //! client-side), never by pasting request text into SQL.
 
+mod actions;
 mod cache;
 // Dead-letter re-drive: `GET /dlq`, `POST /dlq/replay` (crate::dlq).
 mod dlq;
@@ -37,7 +38,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hunter_clickhouse::reader::{QueryLimits, Reader};
 use hunter_core::codec::Codec;
-use hunter_core::config::Secret;
 use hunter_core::kafka;
 use hunter_core::records::Command;
 use hunter_core::telemetry::{self, names};
@@ -63,8 +63,11 @@ const DEFAULT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 pub(crate) struct ApiState {
-    admin_token: Secret,
-    read_token: Option<Secret>,
+    /// Every accepted token with its name and role (`HUNTER_API_TOKENS`, and the single
+    /// `HUNTER_API_TOKEN` / `HUNTER_API_READ_TOKEN` as `admin` / `read`).
+    tokens: Vec<hunter_core::config::NamedToken>,
+    /// Write-back (`actions.rs`, docs/writeback.md).
+    actions: actions::Actions,
     /// The reader, with limits on every query (`hunter_clickhouse::reader`).
     clickhouse: Reader,
     producer: kafka::Producer,
@@ -83,21 +86,24 @@ pub(crate) struct ApiState {
     auth_failures: throttle::AuthThrottle,
 }
 
-/// What the presented token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Admin,
+/// What the presented token may do: its role.
+type Access = hunter_core::config::TokenRole;
+
+/// Who called: the token's name and role, put in the request's extensions by the token check.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) name: String,
+    pub(crate) role: Access,
 }
 
 /// Builds the router; fails at start when the API cannot work (no token, no ClickHouse).
 pub async fn router(context: &Context) -> anyhow::Result<Router> {
     let settings = &context.settings;
-    let admin_token = settings
-        .api
-        .token
-        .clone()
-        .context("missing HUNTER_API_TOKEN: the API refuses to run without a bearer token")?;
+    if settings.api.named_tokens.is_empty() {
+        anyhow::bail!(
+            "missing HUNTER_API_TOKEN (or HUNTER_API_TOKENS): the API refuses to run without a bearer token"
+        );
+    }
     let clickhouse = Reader::connect(
         &settings.clickhouse,
         QueryLimits::new(&settings.clickhouse, settings.api.request_timeout),
@@ -105,8 +111,8 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
     .await?;
     let producer = kafka::producer(&settings.kafka, "hunter-api").context("kafka producer")?;
     let state = Arc::new(ApiState {
-        admin_token,
-        read_token: settings.api.read_token.clone(),
+        tokens: settings.api.named_tokens.clone(),
+        actions: actions::Actions::new(context),
         clickhouse,
         producer,
         commands: Codec::new(&context.topics.commands, context.registry.clone()),
@@ -122,6 +128,11 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .route("/leads", get(leads::list))
         .route("/leads/{id}", get(leads::detail))
         .route("/referrals/{id}", get(leads::referral))
+        .route(
+            "/referrals/{id}/actions",
+            post(actions::create).get(actions::list),
+        )
+        .route("/actions/{action_id}", get(actions::one))
         .route("/partner-center/referrals/sync", post(sync::trigger))
         .route("/partner-center/sync/status", get(sync::status))
         .route("/sync/runs", get(sync::runs))
@@ -213,6 +224,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     parameter: Option<&'static str>,
+    /// The body field at fault (write-back actions).
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -222,6 +235,7 @@ impl ApiError {
             code,
             message: message.into(),
             parameter: None,
+            field: None,
         }
     }
 
@@ -232,6 +246,7 @@ impl ApiError {
             code: "invalid_parameter",
             message: format!("{parameter}: {}", message.into()),
             parameter: Some(parameter),
+            field: None,
         }
     }
 
@@ -341,12 +356,16 @@ pub struct ErrorDetail {
     /// `query_limit_exceeded` (503: ClickHouse stopped the question at the API's limits),
     /// `broker_unavailable`, `sync_disabled` (409: HUNTER_PARTNER_CENTER_ENABLED is false),
     /// `too_many_failed_attempts` (429 with Retry-After: too many wrong tokens from this address),
-    /// `replay_failed` (503: a dead-letter replay could not finish).
+    /// `replay_failed` (503: a dead-letter replay could not finish),
+    /// `invalid_action` (400: a referral action that is not allowed, `field` names what).
     code: String,
     message: String,
     /// The query parameter at fault, for `invalid_parameter`.
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter: Option<String>,
+    /// The body field at fault, for `invalid_action` (write-back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -356,6 +375,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 parameter: self.parameter.map(str::to_owned),
+                field: self.field,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
@@ -377,18 +397,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl ApiState {
-    /// Both tokens are compared whatever the first result, so timing tells nothing.
-    fn access(&self, presented: &str) -> Option<Access> {
-        let admin = constant_time_eq(presented.as_bytes(), self.admin_token.expose().as_bytes());
-        let read = self
-            .read_token
-            .as_ref()
-            .is_some_and(|token| constant_time_eq(presented.as_bytes(), token.expose().as_bytes()));
-        match (admin, read) {
-            (true, _) => Some(Access::Admin),
-            (false, true) => Some(Access::Read),
-            (false, false) => None,
+    /// Every token is compared whatever the earlier results, so timing tells nothing.
+    fn access(&self, presented: &str) -> Option<Caller> {
+        let mut found = None;
+        for token in &self.tokens {
+            if constant_time_eq(presented.as_bytes(), token.token.expose().as_bytes()) {
+                found = Some(Caller {
+                    name: token.name.clone(),
+                    role: token.role,
+                });
+            }
         }
+        found
     }
 }
 
@@ -461,15 +481,30 @@ async fn require_token(
                 .into_response(),
             }
         }
-        Some(Access::Read) if !matches!(*request.method(), Method::GET | Method::HEAD) => {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this token may only read; this call needs the admin token (HUNTER_API_TOKEN)",
-            )
-            .into_response()
+        Some(caller) => {
+            let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+            // Referral actions need `sales` or `admin`; every other write `admin`.
+            let action = request.uri().path().ends_with("/actions");
+            let needed = match (writes, action) {
+                (false, _) => Access::Read,
+                (true, true) => Access::Sales,
+                (true, false) => Access::Admin,
+            };
+            if caller.role < needed {
+                let message = if caller.role == Access::Read {
+                    format!(
+                        "this token may only read; this call needs a {} token",
+                        if action { "sales or admin" } else { "admin" }
+                    )
+                } else {
+                    "this call needs an admin token (HUNTER_API_TOKEN, or a HUNTER_API_TOKENS entry with role admin)".to_owned()
+                };
+                return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
+            }
+            let mut request = request;
+            request.extensions_mut().insert(caller);
+            next.run(request).await
         }
-        Some(_) => next.run(request).await,
     }
 }
 

@@ -4,13 +4,13 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dlq, leads, sync};
+use super::{actions, dlq, leads, sync};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Hunter API",
-        description = "Partner Center referrals as leads, and the sync that brings them. Every route needs `Authorization: Bearer <token>`: the admin token (HUNTER_API_TOKEN) for everything, a read token (HUNTER_API_READ_TOKEN) for GET routes.",
+        description = "Partner Center referrals as leads, and the sync that brings them. Every route needs `Authorization: Bearer <token>`: an admin token (HUNTER_API_TOKEN, or a HUNTER_API_TOKENS entry with role admin) for everything, a sales token for GET routes and referral actions, a read token (HUNTER_API_READ_TOKEN, or role read) for GET routes.",
     ),
     servers((url = "/api/v1")),
     paths(
@@ -23,6 +23,9 @@ use super::{dlq, leads, sync};
         sync::run,
         dlq::list,
         dlq::replay,
+        actions::create,
+        actions::list,
+        actions::one,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -31,6 +34,7 @@ use super::{dlq, leads, sync};
         (name = "referrals", description = "Referrals as Partner Center returned them"),
         (name = "sync", description = "Trigger a sync and follow it"),
         (name = "dlq", description = "Dead letters: list them, replay them once the cause is fixed"),
+        (name = "actions", description = "Work a referral: accept, decline, won, lost, update, written back to Partner Center (docs/writeback.md)"),
     )
 )]
 pub struct ApiDoc;
@@ -70,6 +74,8 @@ mod tests {
             "/sync/runs/{task_id}",
             "/dlq",
             "/dlq/replay",
+            "/referrals/{id}/actions",
+            "/actions/{action_id}",
         ] {
             let item = &paths[path];
             assert!(item.is_object(), "{path} missing");

@@ -44,6 +44,7 @@ mod poll;
 mod state;
 #[cfg(test)]
 mod tests;
+mod writeback;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ struct Outputs {
     referrals: Codec<Referral>,
     states: Codec<SourceState>,
     runs: Codec<SyncRun>,
+    /// Write-back steps (`writeback.rs`).
+    action_results: Codec<hunter_core::records::ReferralActionResult>,
     topics: Topics,
 }
 
@@ -110,19 +113,32 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         referrals: Codec::new(&topics.referrals, context.registry.clone()),
         states: Codec::new(&topics.source_state, context.registry.clone()),
         runs: Codec::new(&topics.sync_runs, context.registry.clone()),
+        action_results: Codec::new(&topics.referral_action_results, context.registry.clone()),
         topics: topics.clone(),
     });
     let mut states = state::load_states(&context, &outputs.states, &shutdown).await?;
 
     let mut tenants = tokio::task::JoinSet::new();
     let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
+    let mut action_queues: HashMap<String, mpsc::Sender<writeback::Job>> = HashMap::new();
     for tenant_settings in &pc.tenants {
         let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
         let (sender, receiver) = mpsc::channel(TRIGGER_QUEUE);
         triggers.insert(tenant.name.clone(), sender);
+        let (action_sender, actions) = mpsc::channel(writeback::QUEUE);
+        action_queues.insert(tenant.name.clone(), action_sender);
         let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
-        tenants.spawn(async move { tenant_loop(tenant, outputs, sync, receiver, shutdown).await });
+        tenants.spawn(async move {
+            tenant_loop(tenant, outputs, sync, receiver, actions, shutdown).await
+        });
     }
+    // Write-back: actions go to their tenant's loop, one at a time (`writeback.rs`).
+    tenants.spawn(writeback::consume(
+        context.clone(),
+        outputs.clone(),
+        action_queues,
+        shutdown.clone(),
+    ));
 
     // Commands fan out to the tenants' queues; a tenant's loop coalesces what piles up.
     let commands = Commands::subscribe(&context, &shutdown)?;
@@ -250,6 +266,7 @@ async fn tenant_loop(
     outputs: Arc<Outputs>,
     sync: SyncSettings,
     mut triggers: mpsc::Receiver<Trigger>,
+    mut actions: mpsc::Receiver<writeback::Job>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(sync.interval);
@@ -272,6 +289,15 @@ async fn tenant_loop(
                 Some(trigger) => (RunTrigger::Manual, trigger.command_id),
                 None => return Ok(()),
             },
+            Some(job) = actions.recv() => {
+                // Between polls, never during one: one request at a time per tenant.
+                if tenant.signin_required.is_none() {
+                    writeback::handle(&mut tenant, &outputs, job).await;
+                } else {
+                    writeback::handle_signin_required(&tenant, &outputs, job).await;
+                }
+                continue;
+            }
         };
         // Whatever else is queued is served by this run.
         let coalesced = commands::drain(&mut triggers);

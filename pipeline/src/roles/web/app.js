@@ -13,6 +13,7 @@ function toast(text, kind) {
 async function api(path, options = {}) {
   const headers = { Authorization: "Bearer " + token() };
   if (options.contentType) headers["Content-Type"] = options.contentType;
+  else if (options.body) headers["Content-Type"] = "application/json";
   const response = await fetch("/api/v1" + path, { ...options, headers });
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) { sessionStorage.removeItem("hunter-token"); show(); throw new Error("the token was refused"); }
@@ -52,12 +53,13 @@ async function load(append = false) {
     badge.className = "badge " + (lead.status || ""); badge.textContent = lead.status || ""; status.append(badge);
     tr.append(cell(when(lead.updated_at)), cell(lead.name), status, cell(lead.substatus),
               cell(money(lead.deal_value, lead.currency), "num"), cell(money(lead.deal_value_usd, "USD"), "num"),
-              cell(lead.company_name), cell(lead.company_domain), cell(lead.email_provider), cell(lead.score, "num"));
+              cell(lead.company_name), cell(lead.company_domain), cell(lead.email_provider), cell(lead.score, "num"),
+              workCell(lead));
     tr.addEventListener("click", () => openDetail(lead.lead_id));
     rows.append(tr);
   }
   if (!rows.children.length) {
-    const tr = document.createElement("tr"); const td = cell("No leads match these filters.", "empty"); td.colSpan = 10; tr.append(td); rows.append(tr);
+    const tr = document.createElement("tr"); const td = cell("No leads match these filters.", "empty"); td.colSpan = 11; tr.append(td); rows.append(tr);
   }
   nextCursor = body.next_cursor || null;
   $("more").hidden = !nextCursor;
@@ -106,6 +108,7 @@ async function openDetail(id) {
       fill($("detail-referral"), [["Referral", "not stored yet"]]);
       $("detail-raw").textContent = "";
     }
+    await showActions(lead.referral_id, referral && referral.referral);
     const history = $("detail-history"); history.replaceChildren();
     for (const version of detail.history) {
       const tr = document.createElement("tr");
@@ -114,6 +117,129 @@ async function openDetail(id) {
     }
     $("detail").showModal();
   } catch (e) { toast("Could not open the lead: " + e.message, "error"); }
+}
+
+// --- Write-back (docs/writeback.md): Accept/Decline on incoming New, Won/Lost on Active; each
+// action is followed until its final state, which shows on the row and in the detail modal.
+const actionLabels = { accept: "Accept", decline: "Decline", won: "Won", lost: "Lost" };
+const rowActions = new Map();  // referral id -> the newest action this page sent { action, state, message }
+function stateBadge(view) {
+  const span = document.createElement("span");
+  span.className = "action-state " + view.state;
+  span.dataset.actionState = view.state;
+  span.textContent = `${view.action} ${view.state}`;
+  if (view.message) span.title = view.message;
+  return span;
+}
+function workCell(lead) {
+  const td = cell("", "work");
+  const choices = lead.status === "New" && lead.direction !== "Outgoing" ? ["accept", "decline"]
+    : lead.status === "Active" ? ["won", "lost"] : [];
+  for (const action of choices) {
+    const button = document.createElement("button");
+    button.type = "button"; button.className = "plain"; button.dataset.action = action;
+    button.textContent = actionLabels[action];
+    button.addEventListener("click", (e) => { e.stopPropagation(); openAction(lead, action); });
+    td.append(button);
+  }
+  const last = rowActions.get(lead.referral_id);
+  if (last) td.append(stateBadge(last));
+  return td;
+}
+let acting = null;
+function openAction(lead, action) {
+  acting = { lead, action };
+  const name = lead.name || lead.company_name || lead.referral_id;
+  $("act-title").textContent = `${actionLabels[action]}: ${name}`;
+  $("act-what").textContent = {
+    accept: "Accept this incoming referral in Partner Center (New → Active/Accepted).",
+    decline: "Decline this incoming referral in Partner Center (New → Closed/Declined). A reason is required.",
+    won: "Mark the deal won in Partner Center (Active → Closed/Won).",
+    lost: "Mark the deal lost in Partner Center (Active → Closed/Lost). A reason is required.",
+  }[action];
+  const closing = action === "won" || action === "lost";
+  $("act-reason-row").hidden = action === "accept" || action === "won";
+  $("act-reason").required = action === "decline" || action === "lost";
+  $("act-reason").value = "";
+  for (const id of ["act-value-row", "act-currency-row", "act-date-row"]) $(id).hidden = !closing;
+  $("act-value").required = action === "won";
+  $("act-currency").required = action === "won";
+  $("act-value").value = lead.deal_value == null ? "" : String(lead.deal_value);
+  $("act-currency").value = lead.currency || "USD";
+  $("act-date").value = action === "won" ? new Date().toISOString().slice(0, 10) : "";
+  $("act").showModal();
+}
+$("act-cancel").addEventListener("click", () => { acting = null; $("act").close(); });
+$("act-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (!acting) return;
+  const { lead, action } = acting;
+  const body = { action, etag: lead.etag || undefined };
+  const add = (key, id) => { const value = $(id).value.trim(); if (value && !$(id).closest("label").hidden) body[key] = value; };
+  add("reason", "act-reason"); add("deal_value", "act-value"); add("currency", "act-currency"); add("closing_date", "act-date");
+  $("act-submit").disabled = true;
+  try {
+    const answer = await api("/referrals/" + encodeURIComponent(lead.referral_id) + "/actions", { method: "POST", body: JSON.stringify(body) });
+    $("act").close(); acting = null;
+    toast(`${actionLabels[action]} queued for Partner Center`, "ok");
+    trackAction(lead.referral_id, answer.action_id, action);
+  } catch (error) {
+    toast(`${actionLabels[action]} refused: ${error.message}`, "error");
+  } finally { $("act-submit").disabled = false; }
+});
+function markRow(referralId, view) {
+  rowActions.set(referralId, view);
+  const row = [...$("rows").querySelectorAll("tr[data-lead-id]")].find((tr) => tr.dataset.leadId === referralId);
+  if (!row) return;
+  const work = row.querySelector("td.work");
+  work.querySelectorAll(".action-state").forEach((el) => el.remove());
+  work.append(stateBadge(view));
+}
+async function trackAction(referralId, actionId, action) {
+  markRow(referralId, { action, state: "queued" });
+  const started = Date.now();
+  while (Date.now() - started < 180000) {
+    const view = await api("/actions/" + encodeURIComponent(actionId)).catch(() => ({ action, state: "queued" }));
+    markRow(referralId, view);
+    if (view.final) {
+      if (view.state === "applied") {
+        toast(`${actionLabels[action] || action} applied in Partner Center`, "ok");
+        // The new version reaches the lead store within seconds: reload until the row shows it.
+        for (let i = 0; i < 20; i++) {
+          await reload();
+          const row = [...$("rows").querySelectorAll("tr[data-lead-id]")].find((tr) => tr.dataset.leadId === referralId);
+          const status = row && row.querySelector(".badge") && row.querySelector(".badge").textContent;
+          if (view.to_status && status === view.to_status.split("/")[0]) break;
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      } else {
+        toast(`${actionLabels[action] || action} ${view.state}: ${view.message || ""}`, "error");
+      }
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+async function showActions(referralId, seen) {
+  const body = $("detail-actions"); body.replaceChildren();
+  $("detail-conflict").hidden = true;
+  const actions = await api("/referrals/" + encodeURIComponent(referralId) + "/actions").catch(() => []);
+  for (const view of actions) {
+    const tr = document.createElement("tr");
+    const state = cell(""); state.append(stateBadge(view));
+    tr.append(cell(when(view.requested_at)), cell(view.action), state, cell(`${view.actor_name} (${view.actor_role})`), cell(view.message));
+    body.append(tr);
+  }
+  if (!actions.length) {
+    const tr = document.createElement("tr"); const td = cell("No actions yet.", "empty"); td.colSpan = 5; tr.append(td); body.append(tr);
+  }
+  // The newest conflict: the version the user acted on beside the one Partner Center has now.
+  const conflict = actions.find((view) => view.state === "conflict" && view.current_version);
+  if (conflict) {
+    $("conflict-seen").textContent = JSON.stringify(seen || {}, null, 2);
+    $("conflict-now").textContent = JSON.stringify(conflict.current_version, null, 2);
+    $("detail-conflict").hidden = false;
+  }
 }
 
 function showSyncState(state, text) {
