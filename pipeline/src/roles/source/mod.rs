@@ -165,6 +165,13 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         }
     };
     drop(triggers);
+    if result.is_err() {
+        // The role stops for a restart (a tenant loop gave up on Kafka, say): the write-back
+        // consumer and the other tenants would otherwise wait for a shutdown that never comes,
+        // and the process would hang instead of exiting for its supervisor. Aborting is safe:
+        // a poll moves its cursor, and an action its offset, only after Kafka acknowledged.
+        tenants.abort_all();
+    }
     while tenants.join_next().await.is_some() {}
     commands.close();
     result
