@@ -61,12 +61,17 @@ fn schedule(kills: usize, rng: &mut StdRng) -> Vec<Kill> {
         .collect()
 }
 
-/// The role exits that answer an injected broker fault by design: the source stops when a
-/// restarted broker keeps refusing its producer, so that its supervisor starts it with fresh
-/// Kafka clients (`pipeline/src/roles/source/mod.rs`).
-const ANSWERS_TO_BROKER_FAULTS: [&str; 2] = [
-    "polls in a row failed publishing to kafka",
-    "the kafka producer failed fatally",
+/// The role exits that answer an injected broker fault by design (role, what its error line
+/// says): a restarted tansu may refuse a producer forever ("Unknown broker error", see
+/// `docs/stack-notes.md`), so the source stops after polls in a row failed on Kafka (or at once
+/// on a fatal producer error) and the processor on a produce that failed after librdkafka's own
+/// retries, for their supervisor to start them with fresh Kafka clients; neither moved its
+/// cursor or offsets, so nothing is lost.
+const ANSWERS_TO_BROKER_FAULTS: [(&str, &str); 4] = [
+    ("source", "polls in a row failed publishing to kafka"),
+    ("source", "the kafka producer failed fatally"),
+    ("process", "produce to "),
+    ("process", "dead-letter produce failed"),
 ];
 
 /// The running process index of each role.
@@ -101,11 +106,12 @@ impl Roles {
     /// whose process exited, and returns why each had stopped (the last error line of its log).
     ///
     /// The test never kills a role behind the supervisor's back (its own kill -9s restart the
-    /// role at once), so every exit seen here is the role's own decision, and only one kind is
-    /// a right answer to the faults injected: the source's documented stop after a restarted
-    /// broker keeps refusing its producer ([`ANSWERS_TO_BROKER_FAULTS`]), and only once the
-    /// broker was faulted (`broker_faulted`). Any other exit (a panic, an error, a signal the
-    /// test did not send) fails with the role, its exit status and its log's tail.
+    /// role at once), so every exit seen here is the role's own decision, and only the
+    /// documented stops after a restarted broker keeps refusing a producer
+    /// ([`ANSWERS_TO_BROKER_FAULTS`]) answer the faults injected, and only once the broker was
+    /// faulted (`broker_faulted`). Any other exit (a panic, an error, a signal the test did not
+    /// send, the sink giving up on ClickHouse) fails with the role, its exit status and its
+    /// log's tail.
     async fn revive(
         &mut self,
         deployment: &mut Deployment,
@@ -125,15 +131,19 @@ impl Roles {
                 .unwrap_or("(no error line)")
                 .to_owned();
             let answers_a_fault = broker_faulted
-                && role == "source"
                 && ANSWERS_TO_BROKER_FAULTS
                     .iter()
-                    .any(|reason| last.contains(reason));
+                    .any(|(by, reason)| *by == role && last.contains(reason));
             if !answers_a_fault {
+                // The tail without librdkafka's reconnection warnings, which fill it otherwise.
+                let log: Vec<_> = output
+                    .lines()
+                    .filter(|line| !line.contains("librdkafka retries by itself"))
+                    .collect();
                 anyhow::bail!(
                     "the {role} process exited on its own ({status}), not because of a fault \
                      the test injected: {last}\n----- {role} log, last 40 lines -----\n{}",
-                    hunter_e2e::tail(&output, 40)
+                    hunter_e2e::tail(&log.join("\n"), 40)
                 );
             }
             reasons.push(format!("{role} ({status}): {last}"));
