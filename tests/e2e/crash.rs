@@ -61,6 +61,19 @@ fn schedule(kills: usize, rng: &mut StdRng) -> Vec<Kill> {
         .collect()
 }
 
+/// The role exits that answer an injected broker fault by design (role, what its error line
+/// says): a restarted tansu may refuse a producer forever ("Unknown broker error", see
+/// `docs/stack-notes.md`), so the source stops after polls in a row failed on Kafka (or at once
+/// on a fatal producer error) and the processor on a produce that failed after librdkafka's own
+/// retries, for their supervisor to start them with fresh Kafka clients; neither moved its
+/// cursor or offsets, so nothing is lost.
+const ANSWERS_TO_BROKER_FAULTS: [(&str, &str); 4] = [
+    ("source", "polls in a row failed publishing to kafka"),
+    ("source", "the kafka producer failed fatally"),
+    ("process", "produce to "),
+    ("process", "dead-letter produce failed"),
+];
+
 /// The running process index of each role.
 struct Roles {
     index: HashMap<&'static str, usize>,
@@ -90,21 +103,50 @@ impl Roles {
     }
 
     /// What a supervisor (systemd, Kubernetes' restart policy) does: starts again every role
-    /// whose process exited, and returns why each had stopped (the last line of its log).
-    async fn revive(&mut self, deployment: &mut Deployment) -> anyhow::Result<Vec<String>> {
+    /// whose process exited, and returns why each had stopped (the last error line of its log).
+    ///
+    /// The test never kills a role behind the supervisor's back (its own kill -9s restart the
+    /// role at once), so every exit seen here is the role's own decision, and only the
+    /// documented stops after a restarted broker keeps refusing a producer
+    /// ([`ANSWERS_TO_BROKER_FAULTS`]) answer the faults injected, and only once the broker was
+    /// faulted (`broker_faulted`). Any other exit (a panic, an error, a signal the test did not
+    /// send, the sink giving up on ClickHouse) fails with the role, its exit status and its
+    /// log's tail.
+    async fn revive(
+        &mut self,
+        deployment: &mut Deployment,
+        broker_faulted: bool,
+    ) -> anyhow::Result<Vec<String>> {
         let mut reasons = Vec::new();
         for role in ROLES {
-            if deployment.process(self.index[role]).is_running() {
+            let process = deployment.process(self.index[role]);
+            let Some(status) = process.exit_status() else {
                 continue;
-            }
-            let output = deployment.process(self.index[role]).output();
+            };
+            let output = process.output();
             let last = output
                 .lines()
                 .rev()
                 .find(|line| line.starts_with("error:"))
                 .unwrap_or("(no error line)")
                 .to_owned();
-            reasons.push(format!("{role}: {last}"));
+            let answers_a_fault = broker_faulted
+                && ANSWERS_TO_BROKER_FAULTS
+                    .iter()
+                    .any(|(by, reason)| *by == role && last.contains(reason));
+            if !answers_a_fault {
+                // The tail without librdkafka's reconnection warnings, which fill it otherwise.
+                let log: Vec<_> = output
+                    .lines()
+                    .filter(|line| !line.contains("librdkafka retries by itself"))
+                    .collect();
+                anyhow::bail!(
+                    "the {role} process exited on its own ({status}), not because of a fault \
+                     the test injected: {last}\n----- {role} log, last 40 lines -----\n{}",
+                    hunter_e2e::tail(&log.join("\n"), 40)
+                );
+            }
+            reasons.push(format!("{role} ({status}): {last}"));
             self.restart(deployment, role).await?;
         }
         Ok(reasons)
@@ -133,11 +175,14 @@ struct Supervisor<'a> {
     broker: &'a mut OwnBroker,
     restarts: Vec<String>,
     broker_silent_since: Option<Instant>,
+    /// Whether the test has stopped or killed the broker yet.
+    broker_faulted: bool,
 }
 
 impl Supervisor<'_> {
     async fn tick(&mut self, deployment: &mut Deployment, roles: &mut Roles) -> anyhow::Result<()> {
-        self.restarts.extend(roles.revive(deployment).await?);
+        self.restarts
+            .extend(roles.revive(deployment, self.broker_faulted).await?);
         if !self.broker.is_started() || self.broker.answers().await {
             self.broker_silent_since = None;
             return Ok(());
@@ -534,11 +579,13 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
         broker: &mut broker,
         restarts: Vec::new(),
         broker_silent_since: None,
+        broker_faulted: false,
     };
     let (d, r) = (&mut deployment, &mut roles);
 
     supervisor.run(d, r, 3).await?;
     at("broker: SIGTERM, down 8 s");
+    supervisor.broker_faulted = true;
     supervisor.broker.stop().await?;
     supervisor.run(d, r, 8).await?;
     supervisor.broker.start_again().await?;
@@ -553,6 +600,7 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
 
     supervisor.run(d, r, 4).await?;
     at("broker: SIGKILL, down 3 s");
+    supervisor.broker_faulted = true;
     supervisor.broker.kill9()?;
     supervisor.run(d, r, 3).await?;
     supervisor.broker.start_again().await?;
@@ -560,6 +608,7 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
 
     supervisor.run(d, r, 4).await?;
     at("broker and clickhouse: both SIGTERM, down 6 s");
+    supervisor.broker_faulted = true;
     supervisor.broker.stop().await?;
     clickhouse.stop().await?;
     supervisor.run(d, r, 6).await?;

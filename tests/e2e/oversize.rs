@@ -397,13 +397,15 @@ async fn records_kafka_refuses_in_the_processor_and_the_sink_are_dead_lettered_b
     Ok(())
 }
 
-/// librdkafka statistics of a producer, for the bytes it sent.
+/// librdkafka statistics of a producer, for the bytes it sent: the latest snapshot and how
+/// many snapshots arrived.
 #[derive(Clone, Default)]
-struct Stats(Arc<Mutex<Option<Statistics>>>);
+struct Stats(Arc<Mutex<(Option<Statistics>, u64)>>);
 
 impl ClientContext for Stats {
     fn stats(&self, statistics: Statistics) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(statistics);
+        let mut stats = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *stats = (Some(statistics), stats.1 + 1);
     }
 }
 
@@ -412,8 +414,25 @@ impl Stats {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .as_ref()
             .map_or(0, |s| s.brokers.values().map(|b| b.txbytes).sum())
+    }
+
+    fn snapshots(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Waits for two more snapshots: the second was taken wholly after this call, so it counts
+    /// all traffic that happened before it.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let now = self.snapshots();
+        hunter_e2e::wait_for(
+            "two more librdkafka statistics snapshots",
+            Duration::from_secs(30),
+            || async { Ok((self.snapshots() >= now + 2).then_some(())) },
+        )
+        .await
     }
 }
 
@@ -430,8 +449,8 @@ async fn sent_compressed(brokers: &str, topic: &str, payload: &[u8]) -> anyhow::
     producer
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    // Statistics before and after, each at least one interval after the traffic it counts.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Statistics before and after, each from a snapshot taken after the traffic it counts.
+    stats.settle().await?;
     let before = stats.sent();
     producer
         .send(
@@ -440,7 +459,7 @@ async fn sent_compressed(brokers: &str, topic: &str, payload: &[u8]) -> anyhow::
         )
         .await
         .map_err(|(error, _)| error)?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stats.settle().await?;
     Ok(stats.sent() - before)
 }
 

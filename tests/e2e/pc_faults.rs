@@ -295,22 +295,27 @@ async fn faults_lose_nothing_double_nothing_and_are_reported_by_class() -> anyho
     );
     let frozen = calls(&stats(&deployment).await?);
     let suspended_since = Timestamp::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two suspended ticks recorded since (a count, not a sleep): each would have called.
+    hunter_e2e::wait_for(
+        "two suspended ticks recorded",
+        Duration::from_secs(60),
+        || async {
+            let ticks = finished_runs(&deployment)
+                .await?
+                .iter()
+                .filter(|r| {
+                    r.error_class.as_deref() == Some("signin_required")
+                        && r.started_at > suspended_since
+                })
+                .count();
+            Ok((ticks >= 2).then_some(()))
+        },
+    )
+    .await?;
     assert_eq!(
         calls(&stats(&deployment).await?),
         frozen,
         "a suspended tenant called the simulator"
-    );
-    let suspended_ticks = finished_runs(&deployment)
-        .await?
-        .iter()
-        .filter(|r| {
-            r.error_class.as_deref() == Some("signin_required") && r.started_at > suspended_since
-        })
-        .count();
-    assert!(
-        suspended_ticks >= 2,
-        "suspended ticks are recorded: {suspended_ticks}"
     );
     let (ok, output) = run_hunter(&["auth", "login"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");

@@ -77,7 +77,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let settings = &context.settings;
     let topics = &context.topics;
     check_partitions(&settings.kafka, &topics.referrals, &topics.leads).await?;
-    let consumer = GroupConsumer::subscribe(
+    let mut consumer = GroupConsumer::subscribe(
         &settings.kafka,
         Subscription {
             stage: "processor",
@@ -104,6 +104,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
 
     let mut in_flight: FuturesOrdered<Delivery> = FuturesOrdered::new();
     let mut failure = None;
+    let mut renewal_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             biased;
@@ -112,6 +113,14 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                 if let Err(error) = acknowledge(&consumer, acked) {
                     failure = Some(error);
                     break;
+                }
+            }
+            // The tansu workaround (`hunter_core::kafka::consume`): a new group member, once
+            // nothing is in flight; the old one's partitions count as revoked. Checked every
+            // second (a select's conditions are only read when it starts waiting).
+            _ = renewal_tick.tick(), if in_flight.is_empty() => {
+                if consumer.wants_renewal() {
+                    consumer.renew().context("kafka consumer renewal")?;
                 }
             }
             received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {

@@ -17,8 +17,10 @@
 //!
 //! Everything Hunter does only because of tansu sits in this file and says so:
 //! - the **orphan rejoin** ([`rejoin_if_orphaned`]): a group seen to settle with a new member
-//!   owning nothing after a SIGKILL; a consumer that owns nothing while the group's records wait
-//!   leaves and joins again. On Apache Kafka it should never fire
+//!   owning nothing after a SIGKILL, and a survivor never given the partitions of a member that
+//!   left gracefully; a consumer that does not own every partition whose records wait unconsumed
+//!   leaves and joins again, and when that did not help, a role that can replaces its consumer by
+//!   a new member ([`GroupConsumer::renew`], the processor). On Apache Kafka it should never fire
 //!   (`hunter_kafka_group_rejoins_total` shows it);
 //! - the lag is read by a consumer of its own, never by the group's consumer (asking the group's
 //!   own consumer for its committed offsets was seen to disturb the group: see
@@ -85,6 +87,11 @@ pub struct GroupConsumer {
     consumer: Option<StreamConsumer<GroupContext>>,
     topic: String,
     stage: &'static str,
+    /// What [`Self::renew`] creates the consumer again from.
+    settings: KafkaSettings,
+    group_id: String,
+    client_id: String,
+    fetch: Fetch,
     health: GroupHealth,
     /// A set: a role that never takes them (only the processor does) holds at most one entry
     /// per partition of its topic.
@@ -97,6 +104,7 @@ pub struct GroupConsumer {
 /// revoked by rebalances, so a role can drop their state before its next message.
 struct GroupContext {
     inner: KafkaContext,
+    stage: &'static str,
     revoked: Arc<Mutex<BTreeSet<i32>>>,
 }
 
@@ -113,8 +121,39 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            let partitions: Vec<i32> = partitions
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            tracing::info!(
+                stage = self.stage,
+                ?partitions,
+                "partitions revoked by a rebalance"
+            );
             let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.extend(partitions.elements().iter().map(|e| e.partition()));
+            revoked.extend(partitions);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                let partitions: Vec<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(
+                    stage = self.stage,
+                    ?partitions,
+                    "partitions assigned by a rebalance"
+                );
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => {
+                tracing::warn!(stage = self.stage, %error, "rebalance failed");
+            }
         }
     }
 }
@@ -133,11 +172,33 @@ impl GroupConsumer {
             client_id,
             topic,
             fetch,
-        } = subscription;
+        } = subscription.clone();
+        let revoked = Arc::new(Mutex::new(BTreeSet::new()));
+        let consumer = Self::create_subscribed(settings, &subscription, revoked.clone())?;
+        let health = spawn_lag_monitor(settings, stage, group_id, topic, shutdown)?;
+        Ok(GroupConsumer {
+            consumer: Some(consumer),
+            topic: topic.to_owned(),
+            stage,
+            settings: settings.clone(),
+            group_id: group_id.to_owned(),
+            client_id: client_id.to_owned(),
+            fetch,
+            health,
+            revoked,
+            next_rejoin_check: Mutex::new(tokio::time::Instant::now() + REJOIN_CHECK_INTERVAL),
+        })
+    }
+
+    fn create_subscribed(
+        settings: &KafkaSettings,
+        subscription: &Subscription<'_>,
+        revoked: Arc<Mutex<BTreeSet<i32>>>,
+    ) -> Result<StreamConsumer<GroupContext>, KafkaError> {
         let mut config = base_config(settings);
         config
-            .set("group.id", group_id)
-            .set("client.id", client_id)
+            .set("group.id", subscription.group_id)
+            .set("client.id", subscription.client_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -145,27 +206,62 @@ impl GroupConsumer {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("partition.assignment.strategy", "cooperative-sticky");
-        if fetch == Fetch::Bulk {
+        if subscription.fetch == Fetch::Bulk {
             for (key, value) in BULK_FETCH {
                 config.set(*key, *value);
             }
         }
-        let revoked = Arc::new(Mutex::new(BTreeSet::new()));
         let context = GroupContext {
-            inner: KafkaContext::new(settings, client_id),
-            revoked: revoked.clone(),
+            inner: KafkaContext::new(settings, subscription.client_id),
+            stage: subscription.stage,
+            revoked,
         };
         let consumer: StreamConsumer<GroupContext> = create(config, settings, context)?;
-        consumer.subscribe(&[topic])?;
-        let health = spawn_lag_monitor(settings, stage, group_id, topic, shutdown)?;
-        Ok(GroupConsumer {
-            consumer: Some(consumer),
-            topic: topic.to_owned(),
-            stage,
-            health,
-            revoked,
-            next_rejoin_check: Mutex::new(tokio::time::Instant::now() + REJOIN_CHECK_INTERVAL),
-        })
+        consumer.subscribe(&[subscription.topic])?;
+        Ok(consumer)
+    }
+
+    /// Whether a rejoin did not end the orphaning: the group's broker left this member waiting
+    /// (see [`rejoin_if_orphaned`]), and only a new member helps. A role that can (nothing of
+    /// this consumer in flight) then calls [`Self::renew`].
+    pub fn wants_renewal(&self) -> bool {
+        self.health.renewal_wanted.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the consumer by a new member of the group (a new librdkafka client): commits
+    /// what was stored, records every partition the old one held as revoked
+    /// ([`Self::take_revoked`]), drops it (it leaves the group) and subscribes the new one. Call
+    /// it only with nothing of this consumer in flight: an offset stored afterwards for a
+    /// partition the new member does not own is not stored (its owner replays it).
+    pub fn renew(&mut self) -> Result<(), KafkaError> {
+        tracing::warn!(
+            stage = self.stage,
+            topic = %self.topic,
+            "a rejoin did not end the orphaning: replacing this consumer by a new group member"
+        );
+        if let Some(old) = self.consumer.take() {
+            if let Err(error) = old.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(stage = self.stage, %error, "commit before the renewal");
+            }
+            if let Ok(assignment) = old.assignment() {
+                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                revoked.extend(assignment.elements().iter().map(|e| e.partition()));
+            }
+            std::thread::spawn(move || drop(old));
+        }
+        let subscription = Subscription {
+            stage: self.stage,
+            group_id: &self.group_id,
+            client_id: &self.client_id,
+            topic: &self.topic,
+            fetch: self.fetch,
+        };
+        let consumer =
+            Self::create_subscribed(&self.settings, &subscription, self.revoked.clone())?;
+        self.consumer = Some(consumer);
+        self.health.renewal_wanted.store(false, Ordering::Relaxed);
+        self.health.clear();
+        Ok(())
     }
 
     fn consumer(&self) -> &StreamConsumer<GroupContext> {
@@ -268,9 +364,9 @@ pub const LAG_INTERVAL: Duration = Duration::from_secs(10);
 /// every instance of a role reports the whole group: aggregate with `max by (stage, topic,
 /// partition)`. A failed measurement is logged at debug and tried again next time.
 ///
-/// It also watches for work nobody does: when the group has uncommitted records and its
-/// committed offsets have not moved for [`ORPHANED_AFTER`], the returned [`GroupHealth`] says
-/// so, and a consumer of the group that holds no partition rejoins ([`rejoin_if_orphaned`]).
+/// It also watches for work nobody does: when a partition has uncommitted records and its
+/// committed offset has not moved for [`ORPHANED_AFTER`], the returned [`GroupHealth`] names
+/// it, and a consumer of the group that does not own it rejoins ([`rejoin_if_orphaned`]).
 pub fn spawn_lag_monitor(
     settings: &KafkaSettings,
     stage: &'static str,
@@ -289,7 +385,12 @@ pub fn spawn_lag_monitor(
     let consumer = Arc::new(consumer);
     let topic = topic.to_owned();
     let health = GroupHealth::default();
-    let orphaned = health.orphaned.clone();
+    let (orphaned, rejoined, pending) = (
+        health.orphaned.clone(),
+        health.rejoined.clone(),
+        health.rejoin_pending.clone(),
+    );
+    let mut last_rejoin: Option<Instant> = None;
     let mut watch = OrphanWatch::default();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(LAG_INTERVAL);
@@ -302,7 +403,20 @@ pub fn spawn_lag_monitor(
             let (measuring, name) = (consumer.clone(), topic.clone());
             match tokio::task::spawn_blocking(move || consumer_lag(&measuring, &name)).await {
                 Ok(Ok(lags)) => {
-                    orphaned.store(watch.observe(&lags, Instant::now()), Ordering::Relaxed);
+                    let now = Instant::now();
+                    if rejoined.swap(false, Ordering::Relaxed) {
+                        watch = OrphanWatch::default();
+                        last_rejoin = Some(now);
+                    }
+                    let stuck = watch.observe(&lags, now);
+                    // A rejoin helped when nothing is orphaned a full watch after it.
+                    if stuck.is_empty()
+                        && last_rejoin.is_some_and(|at| now.duration_since(at) > ORPHANED_AFTER)
+                    {
+                        pending.store(false, Ordering::Relaxed);
+                        last_rejoin = None;
+                    }
+                    *orphaned.lock().unwrap_or_else(|e| e.into_inner()) = stuck;
                     for (partition, lag, _) in lags {
                         metrics::gauge!(
                             crate::telemetry::names::KAFKA_CONSUMER_LAG_RECORDS,
@@ -325,91 +439,132 @@ pub fn spawn_lag_monitor(
     Ok(health)
 }
 
-/// How long a group's uncommitted records may go without any committed offset moving before
-/// [`GroupHealth::orphaned`] says nobody is consuming them.
+/// How long a partition's uncommitted records may go without its committed offset moving
+/// before [`GroupHealth::orphaned`] says nobody is consuming them.
 pub const ORPHANED_AFTER: Duration = Duration::from_secs(30);
 
 /// What [`spawn_lag_monitor`] knows about its group, shared with the group's consumer.
 #[derive(Clone, Debug, Default)]
 pub struct GroupHealth {
-    orphaned: Arc<AtomicBool>,
+    orphaned: Arc<Mutex<Vec<i32>>>,
+    /// Set by a rejoin: the watch starts its clocks again, so the next rejoin (if the last one
+    /// did not help) comes [`ORPHANED_AFTER`] later, not while the group is still rebalancing.
+    rejoined: Arc<AtomicBool>,
+    /// Set by a rejoin that follows a rejoin which did not help (see
+    /// [`GroupConsumer::wants_renewal`]).
+    renewal_wanted: Arc<AtomicBool>,
+    /// Whether the last rejoin is not known to have helped yet.
+    rejoin_pending: Arc<AtomicBool>,
 }
 
 impl GroupHealth {
-    /// The group has uncommitted records and none of its committed offsets moved for
-    /// [`ORPHANED_AFTER`].
-    pub fn orphaned(&self) -> bool {
-        self.orphaned.load(Ordering::Relaxed)
+    /// The partitions that have uncommitted records and whose committed offset did not move
+    /// for [`ORPHANED_AFTER`] (empty when every partition is consumed or caught up).
+    pub fn orphaned(&self) -> Vec<i32> {
+        self.orphaned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn clear(&self) {
-        self.orphaned.store(false, Ordering::Relaxed);
+        self.orphaned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.rejoined.store(true, Ordering::Relaxed);
     }
 }
 
-/// Remembers since when a group's committed offsets stood still while it had lag.
+/// Remembers, per partition, its committed offset and since when it stood still with lag.
 #[derive(Debug, Default)]
 struct OrphanWatch {
-    committed: Vec<(i32, Option<i64>)>,
-    still_since: Option<Instant>,
+    partitions: HashMap<i32, (Option<i64>, Option<Instant>)>,
 }
 
 impl OrphanWatch {
-    /// Takes one measurement (partition, lag, committed offset); true when the group has lag
-    /// and nothing it committed moved for [`ORPHANED_AFTER`].
-    fn observe(&mut self, lags: &[(i32, i64, Option<i64>)], now: Instant) -> bool {
-        let committed: Vec<(i32, Option<i64>)> = lags.iter().map(|(p, _, c)| (*p, *c)).collect();
-        let lagging = lags.iter().any(|(_, lag, _)| *lag > 0);
-        if !lagging || committed != self.committed {
-            self.still_since = lagging.then_some(now);
-        } else if self.still_since.is_none() {
-            self.still_since = Some(now);
+    /// Takes one measurement (partition, lag, committed offset); returns the partitions that
+    /// have lag and whose committed offset did not move for [`ORPHANED_AFTER`], in order.
+    fn observe(&mut self, lags: &[(i32, i64, Option<i64>)], now: Instant) -> Vec<i32> {
+        let mut stuck = Vec::new();
+        for &(partition, lag, committed) in lags {
+            let (last, still_since) = self
+                .partitions
+                .entry(partition)
+                .or_insert((committed, None));
+            if lag <= 0 || committed != *last {
+                *still_since = (lag > 0).then_some(now);
+            } else if still_since.is_none() {
+                *still_since = Some(now);
+            }
+            *last = committed;
+            if still_since.is_some_and(|since| now.duration_since(since) >= ORPHANED_AFTER) {
+                stuck.push(partition);
+            }
         }
-        self.committed = committed;
-        self.still_since
-            .is_some_and(|since| now.duration_since(since) >= ORPHANED_AFTER)
+        stuck.sort_unstable();
+        stuck
     }
 }
 
 /// How often a [`GroupConsumer`] checks [`rejoin_if_orphaned`].
 pub const REJOIN_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A workaround for tansu (see the module doc). When the group's records are orphaned (see
-/// [`GroupHealth`]) and this consumer holds no partition, leaves the group and subscribes again,
-/// which makes the coordinator run a new rebalance that includes it. A consumer that holds
-/// partitions does nothing: its own stalls (a paused sink) are its own business. Returns whether
-/// it rejoined.
+/// A workaround for tansu (see the module doc). When some of the group's partitions are
+/// orphaned (see [`GroupHealth`]) and this consumer does not own all of them, leaves the group
+/// and subscribes again, which makes the coordinator run a new rebalance that includes it. A
+/// consumer that owns every orphaned partition does nothing: its own stalls (a paused sink)
+/// are its own business. Returns whether it rejoined.
 ///
 /// Why: on tansu 0.6.0, after a member was killed with SIGKILL and a new one joined in the
 /// same session window, the group was seen to settle with the new member owning nothing and
-/// no further rebalance (the crash suite, `tests/e2e/crash.rs`); any join ends that state.
-/// On Apache Kafka this should never fire, and `hunter_kafka_group_rejoins_total` shows it.
+/// no further rebalance (the crash suite, `tests/e2e/crash.rs`); and after a member left
+/// gracefully, the survivor was seen to keep its own partitions and never be given the
+/// leaver's (`tests/e2e/process.rs`, the rebalance test: about half the runs). Any join ends
+/// either state. The price, on any broker: a member stalled for [`ORPHANED_AFTER`] on its own
+/// partitions (a sink waiting on ClickHouse) makes the group's other members rejoin, a
+/// rebalance that loses nothing (offsets only move after a durable write). On Apache Kafka it
+/// should otherwise never fire, and `hunter_kafka_group_rejoins_total` shows it.
 fn rejoin_if_orphaned<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     topic: &str,
     health: &GroupHealth,
     stage: &'static str,
 ) -> bool {
-    if !health.orphaned() {
+    let orphaned = health.orphaned();
+    if orphaned.is_empty() {
         return false;
     }
-    let owns_nothing = consumer
-        .assignment()
-        .map(|assignment| assignment.count() == 0)
-        .unwrap_or(false);
-    if !owns_nothing {
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
+    let owned: BTreeSet<i32> = assignment
+        .elements_for_topic(topic)
+        .iter()
+        .map(|element| element.partition())
+        .collect();
+    let not_owned: Vec<i32> = orphaned
+        .into_iter()
+        .filter(|partition| !owned.contains(partition))
+        .collect();
+    if not_owned.is_empty() {
         return false;
     }
     tracing::warn!(
         stage,
         topic,
-        "the group has records nobody consumed for {} s and this consumer owns no partition: rejoining the group",
+        ?not_owned,
+        owned = owned.len(),
+        "partitions have records nobody consumed for {} s and this consumer does not own them: rejoining the group",
         ORPHANED_AFTER.as_secs()
     );
     consumer.unsubscribe();
     if let Err(error) = consumer.subscribe(&[topic]) {
         tracing::warn!(stage, topic, %error, "subscribing again failed");
         return false;
+    }
+    if health.rejoin_pending.swap(true, Ordering::Relaxed) {
+        health.renewal_wanted.store(true, Ordering::Relaxed);
     }
     health.clear();
     metrics::counter!(
@@ -593,25 +748,43 @@ mod tests {
     fn lag_with_committed_offsets_standing_still_is_orphaned_after_30_s() {
         let start = Instant::now();
         let at = |secs| start + Duration::from_secs(secs);
+        let none = Vec::<i32>::new();
         let mut watch = OrphanWatch::default();
         let stuck = [(0, 5, Some(10)), (1, 0, Some(7))];
-        assert!(!watch.observe(&stuck, at(0)));
-        assert!(!watch.observe(&stuck, at(20)));
-        assert!(watch.observe(&stuck, at(30)));
-        assert!(watch.observe(&stuck, at(40)));
+        assert_eq!(watch.observe(&stuck, at(0)), none);
+        assert_eq!(watch.observe(&stuck, at(20)), none);
+        assert_eq!(watch.observe(&stuck, at(30)), [0]);
+        assert_eq!(watch.observe(&stuck, at(40)), [0]);
         // An offset moves: someone consumes; the clock starts again.
         let moving = [(0, 4, Some(11)), (1, 0, Some(7))];
-        assert!(!watch.observe(&moving, at(41)));
-        assert!(!watch.observe(&moving, at(70)));
-        assert!(watch.observe(&moving, at(71)));
+        assert_eq!(watch.observe(&moving, at(41)), none);
+        assert_eq!(watch.observe(&moving, at(70)), none);
+        assert_eq!(watch.observe(&moving, at(71)), [0]);
         // No lag: nothing to do, however still the offsets are.
         let idle = [(0, 0, Some(15)), (1, 0, Some(7))];
-        assert!(!watch.observe(&idle, at(72)));
-        assert!(!watch.observe(&idle, at(200)));
+        assert_eq!(watch.observe(&idle, at(72)), none);
+        assert_eq!(watch.observe(&idle, at(200)), none);
         // A group that never committed and has records waiting.
         let mut fresh = OrphanWatch::default();
         let never = [(0, 3, None)];
-        assert!(!fresh.observe(&never, at(0)));
-        assert!(fresh.observe(&never, at(30)));
+        assert_eq!(fresh.observe(&never, at(0)), none);
+        assert_eq!(fresh.observe(&never, at(30)), [0]);
+    }
+
+    #[test]
+    fn a_partition_left_behind_is_orphaned_while_the_others_move() {
+        // A survivor consumes its own partitions (their offsets move) while the partitions of
+        // a member that left are never given to anyone: those alone are orphaned.
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut watch = OrphanWatch::default();
+        let mut own = 100;
+        let mut orphaned = Vec::new();
+        for second in (0..=40).step_by(10) {
+            own += 50;
+            let lags = [(0, 5, Some(own)), (1, 9, Some(20)), (2, 3, None)];
+            orphaned = watch.observe(&lags, at(second));
+        }
+        assert_eq!(orphaned, [1, 2]);
     }
 }
