@@ -255,7 +255,7 @@ async fn stream(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let settings = &context.settings;
-    let consumer = GroupConsumer::subscribe(
+    let mut consumer = GroupConsumer::subscribe(
         &settings.kafka,
         Subscription {
             stage: "sink",
@@ -276,6 +276,7 @@ async fn stream(
 
     let mut batch = Batch::default();
     let mut stall: Option<Stall> = None;
+    let mut renewal_tick = tokio::time::interval(Duration::from_secs(1));
     let result: anyhow::Result<()> = async {
         loop {
             let deadline = match &stall {
@@ -287,6 +288,15 @@ async fn stream(
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
+                // The tansu workaround (`hunter_core::kafka::consume`): when a rejoin did not
+                // end the orphaning, a new group member, once nothing is batched (no offset of
+                // this consumer waits to be stored). Seen in the kill test: a restarted sink
+                // left owning nothing while its group's records waited.
+                _ = renewal_tick.tick(), if batch.is_empty() && stall.is_none() => {
+                    if consumer.wants_renewal() {
+                        consumer.renew().context("kafka consumer renewal")?;
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     flush(writer, insert_timeout, &consumer, &mut batch, &mut stall, label).await;
                 }

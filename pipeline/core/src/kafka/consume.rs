@@ -20,7 +20,7 @@
 //!   owning nothing after a SIGKILL, and a survivor never given the partitions of a member that
 //!   left gracefully; a consumer that does not own every partition whose records wait unconsumed
 //!   leaves and joins again, and when that did not help, a role that can replaces its consumer by
-//!   a new member ([`GroupConsumer::renew`], the processor). On Apache Kafka it should never fire
+//!   a new member ([`GroupConsumer::renew`]: the processor and the sink). On Apache Kafka it should never fire
 //!   (`hunter_kafka_group_rejoins_total` shows it);
 //! - the lag is read by a consumer of its own, never by the group's consumer (asking the group's
 //!   own consumer for its committed offsets was seen to disturb the group: see
