@@ -158,6 +158,7 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
         kind: Command::SYNC_NOW.to_owned(),
         tenant: None,
         requested_at: Timestamp::now(),
+        since: None,
     };
     let unavailable = |error: String| {
         tracing::error!(%error, "sync trigger not delivered");
@@ -578,6 +579,8 @@ mod tests {
             error_message: None,
             coalesced_into: None,
             row_version: 0,
+            estimate: None,
+            since: None,
         }
     }
 
