@@ -223,6 +223,13 @@ pub struct RunView {
     error_message: Option<String>,
     /// For a coalesced trigger: the run that served it.
     coalesced_into: Option<String>,
+    /// A backfill: referrals it expects to read in all (the previous read of everything), when
+    /// known. While it runs, `fetched` of `estimate` is its progress.
+    estimate: Option<u64>,
+    /// A windowed backfill: the updatedDateTime it reads from.
+    since: Option<String>,
+    /// Seconds from its start to its latest record (its end, or its last progress record).
+    elapsed_seconds: u64,
 }
 
 impl From<SyncRunRow> for RunView {
@@ -242,6 +249,10 @@ impl From<SyncRunRow> for RunView {
             error_class: row.error_class,
             error_message: row.error_message,
             coalesced_into: row.coalesced_into,
+            estimate: row.estimate,
+            since: row.since.map(rfc3339),
+            elapsed_seconds: (row.row_version / 1_000_000)
+                .saturating_sub(u64::try_from(row.started_at.unix_timestamp()).unwrap_or(0)),
         }
     }
 }
