@@ -60,6 +60,29 @@ async fn a_backfill_of_5000_referrals_shows_progress_and_publishes_every_current
         .filter(|id| id.len() == 36)
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no run id printed:\n{output}"));
+    // Every current version published, each once.
+    let published = deployment.published_versions().await?;
+    let mut counts: HashMap<&(String, String), usize> = HashMap::new();
+    for version in &published {
+        *counts.entry(version).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "{} versions published more than once, e.g. {twice:?}",
+        counts.values().filter(|n| **n > 1).count()
+    );
+    let truth: HashSet<(String, String)> =
+        deployment.simulator_truth().await?.into_iter().collect();
+    let on_topic: HashSet<(String, String)> = published.into_iter().collect();
+    let missing: Vec<_> = truth.difference(&on_topic).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{} current versions not published, e.g. {missing:?}",
+        truth.difference(&on_topic).count()
+    );
+    assert_eq!(on_topic.len(), TOTAL);
+
     let progress_lines = output
         .lines()
         .filter(|line| line.starts_with("backfill progress: "))
@@ -108,29 +131,6 @@ async fn a_backfill_of_5000_referrals_shows_progress_and_publishes_every_current
     }
     let fetched: Vec<i64> = progress.iter().map(|r| r.fetched).collect();
     assert!(fetched.windows(2).all(|w| w[0] < w[1]), "{fetched:?}");
-
-    // Every current version published, each once.
-    let published = deployment.published_versions().await?;
-    let mut counts: HashMap<&(String, String), usize> = HashMap::new();
-    for version in &published {
-        *counts.entry(version).or_default() += 1;
-    }
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(
-        twice.is_empty(),
-        "{} versions published more than once, e.g. {twice:?}",
-        counts.values().filter(|n| **n > 1).count()
-    );
-    let truth: HashSet<(String, String)> =
-        deployment.simulator_truth().await?.into_iter().collect();
-    let on_topic: HashSet<(String, String)> = published.into_iter().collect();
-    let missing: Vec<_> = truth.difference(&on_topic).take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "{} current versions not published, e.g. {missing:?}",
-        truth.difference(&on_topic).count()
-    );
-    assert_eq!(on_topic.len(), TOTAL);
 
     // The API shows the run's final record (the sink keeps it, not a progress one).
     let path = format!("/api/v1/sync/runs/{run_id}");
