@@ -153,6 +153,71 @@ async fn a_backfill_of_5000_referrals_shows_progress_and_publishes_every_current
         .await?;
     assert_eq!(status, 404);
 
+    // One backfill at a time: one requested while another runs is served by it. The running one
+    // is slowed by the simulator (every reply 2 s late) while the second is requested, so it
+    // is surely still running when the source reads the second command.
+    let (ok, output) = run_hunter(
+        &["backfill", "--no-wait"],
+        &deployment.env,
+        Duration::from_secs(60),
+    )?;
+    assert!(ok, "{output}");
+    let running = output
+        .lines()
+        .rev()
+        .find(|line| line.len() == 36)
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("--no-wait prints the run id:\n{output}"));
+    wait_for(
+        "the first progress record",
+        Duration::from_secs(120),
+        || async {
+            Ok(deployment
+                .sync_runs()
+                .await?
+                .iter()
+                .any(|r| r.run_id == running && r.updated_at.is_some())
+                .then_some(()))
+        },
+    )
+    .await?;
+    deployment
+        .simulator_post("/_simulator/faults?spec=slow:1")
+        .await?;
+    let env = deployment.env.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        run_hunter(&["backfill"], &env, Duration::from_secs(600))
+    });
+    let coalesced = wait_for(
+        "the second backfill coalesced into the running one",
+        Duration::from_secs(120),
+        || async {
+            Ok(deployment.sync_runs().await?.into_iter().find(|r| {
+                r.status == "coalesced" && r.coalesced_into.as_deref() == Some(running.as_str())
+            }))
+        },
+    )
+    .await?;
+    assert_ne!(coalesced.run_id, running);
+    deployment
+        .simulator_post("/_simulator/faults?spec=")
+        .await?;
+    let (ok, output) = second.await??;
+    assert!(ok, "{output}");
+    assert!(
+        output.contains(&format!(
+            "a backfill is already running ({running}): following it"
+        )) && output.contains(&format!("backfill {running} succeeded")),
+        "the second command follows the running backfill:\n{output}"
+    );
+    let backfills = deployment
+        .sync_runs()
+        .await?
+        .into_iter()
+        .filter(|r| r.trigger == "backfill" && r.status == "running" && r.updated_at.is_none())
+        .count();
+    assert_eq!(backfills, 2, "two backfills ran, not three");
+
     deployment.teardown().await;
     Ok(())
 }
