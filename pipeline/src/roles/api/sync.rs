@@ -506,7 +506,7 @@ fn task_state(runs: &[SyncRunRow], stale_after: Duration) -> &'static str {
     path = "/sync/runs/{task_id}",
     params(("task_id" = String, Path, description = "The task_id returned by the sync trigger, or any run id")),
     responses(
-        (status = 200, description = "The task and its runs", body = TaskView),
+        (status = 200, description = "The task and its runs: each run's latest record, so a running backfill's progress (fetched of estimate, elapsed_seconds)", body = TaskView),
         (status = 400, description = "The id is invalid", body = super::ErrorBody),
         (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
         (status = 404, description = "No such task", body = super::ErrorBody),
