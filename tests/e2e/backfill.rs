@@ -199,6 +199,39 @@ async fn a_backfill_of_5000_referrals_shows_progress_and_publishes_every_current
     )
     .await?;
     assert_ne!(coalesced.run_id, running);
+    // While it runs, the API (and so the page's status indicator, which reads the status)
+    // shows its progress: the latest progress record, not the start record.
+    let path = format!("/api/v1/sync/runs/{running}");
+    let task = wait_for(
+        "the running backfill's progress in the API",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = deployment.get(&path).await?;
+            Ok((status == 200
+                && body["state"] == "running"
+                && body["runs"][0]["fetched"].as_u64().is_some_and(|n| n > 0))
+            .then_some(body))
+        },
+    )
+    .await?;
+    let run = &task["runs"][0];
+    assert_eq!(run["status"], "running", "{task}");
+    assert!(run["pages"].as_u64().is_some_and(|n| n > 0), "{task}");
+    assert_eq!(
+        run["estimate"], last.fetched,
+        "the previous full read's size: {task}"
+    );
+    let (_, status) = deployment.get("/api/v1/partner-center/sync/status").await?;
+    let tenant = &status["tenants"][0]["last_run"];
+    assert_eq!(
+        (&tenant["run_id"], &tenant["trigger"], &tenant["status"]),
+        (
+            &serde_json::json!(running),
+            &serde_json::json!("backfill"),
+            &serde_json::json!("running")
+        ),
+        "{status}"
+    );
     deployment
         .simulator_post("/_simulator/faults?spec=")
         .await?;
