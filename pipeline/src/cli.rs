@@ -49,6 +49,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ReplayCommand,
     },
+    /// Re-read Partner Center now: everything, or what changed since --since; the source runs
+    /// it (one at a time per tenant) and this waits with progress until it ends (exit non-zero
+    /// when it failed).
+    Backfill(BackfillArgs),
     /// Inspect Hunter's Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -134,6 +138,22 @@ pub struct DlqReplayArgs {
     /// Replay dead letters that were replayed before, once more.
     #[arg(long)]
     pub again: bool,
+}
+
+// --- hunter backfill ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BackfillArgs {
+    /// Only this tenant (its configured name); default: every configured tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only referrals updated since then: an RFC 3339 time (2026-01-31T08:00:00Z) or a date
+    /// (2026-01-31, midnight UTC). Default: everything.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print the run id and return at once (follow it with `GET /api/v1/sync/runs/{id}`).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Default, clap::Args)]

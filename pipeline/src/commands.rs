@@ -37,6 +37,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref())?;
             crate::replay::clickhouse(settings, &tables, into.as_deref()).await
         }
+        Command::Backfill(args) => {
+            crate::backfill::run(
+                Settings::load(cli.config.as_deref())?,
+                args.tenant.as_deref(),
+                args.since.as_deref(),
+                args.no_wait,
+            )
+            .await
+        }
         Command::Topics {
             command: TopicsCommand::Describe { json },
         } => describe_topics(&Settings::load(cli.config.as_deref())?, json).await,

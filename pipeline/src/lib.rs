@@ -22,6 +22,7 @@
 //! - sink: an offset is stored only after ClickHouse acknowledged the insert holding it;
 //!   `leads` is a ReplacingMergeTree on `version`, so replays add no live rows.
 
+pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod dlq;

@@ -12,6 +12,8 @@ mod alerts;
 mod api;
 mod api_fuzz;
 mod auth;
+// hunter backfill: a re-read of Partner Center now, with progress.
+mod backfill;
 mod clickhouse_security;
 mod contracts;
 mod crash;

@@ -357,6 +357,7 @@ impl Deployment {
             kind: Command::SYNC_NOW.into(),
             tenant: tenant.map(str::to_owned),
             requested_at: Timestamp::now(),
+            since: None,
         };
         let payload = hunter_core::codec::Codec::<Command>::new(&topic, None)
             .encode_single_object(&command)?;

@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_referral_actions.sql",
         sql: include_str!("../../../schemas/clickhouse/0010_referral_actions.sql"),
     },
+    // Backfill progress (`hunter backfill`): `sync_runs.estimate` and `since`.
+    Migration {
+        name: "0011_sync_run_progress.sql",
+        sql: include_str!("../../../schemas/clickhouse/0011_sync_run_progress.sql"),
+    },
 ];
 
 impl Migration {

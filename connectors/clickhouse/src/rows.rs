@@ -190,8 +190,14 @@ pub struct SyncRunRow {
     pub error_class: Option<String>,
     pub error_message: Option<String>,
     pub coalesced_into: Option<String>,
-    /// The run's latest record wins: its end (else its start) in microseconds.
+    /// The run's latest record wins: its end, else when it was written (a backfill's progress
+    /// records), else its start, in microseconds.
     pub row_version: u64,
+    /// Referrals the run expects to read in all (`0011_sync_run_progress.sql`).
+    pub estimate: Option<u64>,
+    /// A windowed backfill's lower bound.
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub since: Option<OffsetDateTime>,
 }
 
 impl SyncRunRow {
@@ -212,7 +218,14 @@ impl SyncRunRow {
             error_class: run.error_class.clone(),
             error_message: run.error_message.clone(),
             coalesced_into: run.coalesced_into.clone(),
-            row_version: count(run.finished_at.unwrap_or(run.started_at).micros()),
+            row_version: count(
+                run.finished_at
+                    .or(run.updated_at)
+                    .unwrap_or(run.started_at)
+                    .micros(),
+            ),
+            estimate: run.estimate.map(count),
+            since: run.since.map(datetime),
         }
     }
 
@@ -450,6 +463,9 @@ mod tests {
             error_class: None,
             error_message: None,
             coalesced_into: None,
+            updated_at: Some(Timestamp(3_000_000)),
+            estimate: None,
+            since: None,
         };
         let row = SyncRunRow::from_run(&run);
         assert_eq!(

@@ -11,6 +11,7 @@ fn command() -> Command {
         kind: Command::SYNC_NOW.into(),
         tenant: None,
         requested_at: Timestamp(42),
+        since: None,
     }
 }
 
@@ -29,7 +30,7 @@ async fn single_object_round_trip_with_the_spec_fingerprint() {
     let codec = Codec::<Command>::new("hunter.commands.v1", None);
     let bytes = codec.encode(&command()).await.unwrap();
     assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
-    assert_eq!(canonical::hex(&bytes[2..10]), "642593152be24626");
+    assert_eq!(canonical::hex(&bytes[2..10]), "d2a6e21bb4622b8e");
     assert_eq!(codec.decode(&bytes).await.unwrap(), command());
 }
 
@@ -66,13 +67,22 @@ fn the_body_is_what_apache_avro_writes_after_a_different_header() {
 }
 
 #[tokio::test]
-async fn records_with_the_legacy_header_of_the_current_version_are_read() {
-    // What main wrote before spec fingerprints: apache-avro's header.
-    let value = apache_avro::to_value(command()).unwrap();
+async fn records_with_the_legacy_header_of_the_version_before_spec_fingerprints_are_read() {
+    // What main wrote before spec fingerprints: apache-avro's header, command version 0001
+    // (the version then current; `since` came with 0002 and reads as its default).
+    let schema = apache_avro::Schema::parse_str(include_str!(
+        "../../../../schemas/history/command/0001.avsc"
+    ))
+    .unwrap();
+    let apache_avro::types::Value::Record(mut fields) = apache_avro::to_value(command()).unwrap()
+    else {
+        panic!("a command is a record");
+    };
+    fields.retain(|(name, _)| name != "since");
     let mut legacy = Vec::new();
-    apache_avro::GenericSingleObjectWriter::new_with_capacity(Command::schema(), 64)
+    apache_avro::GenericSingleObjectWriter::new_with_capacity(&schema, 64)
         .unwrap()
-        .write_value(value, &mut legacy)
+        .write_value(apache_avro::types::Value::Record(fields), &mut legacy)
         .unwrap();
     assert_eq!(canonical::hex(&legacy[2..10]), "400b966dcd6f8b79");
     let codec = Codec::<Command>::new("t", None);

@@ -124,6 +124,9 @@ pub(crate) fn sample_sync_runs() -> Vec<SyncRun> {
             error_class: None,
             error_message: None,
             coalesced_into: None,
+            updated_at: None,
+            estimate: None,
+            since: None,
         },
         SyncRun {
             run_id: "run-fixture-2".into(),
@@ -140,6 +143,9 @@ pub(crate) fn sample_sync_runs() -> Vec<SyncRun> {
             error_class: Some("rate_limited".into()),
             error_message: Some("partner center throttled the poll; it is retried".into()),
             coalesced_into: Some("run-fixture-1".into()),
+            updated_at: Some(Timestamp(1_709_900_000_500_000)),
+            estimate: Some(5_000),
+            since: Some(Timestamp(1_709_000_000_000_000)),
         },
     ]
 }
@@ -180,12 +186,14 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             kind: Command::SYNC_NOW.into(),
             tenant: Some("contoso".into()),
             requested_at: Timestamp(1_709_800_000_000_000),
+            since: None,
         },
         Command {
             command_id: "command-fixture-2".into(),
-            kind: Command::SYNC_NOW.into(),
+            kind: Command::BACKFILL.into(),
             tenant: None,
             requested_at: Timestamp(1_709_800_005_000_000),
+            since: Some(Timestamp(1_709_000_000_000_000)),
         },
     ]
 }

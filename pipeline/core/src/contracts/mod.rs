@@ -70,7 +70,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "sync_run",
         full_name: "hunter.syncruns.v1.SyncRun",
-        versions: versions!("sync_run": "0001", "0002"),
+        versions: versions!("sync_run": "0001", "0002", "0003"),
     },
     Contract {
         name: "source_state",
@@ -80,7 +80,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "command",
         full_name: "hunter.commands.v1.Command",
-        versions: versions!("command": "0001"),
+        versions: versions!("command": "0001", "0002"),
     },
     Contract {
         name: "referral_action",

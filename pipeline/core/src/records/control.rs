@@ -30,6 +30,16 @@ pub struct SyncRun {
     /// For a coalesced trigger: the run that served it.
     #[serde(default)]
     pub coalesced_into: Option<String>,
+    /// When this record was written: progress records of a backfill carry the counts so far
+    /// (contract 0003; `None` in older records).
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
+    /// Referrals the run expects to read in all, when something gives an estimate (0003).
+    #[serde(default)]
+    pub estimate: Option<i64>,
+    /// A windowed backfill's lower bound on `updatedDateTime` (0003).
+    #[serde(default)]
+    pub since: Option<Timestamp>,
 }
 
 impl SyncRun {
@@ -50,6 +60,9 @@ impl SyncRun {
             error_class: None,
             error_message: None,
             coalesced_into: None,
+            updated_at: None,
+            estimate: None,
+            since: None,
         }
     }
 
@@ -103,13 +116,18 @@ pub struct RecentVersion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub command_id: String,
-    /// `sync_now`.
+    /// `sync_now` or `backfill`.
     pub kind: String,
     /// The tenant to act on; `None` means every tenant.
     pub tenant: Option<String>,
     pub requested_at: Timestamp,
+    /// `backfill`: read referrals updated since then; `None` reads everything (contract 0002).
+    #[serde(default)]
+    pub since: Option<Timestamp>,
 }
 
 impl Command {
     pub const SYNC_NOW: &'static str = "sync_now";
+    /// `hunter backfill`: a full (or, with `since`, windowed) re-read of Partner Center now.
+    pub const BACKFILL: &'static str = "backfill";
 }

@@ -59,6 +59,8 @@ text_enum! {
         Manual => "manual",
         /// A scheduled tick that reads everything again (`HUNTER_SYNC_FULL_SWEEP_SECS`).
         Sweep => "sweep",
+        /// A `backfill` command (`hunter backfill`): a full or windowed re-read now.
+        Backfill => "backfill",
     }
 }
 
@@ -160,7 +162,7 @@ mod tests {
     fn the_contract_strings_stay_the_same() {
         assert_eq!(
             round_trips(RunTrigger::ALL, RunTrigger::as_str, RunTrigger::parse),
-            ["schedule", "startup", "manual", "sweep"]
+            ["schedule", "startup", "manual", "sweep", "backfill"]
         );
         assert_eq!(
             round_trips(RunStatus::ALL, RunStatus::as_str, RunStatus::parse),

@@ -310,6 +310,9 @@ fn control_types_agree_with_their_avsc() {
         error_class: Some("rate_limited".into()),
         error_message: Some("throttled".into()),
         coalesced_into: Some("run-0".into()),
+        updated_at: Some(Timestamp(2)),
+        estimate: Some(8),
+        since: Some(Timestamp(0)),
     });
     assert_agrees_with_contract(&SourceState {
         tenant: "contoso".into(),
@@ -330,6 +333,7 @@ fn control_types_agree_with_their_avsc() {
         kind: Command::SYNC_NOW.into(),
         tenant: Some("contoso".into()),
         requested_at: Timestamp(13),
+        since: Some(Timestamp(14)),
     });
 }
 

@@ -158,6 +158,7 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
         kind: Command::SYNC_NOW.to_owned(),
         tenant: None,
         requested_at: Timestamp::now(),
+        since: None,
     };
     let unavailable = |error: String| {
         tracing::error!(%error, "sync trigger not delivered");
@@ -222,6 +223,13 @@ pub struct RunView {
     error_message: Option<String>,
     /// For a coalesced trigger: the run that served it.
     coalesced_into: Option<String>,
+    /// A backfill: referrals it expects to read in all (the previous read of everything), when
+    /// known. While it runs, `fetched` of `estimate` is its progress.
+    estimate: Option<u64>,
+    /// A windowed backfill: the updatedDateTime it reads from.
+    since: Option<String>,
+    /// Seconds from its start to its latest record (its end, or its last progress record).
+    elapsed_seconds: u64,
 }
 
 impl From<SyncRunRow> for RunView {
@@ -241,6 +249,10 @@ impl From<SyncRunRow> for RunView {
             error_class: row.error_class,
             error_message: row.error_message,
             coalesced_into: row.coalesced_into,
+            estimate: row.estimate,
+            since: row.since.map(rfc3339),
+            elapsed_seconds: (row.row_version / 1_000_000)
+                .saturating_sub(u64::try_from(row.started_at.unix_timestamp()).unwrap_or(0)),
         }
     }
 }
@@ -494,7 +506,7 @@ fn task_state(runs: &[SyncRunRow], stale_after: Duration) -> &'static str {
     path = "/sync/runs/{task_id}",
     params(("task_id" = String, Path, description = "The task_id returned by the sync trigger, or any run id")),
     responses(
-        (status = 200, description = "The task and its runs", body = TaskView),
+        (status = 200, description = "The task and its runs: each run's latest record, so a running backfill's progress (fetched of estimate, elapsed_seconds)", body = TaskView),
         (status = 400, description = "The id is invalid", body = super::ErrorBody),
         (status = 401, description = "No or wrong bearer token", body = super::ErrorBody),
         (status = 404, description = "No such task", body = super::ErrorBody),
@@ -578,6 +590,8 @@ mod tests {
             error_message: None,
             coalesced_into: None,
             row_version: 0,
+            estimate: None,
+            since: None,
         }
     }
 

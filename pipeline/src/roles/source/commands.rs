@@ -6,8 +6,16 @@
 //! A command's offset is stored once it was handed to the tenants: a crash before the run loses
 //! the trigger, not data (the next scheduled poll reads the same referrals). A command is not
 //! data: an unreadable one is skipped, not dead-lettered.
+//!
+//! A `backfill` command (`hunter backfill`) is a trigger too, for a run that reads everything
+//! (or from its `since`) and records its progress after every page. It never expires (the
+//! schedule does not re-read what it asks for). One backfill at a time per tenant: a backfill
+//! that arrives while one that covers it (full, or from an earlier `since`) runs for the tenant
+//! is recorded at once as `coalesced` into the running one; one queued behind a poll joins the
+//! next run, which then becomes the backfill (the schedule's tick coalesces with it too).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,6 +34,20 @@ use crate::roles::Context;
 /// A manual trigger: the command id becomes the run id.
 pub(super) struct Trigger {
     pub(super) command_id: String,
+    /// A backfill, and the `updatedDateTime` it reads from (`None` inside: everything).
+    pub(super) backfill: Option<Option<Timestamp>>,
+}
+
+/// The backfill running per tenant: its run id and `since`.
+pub(super) type Running = Arc<Mutex<HashMap<String, (String, Option<Timestamp>)>>>;
+
+/// Whether a running backfill from `running_since` reads everything one from `wanted` would.
+pub(super) fn covers(running_since: Option<Timestamp>, wanted: Option<Timestamp>) -> bool {
+    match (running_since, wanted) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(running), Some(wanted)) => running <= wanted,
+    }
 }
 
 /// The source's subscription to the commands topic.
@@ -63,6 +85,7 @@ impl Commands {
         &self,
         message: BorrowedMessage<'_>,
         triggers: &HashMap<String, mpsc::Sender<Trigger>>,
+        running: &Running,
         outputs: &Outputs,
         interval: Duration,
         shutdown: &Shutdown,
@@ -94,8 +117,33 @@ impl Commands {
                         // A full queue means many triggers are pending: one more adds nothing.
                         let _ = queue.try_send(Trigger {
                             command_id: command.command_id.clone(),
+                            backfill: None,
                         });
                     }
+                }
+            }
+            Ok(command) if command.kind == Command::BACKFILL => {
+                for (name, queue) in triggers {
+                    if !addressed_to(&command, name) {
+                        continue;
+                    }
+                    let serving = running
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .get(name)
+                        .filter(|(_, since)| covers(*since, command.since))
+                        .map(|(run_id, _)| run_id.clone());
+                    if let Some(run_id) = serving {
+                        tracing::info!(tenant = %name, task_id = %command.command_id, run_id, "backfill requested; joined the running one");
+                        publish_coalesced(outputs, name, vec![command.command_id.clone()], &run_id)
+                            .await;
+                        continue;
+                    }
+                    tracing::info!(tenant = %name, task_id = %command.command_id, "backfill requested");
+                    let _ = queue.try_send(Trigger {
+                        command_id: command.command_id.clone(),
+                        backfill: Some(command.since),
+                    });
                 }
             }
             Ok(command) => tracing::debug!(kind = %command.kind, "command not for the source"),
@@ -140,12 +188,49 @@ fn trigger_expired(command: &Command, interval: Duration) -> Option<String> {
 }
 
 /// The triggers already queued: the run about to start serves them too.
-pub(super) fn drain(triggers: &mut mpsc::Receiver<Trigger>) -> Vec<String> {
+pub(super) fn drain(triggers: &mut mpsc::Receiver<Trigger>) -> Vec<Trigger> {
     let mut coalesced = Vec::new();
     while let Ok(more) = triggers.try_recv() {
-        coalesced.push(more.command_id);
+        coalesced.push(more);
     }
     coalesced
+}
+
+/// The run that serves `first` (`None`: the schedule's tick, with `tick_id`) and the triggers
+/// drained with it: its id, whether it is a backfill and from when, and the ids it serves
+/// besides its own. A backfill among them makes the run the first backfill's (from the
+/// earliest `since`; everything when any asked for everything).
+pub(super) fn plan(
+    first: Option<Trigger>,
+    tick_id: String,
+    drained: Vec<Trigger>,
+) -> (String, Option<Option<Timestamp>>, Vec<String>) {
+    let mut all: Vec<Trigger> = first.into_iter().chain(drained).collect();
+    let backfills: Vec<Option<Timestamp>> = all.iter().filter_map(|t| t.backfill).collect();
+    let backfill = (!backfills.is_empty()).then(|| {
+        if backfills.iter().any(Option::is_none) {
+            None
+        } else {
+            backfills.iter().flatten().min().copied()
+        }
+    });
+    let lead =
+        all.iter()
+            .position(|t| t.backfill.is_some())
+            .or(if all.is_empty() || tick_id.is_empty() {
+                Some(0)
+            } else {
+                None
+            });
+    let run_id = match lead {
+        Some(index) if index < all.len() => all.remove(index).command_id,
+        _ => tick_id,
+    };
+    (
+        run_id,
+        backfill,
+        all.into_iter().map(|t| t.command_id).collect(),
+    )
 }
 
 /// Records each coalesced trigger as served by the run `run_id`.
@@ -176,6 +261,7 @@ mod tests {
             kind: Command::SYNC_NOW.into(),
             tenant: tenant.map(str::to_owned),
             requested_at: Timestamp(Timestamp::now().micros() - age),
+            since: None,
         }
     }
 
@@ -201,6 +287,68 @@ mod tests {
         assert!(reason.contains("of 300 s"), "{reason}");
     }
 
+    fn trigger(id: &str, backfill: Option<Option<Timestamp>>) -> Trigger {
+        Trigger {
+            command_id: id.into(),
+            backfill,
+        }
+    }
+
+    #[test]
+    fn a_backfill_queued_behind_a_tick_or_a_sync_makes_the_run_a_backfill() {
+        // The tick's run becomes the backfill's, under the backfill's id.
+        let (id, backfill, served) = plan(None, "tick".into(), vec![trigger("b-1", Some(None))]);
+        assert_eq!(
+            (id.as_str(), backfill, served.len()),
+            ("b-1", Some(None), 0)
+        );
+        // A sync now picked first: the backfill still leads, the sync is served by it.
+        let (id, backfill, served) = plan(
+            Some(trigger("s-1", None)),
+            String::new(),
+            vec![
+                trigger("b-1", Some(Some(Timestamp(5)))),
+                trigger("b-2", Some(Some(Timestamp(3)))),
+            ],
+        );
+        assert_eq!(id, "b-1");
+        assert_eq!(
+            backfill,
+            Some(Some(Timestamp(3))),
+            "from the earliest since"
+        );
+        assert_eq!(served, ["s-1", "b-2"]);
+        // One asks for everything: everything.
+        let (_, backfill, _) = plan(
+            Some(trigger("b-1", Some(Some(Timestamp(5))))),
+            String::new(),
+            vec![trigger("b-2", Some(None))],
+        );
+        assert_eq!(backfill, Some(None));
+        // No backfill: the first trigger's run, as before.
+        let (id, backfill, served) = plan(
+            Some(trigger("s-1", None)),
+            String::new(),
+            vec![trigger("s-2", None)],
+        );
+        assert_eq!(
+            (id.as_str(), backfill, served),
+            ("s-1", None, vec!["s-2".to_owned()])
+        );
+        // A tick alone.
+        let (id, backfill, served) = plan(None, "tick".into(), vec![]);
+        assert_eq!((id.as_str(), backfill, served.len()), ("tick", None, 0));
+    }
+
+    #[test]
+    fn a_running_backfill_covers_one_from_a_later_since_only() {
+        assert!(covers(None, None));
+        assert!(covers(None, Some(Timestamp(1))));
+        assert!(!covers(Some(Timestamp(1)), None));
+        assert!(covers(Some(Timestamp(1)), Some(Timestamp(2))));
+        assert!(!covers(Some(Timestamp(2)), Some(Timestamp(1))));
+    }
+
     #[test]
     fn a_trigger_without_tenant_is_for_every_tenant() {
         let everyone = sync_now(None, Duration::ZERO);
@@ -217,10 +365,15 @@ mod tests {
             sender
                 .try_send(Trigger {
                     command_id: id.into(),
+                    backfill: None,
                 })
                 .unwrap();
         }
-        assert_eq!(drain(&mut receiver), ["c-1", "c-2", "c-3"]);
+        let ids: Vec<String> = drain(&mut receiver)
+            .into_iter()
+            .map(|t| t.command_id)
+            .collect();
+        assert_eq!(ids, ["c-1", "c-2", "c-3"]);
         assert!(drain(&mut receiver).is_empty(), "drained triggers are gone");
     }
 }

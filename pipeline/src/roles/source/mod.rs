@@ -120,6 +120,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
 
     let mut tenants = tokio::task::JoinSet::new();
     let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
+    let running = commands::Running::default();
     let mut action_queues: HashMap<String, mpsc::Sender<writeback::Job>> = HashMap::new();
     for tenant_settings in &pc.tenants {
         let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
@@ -128,8 +129,9 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         let (action_sender, actions) = mpsc::channel(writeback::QUEUE);
         action_queues.insert(tenant.name.clone(), action_sender);
         let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
+        let running = running.clone();
         tenants.spawn(async move {
-            tenant_loop(tenant, outputs, sync, receiver, actions, shutdown).await
+            tenant_loop(tenant, outputs, sync, receiver, actions, running, shutdown).await
         });
     }
     // Write-back: actions go to their tenant's loop, one at a time (`writeback.rs`).
@@ -156,7 +158,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             received = commands.consumer().recv() => {
                 let message = received.context("kafka consume (commands)")?;
                 let handled = commands
-                    .handle(message, &triggers, &outputs, settings.sync.interval, &shutdown)
+                    .handle(message, &triggers, &running, &outputs, settings.sync.interval, &shutdown)
                     .await;
                 if let Err(error) = handled {
                     break Err(error);
@@ -186,6 +188,8 @@ struct Tenant {
     published: Published,
     /// Set while sign-in needs a person: the token cache as it was then, and why.
     signin_required: Option<(Option<SystemTime>, String)>,
+    /// Referrals the last read of everything fetched: a backfill's estimate.
+    last_full_read: Option<i64>,
 }
 
 impl Tenant {
@@ -239,6 +243,7 @@ impl Tenant {
             state,
             published,
             signin_required: None,
+            last_full_read: None,
         }
     }
 
@@ -274,6 +279,7 @@ async fn tenant_loop(
     sync: SyncSettings,
     mut triggers: mpsc::Receiver<Trigger>,
     mut actions: mpsc::Receiver<writeback::Job>,
+    running: commands::Running,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(sync.interval);
@@ -285,15 +291,15 @@ async fn tenant_loop(
     report_auth(&tenant);
     let mut kafka_failures = 0;
     loop {
-        let (mut trigger, run_id) = tokio::select! {
+        let (mut trigger, picked) = tokio::select! {
             biased;
             _ = shutdown.wait() => return Ok(()),
             _ = ticks.tick() => {
                 let trigger = if std::mem::take(&mut first) { RunTrigger::Startup } else { RunTrigger::Schedule };
-                (trigger, uuid::Uuid::new_v4().to_string())
+                (trigger, None)
             }
             received = triggers.recv() => match received {
-                Some(trigger) => (RunTrigger::Manual, trigger.command_id),
+                Some(trigger) => (RunTrigger::Manual, Some(trigger)),
                 None => return Ok(()),
             },
             Some(job) = actions.recv() => {
@@ -306,11 +312,20 @@ async fn tenant_loop(
                 continue;
             }
         };
-        // Whatever else is queued is served by this run.
-        let coalesced = commands::drain(&mut triggers);
-        if trigger == RunTrigger::Schedule && tenant.sweep_due(sync.full_sweep_interval) {
+        // Whatever else is queued is served by this run; a backfill among it makes the run one.
+        let tick_id = if picked.is_none() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            String::new()
+        };
+        let (run_id, backfill, coalesced) =
+            commands::plan(picked, tick_id, commands::drain(&mut triggers));
+        if backfill.is_some() {
+            trigger = RunTrigger::Backfill;
+        } else if trigger == RunTrigger::Schedule && tenant.sweep_due(sync.full_sweep_interval) {
             trigger = RunTrigger::Sweep;
         }
+        let since = backfill.flatten();
 
         let outcome = if let Some((mtime, reason)) = tenant.signin_required.clone() {
             if cache_mtime(&tenant.auth) != mtime {
@@ -334,7 +349,13 @@ async fn tenant_loop(
                 publish_run_logged(&outputs, &run).await;
             }
             None => {
-                let poll = poll::poll(&mut tenant, &outputs, &sync, trigger, &run_id);
+                if backfill.is_some() {
+                    running
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(tenant.name.clone(), (run_id.clone(), since));
+                }
+                let poll = poll::poll(&mut tenant, &outputs, &sync, trigger, &run_id, since);
                 let failed = tokio::select! {
                     _ = shutdown.wait() => {
                         tracing::info!(tenant = %tenant.name, run_id, "poll interrupted by shutdown; the cursor was not moved");
@@ -342,6 +363,10 @@ async fn tenant_loop(
                     }
                     failed = poll => failed,
                 };
+                running
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&tenant.name);
                 // A producer the broker keeps refusing does not heal by itself: seen on tansu
                 // after a restart (it forgets the idempotent producer's id; every send then
                 // fails with "Unknown broker error"). After a few polls in a row fail on Kafka,

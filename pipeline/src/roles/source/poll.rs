@@ -56,6 +56,12 @@ pub(super) trait Publish: Sync {
         &self,
         state: &SourceState,
     ) -> impl Future<Output = Result<(), PollError>> + Send;
+    /// Records a backfill's progress (its run, status `running`, the counts so far). Best
+    /// effort: a progress record that is not written loses nothing but a step of the bar.
+    fn progress(&self, run: &SyncRun) -> impl Future<Output = ()> + Send {
+        let _ = run;
+        async {}
+    }
 }
 
 impl Publish for Outputs {
@@ -117,6 +123,10 @@ impl Publish for Outputs {
     async fn store_state(&self, state: &SourceState) -> Result<(), PollError> {
         state::store_state(self, state).await
     }
+
+    async fn progress(&self, run: &SyncRun) {
+        publish_run_logged(self, run).await;
+    }
 }
 
 /// Counters of one poll.
@@ -127,6 +137,16 @@ pub(super) struct Counts {
     published: i64,
     skipped: i64,
     dead_lettered: i64,
+}
+
+impl Counts {
+    fn copy_to(&self, run: &mut SyncRun) {
+        run.pages = self.pages;
+        run.fetched = self.fetched;
+        run.published = self.published;
+        run.skipped = self.skipped;
+        run.dead_lettered = self.dead_lettered;
+    }
 }
 
 /// Why a poll failed, as a bounded class and a message without secrets.
@@ -181,22 +201,47 @@ impl From<ClientError> for PollError {
     }
 }
 
-/// Runs one poll and records it; returns the error class when it failed.
+/// Runs one poll and records it; returns the error class when it failed. A backfill
+/// (`trigger` backfill) reads everything, or from `since`, and records its progress after
+/// every page.
 pub(super) async fn poll(
     tenant: &mut Tenant,
     outputs: &Outputs,
     sync: &SyncSettings,
     trigger: RunTrigger,
     run_id: &str,
+    since: Option<Timestamp>,
 ) -> Option<RunErrorClass> {
     let started = Instant::now();
     let mut run = SyncRun::started(run_id, &tenant.name, trigger);
+    let backfill = trigger == RunTrigger::Backfill;
+    let full = trigger == RunTrigger::Sweep || (backfill && since.is_none());
+    let since = if backfill { since } else { None };
+    // A read of everything is about as long as the last one (the service gives no total:
+    // `@odata.count` is the page's length, docs/partner-center-api.md).
+    let reads_everything = full || (since.is_none() && tenant.cursor().is_none());
+    if backfill {
+        run.since = since;
+        run.estimate = if reads_everything {
+            tenant.last_full_read
+        } else {
+            None
+        };
+    }
     publish_run_logged(outputs, &run).await;
     let mut counts = Counts::default();
-    let full = trigger == RunTrigger::Sweep;
+    let mut progress = backfill.then(|| run.clone());
     let outcome = match tokio::time::timeout(
         sync.poll_budget,
-        poll_pages(tenant, outputs, sync.overlap, full, run_id, &mut counts),
+        poll_pages(
+            tenant,
+            outputs,
+            sync.overlap,
+            Window { full, since },
+            run_id,
+            &mut counts,
+            progress.as_mut(),
+        ),
     )
     .await
     {
@@ -209,15 +254,14 @@ pub(super) async fn poll(
             ),
         )),
     };
-    run.pages = counts.pages;
-    run.fetched = counts.fetched;
-    run.published = counts.published;
-    run.skipped = counts.skipped;
-    run.dead_lettered = counts.dead_lettered;
+    counts.copy_to(&mut run);
     let tenant_label = tenant.name.clone();
     let failed = outcome.as_ref().err().map(|error| error.class);
     match outcome {
         Ok(()) => {
+            if reads_everything {
+                tenant.last_full_read = Some(counts.fetched);
+            }
             run.finish(RunStatus::Succeeded);
             metrics::counter!(names::SOURCE_POLLS_TOTAL, "tenant" => tenant_label.clone(), "outcome" => "succeeded").increment(1);
             metrics::gauge!(names::SOURCE_LAST_SUCCESS_TIMESTAMP_SECONDS, "tenant" => tenant_label.clone())
@@ -250,16 +294,28 @@ pub(super) async fn poll(
     failed
 }
 
+/// What one poll reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Window {
+    /// Everything, from no filter (a sweep, a full backfill); stored as a full sweep.
+    pub(super) full: bool,
+    /// From this `updatedDateTime` (a windowed backfill); `None`: from the cursor.
+    pub(super) since: Option<Timestamp>,
+}
+
 /// Pages and publishes one poll, then stores the next state (see [`next_source_state`]).
+/// With `progress` (a backfill's run record), its counts so far are recorded after every page.
 pub(super) async fn poll_pages(
     tenant: &mut Tenant,
     outputs: &impl Publish,
     overlap: Duration,
-    full: bool,
+    window: Window,
     run_id: &str,
     counts: &mut Counts,
+    progress: Option<&mut SyncRun>,
 ) -> Result<(), PollError> {
-    let outcome = read_pages(tenant, outputs, overlap, full, run_id, counts).await;
+    let full = window.full;
+    let outcome = read_pages(tenant, outputs, overlap, window, run_id, counts, progress).await;
     let end = match &outcome {
         Ok(read) => PollEnd::Acknowledged { read, full, run_id },
         Err(_) => PollEnd::Failed,
@@ -288,13 +344,16 @@ async fn read_pages(
     tenant: &mut Tenant,
     outputs: &impl Publish,
     overlap: Duration,
-    full: bool,
+    window: Window,
     run_id: &str,
     counts: &mut Counts,
+    mut progress: Option<&mut SyncRun>,
 ) -> Result<Read, PollError> {
     let cursor = tenant.cursor();
-    let from = if full {
+    let from = if window.full {
         None
+    } else if let Some(since) = window.since {
+        Some(since)
     } else {
         cursor::since(cursor.as_ref(), overlap)
     };
@@ -400,6 +459,11 @@ async fn read_pages(
         pager
             .on_page(&stamps, page.next_link)
             .map_err(|message| PollError::new(RunErrorClass::Server, message))?;
+        if let Some(run) = progress.as_deref_mut() {
+            counts.copy_to(run);
+            run.updated_at = Some(Timestamp::now());
+            outputs.progress(run).await;
+        }
     }
     Ok(read)
 }

@@ -284,8 +284,16 @@ fn run_case(
                 cursor::since(tenant.cursor().as_ref(), OVERLAP)
             };
             let mut counts = Counts::default();
-            let polled =
-                poll::poll_pages(&mut tenant, &memory, OVERLAP, full, "run", &mut counts).await;
+            let polled = poll::poll_pages(
+                &mut tenant,
+                &memory,
+                OVERLAP,
+                poll::Window { full, since: None },
+                "run",
+                &mut counts,
+                None,
+            )
+            .await;
             prop_assert!(polled.is_ok(), "{step:?} failed: {:?}", polled.err());
             if std::mem::take(&mut moving) {
                 // Updates landing while a tie run longer than a page is paged by `nextLink`

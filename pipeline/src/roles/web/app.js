@@ -246,13 +246,21 @@ function showSyncState(state, text) {
   $("sync-status").dataset.state = state;
   $("sync-status-text").textContent = text;
 }
+function backfillText(run) {
+  const of = run.estimate ? `${run.fetched}/~${run.estimate} (${Math.min(99, Math.floor(run.fetched * 100 / run.estimate))}%)` : `${run.fetched}`;
+  return `backfill: ${of} referrals read, ${run.published} published, ${run.pages} pages, ${run.elapsed_seconds}s`;
+}
 async function refreshStatus() {
   if (following) return;
   try {
     const status = await api("/partner-center/sync/status");
     const last = status.tenants.map((t) => t.last_success_at).filter(Boolean).sort().pop();
     const failed = status.tenants.find((t) => t.state === "failed");
+    // A running backfill (hunter backfill) shows its progress: referrals read of the estimate.
+    const backfill = status.tenants.map((t) => t.last_run)
+      .find((r) => r && r.trigger === "backfill" && r.status === "running");
     const text = !status.enabled ? "sync disabled"
+      : backfill ? backfillText(backfill)
       : status.state === "running" ? "syncing…"
       : failed ? "sync failed: " + ((failed.last_run && failed.last_run.error_message) || "see the runs")
       : "synced " + ago(last);
