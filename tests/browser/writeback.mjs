@@ -4,7 +4,8 @@
 //   HUNTER_WEB_URL        the API's base URL (serves the page at /)
 //   HUNTER_WEB_TOKEN      a sales token
 //   HUNTER_WEB_EXPECT     JSON: { id (an incoming New referral), deal_value, currency,
-//                         decline_id (another incoming New referral) }
+//                         decline_id (another incoming New referral), conflict_id (one whose
+//                         action, sent through the API, ended in conflict) }
 //   HUNTER_WEB_ARTIFACTS  directory for screenshots
 //   HUNTER_CHROMIUM       the browser (default /usr/bin/chromium)
 //
@@ -54,6 +55,11 @@ try {
   await page.fill("#token", token);
   await page.click("#token-form button");
   await row(page, expect.id).waitFor({ state: "visible", timeout: 30000 });
+
+  step = "an action sent from elsewhere that ended in conflict shows on its row after a load";
+  await row(page, expect.conflict_id).locator('.action-state[data-action-state="conflict"]')
+    .waitFor({ state: "visible", timeout: 10000 })
+    .catch(async () => { throw new Error(`${step}: the row shows ${JSON.stringify(await row(page, expect.conflict_id).textContent())}`); });
 
   step = "a decline needs a reason";
   await row(page, expect.decline_id).locator('button[data-action="decline"]').click();

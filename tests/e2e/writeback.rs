@@ -416,11 +416,35 @@ async fn the_page_accepts_and_wins_a_referral() -> anyhow::Result<()> {
     let mut referrals = generated_referrals(5, 1503)?;
     let id = shaped(&mut referrals, 0, "New", "Received");
     let decline_id = shaped(&mut referrals, 1, "New", "Received");
+    let conflict_id = shaped(&mut referrals, 2, "New", "Received");
     referrals[0]["details"]["dealValue"] = json!(4321.5);
     referrals[0]["details"]["currency"] = json!("EUR");
     let stack = start(&referrals).await?;
-    let expect =
-        json!({"id": id, "decline_id": decline_id, "deal_value": 4321.5, "currency": "EUR"});
+
+    // An action sent from elsewhere (not from the page's tab) that ends in `conflict` (the eTag
+    // it was based on is not the referral's): its row must show it after the page loads.
+    let contested = stack
+        .act(
+            &conflict_id,
+            json!({"action": "accept", "etag": "\"seen-long-ago\""}),
+        )
+        .await?;
+    assert_eq!(stack.settled(&contested).await?["state"], "conflict");
+    let (status, open) = stack.deployment.get("/api/v1/actions?open=true").await?;
+    assert_eq!(status, 200, "{open}");
+    let open_ids: Vec<&str> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|view| view["action_id"].as_str())
+        .collect();
+    assert_eq!(open_ids, [contested.as_str()], "{open}");
+    let (status, refused) = stack.deployment.get("/api/v1/actions?open=maybe").await?;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["parameter"], "open", "{refused}");
+
+    let expect = json!({"id": id, "decline_id": decline_id, "conflict_id": conflict_id,
+        "deal_value": 4321.5, "currency": "EUR"});
     let artifacts = browser_dir
         .parent()
         .unwrap()
@@ -461,6 +485,17 @@ async fn the_page_accepts_and_wins_a_referral() -> anyhow::Result<()> {
         "New",
         "the decline was not sent"
     );
+    // The page's two applied actions are no longer open; with open=false every action shows.
+    let (_, open) = stack.deployment.get("/api/v1/actions?open=true").await?;
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "{open}");
+    let (_, all) = stack.deployment.get("/api/v1/actions?open=false").await?;
+    let applied = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|view| view["state"] == "applied" && view["referral_id"] == id.as_str())
+        .count();
+    assert_eq!(applied, 2, "{all}");
     stack.deployment.teardown().await;
     Ok(())
 }

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -29,7 +29,7 @@ use hunter_core::records::action::{ActionState, FIELD_NAMES, ReferralView, plan}
 use hunter_core::records::{ReferralAction, ReferralActionResult, Timestamp};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::leads::rfc3339;
 use super::{ApiError, ApiState, Caller};
@@ -457,6 +457,74 @@ pub(crate) async fn one(
         .next()
         .map(Json)
         .ok_or_else(|| ApiError::not_found("action"))
+}
+
+/// The query of `GET /actions`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActionsQuery {
+    /// `true` (default): only actions whose newest step is not `applied` (waiting, or ended
+    /// `conflict`, `rejected`, `failed`: what a row of the page shows); `false`: every action.
+    open: Option<String>,
+    /// Requested within this many days, 1-90 (default 30).
+    days: Option<String>,
+    /// At most this many, newest request first, 1-1000 (default 200).
+    limit: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/actions",
+    tag = "actions",
+    params(ActionsQuery),
+    responses(
+        (status = 200, description = "Recent actions of every referral, newest request first, each with its newest step (the page shows the open ones on their rows)", body = [ActionView]),
+        (status = 400, description = "A parameter is invalid", body = super::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::ErrorBody),
+        (status = 503, description = "The lead store is not answering", body = super::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn recent(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<ActionsQuery>, QueryRejection>,
+) -> Result<Json<Vec<ActionView>>, ApiError> {
+    let Query(query) = query?;
+    let open = match query.open.as_deref().map(str::trim) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(ApiError::parameter("open", "true or false")),
+    };
+    let days = super::page_limit(query.days.as_deref(), 1..=90, 30)
+        .map_err(|_| ApiError::parameter("days", "a whole number of days from 1 to 90"))?;
+    let limit = super::page_limit(query.limit.as_deref(), 1..=1000, 200)?;
+    // Every step of the actions asked for (each action has a handful), newest requests first.
+    let rows = state
+        .clickhouse
+        .client()
+        .query(&format!(
+            "SELECT ?fields FROM referral_actions FINAL WHERE action_id IN ( \
+               SELECT action_id FROM referral_actions \
+               WHERE requested_at >= now() - INTERVAL {days} DAY \
+               GROUP BY action_id {} \
+               ORDER BY max(requested_at) DESC LIMIT {limit}) \
+             ORDER BY at_micros LIMIT 100000",
+            if open {
+                "HAVING argMax(state, at_micros) != 'applied'"
+            } else {
+                ""
+            }
+        ))
+        .fetch_all::<ReferralActionRow>()
+        .await
+        .map_err(ApiError::clickhouse)?;
+    let remembered = state.actions.remembered(|_| true);
+    let mut views = newest(rows, remembered);
+    if open {
+        views.retain(|view| view.state != "applied");
+    }
+    views.truncate(limit as usize);
+    Ok(Json(views))
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
             "/referrals/{id}/actions",
             post(actions::create).get(actions::list),
         )
+        .route("/actions", get(actions::recent))
         .route("/actions/{action_id}", get(actions::one))
         .route("/partner-center/referrals/sync", post(sync::trigger))
         .route("/partner-center/sync/status", get(sync::status))

@@ -26,6 +26,7 @@ use super::{actions, dlq, leads, sync};
         actions::create,
         actions::list,
         actions::one,
+        actions::recent,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -75,6 +76,7 @@ mod tests {
             "/dlq",
             "/dlq/replay",
             "/referrals/{id}/actions",
+            "/actions",
             "/actions/{action_id}",
         ] {
             let item = &paths[path];

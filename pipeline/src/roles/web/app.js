@@ -42,8 +42,15 @@ async function load(append = false) {
   params.set("limit", "50");
   if (append && nextCursor) params.set("cursor", nextCursor);
   const ticket = ++loading;
-  const body = await api("/leads?" + params);
+  // The open actions (waiting, or ended conflict/rejected/failed) of every referral, so a row
+  // shows them after a reload too, not only for actions sent from this tab.
+  const [body, open] = await Promise.all([
+    api("/leads?" + params),
+    api("/actions?open=true&limit=1000").catch(() => []),
+  ]);
   if (ticket !== loading) return;  // a newer filter won
+  openActions.clear();
+  for (const view of open) if (!openActions.has(view.referral_id)) openActions.set(view.referral_id, view);
   const rows = $("rows");
   if (!append) rows.replaceChildren();
   for (const lead of body.items) {
@@ -123,6 +130,7 @@ async function openDetail(id) {
 // action is followed until its final state, which shows on the row and in the detail modal.
 const actionLabels = { accept: "Accept", decline: "Decline", won: "Won", lost: "Lost" };
 const rowActions = new Map();  // referral id -> the newest action this page sent { action, state, message }
+const openActions = new Map();  // referral id -> its newest open action, from GET /actions?open=true
 function stateBadge(view) {
   const span = document.createElement("span");
   span.className = "action-state " + view.state;
@@ -142,7 +150,7 @@ function workCell(lead) {
     button.addEventListener("click", (e) => { e.stopPropagation(); openAction(lead, action); });
     td.append(button);
   }
-  const last = rowActions.get(lead.referral_id);
+  const last = rowActions.get(lead.referral_id) || openActions.get(lead.referral_id);
   if (last) td.append(stateBadge(last));
   return td;
 }
