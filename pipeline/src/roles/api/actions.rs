@@ -518,7 +518,30 @@ pub(crate) async fn recent(
         .fetch_all::<ReferralActionRow>()
         .await
         .map_err(ApiError::clickhouse)?;
+    let mut rows = rows;
+    // Actions this process queued recently: their newest steps in the table (when the sink has
+    // written any) outrank the `queued` this process remembers, so one since applied is not
+    // shown as waiting.
     let remembered = state.actions.remembered(|_| true);
+    let ids: Vec<&str> = remembered
+        .iter()
+        .map(|view| view.action_id.as_str())
+        .filter(|id| !rows.iter().any(|row| row.action_id == *id))
+        .collect();
+    if !ids.is_empty() {
+        let written = state
+            .clickhouse
+            .client()
+            .query(
+                "SELECT ?fields FROM referral_actions FINAL WHERE has(?, action_id) \
+                 ORDER BY at_micros LIMIT 100000",
+            )
+            .bind(ids)
+            .fetch_all::<ReferralActionRow>()
+            .await
+            .map_err(ApiError::clickhouse)?;
+        rows.extend(written);
+    }
     let mut views = newest(rows, remembered);
     if open {
         views.retain(|view| view.state != "applied");
