@@ -175,7 +175,13 @@ async fn sink_killed_while_its_insert_hangs_on_a_silent_clickhouse_loses_no_row(
                 "SELECT toString(uniqExact(lead_id)) AS n FROM leads FINAL",
             )
             .await?;
-            Ok((ids == 1_000).then_some(()))
+            // `lead_history` goes in after `leads` in the same flush: wait for it too.
+            let history = count(
+                &clickhouse,
+                "SELECT toString(count()) AS n FROM lead_history FINAL",
+            )
+            .await?;
+            Ok((ids == 1_000 && history >= 1_000).then_some(()))
         },
     )
     .await;
