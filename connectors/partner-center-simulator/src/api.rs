@@ -166,6 +166,26 @@ pub(super) fn write_store(
     super::write_json(path, &items)
 }
 
+/// Writes `referrals` (with the store's unserved items) to the referrals file on a blocking
+/// thread and records the new file's stamp, so the store does not re-read its own write. The
+/// callers (mutations, PATCH, late referrals) replace `store.referrals` only when this succeeds:
+/// memory and file must agree.
+pub(super) async fn persist(
+    path: &Path,
+    store: &mut Store,
+    referrals: &Arc<Vec<StoredReferral>>,
+) -> io::Result<()> {
+    let (path, unserved, to_write) = (path.to_owned(), store.unserved.clone(), referrals.clone());
+    let metadata = tokio::task::spawn_blocking(move || {
+        write_store(&path, &to_write, &unserved)?;
+        std::fs::metadata(&path)
+    })
+    .await
+    .unwrap_or_else(|error| Err(io::Error::other(error)))?;
+    store.stamp = Some(file_stamp(&metadata));
+    Ok(())
+}
+
 impl Simulator {
     /// The referrals, re-read first if the file changed.
     pub(super) async fn referrals(&self) -> Arc<Vec<StoredReferral>> {

@@ -209,17 +209,8 @@ pub(super) async fn add_late_referrals(
     }
     let referrals = Arc::new(referrals);
     if !simulator.opts.mutations_in_memory {
-        let path = simulator.opts.referrals_file.clone();
-        let unserved = store.unserved.clone();
-        let to_write = referrals.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            api::write_store(&path, &to_write, &unserved)?;
-            std::fs::metadata(&path)
-        })
-        .await
-        .unwrap_or_else(|error| Err(std::io::Error::other(error)));
-        match written {
-            Ok(metadata) => store.stamp = Some(api::file_stamp(&metadata)),
+        match api::persist(&simulator.opts.referrals_file, &mut store, &referrals).await {
+            Ok(()) => {}
             Err(error) => {
                 // Memory and file must agree: without the write, nothing is added.
                 return api::error_reply(

@@ -71,20 +71,8 @@ impl Simulator {
             let mut referrals = store.referrals.as_ref().clone();
             apply_moves(&mut referrals, moves);
             let referrals = Arc::new(referrals);
-            let path = self.opts.referrals_file.clone();
-            let unserved = store.unserved.clone();
-            let to_write = referrals.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                api::write_store(&path, &to_write, &unserved)?;
-                std::fs::metadata(&path)
-            })
-            .await
-            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
-            match written {
-                Ok(metadata) => {
-                    store.stamp = Some(api::file_stamp(&metadata));
-                    store.referrals = referrals;
-                }
+            match api::persist(&self.opts.referrals_file, &mut store, &referrals).await {
+                Ok(()) => store.referrals = referrals,
                 Err(error) => {
                     // Memory and file must agree: without the write, the change is dropped.
                     tracing::warn!(%error, "referrals file not written, mutation dropped");

@@ -329,17 +329,8 @@ impl Simulator {
         apply_moves(&mut referrals, vec![(index, patched.clone())]);
         let referrals = Arc::new(referrals);
         if !self.opts.mutations_in_memory {
-            let path = self.opts.referrals_file.clone();
-            let unserved = store.unserved.clone();
-            let to_write = referrals.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                api::write_store(&path, &to_write, &unserved)?;
-                std::fs::metadata(&path)
-            })
-            .await
-            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
-            match written {
-                Ok(metadata) => store.stamp = Some(api::file_stamp(&metadata)),
+            match api::persist(&self.opts.referrals_file, &mut store, &referrals).await {
+                Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(%error, "referrals file not written, patch refused");
                     return error_reply(
