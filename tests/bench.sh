@@ -3,7 +3,11 @@
 #
 # Usage: tests/bench.sh [--only NAME[,NAME…]] [--no-report] [--smoke]
 #
-#   NAME: codec source processor sink api end_to_end (all of them, in this order, by default)
+#   NAME: codec source processor sink api end_to_end server_faults (all of them, in this order,
+#         by default: the long suite). server_faults is the crash suite's server-fault test
+#         (tests/e2e/crash.rs: broker and ClickHouse stopped, killed and restarted under a
+#         flowing pipeline) at HUNTER_CRASH_REFERRALS (default here 100,000); its RESULT is
+#         recorded whether it passed or not, so BENCHMARKS.md shows how it failed
 #   --no-report: run and keep the output, leave BENCHMARKS.md alone
 #   --smoke: every bench at a tiny size on a debug build (what ./tests/run.sh runs so the benches
 #            cannot rot between real runs): checks each still runs and its RESULT line is whole
@@ -28,7 +32,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 cd "$REPO"
 
-ALL_BENCHES=(codec source processor sink api end_to_end)
+ALL_BENCHES=(codec source processor sink api end_to_end server_faults)
 BENCH_DIR="$REPO/.local/bench"
 LOG_DIR="$BENCH_DIR/logs"
 
@@ -150,8 +154,13 @@ if ((smoke == 1)); then
 else
     say "building hunter and the benches (release)"
     cargo build --release -p hunter
-    cargo bench --no-run -p hunter-e2e
-    cargo bench --no-run -p hunter-core --bench codec
+    selected=" ${benches[*]} "
+    if [[ "$selected" =~ \ (source|processor|sink|api|end_to_end)\  ]]; then
+        cargo bench --no-run -p hunter-e2e
+    fi
+    [[ "$selected" != *" codec "* ]] || cargo bench --no-run -p hunter-core --bench codec
+    # The server-fault run is an end-to-end test: its binary only orchestrates (debug).
+    [[ "$selected" != *" server_faults "* ]] || cargo test --no-run -p hunter-e2e --test e2e
     export HUNTER_BIN="$REPO/target/release/hunter"
 fi
 
@@ -168,6 +177,17 @@ for bench in "${benches[@]}"; do
     ((smoke == 1)) && run=test
     if [[ "$bench" == codec ]]; then
         command=(cargo "$run" -p hunter-core --bench codec)
+    elif [[ "$bench" == server_faults ]]; then
+        if ((smoke == 1)); then
+            # ./tests/run.sh runs the same test at its default size (crash::).
+            summary+=("$bench: not in a smoke run (tests/run.sh runs it as crash::)")
+            continue
+        fi
+        # The test binary only orchestrates (a debug build is fine); the roles are HUNTER_BIN.
+        command=(env "HUNTER_CRASH_REFERRALS=${HUNTER_CRASH_REFERRALS:-100000}"
+            cargo test -p hunter-e2e --test e2e --
+            crash::broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
+            --exact --nocapture)
     else
         command=(cargo "$run" -p hunter-e2e --bench "$bench")
     fi
@@ -181,6 +201,11 @@ for bench in "${benches[@]}"; do
     if ((status == 0)) && grep -q '^RESULT ' "$log"; then
         grep '^RESULT ' "$log" >>"$results"
         summary+=("$bench: ok in $((took / 60)) min $((took % 60)) s")
+    elif [[ "$bench" == server_faults ]] && grep -q '^RESULT ' "$log"; then
+        # A failed server-fault run is a result too (how it failed goes into BENCHMARKS.md).
+        grep '^RESULT ' "$log" >>"$results"
+        failed+=("$bench")
+        summary+=("$bench: FAILED (exit $status, recorded) after $((took / 60)) min $((took % 60)) s; see $log")
     else
         failed+=("$bench")
         summary+=("$bench: FAILED (exit $status) after $((took / 60)) min $((took % 60)) s; see $log")

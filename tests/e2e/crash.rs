@@ -557,22 +557,35 @@ async fn seeded_kill_9_of_every_role_loses_nothing_and_doubles_nothing() -> anyh
     Ok(())
 }
 
+/// The server-fault run: the broker and ClickHouse stopped, killed and restarted under a
+/// flowing pipeline, then convergence on the simulator's truth. At its default size it is part of
+/// `./tests/run.sh`; at 100,000 referrals it is the benchmark script's long suite
+/// (`tests/bench.sh --only server_faults`), which renders its `RESULT` line (printed whether the
+/// run passed or not, with what the broker did and what the supervisor did about it) into
+/// BENCHMARKS.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing()
 -> anyhow::Result<()> {
+    use futures::FutureExt as _;
+
     let referrals: usize = setting("HUNTER_CRASH_REFERRALS", 3_000);
     let seed: u64 = setting("HUNTER_CRASH_SEED", 8);
     let mutate: f64 = setting(
         "HUNTER_CRASH_MUTATE",
         if referrals > 20_000 { 0.02 } else { 0.3 },
     );
-    // Servers of the test's own: the shared ones stay up for the other tests.
-    let mut broker = OwnBroker::start().await?;
+    // Servers of the test's own: the shared ones stay up for the other tests. Under the bench
+    // script the broker's storage goes where the benches keep theirs (cleaned at exit).
+    let mut broker = if std::env::var_os("HUNTER_BENCH_DIR").is_some() {
+        hunter_e2e::bench::broker().await?
+    } else {
+        OwnBroker::start().await?
+    };
     let mut clickhouse = OwnClickHouse::start().await?;
+    let started = Instant::now();
     let (mut deployment, mut roles) =
         start_pipeline(referrals, seed, mutate, Some((&broker, &clickhouse))).await?;
-    let started = Instant::now();
-    let at = |what: &str| eprintln!("{:>5.1} s: {what}", started.elapsed().as_secs_f64());
+    let broker_log = broker.log();
     // The roles and the broker run under a supervisor, as in production (see [`Supervisor`]).
     // Nothing may be lost either way.
     let mut supervisor = Supervisor {
@@ -581,7 +594,74 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
         broker_silent_since: None,
         broker_faulted: false,
     };
-    let (d, r) = (&mut deployment, &mut roles);
+    let mut timeline = Vec::new();
+    let outcome = std::panic::AssertUnwindSafe(server_faults(
+        &mut deployment,
+        &mut roles,
+        &mut supervisor,
+        &mut clickhouse,
+        referrals,
+        &mut timeline,
+    ))
+    .catch_unwind()
+    .await;
+    let outcome = match outcome {
+        Ok(result) => result,
+        Err(panic) => Err(anyhow::anyhow!(
+            "{}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic")
+        )),
+    };
+    let restarts = std::mem::take(&mut supervisor.restarts);
+    eprintln!(
+        "server faults: {} supervisor restarts {restarts:#?}",
+        restarts.len()
+    );
+    let tansu_panics = std::fs::read_to_string(&broker_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("panicked"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let report = fault_report(
+        referrals,
+        seed,
+        mutate,
+        started.elapsed(),
+        &outcome,
+        &timeline,
+        &restarts,
+        &tansu_panics,
+    );
+    report.print();
+    deployment.teardown().await;
+    drop(broker);
+    drop(clickhouse);
+    let (summary, _) = outcome?;
+    eprintln!("server faults: {summary}");
+    Ok(())
+}
+
+/// What passing needs of the server-fault run once the pipeline runs: the fault schedule under
+/// the supervisor, then convergence. Returns the convergence summary and its time.
+async fn server_faults(
+    d: &mut Deployment,
+    r: &mut Roles,
+    supervisor: &mut Supervisor<'_>,
+    clickhouse: &mut OwnClickHouse,
+    referrals: usize,
+    timeline: &mut Vec<String>,
+) -> anyhow::Result<(String, f64)> {
+    let started = Instant::now();
+    let mut at = |what: &str| {
+        let line = format!("{:.1} s: {what}", started.elapsed().as_secs_f64());
+        eprintln!("{line}");
+        timeline.push(line);
+    };
 
     supervisor.run(d, r, 3).await?;
     at("broker: SIGTERM, down 8 s");
@@ -614,18 +694,96 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
     supervisor.run(d, r, 6).await?;
     supervisor.broker.start_again().await?;
     clickhouse.start_again().await?;
-    at("both back");
+    at("both back; converging");
+    at(&progress(d).await);
 
     let timeout = Duration::from_secs(240 + referrals as u64 / 200);
-    let summary = converge_and_check(d, r, Some(&mut supervisor), timeout).await?;
-    let restarts = supervisor.restarts;
-    eprintln!(
-        "server faults: {} supervisor restarts {restarts:#?}",
-        restarts.len()
+    let converging = Instant::now();
+    let summary = converge_and_check(d, r, Some(supervisor), timeout).await?;
+    let secs = converging.elapsed().as_secs_f64();
+    at("converged and checked");
+    Ok((summary, secs))
+}
+
+/// The server-fault run's `RESULT` (BENCHMARKS.md's `server_faults` section): passed or how it
+/// failed, how long it took, what the broker did (its panics) and what the supervisor did (each
+/// restart with its reason), and the fault timeline.
+#[allow(clippy::too_many_arguments)]
+fn fault_report(
+    referrals: usize,
+    seed: u64,
+    mutate: f64,
+    took: Duration,
+    outcome: &anyhow::Result<(String, f64)>,
+    timeline: &[String],
+    restarts: &[String],
+    tansu_panics: &[String],
+) -> hunter_e2e::bench::Report {
+    use hunter_e2e::bench::{Report, RowKind};
+    let mut report = Report::new("server_faults", referrals, "referrals");
+    let passed = outcome.is_ok();
+    report.row(
+        "run passed (1) or failed (0)",
+        "",
+        RowKind::Hunter,
+        &[if passed { 1.0 } else { 0.0 }],
     );
-    eprintln!("server faults: {summary}");
-    deployment.teardown().await;
-    drop(broker);
-    drop(clickhouse);
-    Ok(())
+    report.row(
+        "whole run: pipeline start, faults, convergence, checks",
+        "s",
+        RowKind::Info,
+        &[took.as_secs_f64()],
+    );
+    if let Ok((_, converge)) = outcome {
+        report.row(
+            "convergence on the truth after the last fault",
+            "s",
+            RowKind::Info,
+            &[*converge],
+        );
+    }
+    let by = |what: &str| restarts.iter().filter(|r| r.starts_with(what)).count() as f64;
+    report.row(
+        "broker restarted by the liveness probe",
+        "times",
+        RowKind::Info,
+        &[by("broker")],
+    );
+    for role in ROLES {
+        report.row(
+            &format!("{role} restarted by the supervisor"),
+            "times",
+            RowKind::Info,
+            &[by(role)],
+        );
+    }
+    report.row(
+        "tansu panics in its log",
+        "lines",
+        RowKind::Info,
+        &[tansu_panics.len() as f64],
+    );
+    report.note(&format!(
+        "Seed {seed}, {:.0} % of the referrals changed while the faults ran.",
+        mutate * 100.0
+    ));
+    match outcome {
+        Ok((summary, _)) => report.note(&format!("Passed: {summary}.")),
+        Err(error) => {
+            let text = format!("{error:#}");
+            let first: String = text.lines().next().unwrap_or_default().chars().take(400).collect();
+            report.note(&format!("**Failed**: {first}"));
+        }
+    }
+    report.note(&format!("Faults: {}.", timeline.join("; ")));
+    for restart in restarts {
+        report.note(&format!("Supervisor: {}", restart.replace('\n', " ")));
+    }
+    let mut distinct: Vec<&String> = tansu_panics.iter().collect();
+    distinct.dedup();
+    for panic in distinct.iter().take(3) {
+        let text: String = panic.chars().take(300).collect();
+        report.note(&format!("tansu: {text}"));
+    }
+    report
 }

@@ -178,10 +178,17 @@ pub fn machine_section(machine: &Machine) -> String {
 pub fn bench_section(result: &Value, machine: &Machine) -> String {
     let mut out = String::new();
     let size = result["size"].as_f64().unwrap_or(0.0);
+    // The rounds each row has (3 for the timed benches; the server-fault run is one run).
+    let rounds = result["rows"][0]["rounds"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let rounds = match rounds {
+        1 => "one run".to_owned(),
+        n => format!("median of {n} rounds"),
+    };
     let _ = writeln!(
         out,
-        "Measured {} on commit `{}` ({} cores, see [the machine](#machine)): {} {}, median of \
-         3 rounds.\n",
+        "Measured {} on commit `{}` ({} cores, see [the machine](#machine)): {} {}, {rounds}.\n",
         machine.day(),
         machine.commit,
         machine.cores,
