@@ -85,7 +85,11 @@ async fn the_demo_page_shows_domains_providers_and_usd_values() -> anyhow::Resul
         "every demo referral as a live lead",
         Duration::from_secs(180),
         || async {
-            let n = count(&deployment, "SELECT toString(count()) AS n FROM leads FINAL").await?;
+            let n = count(
+                &deployment,
+                "SELECT toString(count()) AS n FROM leads FINAL",
+            )
+            .await?;
             Ok((n == referrals).then_some(()))
         },
     )
@@ -167,7 +171,11 @@ async fn the_demo_page_shows_domains_providers_and_usd_values() -> anyhow::Resul
         );
     }
     assert!(text.contains("demo page checks passed"), "{text}");
-    assert!(repo().join("target/browser-artifacts/demo-leads.png").exists());
+    assert!(
+        repo()
+            .join("target/browser-artifacts/demo-leads.png")
+            .exists()
+    );
     deployment.teardown().await;
     Ok(())
 }

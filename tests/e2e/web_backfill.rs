@@ -83,7 +83,11 @@ async fn the_status_indicator_shows_a_running_backfill_and_its_end() -> anyhow::
         run_hunter(&["backfill"], &env, Duration::from_secs(600))
     });
     let (ok, output) = backfill.await??;
-    assert!(ok, "hunter backfill failed:\n{output}\n{}", deployment.logs());
+    assert!(
+        ok,
+        "hunter backfill failed:\n{output}\n{}",
+        deployment.logs()
+    );
     // The page goes on to see the end of the run.
     while let Ok(Some(line)) = lines.next_line().await {
         seen.push_str(&line);

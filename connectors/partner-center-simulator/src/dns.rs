@@ -121,7 +121,11 @@ impl MailSetup {
                 (10, "eu-smtp-inbound-1.mimecast.com."),
                 (10, "eu-smtp-inbound-2.mimecast.com."),
             ]),
-            Self::Zoho => list(&[(10, "mx.zoho.eu."), (20, "mx2.zoho.eu."), (50, "mx3.zoho.eu.")]),
+            Self::Zoho => list(&[
+                (10, "mx.zoho.eu."),
+                (20, "mx2.zoho.eu."),
+                (50, "mx3.zoho.eu."),
+            ]),
             Self::Ionos => list(&[(10, "mx00.ionos.de."), (10, "mx01.ionos.de.")]),
             Self::NullMx => list(&[(0, ".")]),
             Self::NoSuchDomain | Self::NoMx => Vec::new(),
@@ -224,7 +228,11 @@ fn respond(request: &Message, seed: u64) -> Message {
         return response;
     };
     response.queries = request.queries.clone();
-    let name = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let name = query
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let labels: Vec<&str> = name.split('.').collect();
     let in_zone = labels.last() == Some(&ZONE);
     if !in_zone || query.query_class() != DNSClass::IN {

@@ -80,7 +80,10 @@ async fn a_real_resolver_reads_every_kind_of_answer() {
     );
     // The case of the question does not matter.
     assert_eq!(
-        mx(&resolver, &m365.to_ascii_uppercase()).await.unwrap().len(),
+        mx(&resolver, &m365.to_ascii_uppercase())
+            .await
+            .unwrap()
+            .len(),
         1
     );
 
@@ -88,20 +91,30 @@ async fn a_real_resolver_reads_every_kind_of_answer() {
     let exchanges = mx(&resolver, &google).await.unwrap();
     assert_eq!(exchanges.len(), 5, "{exchanges:?}");
     assert_eq!(exchanges[0], (1, "aspmx.l.google.com.".to_owned()));
-    assert!(exchanges.iter().all(|(_, e)| e.ends_with(".aspmx.l.google.com.")
-        || e == "aspmx.l.google.com."));
+    assert!(
+        exchanges
+            .iter()
+            .all(|(_, e)| e.ends_with(".aspmx.l.google.com.") || e == "aspmx.l.google.com.")
+    );
 
     let own = domain_with(MailSetup::OwnServer, DEMO_SEED);
     assert_eq!(
         mx(&resolver, &own).await.unwrap(),
         vec![(10, format!("mail.{own}.")), (20, format!("mail2.{own}."))]
     );
-    for setup in [MailSetup::Proofpoint, MailSetup::Mimecast, MailSetup::Zoho, MailSetup::Ionos] {
+    for setup in [
+        MailSetup::Proofpoint,
+        MailSetup::Mimecast,
+        MailSetup::Zoho,
+        MailSetup::Ionos,
+    ] {
         let domain = domain_with(setup, DEMO_SEED);
         let exchanges = mx(&resolver, &domain).await.unwrap();
         assert!(!exchanges.is_empty(), "{setup:?}");
         assert!(
-            exchanges.iter().all(|(_, e)| !e.contains("outlook.com") && !e.contains("google")),
+            exchanges
+                .iter()
+                .all(|(_, e)| !e.contains("outlook.com") && !e.contains("google")),
             "{setup:?}: {exchanges:?}"
         );
     }
@@ -111,12 +124,18 @@ async fn a_real_resolver_reads_every_kind_of_answer() {
     let no_mx = domain_with(MailSetup::NoMx, DEMO_SEED);
     assert_eq!(mx(&resolver, &no_mx).await, Err("no records".into()));
     let null_mx = domain_with(MailSetup::NullMx, DEMO_SEED);
-    assert_eq!(mx(&resolver, &null_mx).await.unwrap(), vec![(0, ".".into())]);
+    assert_eq!(
+        mx(&resolver, &null_mx).await.unwrap(),
+        vec![(0, ".".into())]
+    );
 
     // MX only: an existing domain has no address; a deeper name does not exist.
     let a = resolver.ipv4_lookup(format!("{m365}.")).await.unwrap_err();
     assert!(a.is_no_records_found() && !a.is_nx_domain(), "{a}");
-    let deeper = resolver.mx_lookup(format!("mail.{own}.")).await.unwrap_err();
+    let deeper = resolver
+        .mx_lookup(format!("mail.{own}."))
+        .await
+        .unwrap_err();
     assert!(deeper.is_nx_domain(), "{deeper}");
     // Not our zone: refused, never recursed.
     let outside = resolver.mx_lookup("contoso.com.").await.unwrap_err();
@@ -159,9 +178,21 @@ fn the_wire_answers_follow_an_authoritative_server() {
     for (name, kind, code) in [
         (m365.clone(), RecordType::AAAA, ResponseCode::NoError),
         (m365.clone(), RecordType::TXT, ResponseCode::NoError),
-        (domain_with(MailSetup::NoMx, DEMO_SEED), RecordType::MX, ResponseCode::NoError),
-        (domain_with(MailSetup::NoSuchDomain, DEMO_SEED), RecordType::MX, ResponseCode::NXDomain),
-        (domain_with(MailSetup::NoSuchDomain, DEMO_SEED), RecordType::A, ResponseCode::NXDomain),
+        (
+            domain_with(MailSetup::NoMx, DEMO_SEED),
+            RecordType::MX,
+            ResponseCode::NoError,
+        ),
+        (
+            domain_with(MailSetup::NoSuchDomain, DEMO_SEED),
+            RecordType::MX,
+            ResponseCode::NXDomain,
+        ),
+        (
+            domain_with(MailSetup::NoSuchDomain, DEMO_SEED),
+            RecordType::A,
+            ResponseCode::NXDomain,
+        ),
         ("a.b.example".into(), RecordType::MX, ResponseCode::NXDomain),
         ("example".into(), RecordType::MX, ResponseCode::NoError),
     ] {
@@ -183,7 +214,10 @@ fn the_wire_answers_follow_an_authoritative_server() {
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
     assert!(refused.answers.is_empty() && !refused.metadata.authoritative);
     let mut chaos = Message::new(7, MessageType::Query, OpCode::Query);
-    let mut question = Query::query(Name::from_ascii(&format!("{m365}.")).unwrap(), RecordType::MX);
+    let mut question = Query::query(
+        Name::from_ascii(format!("{m365}.")).unwrap(),
+        RecordType::MX,
+    );
     question.set_query_class(DNSClass::CH);
     chaos.add_query(question);
     assert_eq!(ask(&chaos).metadata.response_code, ResponseCode::Refused);
@@ -193,7 +227,10 @@ fn the_wire_answers_follow_an_authoritative_server() {
     notify.metadata.op_code = OpCode::Notify;
     assert_eq!(ask(&notify).metadata.response_code, ResponseCode::NotImp);
     let mut two = query(&format!("{m365}."), RecordType::MX);
-    two.add_query(Query::query(Name::from_ascii("example.").unwrap(), RecordType::MX));
+    two.add_query(Query::query(
+        Name::from_ascii("example.").unwrap(),
+        RecordType::MX,
+    ));
     assert_eq!(ask(&two).metadata.response_code, ResponseCode::FormErr);
     let none = Message::new(9, MessageType::Query, OpCode::Query);
     assert_eq!(ask(&none).metadata.response_code, ResponseCode::FormErr);
@@ -221,10 +258,14 @@ fn the_wire_answers_follow_an_authoritative_server() {
 
 #[test]
 fn the_mix_has_the_documented_shares_and_is_fixed_by_the_seed() {
-    let domains: Vec<String> = (0..20_000).map(|n| format!("company-{n}.example")).collect();
+    let domains: Vec<String> = (0..20_000)
+        .map(|n| format!("company-{n}.example"))
+        .collect();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for domain in &domains {
-        *counts.entry(mail_setup(domain, DEMO_SEED).provider()).or_default() += 1;
+        *counts
+            .entry(mail_setup(domain, DEMO_SEED).provider())
+            .or_default() += 1;
     }
     let share = |provider| counts[provider] as f64 / domains.len() as f64;
     // 45 / 25 / 15 / 15 % of the module docs, within 1.5 points on 20,000 names.
@@ -256,7 +297,12 @@ fn the_demo_data_has_the_documented_headline() {
     let referrals = crate::generate_referrals(DEMO_REFERRALS, DEMO_SEED);
     let domains: BTreeSet<String> = referrals
         .iter()
-        .flat_map(|r| r["customerProfile"]["team"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| {
+            r["customerProfile"]["team"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|member| {
             let email = member["email"].as_str()?.to_owned();
             Some(email.split_once('@')?.1.to_owned())
@@ -265,7 +311,9 @@ fn the_demo_data_has_the_documented_headline() {
     let mut by_provider: BTreeMap<&str, usize> = BTreeMap::new();
     for domain in &domains {
         assert!(domain.ends_with(".example"), "{domain}");
-        *by_provider.entry(mail_setup(domain, DEMO_SEED).provider()).or_default() += 1;
+        *by_provider
+            .entry(mail_setup(domain, DEMO_SEED).provider())
+            .or_default() += 1;
     }
     eprintln!("{} customer domains: {by_provider:?}", domains.len());
     assert_eq!(by_provider["microsoft365"], DEMO_MICROSOFT365_COMPANIES);
