@@ -3,7 +3,8 @@
 #
 #   1. the local stack (tansu, ClickHouse, Prometheus) via deploy/local/stack.sh up
 #   2. cargo build --release -p hunter
-#   3. the built-in Partner Center simulator on 127.0.0.1:18080 with 500 generated referrals
+#   3. the built-in Partner Center simulator on 127.0.0.1:18080 with 500 generated referrals,
+#      and its DNS on udp 127.0.0.1:18053 answering the customers' MX (deploy/local/demo.env)
 #   4. hunter auth login (device code; the simulator approves it by itself)
 #   5. hunter migrate (ClickHouse tables in database `hunter`)
 #   6. hunter run all in the foreground: source, processor, sink, API on 127.0.0.1:8080
@@ -25,7 +26,13 @@ LOG_DIR="$LOCAL/logs"
 BIN="$REPO/target/release/hunter"
 SIMULATOR_ADDR=127.0.0.1:18080
 API_ADDR=127.0.0.1:8080
-REFERRALS=500
+# The data set, the simulator's DNS and the example USD rates (docs/demo.md); the test of the
+# demo (tests/e2e/demo.rs) reads the same file.
+# shellcheck source=deploy/local/demo.env
+source "$SCRIPT_DIR/demo.env"
+REFERRALS=$HUNTER_DEMO_REFERRALS
+SEED=$HUNTER_DEMO_SEED
+DNS_ADDR=$HUNTER_DEMO_DNS
 
 say() { printf '[demo] %s\n' "$*"; }
 die() {
@@ -77,6 +84,8 @@ export HUNTER_CLICKHOUSE_DATABASE=hunter
 export HUNTER_API_LISTEN="$API_ADDR"
 export HUNTER_API_TOKEN
 export HUNTER_SYNC_INTERVAL_SECS=30
+# Enrichment asks the simulator's DNS for the customers' MX, and has example USD rates.
+export HUNTER_ENRICH_DNS_SERVER HUNTER_ENRICH_DNS_TIMEOUT_MS HUNTER_ENRICH_USD_RATES
 
 for addr in "$SIMULATOR_ADDR" "$API_ADDR"; do
     if port_open "$addr"; then
@@ -115,9 +124,10 @@ trap 'exit 143' TERM
 
 # --- 3. the Partner Center simulator -----------------------------------------------------------------
 
-say "step 3/6: starting the Partner Center simulator on http://$SIMULATOR_ADDR ($REFERRALS generated referrals; log: $LOG_DIR/simulator.log)"
+say "step 3/6: starting the Partner Center simulator on http://$SIMULATOR_ADDR ($REFERRALS generated referrals, seed $SEED; DNS on udp $DNS_ADDR; log: $LOG_DIR/simulator.log)"
 printf '\n===== %s: demo.sh starts the simulator =====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$LOG_DIR/simulator.log"
 "$BIN" simulate --referrals "$DEMO_DIR/referrals.json" --listen "$SIMULATOR_ADDR" --generate "$REFERRALS" \
+    --seed "$SEED" --dns-listen "$DNS_ADDR" \
     </dev/null >>"$LOG_DIR/simulator.log" 2>&1 &
 SIMULATOR_PID=$!
 
@@ -161,6 +171,7 @@ cat <<EOF
     ClickHouse   $HUNTER_CLICKHOUSE_URL  (database $HUNTER_CLICKHOUSE_DATABASE)
     Kafka        $HUNTER_KAFKA_BROKERS
     Simulator    http://$SIMULATOR_ADDR  (log: $LOG_DIR/simulator.log)
+    DNS          udp $DNS_ADDR  (MX of the customers' .example domains: dig @${DNS_ADDR%:*} -p ${DNS_ADDR##*:} MX <domain>)
     API token    $HUNTER_API_TOKEN  (kept in $TOKEN_FILE)
 
   Ctrl-C stops hunter and the simulator; the stack keeps running (deploy/local/stack.sh down stops it).

@@ -198,6 +198,11 @@ pub struct SimulateArgs {
     /// Lifetime of the access tokens it issues, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub access_token_lifetime: u64,
+    /// Also answer DNS (UDP, MX only) for the generated customers' `<company>.example`
+    /// domains on this address, e.g. 127.0.0.1:18053, with a mix of mail providers fixed by
+    /// --seed (docs/demo.md); point HUNTER_ENRICH_DNS_SERVER at it.
+    #[arg(long)]
+    pub dns_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

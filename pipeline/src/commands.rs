@@ -277,8 +277,22 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     eprintln!(
         "partner center simulator on http://{address} (api: http://{address}/v1.0/engagements, authority: http://{address})"
     );
+    // The demo's DNS (docs/demo.md): stays pending forever when not asked for.
+    let dns = match args.dns_listen {
+        Some(listen) => {
+            let (dns_address, dns) = simulator::dns::bind(listen, args.seed)
+                .await
+                .with_context(|| format!("invalid --dns-listen: cannot bind udp {listen}"))?;
+            eprintln!(
+                "simulator dns on udp {dns_address} (mx for *.example; HUNTER_ENRICH_DNS_SERVER={dns_address})"
+            );
+            futures::future::Either::Left(dns)
+        }
+        None => futures::future::Either::Right(std::future::pending()),
+    };
     tokio::select! {
         result = server => result.context("simulator")?,
+        result = dns => result.context("simulator dns")?,
         _ = tokio::signal::ctrl_c() => eprintln!("simulator stopped"),
     }
     Ok(())

@@ -18,6 +18,8 @@ mod clickhouse_security;
 mod contracts;
 mod crash;
 mod dashboards;
+// The demo's setup (simulator DNS, example USD rates) and its page.
+mod demo;
 mod deployment;
 // Dead-letter re-drive: hunter dlq list|replay, POST /api/v1/dlq/replay.
 mod dlq;
@@ -36,4 +38,6 @@ mod source;
 mod sweep;
 mod topics;
 mod web;
+// The page's status indicator following a running backfill (issue 18).
+mod web_backfill;
 mod writeback;

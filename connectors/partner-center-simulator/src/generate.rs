@@ -502,7 +502,7 @@ impl Generator {
                 "country": country.code,
                 "region": region,
             },
-            "team": self.members(0, 2, "customer.example", country, true),
+            "team": self.members(0, 2, &customer_domain(name), country, true),
             "ids": ids,
             "isMatchingComplete": self.chance(0.6),
         })
@@ -638,6 +638,37 @@ impl Generator {
         }
         links
     }
+}
+
+/// The mail domain of a generated customer: its name as a DNS label under `.example` (RFC 2606:
+/// never a real domain), `Müller & Söhne GmbH` → `muller-sohne-gmbh.example`. A pure function of
+/// the name, so it draws nothing from the rng (the referrals of a seed stay as they were) and
+/// one company has one domain wherever it appears; the simulator's DNS (module `dns`) answers
+/// its MX.
+pub fn customer_domain(name: &str) -> String {
+    let mut label = String::with_capacity(name.len());
+    for c in name.chars().flat_map(char::to_lowercase) {
+        let c = match c {
+            'ä' | 'à' | 'á' | 'â' | 'ã' | 'å' => 'a',
+            'é' | 'è' | 'ê' | 'ë' => 'e',
+            'í' | 'ì' | 'î' | 'ï' => 'i',
+            'ö' | 'ó' | 'ò' | 'ô' | 'õ' => 'o',
+            'ü' | 'ú' | 'ù' | 'û' => 'u',
+            'ç' => 'c',
+            'ñ' => 'n',
+            'ß' => 's',
+            // `S.A.` → `sa`, `Müller & Söhne` → `muller-sohne`.
+            '.' | '&' | '\'' => continue,
+            c if c.is_ascii_alphanumeric() => c,
+            _ => '-',
+        };
+        if c != '-' || !(label.is_empty() || label.ends_with('-')) {
+            label.push(c);
+        }
+    }
+    let label = label.trim_end_matches('-');
+    let label = if label.is_empty() { "customer" } else { label };
+    format!("{}.example", &label[..label.len().min(63)])
 }
 
 /// Fraction digits needed to write `at` exactly.

@@ -54,8 +54,11 @@
 //! - `api`, `login`, `mutate`, `generate`: the Referrals API, the login authority, the moving
 //!   data and the generated referrals file.
 //! - `late`: referrals that show up late, older than a poll's overlap window.
+//! - [`dns`]: an authoritative DNS server (UDP, MX only) for the generated customers'
+//!   `<company>.example` domains, with a seeded mix of mail providers (`--dns-listen`).
 
 mod api;
+pub mod dns;
 pub mod faults;
 mod generate;
 mod late;
@@ -85,7 +88,7 @@ use axum::routing::{get, post};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
-pub use generate::{generate_referrals, write_generated_referrals};
+pub use generate::{customer_domain, generate_referrals, write_generated_referrals};
 
 use crate::faults::{FaultKind, FaultSpec};
 

@@ -189,6 +189,14 @@ fn registrable_domain(host: &str) -> Option<String> {
     if !valid_labels {
         return None;
     }
+    // `.example` is reserved for documentation and demos (RFC 2606) and so not in the Public
+    // Suffix List; its second-level names count as registrable so that demo data (the
+    // simulator's `<company>.example` customers) gets a domain and an MX lookup. No real
+    // referral carries one, and no public DNS answers for it.
+    if let Some(rest) = host.strip_suffix(".example") {
+        let label = rest.rsplit('.').next()?;
+        return Some(format!("{label}.example"));
+    }
     let domain = psl::domain(host.as_bytes())?;
     if !domain.suffix().is_known() {
         return None;
@@ -225,6 +233,9 @@ mod tests {
             ("shop.example.de", Some("example.de")),
             ("bücher.de", Some("xn--bcher-kva.de")),
             ("contoso.onmicrosoft.com", Some("onmicrosoft.com")),
+            ("northwind-ltd.example", Some("northwind-ltd.example")),
+            ("mail.Northwind-Ltd.example", Some("northwind-ltd.example")),
+            ("example", None),
             ("co.uk", None),
             ("com", None),
             ("localhost", None),

@@ -4,7 +4,7 @@
 //!
 //! | field | derived from |
 //! |---|---|
-//! | `company_domain` | `customerProfile.website` / `webSite` / `url` in the raw JSON (key in any case), else the first valid, non-free-mail email of `customerProfile.team`; cut to the registrable domain with the compiled-in Public Suffix List (`psl`), so `mail.sales.example.co.uk` → `example.co.uk`. Free-mail domains (gmail.com, hotmail.\*, yahoo.\*, …) are never a company domain |
+//! | `company_domain` | `customerProfile.website` / `webSite` / `url` in the raw JSON (key in any case), else the first valid, non-free-mail email of `customerProfile.team`; cut to the registrable domain with the compiled-in Public Suffix List (`psl`), so `mail.sales.example.co.uk` → `example.co.uk`; a name under the reserved `.example` (RFC 2606, demo data) counts at its second level (`a.northwind.example` → `northwind.example`, since enrichment version 2). Free-mail domains (gmail.com, hotmail.\*, yahoo.\*, …) are never a company domain |
 //! | `email_provider` | MX records of `company_domain` (the only network access): any exchange under `mail.protection.outlook.com` → `microsoft365`, else any under `google.com` / `googlemail.com` → `google_workspace`, else `other`; NXDOMAIN, no MX or a null MX → `unknown` (`dns_error`); no answer within `dns_timeout` → `unknown` (`dns_timeout`); no domain → `unknown` (`no_domain`) |
 //! | `company_name_normalized` | `customerProfile.name`: lower-cased, commas dropped, whitespace collapsed, trailing legal forms (Ltd, GmbH, Inc., S.A., LLC, GmbH & Co. KG, Sp. z o.o., …) removed |
 //! | `country` | `customerProfile.address.country`: ISO 3166-1 alpha-2, alpha-3 or an English (or common local) name → alpha-2; anything else stays as the API gave it, trimmed and upper-cased ([`Lead::from_referral`]), and no country stays `None` |
@@ -71,7 +71,8 @@ use score::{ScoreInputs, change_type, priority, score};
 pub use mx::{MX_CACHE_CAPACITY, MX_FAILURE_CACHE_TTL_MAX};
 
 /// Bumped whenever a rule above changes, so rows enriched by different rules can be told apart.
-pub const ENRICHMENT_VERSION: i32 = 1;
+/// 2: names under `.example` get a company domain.
+pub const ENRICHMENT_VERSION: i32 = 2;
 
 /// Enriches [`Lead`]s in place; holds the DNS resolver and the MX cache. Share it with an `Arc`.
 pub struct Enricher {
