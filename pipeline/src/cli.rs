@@ -224,4 +224,6 @@ pub enum Role {
     Process,
     Sink,
     Api,
+    /// Outgoing webhooks (docs/notifications.md); idles without HUNTER_NOTIFY_TARGETS.
+    Notify,
 }

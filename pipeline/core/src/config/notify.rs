@@ -132,9 +132,8 @@ pub fn parse_notify_targets(value: &str, setting: &str) -> Result<Vec<NotifyTarg
                 "target {name}: the format must be json, teams or slack"
             ))
         })?;
-        let parsed = Url::parse(url.trim()).map_err(|error| {
-            invalid(format!("target {name}: the URL does not parse ({error})"))
-        })?;
+        let parsed = Url::parse(url.trim())
+            .map_err(|error| invalid(format!("target {name}: the URL does not parse ({error})")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(invalid(format!(
                 "target {name}: the URL must be an http or https URL with a host"
@@ -266,11 +265,11 @@ pub(super) fn notify_settings(
             message: "must be 1 to 6000 (deliveries per minute per target)".into(),
         });
     }
-    let daily_at_minutes = match src.text("HUNTER_NOTIFY_DAILY_AT", notify.daily_at, "notify.daily_at")
-    {
-        Some((value, setting)) => parse_time_of_day(&value, &setting)?,
-        None => parse_time_of_day(Defaults::NOTIFY_DAILY_AT, "HUNTER_NOTIFY_DAILY_AT")?,
-    };
+    let daily_at_minutes =
+        match src.text("HUNTER_NOTIFY_DAILY_AT", notify.daily_at, "notify.daily_at") {
+            Some((value, setting)) => parse_time_of_day(&value, &setting)?,
+            None => parse_time_of_day(Defaults::NOTIFY_DAILY_AT, "HUNTER_NOTIFY_DAILY_AT")?,
+        };
     let expiry_check_secs = at_least_one(
         "HUNTER_NOTIFY_EXPIRY_CHECK_SECS",
         src.parse(
@@ -352,8 +351,14 @@ mod notify_tests {
         for (value, wanted) in [
             ("ops", "item 1 is not name=format:url"),
             ("ops=xml:https://h.example/s3cret", "target ops: the format"),
-            ("ops=json:ftp://h.example/s3cret", "target ops: the URL must be"),
-            ("ops=json:not a url s3cret", "target ops: the URL does not parse"),
+            (
+                "ops=json:ftp://h.example/s3cret",
+                "target ops: the URL must be",
+            ),
+            (
+                "ops=json:not a url s3cret",
+                "target ops: the URL does not parse",
+            ),
             (
                 "ops=json:https://a.example/s3cret,ops=json:https://b.example/s3cret",
                 "target ops is named twice",
