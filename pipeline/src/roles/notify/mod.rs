@@ -336,9 +336,9 @@ async fn sync_runs(
     let mut episodes: HashMap<String, Episode> = HashMap::new();
     let succeeded = succeeded_runs(writer).await;
     for (tenant, version) in notified {
-        let ended = succeeded.as_ref().map_or(true, |runs| {
-            runs.get(&tenant).is_some_and(|last| *last > version)
-        });
+        let ended = succeeded
+            .as_ref()
+            .is_none_or(|runs| runs.get(&tenant).is_some_and(|last| *last > version));
         episodes.insert(
             tenant,
             Episode {
