@@ -94,6 +94,8 @@ say "step 5/6: test tools (Debian chromium, playwright-core, schemathesis), then
 "$REPO/tests/schemathesis/install.sh"
 # The downstream consumer of tests/e2e/contracts.rs: fastavro and confluent-kafka (PyPI, pinned).
 "$REPO/tests/avro/install.sh"
+# amtool for the Alertmanager config check (tests/e2e/notify.rs): Debian's prometheus-alertmanager.
+"$REPO/tests/alertmanager-install.sh"
 # The deployment tests validate docker-compose.yml with Debian's docker-compose (no Docker engine
 # needed for `config`; --no-install-recommends keeps docker.io out) and parse the Kubernetes
 # manifests with PyYAML, one of its dependencies.

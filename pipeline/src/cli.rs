@@ -229,4 +229,6 @@ pub enum Role {
     Process,
     Sink,
     Api,
+    /// Outgoing webhooks (docs/notifications.md); idles without HUNTER_NOTIFY_TARGETS.
+    Notify,
 }

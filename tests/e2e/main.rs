@@ -26,6 +26,8 @@ mod dlq;
 mod doctor;
 mod durability;
 mod kafka_security;
+// Outgoing webhooks: the notify role (docs/notifications.md).
+mod notify;
 mod oversize;
 mod pc_faults;
 mod process;

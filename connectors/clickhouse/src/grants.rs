@@ -183,7 +183,9 @@ mod tests {
                 "dlq",
                 "referrals",
                 "dlq_replays",
-                "referral_actions"
+                "referral_actions",
+                // The notify role's delivery log (0013).
+                "notifications"
             ]
         );
     }

@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_sync_run_progress.sql",
         sql: include_str!("../../../schemas/clickhouse/0011_sync_run_progress.sql"),
     },
+    // Outgoing webhooks (docs/notifications.md): the `notifications` delivery log.
+    Migration {
+        name: "0013_notifications.sql",
+        sql: include_str!("../../../schemas/clickhouse/0013_notifications.sql"),
+    },
 ];
 
 impl Migration {

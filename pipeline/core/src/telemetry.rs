@@ -90,6 +90,15 @@ pub mod names {
     /// Error events librdkafka reported, by client and kind (authentication, tls,
     /// security_protocol, configuration, transport, other).
     pub const KAFKA_CLIENT_ERRORS_TOTAL: &str = "hunter_kafka_client_errors_total";
+    // --- notify: outgoing webhooks (docs/notifications.md) ---
+    /// Deliveries that ended, by target, kind and outcome (`delivered`, `failed`).
+    pub const NOTIFY_DELIVERIES_TOTAL: &str = "hunter_notify_deliveries_total";
+    /// Delivery attempts that did not deliver, by target and class.
+    pub const NOTIFY_ATTEMPT_FAILURES_TOTAL: &str = "hunter_notify_attempt_failures_total";
+    /// Deliveries waiting (queued or between retries), by target.
+    pub const NOTIFY_PENDING: &str = "hunter_notify_pending";
+    /// Duration of one delivery request in seconds, by target.
+    pub const NOTIFY_REQUEST_DURATION_SECONDS: &str = "hunter_notify_request_duration_seconds";
 }
 
 /// How a metric aggregates.
@@ -349,6 +358,30 @@ pub const CATALOGUE: &[Metric] = {
             Counter,
             &["client", "kind"],
             "Error events librdkafka reported, by client and kind: authentication and tls name a setting to fix (the log says which); transport is a broker outage librdkafka retries.",
+        ),
+        metric(
+            NOTIFY_DELIVERIES_TOTAL,
+            Counter,
+            &["target", "kind", "outcome"],
+            "Webhook deliveries that ended, by target, kind and outcome (delivered, failed).",
+        ),
+        metric(
+            NOTIFY_ATTEMPT_FAILURES_TOTAL,
+            Counter,
+            &["target", "class"],
+            "Webhook delivery attempts that did not deliver, by target and class (network, timeout, status, answer).",
+        ),
+        metric(
+            NOTIFY_PENDING,
+            Gauge,
+            &["target"],
+            "Webhook deliveries waiting (queued or between retries), by target.",
+        ),
+        metric(
+            NOTIFY_REQUEST_DURATION_SECONDS,
+            Histogram,
+            &["target"],
+            "Duration of one webhook delivery request in seconds, by target.",
         ),
     ]
 };

@@ -5,6 +5,8 @@
 //! listener; `run <role>` runs one, still serving `/healthz` and `/metrics`.
 
 pub mod api;
+// Outgoing webhooks (docs/notifications.md).
+pub mod notify;
 pub mod process;
 pub mod sink;
 pub mod source;
@@ -68,6 +70,9 @@ pub fn consumer_groups(settings: &Settings) -> Vec<(String, String)> {
             group("sink-referral-action-results"),
             topics.referral_action_results.clone(),
         ),
+        // notify: outgoing webhooks (docs/notifications.md).
+        (group(notify::LEADS_GROUP), topics.leads.clone()),
+        (group(notify::SYNC_RUNS_GROUP), topics.sync_runs.clone()),
     ]
 }
 
@@ -108,6 +113,10 @@ pub async fn run(settings: Settings, role: Role) -> anyhow::Result<()> {
     if wants(Role::Sink) {
         let (context, shutdown) = (context.clone(), shutdown.clone());
         tasks.spawn(async move { ("sink", sink::run(context, shutdown).await) });
+    }
+    if wants(Role::Notify) {
+        let (context, shutdown) = (context.clone(), shutdown.clone());
+        tasks.spawn(async move { ("notify", notify::run(context, shutdown).await) });
     }
 
     // The first role to stop (by failure or shutdown) stops the others.

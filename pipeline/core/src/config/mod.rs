@@ -18,6 +18,8 @@ mod api;
 mod clickhouse;
 mod enrich;
 mod kafka;
+// Outgoing webhooks (docs/notifications.md).
+mod notify;
 mod partner_center;
 mod registry;
 mod security;
@@ -29,6 +31,7 @@ pub use self::api::*;
 pub use self::clickhouse::*;
 pub use self::enrich::*;
 pub use self::kafka::*;
+pub use self::notify::*;
 pub use self::partner_center::*;
 pub use self::registry::*;
 use self::security::*;
@@ -106,6 +109,15 @@ impl Defaults {
     pub const SINK_BATCH_ROWS: usize = 10_000;
     pub const SINK_BATCH_MILLIS: u64 = 1_000;
     pub const SINK_INSERT_TIMEOUT_MS: u64 = 60_000;
+    // --- notify (docs/notifications.md) ---
+    pub const NOTIFY_MAX_AGE_SECS: u64 = 86_400;
+    pub const NOTIFY_TIMEOUT_MS: u64 = 10_000;
+    pub const NOTIFY_MAX_ATTEMPTS: u32 = 8;
+    pub const NOTIFY_RETRY_BASE_MS: u64 = 1_000;
+    pub const NOTIFY_RETRY_CAP_MS: u64 = 300_000;
+    pub const NOTIFY_RATE_PER_MINUTE: u32 = 30;
+    pub const NOTIFY_DAILY_AT: &'static str = "08:00";
+    pub const NOTIFY_EXPIRY_CHECK_SECS: u64 = 300;
 }
 
 /// Everything Hunter needs, validated.
@@ -125,6 +137,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub sink: SinkSettings,
     pub enrich: EnrichSettings,
+    /// Outgoing webhooks (the `notify` role).
+    pub notify: NotifySettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +169,8 @@ struct FileConfig {
     sink: FileSink,
     #[serde(default)]
     enrich: FileEnrich,
+    #[serde(default)]
+    notify: FileNotify,
 }
 
 /// One value with the name it was given by, for error messages.
@@ -264,6 +280,7 @@ impl Settings {
             api,
             sync,
             sink,
+            notify,
         } = file_config;
 
         let environment = match src.text("HUNTER_ENVIRONMENT", environment, "environment") {
@@ -294,6 +311,7 @@ impl Settings {
         let sync = sync_settings(&src, sync, environment)?;
         let sink = sink_settings(&src, sink)?;
         let enrich = enrich_settings(&src, enrich)?;
+        let notify = notify_settings(&src, notify)?;
 
         Ok(Settings {
             environment,
@@ -306,6 +324,7 @@ impl Settings {
             sync,
             sink,
             enrich,
+            notify,
         })
     }
 }

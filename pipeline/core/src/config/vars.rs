@@ -362,6 +362,67 @@ pub const SETTINGS: &[Setting] = &[
         default: "none (USD only)",
         meaning: "`EUR=1.08,GBP=1.27`: USD per unit; a currency without a rate gets no USD value",
     },
+    // --- notify: outgoing webhooks (docs/notifications.md) ---
+    Setting {
+        variable: "HUNTER_NOTIFY_TARGETS",
+        file_key: Some("notify.targets"),
+        default: "none",
+        meaning: "`name=format:url,...` with format `json`, `teams` or `slack`: where the `notify` role sends new incoming referrals, status changes, expiring referrals and sign-in needs (the URLs are secrets) ([docs/notifications.md](docs/notifications.md))",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_MAX_AGE_SECS",
+        file_key: Some("notify.max_age_secs"),
+        default: "`86400`",
+        meaning: "a change older than this (Partner Center's time) is not notified, so a new deployment does not announce old referrals",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_TIMEOUT_MS",
+        file_key: Some("notify.timeout_ms"),
+        default: "`10000`",
+        meaning: "longest one delivery request may take (then it is retried)",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_MAX_ATTEMPTS",
+        file_key: Some("notify.max_attempts"),
+        default: "`8`",
+        meaning: "attempts per delivery before it is recorded as `failed`",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_RETRY_BASE_MS",
+        file_key: Some("notify.retry_base_ms"),
+        default: "`1000`",
+        meaning: "first retry's backoff ceiling; doubles per attempt (full jitter)",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_RETRY_CAP_MS",
+        file_key: Some("notify.retry_cap_ms"),
+        default: "`300000`",
+        meaning: "longest backoff between two attempts",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_RATE_PER_MINUTE",
+        file_key: Some("notify.rate_per_minute"),
+        default: "`30`",
+        meaning: "deliveries per minute per target at most (bursts of up to 5)",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_DAILY_AT",
+        file_key: Some("notify.daily_at"),
+        default: "`08:00`",
+        meaning: "when (UTC) the daily check notifies incoming `New` referrals expiring within 48 hours",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_EXPIRY_CHECK_SECS",
+        file_key: Some("notify.expiry_check_secs"),
+        default: "`300`",
+        meaning: "how often the hour-before check looks for referrals expiring within the hour",
+    },
+    Setting {
+        variable: "HUNTER_NOTIFY_PAGE_URL",
+        file_key: Some("notify.page_url"),
+        default: "none",
+        meaning: "the page's address, for a link to the lead in each message",
+    },
 ];
 
 /// Every environment variable Hunter reads: the settings above, `HUNTER_CONFIG` (the config
