@@ -621,11 +621,19 @@ async fn broker_and_clickhouse_stopped_killed_and_restarted_mid_run_lose_nothing
         "server faults: {} supervisor restarts {restarts:#?}",
         restarts.len()
     );
-    let tansu_panics = std::fs::read_to_string(&broker_log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains("panicked"))
-        .map(str::to_owned)
+    // Each panic as "where: message" (the line after "panicked at" holds the message), without
+    // the thread's name and id, which differ between otherwise identical panics.
+    let log = std::fs::read_to_string(&broker_log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tansu_panics = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(at, line)| {
+            let place = line.split_once("panicked at ")?.1.trim_end_matches(':');
+            let place = place.rsplit("/src/").next().unwrap_or(place);
+            let message = lines.get(at + 1).copied().unwrap_or_default().trim();
+            Some(format!("panicked at {place}: {message}"))
+        })
         .collect::<Vec<_>>();
     let report = fault_report(
         referrals,
@@ -759,7 +767,7 @@ fn fault_report(
     }
     report.row(
         "tansu panics in its log",
-        "lines",
+        "panics",
         RowKind::Info,
         &[tansu_panics.len() as f64],
     );
@@ -771,7 +779,13 @@ fn fault_report(
         Ok((summary, _)) => report.note(&format!("Passed: {summary}.")),
         Err(error) => {
             let text = format!("{error:#}");
-            let first: String = text.lines().next().unwrap_or_default().chars().take(400).collect();
+            let first: String = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(400)
+                .collect();
             report.note(&format!("**Failed**: {first}"));
         }
     }
@@ -779,11 +793,16 @@ fn fault_report(
     for restart in restarts {
         report.note(&format!("Supervisor: {}", restart.replace('\n', " ")));
     }
-    let mut distinct: Vec<&String> = tansu_panics.iter().collect();
-    distinct.dedup();
-    for panic in distinct.iter().take(3) {
+    let mut distinct: Vec<(&String, usize)> = Vec::new();
+    for panic in tansu_panics {
+        match distinct.iter_mut().find(|(seen, _)| *seen == panic) {
+            Some((_, times)) => *times += 1,
+            None => distinct.push((panic, 1)),
+        }
+    }
+    for (panic, times) in distinct.iter().take(5) {
         let text: String = panic.chars().take(300).collect();
-        report.note(&format!("tansu: {text}"));
+        report.note(&format!("tansu ({times} times): {text}"));
     }
     report
 }

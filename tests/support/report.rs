@@ -179,9 +179,7 @@ pub fn bench_section(result: &Value, machine: &Machine) -> String {
     let mut out = String::new();
     let size = result["size"].as_f64().unwrap_or(0.0);
     // The rounds each row has (3 for the timed benches; the server-fault run is one run).
-    let rounds = result["rows"][0]["rounds"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let rounds = result["rows"][0]["rounds"].as_array().map_or(0, Vec::len);
     let rounds = match rounds {
         1 => "one run".to_owned(),
         n => format!("median of {n} rounds"),
@@ -198,15 +196,25 @@ pub fn bench_section(result: &Value, machine: &Machine) -> String {
     out.push_str("| | median | unit | rounds |\n|---|---:|---|---|\n");
     for row in result["rows"].as_array().into_iter().flatten() {
         let label = row["label"].as_str().unwrap_or_default();
-        let median = figure(row["median"].as_f64().unwrap_or(f64::NAN));
+        let unit = row["unit"].as_str().unwrap_or_default();
+        // Counts (a unit of "times", "panics", or none) read as whole numbers.
+        let count = matches!(unit, "" | "times" | "panics");
+        let show = |v: &Value| {
+            let v = v.as_f64().unwrap_or(f64::NAN);
+            if count && v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                figure(v)
+            }
+        };
+        let median = show(&row["median"]);
         let rounds = row["rounds"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|v| figure(v.as_f64().unwrap_or(f64::NAN)))
+            .map(show)
             .collect::<Vec<_>>()
             .join(" / ");
-        let unit = row["unit"].as_str().unwrap_or_default();
         let (label, median) = if row["kind"] == "hunter" {
             (format!("**{label}**"), format!("**{median}**"))
         } else if row["kind"] == "ceiling" {

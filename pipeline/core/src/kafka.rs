@@ -29,6 +29,7 @@ pub mod dead_letter;
 pub mod describe;
 pub use consume::{
     BULK_FETCH, Fetch, GroupConsumer, GroupHealth, ReadError, Subscription, read_to_end,
+    read_to_end_patiently,
 };
 pub use dead_letter::{
     DEAD_LETTER_HEADER_PREFIX, DeadLetter, DeadLetterHeaders, Fault, Position, REPLAY_COUNT_HEADER,

@@ -441,12 +441,16 @@ async fn rebuild(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let payloads = kafka::read_to_end(
+    // A broker away at start (restarting under its supervisor) is waited for, not a reason to
+    // exit (kafka::read_to_end_patiently).
+    let payloads = kafka::read_to_end_patiently(
         &context.settings.kafka,
         "hunter-processor-state",
         &context.topics.leads,
         Some(partition),
         Duration::from_secs(300),
+        Duration::from_secs(300),
+        shutdown,
     )
     .await
     .context("dedupe state not read")?;

@@ -666,6 +666,45 @@ pub async fn read_to_end(
     })?
 }
 
+/// [`read_to_end`], tried again with backoff (1 s doubling to 15 s) while the broker fails it,
+/// for up to `patience`: what a role reading its state at start does, since a broker that is
+/// down or restarting is a transient failure (a role started by its supervisor while the broker
+/// itself is being restarted must wait for it, not exit). A panicked read, a shutdown, or
+/// failures past `patience` end it with the last error.
+pub async fn read_to_end_patiently(
+    settings: &KafkaSettings,
+    client_id: &str,
+    topic: &str,
+    partition: Option<i32>,
+    within: Duration,
+    patience: Duration,
+    shutdown: &Shutdown,
+) -> Result<Vec<Vec<u8>>, ReadError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match read_to_end(settings, client_id, topic, partition, within).await {
+            Ok(payloads) => return Ok(payloads),
+            Err(error @ ReadError::Panicked { .. }) => return Err(error),
+            Err(error) if started.elapsed() < patience && !shutdown.is_triggered() => {
+                tracing::warn!(
+                    %error,
+                    topic,
+                    retry_in_secs = backoff.as_secs(),
+                    "reading the topic to its end failed (the broker is away?); trying again"
+                );
+                let mut waiting = shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = waiting.wait() => return Err(error),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 fn read_to_end_blocking(
     settings: &KafkaSettings,
     client_id: &str,

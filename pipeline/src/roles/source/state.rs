@@ -128,18 +128,31 @@ pub(super) async fn store_state(outputs: &Outputs, state: &SourceState) -> Resul
     Ok(())
 }
 
+/// How long the source keeps retrying the read of its state at start before it gives up (and
+/// its supervisor starts it again).
+const STATE_READ_PATIENCE: Duration = Duration::from_secs(300);
+
 /// Reads the compacted state topic from the start to its end; the last record per tenant wins.
+///
+/// A broker that fails the read (down, restarting, not serving the topic yet) is a transient
+/// failure: the read is tried again with backoff for [`STATE_READ_PATIENCE`]
+/// ([`kafka::read_to_end_patiently`]). The 100,000-
+/// referral server-fault run found a source started by its supervisor while a wedged broker was
+/// being restarted by its liveness probe: it exited on the first failed metadata request
+/// instead of waiting for the broker (BENCHMARKS.md, server faults).
 pub(super) async fn load_states(
     context: &Context,
     codec: &Codec<SourceState>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<HashMap<String, SourceState>> {
-    let payloads = kafka::read_to_end(
+    let payloads = kafka::read_to_end_patiently(
         &context.settings.kafka,
         "hunter-source-state",
         &context.topics.source_state,
         None,
         Duration::from_secs(60),
+        STATE_READ_PATIENCE,
+        shutdown,
     )
     .await
     .context("source state not read")?;
