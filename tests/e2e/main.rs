@@ -23,6 +23,8 @@ mod deployment;
 mod dlq;
 mod doctor;
 mod durability;
+// Referral expiry: expires_at in ClickHouse, the API's filter and sort, the gauge.
+mod expiry;
 mod kafka_security;
 mod oversize;
 mod pc_faults;
