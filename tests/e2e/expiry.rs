@@ -37,7 +37,11 @@ fn referral(
     referral["id"] = json!(id);
     referral["direction"] = json!(direction);
     referral["status"] = json!(status);
-    referral["substatus"] = json!(if status == "New" { "Pending" } else { "Accepted" });
+    referral["substatus"] = json!(if status == "New" {
+        "Pending"
+    } else {
+        "Accepted"
+    });
     referral["createdDateTime"] = json!(text(created));
     referral["updatedDateTime"] = json!(text(created + time::Duration::hours(1)));
     referral["expirationDateTime"] = expires.map_or(Value::Null, |at| json!(text(at)));
@@ -69,17 +73,59 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
     let template = referrals[0].clone();
     let ours = [
         // Given by Partner Center, 10 h ahead: expiring soon.
-        referral(&template, "exp-given-10h", "Incoming", "New", now - days(13), Some(now + hours(10))),
+        referral(
+            &template,
+            "exp-given-10h",
+            "Incoming",
+            "New",
+            now - days(13),
+            Some(now + hours(10)),
+        ),
         // No expirationDateTime, created 13 days ago: estimated, a day ahead.
-        referral(&template, "exp-estimated-1d", "Incoming", "New", now - days(13), None),
+        referral(
+            &template,
+            "exp-estimated-1d",
+            "Incoming",
+            "New",
+            now - days(13),
+            None,
+        ),
         // Given, 5 days ahead: not within 48 h.
-        referral(&template, "exp-given-5d", "Incoming", "New", now - days(2), Some(now + days(5))),
+        referral(
+            &template,
+            "exp-given-5d",
+            "Incoming",
+            "New",
+            now - days(2),
+            Some(now + days(5)),
+        ),
         // Accepted already, with an expiry 5 h ahead: in the API's window, not in the gauge.
-        referral(&template, "exp-active-5h", "Incoming", "Active", now - days(3), Some(now + hours(5))),
+        referral(
+            &template,
+            "exp-active-5h",
+            "Incoming",
+            "Active",
+            now - days(3),
+            Some(now + hours(5)),
+        ),
         // Outgoing New without one: no expiry.
-        referral(&template, "exp-outgoing", "Outgoing", "New", now - days(13), None),
+        referral(
+            &template,
+            "exp-outgoing",
+            "Outgoing",
+            "New",
+            now - days(13),
+            None,
+        ),
         // Estimated six days ago: past.
-        referral(&template, "exp-estimated-past", "Incoming", "New", now - days(20), None),
+        referral(
+            &template,
+            "exp-estimated-past",
+            "Incoming",
+            "New",
+            now - days(20),
+            None,
+        ),
     ];
     referrals.extend(ours.iter().cloned());
     let total = referrals.len() as u64;
@@ -100,7 +146,12 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
         .map(|row| (row["lead_id"].as_str().unwrap_or_default().to_owned(), row))
         .collect();
     assert_eq!(by_id.len(), 6, "{by_id:#?}");
-    let seconds = |at: OffsetDateTime| at.replace_nanosecond(0).unwrap().unix_timestamp().to_string();
+    let seconds = |at: OffsetDateTime| {
+        at.replace_nanosecond(0)
+            .unwrap()
+            .unix_timestamp()
+            .to_string()
+    };
     let expect = |id: &str, expires: Option<OffsetDateTime>, estimated: u64| {
         let row = &by_id[id];
         assert_eq!(
@@ -145,12 +196,19 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
     assert_eq!(first["expires_at"], json!(text(now + hours(10))), "{first}");
     assert_eq!(first["expires_at_estimated"], false);
     assert_eq!(page["items"][2]["expires_at_estimated"], true);
-    assert_eq!(first["owner_emails"], json!(["sam@partner.example", "kim@partner.example"]));
+    assert_eq!(
+        first["owner_emails"],
+        json!(["sam@partner.example", "kim@partner.example"])
+    );
 
     let (_, waiting) = deployment
         .get("/api/v1/leads?status=New&direction=Incoming&expiring_within_hours=48&sort=expires_at")
         .await?;
-    assert_eq!(ids(&waiting), ["exp-given-10h", "exp-estimated-1d"], "{waiting}");
+    assert_eq!(
+        ids(&waiting),
+        ["exp-given-10h", "exp-estimated-1d"],
+        "{waiting}"
+    );
 
     // Everything that expired before tomorrow, the generated referrals' 2024 dates included;
     // soonest first, pages joined by the cursor.
@@ -170,7 +228,11 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
             .flatten()
             .filter_map(|item| item["expires_at"].as_str())
             .collect();
-        assert_eq!(expiries.len(), page["items"].as_array().map_or(0, Vec::len), "{page}");
+        assert_eq!(
+            expiries.len(),
+            page["items"].as_array().map_or(0, Vec::len),
+            "{page}"
+        );
         seen.extend(expiries.iter().map(|at| (*at).to_owned()));
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
@@ -180,7 +242,10 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
     let mut sorted = seen.clone();
     sorted.sort();
     assert_eq!(seen, sorted, "soonest first across pages");
-    assert!(seen.iter().all(|at| at.as_str() < before.as_str()), "{seen:?}");
+    assert!(
+        seen.iter().all(|at| at.as_str() < before.as_str()),
+        "{seen:?}"
+    );
     let expected = deployment
         .clickhouse
         .rows(&format!(
@@ -189,10 +254,17 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
         .await?;
     assert_eq!(
         seen.len() as u64,
-        expected[0]["n"].as_str().and_then(|n| n.parse().ok()).or(expected[0]["n"].as_u64()).unwrap(),
+        expected[0]["n"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .or(expected[0]["n"].as_u64())
+            .unwrap(),
         "{seen:?}"
     );
-    assert!(seen.len() >= 3, "the past estimate, the 5 h and 10 h ones: {seen:?}");
+    assert!(
+        seen.len() >= 3,
+        "the past estimate, the 5 h and 10 h ones: {seen:?}"
+    );
 
     for (query, parameter) in [
         ("expiring_within_hours=0", "expiring_within_hours"),
@@ -237,13 +309,19 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
         }
     }
     deployment.write_referrals(&referrals)?;
-    wait_for("the simulator serving the change", Duration::from_secs(30), || async {
-        let truth = deployment.simulator_truth().await?;
-        Ok(truth
-            .iter()
-            .any(|(id, etag)| id == "exp-given-10h" && Some(etag.as_str()) == answered["eTag"].as_str())
-            .then_some(()))
-    })
+    wait_for(
+        "the simulator serving the change",
+        Duration::from_secs(30),
+        || async {
+            let truth = deployment.simulator_truth().await?;
+            Ok(truth
+                .iter()
+                .any(|(id, etag)| {
+                    id == "exp-given-10h" && Some(etag.as_str()) == answered["eTag"].as_str()
+                })
+                .then_some(()))
+        },
+    )
     .await?;
     deployment.request_sync(None).await?;
     let result = wait_for("the acceptance in ClickHouse", Duration::from_secs(60), || async {

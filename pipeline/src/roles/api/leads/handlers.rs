@@ -205,7 +205,8 @@ pub(super) async fn page(state: &ApiState, request: LeadsRequest) -> Result<Lead
 
 /// The page's whole rows in the page's order, by (lead id, version): the exact rows the page
 /// query chose, found through the primary key without FINAL (a replayed row may be there twice;
-/// the first is taken).
+/// the newest insert is taken, as FINAL would: a lead made again by newer lead rules has the
+/// version of the row it replaces, docs/leads.md).
 pub(super) async fn fetch_by_ids(
     state: &ApiState,
     keys: &[(String, u64, String)],
@@ -216,7 +217,7 @@ pub(super) async fn fetch_by_ids(
     let placeholders = vec!["?"; keys.len()].join(", ");
     let versions = vec!["(?, ?)"; keys.len()].join(", ");
     let sql = format!(
-        "SELECT ?fields FROM leads WHERE lead_id IN ({placeholders}) AND (lead_id, version) IN ({versions})"
+        "SELECT ?fields FROM leads WHERE lead_id IN ({placeholders}) AND (lead_id, version) IN ({versions}) ORDER BY inserted_at DESC"
     );
     let mut select = state.clickhouse.client().query(&sql);
     for (id, _, _) in keys {
