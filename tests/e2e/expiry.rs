@@ -3,9 +3,12 @@
 //! `expirationDateTime`, or Hunter's created + 14 days estimate) reach ClickHouse with
 //! `expires_at`; `GET /api/v1/leads` filters and sorts by it and refuses bad values with a 400
 //! naming the parameter; the gauge `hunter_api_referrals_expiring_soon` counts the incoming `New`
-//! ones expiring within 48 h and follows an answered referral on its next refresh.
+//! ones expiring within 48 h and follows an answered referral on its next refresh. The page
+//! (headless Chromium, `tests/browser/expiry.mjs`) shows the column, filters and sorts by it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use hunter_e2e::{Deployment, free_port, generated_referrals, metric_sum, wait_for};
@@ -14,6 +17,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const GAUGE: &str = "hunter_api_referrals_expiring_soon";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
 
 fn text(instant: OffsetDateTime) -> String {
     instant
@@ -173,11 +183,15 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
         json!(["sam@partner.example", "kim@partner.example"])
     );
     assert!(by_id["exp-given-10h"]["closing"].is_string());
-    // The history keeps what each version said.
-    let history = deployment
-        .clickhouse
-        .rows("SELECT expires_at_estimated AS e FROM lead_history FINAL WHERE lead_id = 'exp-estimated-1d'")
-        .await?;
+    // The history keeps what each version said (the sink inserts it after `leads`).
+    let history = wait_for("the history row", Duration::from_secs(30), || async {
+        let rows = deployment
+            .clickhouse
+            .rows("SELECT expires_at_estimated AS e FROM lead_history FINAL WHERE lead_id = 'exp-estimated-1d'")
+            .await?;
+        Ok((!rows.is_empty()).then_some(rows))
+    })
+    .await?;
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0]["e"].as_u64(), Some(1));
 
@@ -277,6 +291,37 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["error"]["parameter"], parameter, "{query}: {body}");
     }
+
+    // --- The page in headless Chromium: column, filter, sort, the detail ----------------------
+    let browser_dir = repo().join("tests/browser");
+    anyhow::ensure!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
+    );
+    let expect = json!({
+        "soon": ["exp-active-5h", "exp-given-10h", "exp-estimated-1d"],
+        "estimated": "exp-estimated-1d",
+    });
+    let output = tokio::task::spawn_blocking({
+        let (api, token) = (deployment.api.clone(), deployment.api_token.clone());
+        let artifacts = repo().join("target/browser-artifacts");
+        move || {
+            Command::new("node")
+                .arg("expiry.mjs")
+                .current_dir(&browser_dir)
+                .env("HUNTER_WEB_URL", api)
+                .env("HUNTER_WEB_TOKEN", token)
+                .env("HUNTER_WEB_EXPECT", expect.to_string())
+                .env("HUNTER_WEB_ARTIFACTS", artifacts)
+                .output()
+        }
+    })
+    .await??;
+    let output_text = hunter_e2e::output_text(&output);
+    anyhow::ensure!(
+        output.status.success() && output_text.contains("expiry page checks passed"),
+        "browser checks failed (screenshots in target/browser-artifacts):\n{output_text}"
+    );
 
     // --- The gauge ----------------------------------------------------------------------------
     // An API started now counts at once: the two incoming New referrals within 48 h.
