@@ -90,6 +90,9 @@ fn metric(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// This build's lead rules (`ENRICHMENT_VERSION` in `pipeline/src/processors/enrich`).
+const ENRICHMENT_RULES: i32 = 2;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::Result<()> {
     let mut deployment = Deployment::new(&[])?;
@@ -161,18 +164,22 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
         Err(error) => anyhow::bail!("{error}\n{}", deployment.logs()),
     };
     let logs = deployment.full_logs();
+    // Main's referrals are repeats of main's leads, which older lead rules made
+    // (`enrichment_version` below this build's): each is made again once, as it was (the
+    // dedupe state was rebuilt from them), with the fields added since (docs/leads.md).
     assert_eq!(
         metric(
             &text,
             "hunter_processor_records_total",
             "outcome=\"duplicate\""
         ),
-        3.0,
-        "main's referrals are repeats of main's leads: the dedupe state was rebuilt from them\n{logs}"
+        0.0,
+        "{logs}"
     );
     assert_eq!(
         metric(&text, "hunter_processor_records_total", "outcome=\"lead\""),
-        1.0
+        4.0,
+        "three refreshed, one new\n{logs}"
     );
     assert_eq!(
         metric(&text, "hunter_dlq_records_total", "stage="),
@@ -186,9 +193,40 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
     let leads = deployment.leads().await?;
     assert_eq!(
         leads.len(),
-        old_leads.len() + 1,
-        "every old lead read, one new"
+        old_leads.len() + 4,
+        "every old lead read, three made again, one new"
     );
+    // A refreshed lead keeps what main's lead said about its version and gains the new fields.
+    for old in fixture_json("lead", "0003") {
+        let id = old["lead_id"].as_str().unwrap();
+        let refreshed = leads
+            .iter()
+            .filter(|lead| lead.lead_id == id && lead.version == old["version"].as_i64().unwrap())
+            .find(|lead| lead.enrichment_version == ENRICHMENT_RULES)
+            .unwrap_or_else(|| panic!("{id}: no refreshed lead"));
+        // The change type is derived again from the kept previous status (the fixtures mark
+        // a New → New lead `status_changed`, which the rules never did): first stays first.
+        assert_eq!(
+            refreshed.change_type == "created",
+            old["change_type"] == "created",
+            "{id}"
+        );
+        assert_eq!(
+            refreshed.previous_status.as_deref(),
+            old["previous_status"].as_str(),
+            "{id}"
+        );
+        let raw: Value = serde_json::from_str(
+            fixture_referrals.iter().find(|r| r["id"] == id).unwrap()["rawJson"]
+                .as_str()
+                .unwrap(),
+        )?;
+        assert_eq!(
+            refreshed.expires_at.is_some(),
+            raw["expirationDateTime"].is_string(),
+            "{id}"
+        );
+    }
     // The lead topic has 4 partitions, so the order of `leads` says nothing: the new lead is the
     // newest version of the updated referral's lead.
     let new_lead = leads
@@ -205,9 +243,11 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
         .map(|(payload, _)| contracts::canonical::hex(&payload[2..10]))
         .collect();
     let lead_history = contracts::history("lead");
+    // Main wrote the versions released before spec fingerprints (those with a legacy one).
     let mut expected: std::collections::BTreeSet<String> = lead_history
         .iter()
-        .map(|v| contracts::canonical::hex(&v.legacy_fingerprint.unwrap()))
+        .filter_map(|v| v.legacy_fingerprint.as_ref())
+        .map(|legacy| contracts::canonical::hex(legacy))
         .collect();
     expected.insert(contracts::canonical::hex(
         &lead_history.last().unwrap().fingerprint,
@@ -253,6 +293,26 @@ async fn records_written_by_mains_contracts_are_read_by_this_build() -> anyhow::
         ))
         .await?;
     assert_eq!(status[0]["status"], "Closed");
+    // Main's lead rows were written with the expiry columns' defaults (NULL); the refreshed
+    // lead has the same version and is the row FINAL keeps (the newest insert), with its expiry.
+    let rows = wait_for(
+        "the refreshed lead of fixture-referral-2 in ClickHouse",
+        Duration::from_secs(60),
+        || async {
+            let rows = deployment
+                .clickhouse
+                .rows(
+                    "SELECT toString(expires_at) AS final, expires_at_estimated AS estimated \
+                     FROM leads FINAL WHERE lead_id = 'fixture-referral-2'",
+                )
+                .await?;
+            let row = rows.into_iter().next().unwrap_or_default();
+            Ok(row["final"].is_string().then_some(row))
+        },
+    )
+    .await?;
+    assert_eq!(rows["final"], "2024-03-20 00:00:00", "{rows}");
+    assert_eq!(rows["estimated"], 0, "{rows}");
     deployment.teardown().await;
     Ok(())
 }

@@ -25,6 +25,8 @@ mod deployment;
 mod dlq;
 mod doctor;
 mod durability;
+// Referral expiry: expires_at in ClickHouse, the API's filter and sort, the gauge.
+mod expiry;
 mod kafka_security;
 // Outgoing webhooks: the notify role (docs/notifications.md).
 mod notify;

@@ -1,6 +1,12 @@
 //! Dedupe: per referral id, the newest version seen, so that an exact repeat or an older
 //! version produces no lead.
 //!
+//! One exception: a repeat of a version whose lead was made by older lead rules (its
+//! `enrichment_version` is below the processor's) is a [`Verdict::Refresh`]: the lead is made
+//! again by today's rules, with the change type and previous status it had, so that re-reading
+//! Partner Center (`hunter backfill`) fills fields added since (docs/leads.md). The state then
+//! remembers today's rules: a further repeat is a plain repeat.
+//!
 //! Versions are ordered by `(updatedDateTime, eTag)` (the eTag by its hash: a fixed, if
 //! arbitrary, order for two versions with the same timestamp, so replays decide the same way).
 //!
@@ -25,13 +31,21 @@ use std::hash::{Hash, Hasher};
 
 use hunter_core::records::{Lead, Timestamp, stable_hash};
 
-/// What is remembered per referral: its newest version and that version's status.
+/// What is remembered per referral: its newest version, that version's status, and what its
+/// lead said about the version before (for a [`Verdict::Refresh`]). 24 bytes, as before the
+/// last three fields: they fill what was padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub updated_at: i64,
     pub etag: u64,
     /// Index into the status table (`u16::MAX`: none).
     pub status: u16,
+    /// The lead's `previous_status`, an index into the status table (`u16::MAX`: none).
+    pub previous_status: u16,
+    /// The lead was the referral's first (`change_type` created).
+    pub first: bool,
+    /// The lead rules (`enrichment_version`, saturated to 255) that made the lead.
+    pub rules: u8,
 }
 
 /// What to do with a referral version.
@@ -43,6 +57,12 @@ pub enum Verdict {
     Newer { previous_status: Option<String> },
     /// The same version again: no lead.
     Repeat,
+    /// The same version again, whose lead older rules made: the lead again, as it was first
+    /// produced (`first`, `previous_status`) but by today's rules.
+    Refresh {
+        first: bool,
+        previous_status: Option<String>,
+    },
     /// Older than what was seen: no lead.
     Older,
 }
@@ -50,6 +70,9 @@ pub enum Verdict {
 /// The dedupe state of one processor.
 #[derive(Debug, Default)]
 pub struct Versions {
+    /// The lead rules of this processor (`ENRICHMENT_VERSION`): a repeat of a lead made by older
+    /// ones is refreshed. 0 (the default) never refreshes.
+    rules: u8,
     partitions: HashMap<i32, HashMap<u64, Seen>>,
     /// Status texts, interned: there are a handful, and a `u16` per key is cheaper than text.
     statuses: Vec<String>,
@@ -68,7 +91,19 @@ pub fn etag_hash(etag: Option<&str>) -> u64 {
     stable_hash(etag.unwrap_or("").as_bytes())
 }
 
+fn rules_of(enrichment_version: i32) -> u8 {
+    u8::try_from(enrichment_version.max(0)).unwrap_or(u8::MAX)
+}
+
 impl Versions {
+    /// A state that refreshes leads made by rules older than `rules` (`ENRICHMENT_VERSION`).
+    pub fn with_rules(rules: i32) -> Self {
+        Versions {
+            rules: rules_of(rules),
+            ..Versions::default()
+        }
+    }
+
     pub fn is_loaded(&self, partition: i32) -> bool {
         self.partitions.contains_key(&partition)
     }
@@ -81,9 +116,14 @@ impl Versions {
                 updated_at: lead.updated_at.micros(),
                 etag: etag_hash(lead.etag.as_deref()),
                 status: self.intern(lead.status.as_deref()),
+                previous_status: self.intern(lead.previous_status.as_deref()),
+                first: lead.change_type == "created",
+                rules: rules_of(lead.enrichment_version),
             };
             let slot = state.entry(key_hash(&lead.lead_id)).or_insert(seen);
-            if (seen.updated_at, seen.etag) > (slot.updated_at, slot.etag) {
+            // Of two leads of one version the later record wins (`leads` is in topic order):
+            // a refreshed lead supersedes the one older rules made, as compaction will.
+            if (seen.updated_at, seen.etag) >= (slot.updated_at, slot.etag) {
                 *slot = seen;
             }
         }
@@ -105,6 +145,9 @@ impl Versions {
             updated_at: updated_at.micros(),
             etag: etag_hash(etag),
             status,
+            previous_status: u16::MAX,
+            first: true,
+            rules: self.rules,
         };
         let state = self.partitions.entry(partition).or_default();
         match state.get(&key_hash(id)).copied() {
@@ -117,12 +160,34 @@ impl Versions {
                     (seen.updated_at, seen.etag),
                     (previous.updated_at, previous.etag),
                 );
-                if new == old {
+                if new == old && previous.rules < self.rules {
+                    state.insert(
+                        key_hash(id),
+                        Seen {
+                            rules: self.rules,
+                            ..previous
+                        },
+                    );
+                    Verdict::Refresh {
+                        first: previous.first,
+                        previous_status: self
+                            .statuses
+                            .get(usize::from(previous.previous_status))
+                            .cloned(),
+                    }
+                } else if new == old {
                     Verdict::Repeat
                 } else if new < old {
                     Verdict::Older
                 } else {
-                    state.insert(key_hash(id), seen);
+                    state.insert(
+                        key_hash(id),
+                        Seen {
+                            previous_status: previous.status,
+                            first: false,
+                            ..seen
+                        },
+                    );
                     Verdict::Newer {
                         previous_status: self.statuses.get(usize::from(previous.status)).cloned(),
                     }
@@ -210,6 +275,89 @@ mod tests {
             versions.observe(1, "a", t(10), Some("e1"), Some("New")),
             Verdict::First
         );
+    }
+
+    #[test]
+    fn a_repeat_of_a_lead_made_by_older_rules_is_refreshed_once_as_it_was() {
+        let lead =
+            |id: &str, at: i64, status: &str, previous: Option<&str>, change: &str, rules| Lead {
+                lead_id: id.into(),
+                status: Some(status.into()),
+                previous_status: previous.map(Into::into),
+                change_type: change.into(),
+                updated_at: Timestamp(at),
+                etag: Some(format!("e{at}")),
+                version: at,
+                enrichment_version: rules,
+                ..Lead::default()
+            };
+        let mut versions = Versions::with_rules(2);
+        versions.load(
+            0,
+            [
+                lead("moved", 20, "Active", Some("New"), "status_changed", 1),
+                lead("created", 10, "New", None, "created", 0),
+                lead("current", 10, "New", None, "created", 2),
+            ]
+            .iter(),
+        );
+        let t = Timestamp;
+        assert_eq!(
+            versions.observe(0, "moved", t(20), Some("e20"), Some("Active")),
+            Verdict::Refresh {
+                first: false,
+                previous_status: Some("New".into())
+            }
+        );
+        assert_eq!(
+            versions.observe(0, "moved", t(20), Some("e20"), Some("Active")),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            versions.observe(0, "created", t(10), Some("e10"), Some("New")),
+            Verdict::Refresh {
+                first: true,
+                previous_status: None
+            }
+        );
+        // Made by today's rules: a plain repeat; an older version stays older.
+        assert_eq!(
+            versions.observe(0, "current", t(10), Some("e10"), Some("New")),
+            Verdict::Repeat
+        );
+        assert_eq!(
+            versions.observe(0, "moved", t(5), Some("e5"), Some("New")),
+            Verdict::Older
+        );
+        // A newer version after a refresh knows the refreshed status as the previous one.
+        assert_eq!(
+            versions.observe(0, "moved", t(30), Some("e30"), Some("Closed")),
+            Verdict::Newer {
+                previous_status: Some("Active".into())
+            }
+        );
+        // Reloaded before compaction, the later (refreshed) record of a version wins.
+        let mut reloaded = Versions::with_rules(2);
+        reloaded.load(
+            0,
+            [
+                lead("x", 10, "New", None, "created", 1),
+                lead("x", 10, "New", None, "created", 2),
+            ]
+            .iter(),
+        );
+        assert_eq!(
+            reloaded.observe(0, "x", t(10), Some("e10"), Some("New")),
+            Verdict::Repeat
+        );
+        // Without rules (the default) nothing is ever refreshed.
+        let mut plain = Versions::default();
+        plain.load(0, [lead("old", 10, "New", None, "created", 0)].iter());
+        assert_eq!(
+            plain.observe(0, "old", t(10), Some("e10"), Some("New")),
+            Verdict::Repeat
+        );
+        assert_eq!(std::mem::size_of::<Seen>(), 24);
     }
 
     proptest! {

@@ -10,7 +10,9 @@
 //!   repeat); a crash replays from the last commit;
 //! - replays are harmless: the dedupe state is rebuilt from the compacted lead topic for the
 //!   assigned partitions before their first referral is processed, so a replayed version is
-//!   recognised as a repeat and produces no second lead;
+//!   recognised as a repeat and produces no second lead; except a repeat whose lead older lead
+//!   rules made (`enrichment_version` below `ENRICHMENT_VERSION`), which is made again, once,
+//!   by today's rules (how a re-read fills fields added since: `processors::dedupe`);
 //! - a record that cannot be decoded or mapped goes to `hunter.dlq.v1` with its reason and
 //!   origin in headers; it never stops the stream. A lead Kafka refuses for what it is (too
 //!   large, invalid) dead-letters its referral by reference (class `refused`), and a dead
@@ -99,7 +101,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         enricher: Enricher::new(settings.enrich.clone()),
         leads_topic: topics.leads.clone(),
     });
-    let mut versions = Versions::default();
+    let mut versions = Versions::with_rules(crate::processors::enrich::ENRICHMENT_VERSION);
     tracing::info!(topic = %topics.referrals, "processor consuming");
 
     let mut in_flight: FuturesOrdered<Delivery> = FuturesOrdered::new();
@@ -324,6 +326,15 @@ fn produces(
     );
     match verdict {
         Verdict::Repeat => Produces::Nothing("duplicate"),
+        // Made by older lead rules: produced again (a re-read fills fields added since).
+        Verdict::Refresh {
+            first,
+            previous_status,
+        } => Produces::Lead {
+            lead,
+            first,
+            previous_status,
+        },
         Verdict::Older => Produces::Nothing("stale"),
         Verdict::First => Produces::Lead {
             lead,

@@ -276,6 +276,11 @@ fn lead_type_agrees_with_lead_avsc() {
     assert_eq!(lead.fetched_at, Some(ingest().fetched_at));
     assert_eq!(lead.country.as_deref(), Some("GB"));
     assert_eq!(lead.version, referral.updated_date_time.unwrap().micros());
+    // Lead 0004: every new field populated by the full referral.
+    assert!(lead.expires_at.is_some() && lead.accepted_at.is_some());
+    assert!(lead.closing_at.is_some() && lead.closed_at.is_some());
+    assert_eq!(lead.owner_emails, ["sam@partner.example"]);
+    lead.expires_at_estimated = true;
     assert_agrees_with_contract(&lead);
 }
 

@@ -70,8 +70,11 @@ use score::{ScoreInputs, change_type, priority, score};
 
 pub use mx::{MX_CACHE_CAPACITY, MX_FAILURE_CACHE_TTL_MAX};
 
-/// Bumped whenever a rule above changes, so rows enriched by different rules can be told apart.
-/// 2: names under `.example` get a company domain.
+/// Bumped whenever a rule above, or a field [`Lead::from_referral`] derives, changes, so rows
+/// made by different rules can be told apart, and the processor makes a lead of older rules
+/// again when its referral version is read again (`hunter backfill`; `processors::dedupe`).
+/// 2: `expires_at`, `accepted_at`, `closing_at`, `closed_at`, `owner_emails` (lead 0004), and
+/// names under `.example` get a company domain.
 pub const ENRICHMENT_VERSION: i32 = 2;
 
 /// Enriches [`Lead`]s in place; holds the DNS resolver and the MX cache. Share it with an `Arc`.
