@@ -22,6 +22,8 @@ mod cache;
 mod dlq;
 mod leads;
 mod openapi;
+// The page's figures: GET /overview.
+mod overview;
 mod sync;
 mod throttle;
 
@@ -127,6 +129,9 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
     let mut api = Router::new()
         .route("/leads", get(leads::list))
         .route("/leads/{id}", get(leads::detail))
+        // The overview and the CSV export (docs/overview-and-export.md).
+        .route("/overview", get(overview::overview))
+        .route("/leads.csv", get(leads::export))
         .route("/referrals/{id}", get(leads::referral))
         .route(
             "/referrals/{id}/actions",

@@ -36,6 +36,9 @@ pub struct LeadsQuery {
     pub direction: Option<String>,
     /// Referral qualification, comma-separated: None, Direct, MarketingQualified, SalesQualified.
     pub qualification: Option<String>,
+    /// `true`: only leads with a company domain; `false`: only leads without one (the
+    /// overview's companies-by-provider figures count leads with a domain).
+    pub has_domain: Option<String>,
     /// Sort key, `-` for descending: updated_at, created_at, score, deal_value_usd, company.
     /// Default `-updated_at`.
     pub sort: Option<String>,
@@ -346,6 +349,26 @@ impl LeadsRequest {
                 request.binds.push(Bind::Text(text.to_owned()));
             }
         }
+        if let Some(text) = &query.has_domain {
+            let with = match text.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ApiError::parameter(
+                        "has_domain",
+                        format!("{text:?} is not true or false"),
+                    ));
+                }
+            };
+            request.conditions.push(
+                if with {
+                    "ifNull(company_domain, '') != ''"
+                } else {
+                    "ifNull(company_domain, '') = ''"
+                }
+                .into(),
+            );
+        }
         request.limit =
             crate::roles::api::page_limit(query.limit.as_deref(), 1..=MAX_LIMIT, DEFAULT_LIMIT)?;
         if let Some(text) = &query.cursor {
@@ -354,7 +377,6 @@ impl LeadsRequest {
         Ok(request)
     }
 
-    /// What identifies the question for the page cache (never the caller's token).
     /// Rows per page.
     pub(super) fn limit(&self) -> u32 {
         self.limit
@@ -380,6 +402,36 @@ impl LeadsRequest {
         Ok(cursor.encode())
     }
 
+    /// The same filters and sort in chunks of `rows`, from the first row: the export walks
+    /// every matching lead with [`LeadsRequest::after`]. `rows` may exceed the page limit
+    /// callers may ask for; keep it small enough for the by-id lookup's SQL text.
+    pub(crate) fn chunks_of(mut self, rows: u32) -> LeadsRequest {
+        self.limit = rows;
+        self.cursor = None;
+        self
+    }
+
+    /// The same question, continuing after the row `id` whose sort key reads `key` (as the
+    /// page query returned it).
+    pub(crate) fn after(&self, id: &str, key: &str) -> Result<LeadsRequest, String> {
+        Ok(LeadsRequest {
+            conditions: self.conditions.clone(),
+            binds: self.binds.clone(),
+            sort: self.sort,
+            limit: self.limit,
+            cursor: Some(Cursor {
+                s: self.sort.name(),
+                k: self
+                    .sort
+                    .key
+                    .parse_key(key)
+                    .ok_or_else(|| format!("unreadable sort key {key:?}"))?,
+                i: id.to_owned(),
+            }),
+        })
+    }
+
+    /// What identifies the question for the page cache (never the caller's token).
     pub(crate) fn cache_key(&self) -> String {
         format!(
             "{:?}|{:?}|{}|{}|{:?}",
@@ -540,6 +592,7 @@ mod tests {
             parameter_of(parse(&[("qualification", "Hot")])),
             "qualification"
         );
+        assert_eq!(parameter_of(parse(&[("has_domain", "yes")])), "has_domain");
         assert_eq!(parameter_of(parse(&[("cursor", "not-a-cursor")])), "cursor");
     }
 
@@ -606,5 +659,43 @@ mod tests {
         let (sql, binds) = request.count_sql();
         assert_eq!(sql, "SELECT count() FROM leads FINAL WHERE status IN (?)");
         assert_eq!(binds, vec![Bind::Text("New".into())]);
+    }
+
+    #[test]
+    fn has_domain_keeps_leads_with_or_without_a_company_domain() {
+        let (sql, binds) = parse(&[("has_domain", "true")]).unwrap().count_sql();
+        assert_eq!(
+            sql,
+            "SELECT count() FROM leads FINAL WHERE ifNull(company_domain, '') != ''"
+        );
+        assert!(binds.is_empty());
+        let (sql, _) = parse(&[("has_domain", "false")]).unwrap().count_sql();
+        assert!(sql.ends_with("WHERE ifNull(company_domain, '') = ''"), "{sql}");
+    }
+
+    #[test]
+    fn export_chunks_continue_after_the_last_row_with_the_same_filters() {
+        let request = parse(&[("status", "New"), ("sort", "-score"), ("limit", "3")])
+            .unwrap()
+            .chunks_of(500);
+        let (sql, binds) = request.page_sql();
+        assert!(sql.ends_with("LIMIT 501"), "{sql}");
+        assert_eq!(binds, vec![Bind::Text("New".into())]);
+        let next = request.after("lead-9", "77").unwrap();
+        let (sql, binds) = next.page_sql();
+        assert!(
+            sql.contains("status IN (?) AND (toInt64(score) < ? OR (toInt64(score) = ? AND lead_id < ?))"),
+            "{sql}"
+        );
+        assert_eq!(
+            binds,
+            vec![
+                Bind::Text("New".into()),
+                Bind::Int(77),
+                Bind::Int(77),
+                Bind::Text("lead-9".into())
+            ]
+        );
+        assert!(request.after("x", "not a number").is_err());
     }
 }
