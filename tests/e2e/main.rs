@@ -23,6 +23,8 @@ mod deployment;
 mod dlq;
 mod doctor;
 mod durability;
+// The overview (GET /api/v1/overview) and the CSV export (GET /api/v1/leads.csv), with the page.
+mod export;
 mod kafka_security;
 mod oversize;
 mod pc_faults;
