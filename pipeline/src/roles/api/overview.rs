@@ -95,6 +95,7 @@ pub struct Overview {
     generated_at: String,
     /// Live leads.
     total: u64,
+    /// New, Active, Closed, None, then any other status and null.
     by_status: Vec<StatusFigure>,
     incoming_waiting: WaitingFigure,
     pipeline: PipelineFigure,
@@ -174,6 +175,14 @@ async fn compute(state: &ApiState) -> Result<Overview, String> {
             filter,
         });
     }
+    // The referral's life in order: New, Active, Closed, then None and anything else.
+    let rank = |figure: &StatusFigure| {
+        ["New", "Active", "Closed", "None"]
+            .iter()
+            .position(|known| figure.status.as_deref() == Some(*known))
+            .unwrap_or(4)
+    };
+    by_status.sort_by_key(|figure| rank(figure));
     providers.sort_by(|a, b| b.3.cmp(&a.3).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
     let at = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).ok().map(rfc3339);
     Ok(Overview {
