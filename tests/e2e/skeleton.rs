@@ -429,7 +429,7 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     let deployment = Deployment::new(&[])?;
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("10 applied, 0 already applied"), "{output}");
+    assert!(output.contains("11 applied, 0 already applied"), "{output}");
     // The local server is 18.16: the insert deduplication settings wait for a newer one.
     assert!(
         output.contains(
@@ -439,7 +439,7 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     );
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("0 applied, 10 already applied"), "{output}");
+    assert!(output.contains("0 applied, 11 already applied"), "{output}");
 
     // An interrupted 0002: some columns added, the migration not recorded. Running again
     // finishes it.
@@ -458,7 +458,7 @@ async fn migrate_is_idempotent_and_finishes_an_interrupted_migration() -> anyhow
     .await?;
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     assert!(ok, "{output}");
-    assert!(output.contains("1 applied, 9 already applied"), "{output}");
+    assert!(output.contains("1 applied, 10 already applied"), "{output}");
     let columns = deployment.clickhouse.rows("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'leads' AND name = 'score'").await?;
     assert_eq!(columns.len(), 1);
     deployment.clickhouse.drop_database().await;

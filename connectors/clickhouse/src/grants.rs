@@ -12,10 +12,12 @@
 use crate::migrations::{MIGRATIONS, statements};
 
 /// What the writer does on Hunter's database: `hunter migrate` (creates the database, tables
-/// and views, adds columns, sets table settings, records migrations) and the sink (inserts).
+/// and views, adds columns, sets table settings, re-creates a view whose `SELECT *` must show
+/// new columns, records migrations) and the sink (inserts).
 pub const WRITER_PRIVILEGES: &[&str] = &[
     "CREATE TABLE",
     "CREATE VIEW",
+    "DROP VIEW",
     "ALTER ADD COLUMN",
     "ALTER MODIFY SETTING",
     "INSERT",
@@ -32,10 +34,33 @@ pub fn privilege_for(statement: &str) -> Option<&'static str> {
         ["CREATE", "VIEW", ..] => Some("CREATE VIEW"),
         ["ALTER", "TABLE", _, "ADD", "COLUMN", ..] => Some("ALTER ADD COLUMN"),
         ["ALTER", "TABLE", _, "MODIFY", "SETTING", ..] => Some("ALTER MODIFY SETTING"),
+        // 18.16 has no `DROP VIEW`: a view is dropped with `DROP TABLE`, which ClickHouse checks
+        // as DROP VIEW. Only views the migrations create may be dropped; never a table.
+        ["DROP", "TABLE", "IF", "EXISTS", name]
+            if migration_views().iter().any(|view| view == name) =>
+        {
+            Some("DROP VIEW")
+        }
         ["INSERT", ..] => Some("INSERT"),
         ["SELECT", ..] => Some("SELECT"),
         _ => None,
     }
+}
+
+/// The views the migrations create (upper-cased names, as [`privilege_for`] compares them).
+fn migration_views() -> Vec<String> {
+    MIGRATIONS
+        .iter()
+        .flat_map(|migration| statements(migration.sql))
+        .filter_map(|statement| {
+            let upper = statement.to_ascii_uppercase();
+            let words: Vec<&str> = upper.split_whitespace().collect();
+            match words.as_slice() {
+                ["CREATE", "VIEW", "IF", "NOT", "EXISTS", name, ..] => Some((*name).to_owned()),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// A user name as an SQL identifier.
@@ -68,7 +93,7 @@ pub fn sql(database: &str, writer: &str, reader: &str) -> String {
     out.push_str(&format!(
         "--\n\
          -- 2. The writer (hunter migrate, the sink): creates the database, its tables and views,\n\
-         --    adds columns, inserts.\n\
+         --    adds columns, re-creates its views, inserts.\n\
          GRANT CREATE DATABASE ON {database}.* TO {w};\n\
          GRANT {} ON {database}.* TO {w};\n",
         WRITER_PRIVILEGES.join(", ")
@@ -145,6 +170,12 @@ mod tests {
         ] {
             assert!(privilege_for(own).is_some(), "{own}");
         }
+        // Dropping a table is never granted, only a view the migrations made.
+        assert_eq!(privilege_for("DROP TABLE IF EXISTS leads"), None);
+        assert_eq!(
+            privilege_for("DROP TABLE IF EXISTS current_leads"),
+            Some("DROP VIEW")
+        );
         // Every privilege granted is used: nothing more than the migrations need.
         for privilege in WRITER_PRIVILEGES {
             assert!(
@@ -159,7 +190,7 @@ mod tests {
         let text = sql("hunter", "hunter_writer", "hunter_api");
         assert!(text.contains("GRANT CREATE DATABASE ON hunter.* TO `hunter_writer`;"));
         assert!(text.contains(
-            "GRANT CREATE TABLE, CREATE VIEW, ALTER ADD COLUMN, ALTER MODIFY SETTING, INSERT, SELECT ON hunter.* TO `hunter_writer`;"
+            "GRANT CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER ADD COLUMN, ALTER MODIFY SETTING, INSERT, SELECT ON hunter.* TO `hunter_writer`;"
         ));
         assert!(text.contains("GRANT SELECT ON hunter.* TO `hunter_api`;"));
         // Only GRANTs are statements; the rest is commentary a DBA adapts.

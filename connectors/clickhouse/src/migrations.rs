@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_sync_run_progress.sql",
         sql: include_str!("../../../schemas/clickhouse/0011_sync_run_progress.sql"),
     },
+    // Expiry and the referral's dates on `leads` and `lead_history` (lead 0004, docs/leads.md).
+    Migration {
+        name: "0012_lead_expiry.sql",
+        sql: include_str!("../../../schemas/clickhouse/0012_lead_expiry.sql"),
+    },
 ];
 
 impl Migration {

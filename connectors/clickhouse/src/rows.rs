@@ -49,6 +49,18 @@ pub struct LeadRow {
     pub priority: String,
     pub change_type: String,
     pub previous_status: Option<String>,
+    // Expiry and dates (`0012_lead_expiry.sql`).
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// 1 when `expires_at` is the createdDateTime + 14 days estimate.
+    pub expires_at_estimated: u8,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub accepted_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub closing_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub closed_at: Option<OffsetDateTime>,
+    pub owner_emails: Vec<String>,
 }
 
 /// DateTime holds whole seconds since 1970 up to 2106; values outside are clamped, not wrapped.
@@ -131,6 +143,12 @@ impl LeadRow {
             priority: lead.priority.clone(),
             change_type: lead.change_type.clone(),
             previous_status: lead.previous_status.clone(),
+            expires_at: lead.expires_at.map(datetime),
+            expires_at_estimated: u8::from(lead.expires_at_estimated),
+            accepted_at: lead.accepted_at.map(datetime),
+            closing_at: lead.closing_at.map(datetime),
+            closed_at: lead.closed_at.map(datetime),
+            owner_emails: lead.owner_emails.clone(),
         })
     }
 }
@@ -151,6 +169,17 @@ pub struct LeadHistoryRow {
     pub updated_at: OffsetDateTime,
     #[serde(with = "clickhouse::serde::time::datetime")]
     pub processed_at: OffsetDateTime,
+    // Expiry and dates (`0012_lead_expiry.sql`): what this version said.
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub expires_at_estimated: u8,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub accepted_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub closing_at: Option<OffsetDateTime>,
+    #[serde(with = "clickhouse::serde::time::datetime::option")]
+    pub closed_at: Option<OffsetDateTime>,
+    pub owner_emails: Vec<String>,
 }
 
 impl LeadHistoryRow {
@@ -167,6 +196,12 @@ impl LeadHistoryRow {
             score: row.score,
             updated_at: row.updated_at,
             processed_at: row.processed_at,
+            expires_at: row.expires_at,
+            expires_at_estimated: row.expires_at_estimated,
+            accepted_at: row.accepted_at,
+            closing_at: row.closing_at,
+            closed_at: row.closed_at,
+            owner_emails: row.owner_emails.clone(),
         }
     }
 }
@@ -444,6 +479,44 @@ mod tests {
         let mut usd = lead(Some(10.0));
         usd.deal_value_usd = Some(12.345);
         assert_eq!(LeadRow::from_lead(&usd).unwrap().deal_value_usd, Some(1235));
+    }
+
+    #[test]
+    fn expiry_and_dates_go_to_both_tables() {
+        let mut expiring = lead(None);
+        expiring.expires_at = Some(Timestamp(1_700_086_400_500_000));
+        expiring.expires_at_estimated = true;
+        expiring.accepted_at = Some(Timestamp(1_700_000_100_000_000));
+        expiring.closed_at = Some(Timestamp(-5));
+        expiring.owner_emails = vec!["sam@partner.example".into()];
+        let row = LeadRow::from_lead(&expiring).unwrap();
+        assert_eq!(
+            row.expires_at.map(OffsetDateTime::unix_timestamp),
+            Some(1_700_086_400)
+        );
+        assert_eq!(row.expires_at_estimated, 1);
+        assert_eq!(
+            row.accepted_at.map(OffsetDateTime::unix_timestamp),
+            Some(1_700_000_100)
+        );
+        assert_eq!(row.closing_at, None);
+        // Before 1970: clamped like every DateTime, never wrapped.
+        assert_eq!(row.closed_at, Some(OffsetDateTime::UNIX_EPOCH));
+        let history = LeadHistoryRow::from_lead_row(&row);
+        assert_eq!(
+            (
+                history.expires_at,
+                history.expires_at_estimated,
+                history.owner_emails
+            ),
+            (row.expires_at, 1, row.owner_emails.clone())
+        );
+        assert_eq!(
+            LeadRow::from_lead(&lead(None))
+                .unwrap()
+                .expires_at_estimated,
+            0
+        );
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub mod names {
     pub const API_REQUEST_DURATION_SECONDS: &str = "hunter_api_request_duration_seconds";
     /// Manual sync triggers accepted.
     pub const API_SYNC_TRIGGERS_TOTAL: &str = "hunter_api_sync_triggers_total";
+    /// Incoming New referrals whose expiry is within the next 48 hours (refreshed every minute).
+    pub const API_REFERRALS_EXPIRING_SOON: &str = "hunter_api_referrals_expiring_soon";
     /// Referrals API requests, one per HTTP attempt, by endpoint (list, next, get) and outcome.
     pub const PARTNER_CENTER_API_REQUESTS_TOTAL: &str = "hunter_partner_center_api_requests_total";
     /// Referrals API request latency to the whole body, by endpoint.
@@ -301,6 +303,12 @@ pub const CATALOGUE: &[Metric] = {
             Counter,
             &[],
             "Manual sync triggers accepted.",
+        ),
+        metric(
+            API_REFERRALS_EXPIRING_SOON,
+            Gauge,
+            &[],
+            "Incoming referrals with status New whose expiry (expirationDateTime, else created + 14 days) is within the next 48 hours, from ClickHouse, refreshed every minute by the API role.",
         ),
         metric(
             PARTNER_CENTER_API_REQUESTS_TOTAL,

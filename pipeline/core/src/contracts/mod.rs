@@ -65,7 +65,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "lead",
         full_name: "hunter.leads.v1.Lead",
-        versions: versions!("lead": "0001", "0002", "0003"),
+        versions: versions!("lead": "0001", "0002", "0003", "0004"),
     },
     Contract {
         name: "sync_run",

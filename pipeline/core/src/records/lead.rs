@@ -63,6 +63,23 @@ pub struct Lead {
     /// When the source read this referral version from the API.
     #[serde(default)]
     pub fetched_at: Option<Timestamp>,
+    // Expiry and dates (lead 0004, [`Lead::from_referral`] derives them, docs/leads.md).
+    /// When Partner Center archives the referral as `Expired` if nobody answers.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    /// `expires_at` is `createdDateTime` + [`ESTIMATED_EXPIRY_DAYS`], not the referral's own.
+    #[serde(default)]
+    pub expires_at_estimated: bool,
+    #[serde(default)]
+    pub accepted_at: Option<Timestamp>,
+    /// Expected close (`details.closingDateTime`).
+    #[serde(default)]
+    pub closing_at: Option<Timestamp>,
+    #[serde(default)]
+    pub closed_at: Option<Timestamp>,
+    /// The partner's own team on the referral (top-level `team`): emails.
+    #[serde(default)]
+    pub owner_emails: Vec<String>,
 }
 
 impl Default for Lead {
@@ -106,6 +123,12 @@ impl Default for Lead {
             change_type: created(),
             previous_status: None,
             fetched_at: None,
+            expires_at: None,
+            expires_at_estimated: false,
+            accepted_at: None,
+            closing_at: None,
+            closed_at: None,
+            owner_emails: Vec::new(),
         }
     }
 }
@@ -121,6 +144,59 @@ fn low() -> String {
 }
 fn created() -> String {
     ChangeType::Created.as_str().into()
+}
+
+/// Days Partner Center gives an incoming referral before it archives an unanswered one as
+/// `Expired`, for referrals that do not carry their own `expirationDateTime`.
+pub const ESTIMATED_EXPIRY_DAYS: i64 = 14;
+
+/// Where a lead's `expires_at` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The referral's `expirationDateTime`.
+    Given(Timestamp),
+    /// `createdDateTime` + [`ESTIMATED_EXPIRY_DAYS`]: an incoming `New` referral without one.
+    Estimated(Timestamp),
+}
+
+/// The referral's expiry: its `expirationDateTime` whatever its status (Partner Center's own
+/// word); else, for an incoming referral with status `New` (compared case-insensitively, as
+/// only such a referral waits for an answer), `createdDateTime` + 14 days; else none (no
+/// created date, an outgoing or an answered referral). Pure: same referral, same answer.
+pub fn expiry(referral: &Referral) -> Option<Expiry> {
+    if let Some(given) = referral.expiration_date_time {
+        return Some(Expiry::Given(given));
+    }
+    let is = |value: &Option<String>, expected: &str| {
+        value
+            .as_deref()
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case(expected))
+    };
+    if !(is(&referral.direction, "Incoming") && is(&referral.status, "New")) {
+        return None;
+    }
+    let created = referral.created_date_time?;
+    let days = ESTIMATED_EXPIRY_DAYS * 86_400 * 1_000_000;
+    Some(Expiry::Estimated(Timestamp(
+        created.micros().saturating_add(days),
+    )))
+}
+
+/// The emails of the referral's top-level `team` (the partner's own people on it): trimmed,
+/// lower-cased, blank and repeated ones dropped, in the API's order.
+pub fn owner_emails(referral: &Referral) -> Vec<String> {
+    let mut emails: Vec<String> = Vec::new();
+    for email in referral
+        .team
+        .iter()
+        .filter_map(|member| member.email.as_deref())
+    {
+        let email = email.trim().to_lowercase();
+        if !email.is_empty() && !emails.contains(&email) {
+            emails.push(email);
+        }
+    }
+    emails
 }
 
 /// Why a referral cannot become a lead.
@@ -139,6 +215,11 @@ impl Lead {
             .ok_or_else(|| LeadError::MissingUpdatedDateTime(referral.id.clone()))?;
         let customer = referral.customer_profile.as_ref();
         let details = referral.details.as_ref();
+        let (expires_at, expires_at_estimated) = match expiry(referral) {
+            Some(Expiry::Given(at)) => (Some(at), false),
+            Some(Expiry::Estimated(at)) => (Some(at), true),
+            None => (None, false),
+        };
         Ok(Lead {
             lead_id: referral.id.clone(),
             referral_id: referral.id.clone(),
@@ -168,8 +249,132 @@ impl Lead {
             processed_at,
             fetched_at: (referral.ingest.fetched_at.micros() > 0)
                 .then_some(referral.ingest.fetched_at),
+            expires_at,
+            expires_at_estimated,
+            accepted_at: referral.accepted_date_time,
+            closing_at: details.and_then(|d| d.closing_date_time),
+            closed_at: referral.closed_date_time,
+            owner_emails: owner_emails(referral),
             // Not enriched yet: the processor fills these in.
             ..Lead::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::records::Ingest;
+
+    const DAY: i64 = 86_400 * 1_000_000;
+
+    fn referral(value: serde_json::Value) -> Referral {
+        let mut value = value;
+        value["id"] = "r-1".into();
+        value["updatedDateTime"] = "2024-03-10T00:00:00Z".into();
+        Referral::from_api_json(&value.to_string(), Ingest::default()).unwrap()
+    }
+
+    fn lead(value: serde_json::Value) -> Lead {
+        Lead::from_referral(&referral(value), Timestamp(1)).unwrap()
+    }
+
+    fn at(text: &str) -> Timestamp {
+        let parsed =
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        Timestamp((parsed.unix_timestamp_nanos() / 1000) as i64)
+    }
+
+    #[test]
+    fn a_given_expiration_date_is_the_expiry_whatever_the_status() {
+        for (direction, status) in [
+            ("Incoming", "New"),
+            ("Incoming", "Active"),
+            ("Outgoing", "New"),
+        ] {
+            let lead = lead(json!({
+                "direction": direction, "status": status,
+                "createdDateTime": "2024-03-01T00:00:00Z",
+                "expirationDateTime": "2024-03-05T12:00:00Z",
+            }));
+            assert_eq!(
+                lead.expires_at,
+                Some(at("2024-03-05T12:00:00Z")),
+                "{direction} {status}"
+            );
+            assert!(!lead.expires_at_estimated);
+        }
+    }
+
+    #[test]
+    fn an_incoming_new_referral_without_one_expires_14_days_after_it_was_created() {
+        let created = "2024-03-01T09:30:00.5Z";
+        for (direction, status) in [("Incoming", "New"), ("incoming", " new ")] {
+            let lead = lead(json!({
+                "direction": direction, "status": status, "createdDateTime": created,
+                "expirationDateTime": null,
+            }));
+            assert_eq!(
+                lead.expires_at,
+                Some(Timestamp(at(created).micros() + 14 * DAY))
+            );
+            assert!(lead.expires_at_estimated, "{direction} {status}");
+        }
+        assert_eq!(lead(json!({"direction": "Incoming", "status": "New", "createdDateTime": "2024-03-01T00:00:00Z"})).expires_at, Some(at("2024-03-15T00:00:00Z")));
+    }
+
+    #[test]
+    fn other_referrals_without_an_expiration_date_have_no_expiry() {
+        let cases = [
+            json!({"direction": "Incoming", "status": "Active", "createdDateTime": "2024-03-01T00:00:00Z"}),
+            json!({"direction": "Incoming", "status": "Closed", "createdDateTime": "2024-03-01T00:00:00Z"}),
+            json!({"direction": "Outgoing", "status": "New", "createdDateTime": "2024-03-01T00:00:00Z"}),
+            json!({"status": "New", "createdDateTime": "2024-03-01T00:00:00Z"}),
+            json!({"direction": "Incoming", "createdDateTime": "2024-03-01T00:00:00Z"}),
+            // An incoming New referral without a created date: nothing to estimate from.
+            json!({"direction": "Incoming", "status": "New"}),
+        ];
+        for case in cases {
+            let lead = lead(case.clone());
+            assert_eq!(lead.expires_at, None, "{case}");
+            assert!(!lead.expires_at_estimated, "{case}");
+        }
+    }
+
+    #[test]
+    fn dates_and_owners_come_from_the_referral() {
+        let lead = lead(json!({
+            "direction": "Incoming", "status": "Closed",
+            "acceptedDateTime": "2024-03-02T10:00:00Z",
+            "closedDateTime": "2024-03-09T10:00:00Z",
+            "details": {"closingDateTime": "2024-06-30T23:00:00Z"},
+            "team": [
+                {"email": " Sam@Partner.Example "}, {"email": "sam@partner.example"},
+                {"email": ""}, {"firstName": "no email"}, {"email": "kim@partner.example"},
+            ],
+            "customerProfile": {"team": [{"email": "buyer@customer.example"}]},
+        }));
+        assert_eq!(lead.accepted_at, Some(at("2024-03-02T10:00:00Z")));
+        assert_eq!(lead.closed_at, Some(at("2024-03-09T10:00:00Z")));
+        assert_eq!(lead.closing_at, Some(at("2024-06-30T23:00:00Z")));
+        assert_eq!(
+            lead.owner_emails,
+            ["sam@partner.example", "kim@partner.example"]
+        );
+        assert_eq!(lead.expires_at, None);
+
+        let bare = self::lead(json!({}));
+        assert_eq!(
+            (
+                bare.accepted_at,
+                bare.closed_at,
+                bare.closing_at,
+                bare.owner_emails.len()
+            ),
+            (None, None, None, 0)
+        );
     }
 }

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 pub use action::{ReferralAction, ReferralActionResult};
 pub use control::{Command, RecentVersion, SourceState, SyncRun};
-pub use lead::{Lead, LeadError};
+pub use lead::{ESTIMATED_EXPIRY_DAYS, Expiry, Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
 pub use referral::{Ingest, Referral, ReferralParseError, Truncation};
 pub use states::{

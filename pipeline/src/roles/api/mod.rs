@@ -20,6 +20,8 @@ mod actions;
 mod cache;
 // Dead-letter re-drive: `GET /dlq`, `POST /dlq/replay` (crate::dlq).
 mod dlq;
+// The gauge of incoming New referrals expiring within 48 h (docs/leads.md).
+mod expiry;
 mod leads;
 mod openapi;
 // The page's figures: GET /overview.
@@ -125,6 +127,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         pending_trigger: tokio::sync::Mutex::new(None),
         auth_failures: throttle::AuthThrottle::default(),
     });
+    expiry::spawn_gauge(state.clickhouse.clone());
     let timeout = settings.api.request_timeout;
     let mut api = Router::new()
         .route("/leads", get(leads::list))

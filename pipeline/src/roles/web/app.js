@@ -23,6 +23,24 @@ async function api(path, options = {}) {
 function cell(text, className) { const td = document.createElement("td"); td.textContent = text ?? ""; if (className) td.className = className; return td; }
 function when(text) { return text ? text.replace("T", " ").replace("Z", "").slice(0, 16) : ""; }
 function money(value, currency) { return value == null ? "" : value.toLocaleString(undefined, { maximumFractionDigits: 2 }) + (currency ? " " + currency : ""); }
+// When the referral expires: "estimated" marks Hunter's created + 14 days (docs/leads.md); a
+// referral that already passed its expiry, or expires within 48 h, is highlighted.
+function expiryCell(lead) {
+  const td = cell("", "expires");
+  if (!lead.expires_at) return td;
+  td.textContent = when(lead.expires_at);
+  td.dataset.expiresAt = lead.expires_at;
+  const left = (Date.parse(lead.expires_at) - Date.now()) / 3600000;
+  if (left < 0) td.classList.add("expired");
+  else if (left <= 48) td.classList.add("soon");
+  if (lead.expires_at_estimated) {
+    const mark = document.createElement("span");
+    mark.className = "estimated"; mark.textContent = " estimated";
+    mark.title = "Partner Center gave no expirationDateTime: created + 14 days";
+    td.append(mark);
+  }
+  return td;
+}
 function ago(text) {
   if (!text) return "never";
   const s = Math.max(0, (Date.now() - Date.parse(text)) / 1000);
@@ -61,12 +79,12 @@ async function load(append = false) {
     tr.append(cell(when(lead.updated_at)), cell(lead.name), status, cell(lead.substatus),
               cell(money(lead.deal_value, lead.currency), "num"), cell(money(lead.deal_value_usd, "USD"), "num"),
               cell(lead.company_name), cell(lead.company_domain), cell(lead.email_provider), cell(lead.score, "num"),
-              workCell(lead));
+              expiryCell(lead), workCell(lead));
     tr.addEventListener("click", () => openDetail(lead.lead_id));
     rows.append(tr);
   }
   if (!rows.children.length) {
-    const tr = document.createElement("tr"); const td = cell("No leads match these filters.", "empty"); td.colSpan = 11; tr.append(td); rows.append(tr);
+    const tr = document.createElement("tr"); const td = cell("No leads match these filters.", "empty"); td.colSpan = 12; tr.append(td); rows.append(tr);
   }
   nextCursor = body.next_cursor || null;
   $("more").hidden = !nextCursor;
@@ -100,6 +118,9 @@ async function openDetail(id) {
       ["Qualification", lead.qualification], ["Direction", lead.direction], ["Type", lead.referral_type],
       ["Products", lead.products], ["Solutions", lead.solutions], ["Tenant", lead.tenant],
       ["Created", when(lead.created_at)], ["Updated", when(lead.updated_at)],
+      ["Expires", lead.expires_at ? when(lead.expires_at) + (lead.expires_at_estimated ? " (estimated: created + 14 days)" : "") : null],
+      ["Accepted", when(lead.accepted_at)], ["Expected close", when(lead.closing_at)], ["Closed", when(lead.closed_at)],
+      ["Partner team", lead.owner_emails],
     ]);
     if (referral) {
       const r = referral.referral || {};

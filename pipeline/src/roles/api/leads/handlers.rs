@@ -55,6 +55,19 @@ pub struct LeadView {
     priority: String,
     change_type: String,
     previous_status: Option<String>,
+    /// RFC 3339: when Partner Center archives the referral as Expired if nobody answers
+    /// (docs/leads.md).
+    expires_at: Option<String>,
+    /// `expires_at` is Hunter's estimate (created + 14 days), not Partner Center's date.
+    expires_at_estimated: bool,
+    /// RFC 3339.
+    accepted_at: Option<String>,
+    /// RFC 3339: the expected close (`details.closingDateTime`).
+    closing_at: Option<String>,
+    /// RFC 3339.
+    closed_at: Option<String>,
+    /// The partner's own team on the referral.
+    owner_emails: Vec<String>,
 }
 
 pub(crate) fn rfc3339(instant: OffsetDateTime) -> String {
@@ -102,6 +115,12 @@ impl From<LeadRow> for LeadView {
             priority: row.priority,
             change_type: row.change_type,
             previous_status: row.previous_status,
+            expires_at: row.expires_at.map(rfc3339),
+            expires_at_estimated: row.expires_at_estimated != 0,
+            accepted_at: row.accepted_at.map(rfc3339),
+            closing_at: row.closing_at.map(rfc3339),
+            closed_at: row.closed_at.map(rfc3339),
+            owner_emails: row.owner_emails,
         }
     }
 }
@@ -233,6 +252,8 @@ pub struct HistoryView {
     score: u8,
     updated_at: String,
     processed_at: String,
+    /// RFC 3339: the expiry this version carried.
+    expires_at: Option<String>,
 }
 
 /// A lead with every version seen, oldest first.
@@ -285,6 +306,7 @@ pub(crate) async fn detail(
                 score: row.score,
                 updated_at: rfc3339(row.updated_at),
                 processed_at: rfc3339(row.processed_at),
+                expires_at: row.expires_at.map(rfc3339),
             })
             .collect(),
     }))

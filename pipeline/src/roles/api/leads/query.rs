@@ -39,8 +39,13 @@ pub struct LeadsQuery {
     /// `true`: only leads with a company domain; `false`: only leads without one (the
     /// overview's companies-by-provider figures count leads with a domain).
     pub has_domain: Option<String>,
-    /// Sort key, `-` for descending: updated_at, created_at, score, deal_value_usd, company.
-    /// Default `-updated_at`.
+    /// Only leads whose `expires_at` is from now to this many hours ahead (1-8760); combine
+    /// with `status=New&direction=Incoming` for the referrals still waiting for an answer.
+    pub expiring_within_hours: Option<String>,
+    /// Only leads whose `expires_at` is before this RFC 3339 instant (past ones included).
+    pub expires_before: Option<String>,
+    /// Sort key, `-` for descending: updated_at, created_at, score, deal_value_usd, company,
+    /// expires_at (leads without an expiry come last in ascending order). Default `-updated_at`.
     pub sort: Option<String>,
     /// Page size, 1-500 (default 50).
     pub limit: Option<String>,
@@ -62,6 +67,10 @@ pub(super) const PROVIDERS: &[&str] = &[
     EmailProvider::Unknown.as_str(),
 ];
 pub(super) const MAX_LIMIT: u32 = 500;
+/// The widest `expiring_within_hours`: a year.
+pub(super) const MAX_EXPIRING_WITHIN_HOURS: u32 = 8760;
+/// `expires_at` in seconds, NULL as the largest DateTime (2106): no expiry sorts last.
+const EXPIRES_AT_SECONDS: &str = "toInt64(ifNull(toUInt32(expires_at), 4294967295))";
 pub(super) const DEFAULT_LIMIT: u32 = 50;
 
 /// One bound value of a query, in placeholder order.
@@ -93,6 +102,7 @@ pub(super) enum SortKey {
     Score,
     DealValueUsd,
     Company,
+    ExpiresAt,
 }
 
 impl SortKey {
@@ -102,6 +112,7 @@ impl SortKey {
         ("score", SortKey::Score),
         ("deal_value_usd", SortKey::DealValueUsd),
         ("company", SortKey::Company),
+        ("expires_at", SortKey::ExpiresAt),
     ];
 
     fn expression(self) -> &'static str {
@@ -112,6 +123,7 @@ impl SortKey {
             // Below every Decimal(18, 2) value in hundredths: leads without a USD value last.
             SortKey::DealValueUsd => "ifNull(toInt64(deal_value_usd * 100), -1000000000000000000)",
             SortKey::Company => "ifNull(company_name, '')",
+            SortKey::ExpiresAt => EXPIRES_AT_SECONDS,
         }
     }
 
@@ -150,7 +162,7 @@ impl Sort {
                 ApiError::parameter(
                     "sort",
                     format!(
-                        "{text:?} is not one of updated_at, created_at, score, deal_value_usd, company (prefix - for descending)"
+                        "{text:?} is not one of updated_at, created_at, score, deal_value_usd, company, expires_at (prefix - for descending)"
                     ),
                 )
             })?;
@@ -220,6 +232,7 @@ impl Cursor {
                         | SortKey::CreatedAt
                         | SortKey::Score
                         | SortKey::DealValueUsd
+                        | SortKey::ExpiresAt
                 )
         );
         if !key_fits {
@@ -266,6 +279,15 @@ pub(crate) struct LeadsRequest {
 
 impl LeadsRequest {
     pub(crate) fn parse(query: &LeadsQuery) -> Result<LeadsRequest, ApiError> {
+        Self::parse_at(query, OffsetDateTime::now_utc())
+    }
+
+    /// [`LeadsRequest::parse`] with `now` for the relative filters (`expiring_within_hours`),
+    /// bound as a value, so the page and its count agree on one instant.
+    pub(crate) fn parse_at(
+        query: &LeadsQuery,
+        now: OffsetDateTime,
+    ) -> Result<LeadsRequest, ApiError> {
         let mut request = LeadsRequest {
             conditions: Vec::new(),
             binds: Vec::new(),
@@ -328,6 +350,40 @@ impl LeadsRequest {
             request
                 .conditions
                 .push("toInt64(toUInt32(updated_at)) >= ?".into());
+            request.binds.push(Bind::Int(instant.unix_timestamp()));
+        }
+        if let Some(text) = &query.expiring_within_hours {
+            let hours = text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|hours| (1..=MAX_EXPIRING_WITHIN_HOURS).contains(hours))
+                .ok_or_else(|| {
+                    ApiError::parameter(
+                        "expiring_within_hours",
+                        format!(
+                            "{text:?} is not a whole number of hours from 1 to {MAX_EXPIRING_WITHIN_HOURS}"
+                        ),
+                    )
+                })?;
+            // Whole minutes, so the page cache still shares one question within a minute.
+            let now = now.unix_timestamp().div_euclid(60) * 60;
+            request.conditions.push(format!(
+                "expires_at IS NOT NULL AND {EXPIRES_AT_SECONDS} >= ? AND {EXPIRES_AT_SECONDS} <= ?"
+            ));
+            request.binds.push(Bind::Int(now));
+            request.binds.push(Bind::Int(now + i64::from(hours) * 3600));
+        }
+        if let Some(text) = &query.expires_before {
+            let instant = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| {
+                ApiError::parameter(
+                    "expires_before",
+                    format!("{text:?} is not an RFC 3339 date-time like 2026-01-31T08:00:00Z"),
+                )
+            })?;
+            request.conditions.push(format!(
+                "expires_at IS NOT NULL AND {EXPIRES_AT_SECONDS} < ?"
+            ));
             request.binds.push(Bind::Int(instant.unix_timestamp()));
         }
         if let Some(text) = &query.q {
@@ -594,6 +650,53 @@ mod tests {
         );
         assert_eq!(parameter_of(parse(&[("has_domain", "yes")])), "has_domain");
         assert_eq!(parameter_of(parse(&[("cursor", "not-a-cursor")])), "cursor");
+        for bad in ["0", "8761", "-1", "1.5", "soon", ""] {
+            assert_eq!(
+                parameter_of(parse(&[("expiring_within_hours", bad)])),
+                "expiring_within_hours",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parameter_of(parse(&[("expires_before", "tomorrow")])),
+            "expires_before"
+        );
+    }
+
+    #[test]
+    fn expiry_filters_bind_their_window_and_the_sort_puts_no_expiry_last() {
+        let now = OffsetDateTime::from_unix_timestamp(1_769_846_459).unwrap();
+        let query = serde_urlencoded_like(
+            "expiring_within_hours=48&expires_before=2026-02-01T00:00:00Z&sort=expires_at",
+        );
+        let request = LeadsRequest::parse_at(&query, now).unwrap();
+        let (sql, binds) = request.page_sql();
+        assert!(
+            sql.contains(&format!(
+                "expires_at IS NOT NULL AND {EXPIRES_AT_SECONDS} >= ? AND {EXPIRES_AT_SECONDS} <= ?"
+            )),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(&format!("ORDER BY {EXPIRES_AT_SECONDS} ASC, lead_id ASC")),
+            "{sql}"
+        );
+        // From the start of the minute to 48 hours later, then the absolute bound.
+        assert_eq!(
+            binds,
+            vec![
+                Bind::Int(1_769_846_400),
+                Bind::Int(1_769_846_400 + 48 * 3600),
+                Bind::Int(1_769_904_000),
+            ]
+        );
+        // One question per minute for the page cache.
+        let earlier = LeadsRequest::parse_at(&query, now - time::Duration::seconds(59)).unwrap();
+        assert_eq!(earlier.cache_key(), request.cache_key());
+        // The cursor of an expiry sort carries the seconds (NULL as the largest).
+        let next = request.next_cursor("lead-1", "4294967295").unwrap();
+        let query = serde_urlencoded_like(&format!("sort=expires_at&cursor={next}"));
+        assert!(LeadsRequest::parse_at(&query, now).is_ok());
     }
 
     #[test]
