@@ -4,7 +4,7 @@
 //
 //   HUNTER_WEB_URL        the API's base URL (serves the page at /)
 //   HUNTER_WEB_TOKEN      the admin token
-//   HUNTER_WEB_EXPECT     JSON: { total, waiting, m365_companies, m365_leads, country,
+//   HUNTER_WEB_EXPECT     JSON: { total, waiting, expiring, m365_companies, m365_leads, country,
 //                         country_m365_leads }, counted in ClickHouse by the test
 //   HUNTER_WEB_ARTIFACTS  directory for screenshots and the downloaded CSV
 //   HUNTER_CHROMIUM       the browser (default /usr/bin/chromium)
@@ -65,6 +65,7 @@ try {
   const value = async (group, label) => (await figure(group, label).locator(".value").textContent()).trim();
   check(await value("ov-status", "all leads") === String(expect.total), `all leads shows ${await value("ov-status", "all leads")}`);
   check(await value("ov-waiting", "incoming New") === String(expect.waiting), `waiting shows ${await value("ov-waiting", "incoming New")}`);
+  check(await value("ov-waiting", "expiring within 48 h") === String(expect.expiring), `expiring shows ${await value("ov-waiting", "expiring within 48 h")}`);
   check(await value("ov-providers", "Microsoft 365") === String(expect.m365_companies), `Microsoft 365 shows ${await value("ov-providers", "Microsoft 365")}`);
   check(/^\$[\d,]+$/.test(await page.locator("#ov-pipeline .value").textContent()), "the pipeline is not in USD");
   check(/ago|never/.test(await page.locator("#ov-sync .value").textContent()), "no last sync");
@@ -86,6 +87,11 @@ try {
   check(await page.locator("#f-provider").inputValue() === "", "the provider filter stayed");
   const statuses = await page.locator("#rows tr[data-lead-id] .badge").allTextContents();
   check(statuses.every((s) => s === "New"), `statuses after the click: ${statuses}`);
+
+  step = "a click on the expiring figure filters the table to those";
+  await figure("ov-waiting", "expiring within 48 h").click();
+  await waitForSummary(page, shown(expect.expiring));
+  check(await page.locator("#f-expiring").inputValue() === "48", "the expiry filter is not set");
 
   step = "Export downloads the filtered view";
   await figure("ov-providers", "Microsoft 365").click();

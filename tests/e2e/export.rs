@@ -8,7 +8,8 @@
 //!   `+1`, `-2`, `@x` and a leading tab come back behind a `'`; quotes, commas and line breaks
 //!   round-trip. The answer is streamed (chunked, no length), starts with a UTF-8 BOM, ends its
 //!   records with CRLF and is an attachment.
-//! - `GET /overview`: every figure equals ClickHouse's own count, and the `GET /leads` filter of
+//! - `GET /overview`: every figure equals ClickHouse's own count (ten incoming `New` referrals
+//!   expire within 48 hours, four of them on Hunter's estimate), and the `GET /leads` filter of
 //!   every figure lists exactly the leads it counts.
 //! - The page in headless Chromium (`tests/browser/overview.mjs`): the overview shows these
 //!   figures, a click on one filters the table to its leads, and Export downloads the filtered
@@ -121,6 +122,29 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     }
     // A hostile referral name too (another column).
     referrals[10]["name"] = json!("=1+1");
+    // Incoming referrals waiting for an answer that expire within the overview's 48 hours: six
+    // with Partner Center's date, four on Hunter's estimate (created 13 days ago + 14 days).
+    let now = time::OffsetDateTime::now_utc();
+    let rfc3339 = |instant: time::OffsetDateTime| {
+        instant
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let expiring_ids: Vec<usize> = (100..referrals.len())
+        .filter(|&i| referrals[i]["status"] == "New" && referrals[i]["direction"] == "Incoming")
+        .take(10)
+        .collect();
+    assert_eq!(expiring_ids.len(), 10, "the generated referrals have incoming New ones");
+    for (n, &index) in expiring_ids.iter().enumerate() {
+        let referral = &mut referrals[index];
+        if n < 6 {
+            referral["expirationDateTime"] = json!(rfc3339(now + time::Duration::hours(12)));
+        } else {
+            referral["expirationDateTime"] = json!(null);
+            referral["createdDateTime"] = json!(rfc3339(now - time::Duration::days(13)));
+            referral["updatedDateTime"] = json!(rfc3339(now - time::Duration::days(13)));
+        }
+    }
     let mut deployment = Deployment::new(&referrals)?;
     deployment
         .env
@@ -319,6 +343,21 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     .await?;
     assert!(waiting > 0);
     assert_eq!(overview["incoming_waiting"]["leads"].as_u64(), Some(waiting));
+    let expiring = &overview["expiring_soon"];
+    assert_eq!(expiring["within_hours"], json!(48));
+    let expiring_now = count(
+        &deployment,
+        &format!(
+            "SELECT count() FROM leads FINAL WHERE status = 'New' AND direction = 'Incoming' \
+             AND expires_at IS NOT NULL AND toUInt32(expires_at) BETWEEN {} AND {}",
+            now.unix_timestamp(),
+            now.unix_timestamp() + 48 * 3600
+        ),
+    )
+    .await?;
+    assert_eq!(expiring_now, 10, "the test's expiring referrals, as ClickHouse has them");
+    assert_eq!(expiring["leads"].as_u64(), Some(expiring_now));
+    assert_eq!(expiring["estimated"].as_u64(), Some(4));
     let open = count(
         &deployment,
         "SELECT count() FROM leads FINAL WHERE status IN ('New', 'Active')",
@@ -381,6 +420,7 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
             waiting,
         ),
         (pipeline["filter"].as_str().unwrap().into(), open),
+        (expiring["filter"].as_str().unwrap().into(), expiring_now),
     ];
     for figure in overview["by_status"].as_array().unwrap() {
         figures.push((
@@ -410,6 +450,7 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     let expect = json!({
         "total": MATCHING + OTHERS,
         "waiting": waiting,
+        "expiring": expiring_now,
         "m365_companies": m365["companies"],
         "m365_leads": m365["leads_with_domain"],
         "country": "DE",

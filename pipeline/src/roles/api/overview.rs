@@ -3,7 +3,8 @@
 //! table to exactly the leads it counts.
 //!
 //! - Leads by referral status, with their USD value; incoming referrals waiting for an answer
-//!   (direction `Incoming`, status `New`); the pipeline (open leads: `New` and `Active`) in USD,
+//!   (direction `Incoming`, status `New`), and those of them expiring within 48 hours (the
+//!   alert's window, `expiry.rs`; with how many on Hunter's estimated date); the pipeline (open leads: `New` and `Active`) in USD,
 //!   with how many open leads have no USD value (no rate for their currency, or no value), so a
 //!   partial sum says so; distinct companies (company domains, compared in lower case) by mail
 //!   provider; the last sync run and the last successful one.
@@ -27,6 +28,9 @@ use time::OffsetDateTime;
 use super::leads::rfc3339;
 use super::sync::RunView;
 use super::{ApiError, ApiState};
+
+/// How far ahead "expiring soon" looks: the alert's 48 hours (`expiry.rs`).
+const EXPIRING_WITHIN_HOURS: u32 = (super::expiry::EXPIRING_WITHIN.as_secs() / 3600) as u32;
 
 /// The statuses the pipeline figure adds up: open referrals.
 const OPEN_STATUSES: &[&str] = &["New", "Active"];
@@ -64,6 +68,18 @@ pub struct WaitingFigure {
     filter: String,
 }
 
+/// Incoming referrals waiting for an answer whose `expires_at` is within the next
+/// [`EXPIRING_WITHIN_HOURS`] (what the alert `HunterReferralsExpiring` watches).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExpiringFigure {
+    leads: u64,
+    /// Of those, how many expire on Hunter's estimate (created + 14 days), not Partner
+    /// Center's `expirationDateTime`.
+    estimated: u64,
+    within_hours: u32,
+    filter: String,
+}
+
 /// Companies of one mail provider.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProviderFigure {
@@ -98,6 +114,7 @@ pub struct Overview {
     /// New, Active, Closed, None, then any other status and null.
     by_status: Vec<StatusFigure>,
     incoming_waiting: WaitingFigure,
+    expiring_soon: ExpiringFigure,
     pipeline: PipelineFigure,
     /// Every provider with at least one lead, most companies first.
     providers: Vec<ProviderFigure>,
@@ -114,22 +131,38 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// Per status: leads, incoming leads, USD value in hundredths, leads without a USD value.
-type StatusRow = (Option<String>, u64, u64, i64, u64);
+/// Per status: leads, incoming leads, USD value in hundredths, leads without a USD value,
+/// incoming leads expiring soon, of those estimated.
+type StatusRow = (Option<String>, u64, u64, i64, u64, u64, u64);
 /// Per provider: leads, leads with a domain, distinct domains.
 type ProviderRow = (String, u64, u64, u64);
 
 /// The figures from ClickHouse; errors are ClickHouse's, in words.
 async fn compute(state: &ApiState) -> Result<Overview, String> {
     let client = state.clickhouse.client();
+    // The window of `expiring_within_hours` exactly as the list's filter computes it (from the
+    // start of the minute), so the figure and the table it filters agree.
+    let now = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60) * 60;
+    let until = now + i64::from(EXPIRING_WITHIN_HOURS) * 3600;
     let statuses = client
         .query(
             "SELECT status, toUInt64(count()), \
              toUInt64(countIf(ifNull(direction, '') = 'Incoming')), \
              toInt64(sum(ifNull(toInt64(deal_value_usd * 100), 0))), \
-             toUInt64(countIf(isNull(deal_value_usd))) \
+             toUInt64(countIf(isNull(deal_value_usd))), \
+             toUInt64(countIf(ifNull(direction, '') = 'Incoming' AND expires_at IS NOT NULL \
+                 AND toInt64(toUInt32(ifNull(expires_at, toDateTime(0)))) >= ? \
+                 AND toInt64(toUInt32(ifNull(expires_at, toDateTime(0)))) <= ?)), \
+             toUInt64(countIf(ifNull(direction, '') = 'Incoming' AND expires_at IS NOT NULL \
+                 AND toInt64(toUInt32(ifNull(expires_at, toDateTime(0)))) >= ? \
+                 AND toInt64(toUInt32(ifNull(expires_at, toDateTime(0)))) <= ? \
+                 AND expires_at_estimated = 1)) \
              FROM leads FINAL GROUP BY status ORDER BY status",
         )
+        .bind(now)
+        .bind(until)
+        .bind(now)
+        .bind(until)
         .fetch_all::<StatusRow>();
     let providers = client
         .query(
@@ -153,13 +186,16 @@ async fn compute(state: &ApiState) -> Result<Overview, String> {
 
     let mut total = 0;
     let mut waiting = 0;
+    let (mut expiring, mut expiring_estimated) = (0, 0);
     let (mut open_leads, mut open_value, mut open_without) = (0, 0, 0);
     let mut by_status = Vec::with_capacity(statuses.len());
-    for (status, leads, incoming, value, without) in statuses {
+    for (status, leads, incoming, value, without, soon, soon_estimated) in statuses {
         total += leads;
         let status_name = status.as_deref().unwrap_or_default();
         if status_name == "New" {
             waiting = incoming;
+            expiring = soon;
+            expiring_estimated = soon_estimated;
         }
         if OPEN_STATUSES.contains(&status_name) {
             open_leads += leads;
@@ -192,6 +228,16 @@ async fn compute(state: &ApiState) -> Result<Overview, String> {
         incoming_waiting: WaitingFigure {
             leads: waiting,
             filter: query_string(&[("status", "New"), ("direction", "Incoming")]),
+        },
+        expiring_soon: ExpiringFigure {
+            leads: expiring,
+            estimated: expiring_estimated,
+            within_hours: EXPIRING_WITHIN_HOURS,
+            filter: query_string(&[
+                ("status", "New"),
+                ("direction", "Incoming"),
+                ("expiring_within_hours", &EXPIRING_WITHIN_HOURS.to_string()),
+            ]),
         },
         pipeline: PipelineFigure {
             statuses: OPEN_STATUSES.iter().map(|s| (*s).to_owned()).collect(),

@@ -431,8 +431,12 @@ async function loadOverview() {
     if (!s.filter) continue;
     statuses.append(figure(s.leads, s.status, s.filter, `${s.leads} ${s.status} leads, ${usd(s.value_usd)}`));
   }
-  $("ov-waiting").replaceChildren(figure(o.incoming_waiting.leads, "incoming New", o.incoming_waiting.filter,
-    "Incoming referrals nobody has accepted or declined yet"));
+  const x = o.expiring_soon;
+  $("ov-waiting").replaceChildren(
+    figure(o.incoming_waiting.leads, "incoming New", o.incoming_waiting.filter, "Incoming referrals nobody has accepted or declined yet"),
+    figure(x.leads, `expiring within ${x.within_hours} h` + (x.estimated ? ` (${x.estimated} estimated)` : ""), x.filter,
+      "Partner Center archives these as Expired if nobody answers; estimated: created + 14 days, no date from Partner Center"));
+  $("ov-waiting").lastChild.classList.toggle("warn", x.leads > 0);
   const p = o.pipeline;
   $("ov-pipeline").replaceChildren(figure(usd(p.value_usd), `${p.leads} open leads` + (p.leads_without_usd ? `, ${p.leads_without_usd} without a USD value` : ""), p.filter));
   const providers = $("ov-providers"); providers.replaceChildren();
