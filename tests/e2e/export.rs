@@ -113,8 +113,10 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     for (index, referral) in referrals.iter_mut().enumerate() {
         let country = if index < MATCHING { "DE" } else { "FR" };
         referral["customerProfile"]["address"]["country"] = json!(country);
-        referral["customerProfile"]["website"] =
-            json!(format!("https://www.hunter-company{}.com", index % COMPANIES));
+        referral["customerProfile"]["website"] = json!(format!(
+            "https://www.hunter-company{}.com",
+            index % COMPANIES
+        ));
         if let Some(name) = HOSTILE.get(index) {
             referral["customerProfile"]["name"] = json!(name);
             hostile_ids.push((referral["id"].as_str().unwrap().to_owned(), *name));
@@ -134,7 +136,11 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
         .filter(|&i| referrals[i]["status"] == "New" && referrals[i]["direction"] == "Incoming")
         .take(10)
         .collect();
-    assert_eq!(expiring_ids.len(), 10, "the generated referrals have incoming New ones");
+    assert_eq!(
+        expiring_ids.len(),
+        10,
+        "the generated referrals have incoming New ones"
+    );
     for (n, &index) in expiring_ids.iter().enumerate() {
         let referral = &mut referrals[index];
         if n < 6 {
@@ -208,10 +214,16 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
         "streamed, not one buffer: {headers:?}"
     );
     let body = response.bytes().await?;
-    assert!(body.starts_with(b"\xef\xbb\xbflead_id,referral_id,"), "BOM, then the header");
+    assert!(
+        body.starts_with(b"\xef\xbb\xbflead_id,referral_id,"),
+        "BOM, then the header"
+    );
     assert!(body.ends_with(b"\r\n"));
     let header_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
-    assert!(!body[..header_end].contains(&b'\n'), "the header ends with CRLF");
+    assert!(
+        !body[..header_end].contains(&b'\n'),
+        "the header ends with CRLF"
+    );
 
     let rows = parse_with_python(&body)?;
     let header = &rows[0];
@@ -234,7 +246,10 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     for (record, row) in records.iter().zip(&stored) {
         let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
         assert_eq!(record[column("lead_id")], text("lead_id"), "order");
-        assert_eq!(record[column("company_name")], neutralised(&text("company")));
+        assert_eq!(
+            record[column("company_name")],
+            neutralised(&text("company"))
+        );
         assert_eq!(record[column("name")], neutralised(&text("name")));
         assert_eq!(record[column("company_domain")], text("domain"));
         assert_eq!(record[column("email_provider")], text("email_provider"));
@@ -299,7 +314,11 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
             .get(&format!("/api/v1/leads.csv?{query}"))
             .await?;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
-        assert_eq!(body["error"]["parameter"], json!(parameter), "{query}: {body}");
+        assert_eq!(
+            body["error"]["parameter"],
+            json!(parameter),
+            "{query}: {body}"
+        );
     }
     let (status, body) = deployment.get("/api/v1/leads?has_domain=1").await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -308,10 +327,7 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     // --- The overview against ClickHouse's own counts.
     let (status, overview) = deployment.get("/api/v1/overview").await?;
     assert_eq!(status, StatusCode::OK, "{overview}");
-    assert_eq!(
-        overview["total"].as_u64(),
-        Some((MATCHING + OTHERS) as u64)
-    );
+    assert_eq!(overview["total"].as_u64(), Some((MATCHING + OTHERS) as u64));
     for figure in overview["by_status"].as_array().unwrap() {
         let status = figure["status"].as_str().unwrap();
         let n = count(
@@ -342,7 +358,10 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     )
     .await?;
     assert!(waiting > 0);
-    assert_eq!(overview["incoming_waiting"]["leads"].as_u64(), Some(waiting));
+    assert_eq!(
+        overview["incoming_waiting"]["leads"].as_u64(),
+        Some(waiting)
+    );
     let expiring = &overview["expiring_soon"];
     assert_eq!(expiring["within_hours"], json!(48));
     let expiring_now = count(
@@ -355,7 +374,10 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
         ),
     )
     .await?;
-    assert_eq!(expiring_now, 10, "the test's expiring referrals, as ClickHouse has them");
+    assert_eq!(
+        expiring_now, 10,
+        "the test's expiring referrals, as ClickHouse has them"
+    );
     assert_eq!(expiring["leads"].as_u64(), Some(expiring_now));
     assert_eq!(expiring["estimated"].as_u64(), Some(4));
     let open = count(
@@ -416,7 +438,10 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
     // Each figure's filter lists exactly the leads it counts.
     let mut figures: Vec<(String, u64)> = vec![
         (
-            overview["incoming_waiting"]["filter"].as_str().unwrap().into(),
+            overview["incoming_waiting"]["filter"]
+                .as_str()
+                .unwrap()
+                .into(),
             waiting,
         ),
         (pipeline["filter"].as_str().unwrap().into(), open),

@@ -202,7 +202,9 @@ async fn compute(state: &ApiState) -> Result<Overview, String> {
             open_value += value;
             open_without += without;
         }
-        let filter = status.as_deref().map(|name| query_string(&[("status", name)]));
+        let filter = status
+            .as_deref()
+            .map(|name| query_string(&[("status", name)]));
         by_status.push(StatusFigure {
             status,
             leads,
@@ -220,7 +222,11 @@ async fn compute(state: &ApiState) -> Result<Overview, String> {
     };
     by_status.sort_by_key(|figure| rank(figure));
     providers.sort_by(|a, b| b.3.cmp(&a.3).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
-    let at = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).ok().map(rfc3339);
+    let at = |seconds: i64| {
+        OffsetDateTime::from_unix_timestamp(seconds)
+            .ok()
+            .map(rfc3339)
+    };
     Ok(Overview {
         generated_at: rfc3339(OffsetDateTime::now_utc()),
         total,

@@ -773,7 +773,10 @@ mod tests {
         );
         assert!(binds.is_empty());
         let (sql, _) = parse(&[("has_domain", "false")]).unwrap().count_sql();
-        assert!(sql.ends_with("WHERE ifNull(company_domain, '') = ''"), "{sql}");
+        assert!(
+            sql.ends_with("WHERE ifNull(company_domain, '') = ''"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -787,7 +790,9 @@ mod tests {
         let next = request.after("lead-9", "77").unwrap();
         let (sql, binds) = next.page_sql();
         assert!(
-            sql.contains("status IN (?) AND (toInt64(score) < ? OR (toInt64(score) = ? AND lead_id < ?))"),
+            sql.contains(
+                "status IN (?) AND (toInt64(score) < ? OR (toInt64(score) = ? AND lead_id < ?))"
+            ),
             "{sql}"
         );
         assert_eq!(
