@@ -458,35 +458,6 @@ impl LeadsRequest {
         Ok(cursor.encode())
     }
 
-    /// The same filters and sort in chunks of `rows`, from the first row: the export walks
-    /// every matching lead with [`LeadsRequest::after`]. `rows` may exceed the page limit
-    /// callers may ask for; keep it small enough for the by-id lookup's SQL text.
-    pub(crate) fn chunks_of(mut self, rows: u32) -> LeadsRequest {
-        self.limit = rows;
-        self.cursor = None;
-        self
-    }
-
-    /// The same question, continuing after the row `id` whose sort key reads `key` (as the
-    /// page query returned it).
-    pub(crate) fn after(&self, id: &str, key: &str) -> Result<LeadsRequest, String> {
-        Ok(LeadsRequest {
-            conditions: self.conditions.clone(),
-            binds: self.binds.clone(),
-            sort: self.sort,
-            limit: self.limit,
-            cursor: Some(Cursor {
-                s: self.sort.name(),
-                k: self
-                    .sort
-                    .key
-                    .parse_key(key)
-                    .ok_or_else(|| format!("unreadable sort key {key:?}"))?,
-                i: id.to_owned(),
-            }),
-        })
-    }
-
     /// What identifies the question for the page cache (never the caller's token).
     pub(crate) fn cache_key(&self) -> String {
         format!(
@@ -546,6 +517,21 @@ impl LeadsRequest {
             self.limit + 1
         );
         (sql, binds)
+    }
+
+    /// The export's one query: every whole row matching the filters (`?fields`), in the sort's
+    /// order with the lead id as tie-breaker, as the pages list them; page size and cursor
+    /// play no part.
+    pub(crate) fn export_sql(&self) -> (String, Vec<Bind>) {
+        let expression = self.sort.key.expression();
+        let direction = if self.sort.descending { "DESC" } else { "ASC" };
+        (
+            format!(
+                "SELECT ?fields FROM leads FINAL{} ORDER BY {expression} {direction}, lead_id {direction}",
+                Self::where_clause(&self.conditions)
+            ),
+            self.binds.clone(),
+        )
     }
 
     /// The total count for the filters (without the cursor).
@@ -780,30 +766,32 @@ mod tests {
     }
 
     #[test]
-    fn export_chunks_continue_after_the_last_row_with_the_same_filters() {
-        let request = parse(&[("status", "New"), ("sort", "-score"), ("limit", "3")])
-            .unwrap()
-            .chunks_of(500);
-        let (sql, binds) = request.page_sql();
-        assert!(sql.ends_with("LIMIT 501"), "{sql}");
-        assert_eq!(binds, vec![Bind::Text("New".into())]);
-        let next = request.after("lead-9", "77").unwrap();
-        let (sql, binds) = next.page_sql();
-        assert!(
-            sql.contains(
-                "status IN (?) AND (toInt64(score) < ? OR (toInt64(score) = ? AND lead_id < ?))"
-            ),
-            "{sql}"
-        );
+    fn the_export_reads_every_row_in_the_pages_order() {
+        let sort = Sort::parse(Some("-score")).unwrap();
+        let cursor = Cursor {
+            s: sort.name(),
+            k: CursorKey::Int(5),
+            i: "a".into(),
+        }
+        .encode();
+        let request = parse(&[
+            ("status", "New"),
+            ("sort", "-score"),
+            ("limit", "3"),
+            ("cursor", &cursor),
+        ])
+        .unwrap();
+        let (sql, binds) = request.export_sql();
         assert_eq!(
-            binds,
-            vec![
-                Bind::Text("New".into()),
-                Bind::Int(77),
-                Bind::Int(77),
-                Bind::Text("lead-9".into())
-            ]
+            sql,
+            "SELECT ?fields FROM leads FINAL WHERE status IN (?) \
+             ORDER BY toInt64(score) DESC, lead_id DESC"
         );
-        assert!(request.after("x", "not a number").is_err());
+        assert_eq!(binds, vec![Bind::Text("New".into())]);
+        let page = request.page_sql().0;
+        assert!(
+            page.contains("ORDER BY toInt64(score) DESC, lead_id DESC"),
+            "{page}"
+        );
     }
 }
