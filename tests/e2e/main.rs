@@ -27,6 +27,8 @@ mod doctor;
 mod durability;
 // Referral expiry: expires_at in ClickHouse, the API's filter and sort, the gauge.
 mod expiry;
+// The overview (GET /api/v1/overview) and the CSV export (GET /api/v1/leads.csv), with the page.
+mod export;
 mod kafka_security;
 // Outgoing webhooks: the notify role (docs/notifications.md).
 mod notify;

@@ -24,6 +24,8 @@ mod dlq;
 mod expiry;
 mod leads;
 mod openapi;
+// The page's figures: GET /overview.
+mod overview;
 mod sync;
 mod throttle;
 
@@ -130,6 +132,9 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
     let mut api = Router::new()
         .route("/leads", get(leads::list))
         .route("/leads/{id}", get(leads::detail))
+        // The overview and the CSV export (docs/overview-and-export.md).
+        .route("/overview", get(overview::overview))
+        .route("/leads.csv", get(leads::export))
         .route("/referrals/{id}", get(leads::referral))
         .route(
             "/referrals/{id}/actions",

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, dlq, leads, sync};
+use super::{actions, dlq, leads, overview, sync};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,8 @@ use super::{actions, dlq, leads, sync};
         actions::list,
         actions::one,
         actions::recent,
+        overview::overview,
+        leads::export,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -78,6 +80,8 @@ mod tests {
             "/referrals/{id}/actions",
             "/actions",
             "/actions/{action_id}",
+            "/overview",
+            "/leads.csv",
         ] {
             let item = &paths[path];
             assert!(item.is_object(), "{path} missing");
@@ -105,6 +109,7 @@ mod tests {
             "q",
             "direction",
             "qualification",
+            "has_domain",
             "sort",
             "limit",
             "cursor",
@@ -112,5 +117,10 @@ mod tests {
             assert!(names.contains(&name), "{name} not documented: {names:?}");
         }
         assert!(document["components"]["schemas"]["LeadsPage"].is_object());
+        assert!(document["components"]["schemas"]["Overview"].is_object());
+        // The export takes the list's filters (one parser for both).
+        let export = &paths["/leads.csv"]["get"];
+        assert_eq!(export["parameters"], paths["/leads"]["get"]["parameters"]);
+        assert!(export["responses"]["200"]["content"]["text/csv"].is_object());
     }
 }

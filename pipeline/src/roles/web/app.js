@@ -320,7 +320,7 @@ async function follow(taskId) {
           showSyncState("failed", "sync failed");
           toast("Sync failed: " + (failed.error_message || failed.error_class || "unknown error"), "error");
         }
-        reload();
+        reload(); loadOverview();
         return;
       }
       showSyncState(task.state, task.state === "queued" ? "sync queued…" : "syncing…");
@@ -387,20 +387,108 @@ $("dlq-open").addEventListener("click", async () => {
 $("dlq-close").addEventListener("click", () => $("dlq").close());
 $("dlq-replay-pending").addEventListener("click", (e) => replayDeadLetters({}, e.target).finally(() => { e.target.disabled = false; }));
 
+// --- The overview (GET /overview): figures above the table; each carries the GET /leads filter
+// of the leads it counts, and a click puts exactly that filter on the table.
+const providerLabels = { microsoft365: "Microsoft 365", google_workspace: "Google Workspace", other: "other", unknown: "unknown" };
+function usd(value) { return value.toLocaleString("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 0 }); }
+// `filter`: the query string a click applies ("" clears every filter); null: not clickable.
+function figure(value, label, filter, title) {
+  const element = document.createElement(filter != null ? "button" : "span");
+  element.className = "figure";
+  if (filter != null) { element.type = "button"; element.dataset.filter = filter; element.addEventListener("click", () => applyFilter(filter)); }
+  if (title) element.title = title;
+  const strong = document.createElement("strong"); strong.className = "value"; strong.textContent = value;
+  const small = document.createElement("span"); small.className = "label"; small.textContent = label;
+  element.append(strong, small);
+  return element;
+}
+// Sets the filter form to exactly `filter` (a query string), keeping the sort, and reloads.
+function applyFilter(filter) {
+  const params = new URLSearchParams(filter);
+  for (const element of $("filters").elements) {
+    if (!element.name || element.name === "sort") continue;
+    element.value = params.get(element.name) || "";
+  }
+  markActiveFigure();
+  reload();
+}
+function currentFilter() {
+  const params = filterQuery(); params.delete("sort"); params.sort();
+  return params.toString();
+}
+function markActiveFigure() {
+  const current = currentFilter();
+  for (const button of document.querySelectorAll("#overview button.figure")) {
+    const params = new URLSearchParams(button.dataset.filter); params.sort();
+    button.classList.toggle("active", params.toString() === current);
+  }
+}
+async function loadOverview() {
+  let o;
+  try { o = await api("/overview"); } catch (e) { return; }  // the table says what is wrong
+  const statuses = $("ov-status"); statuses.replaceChildren(figure(o.total, "all leads", "", "Every live lead"));
+  for (const s of o.by_status) {
+    if (!s.filter) continue;
+    statuses.append(figure(s.leads, s.status, s.filter, `${s.leads} ${s.status} leads, ${usd(s.value_usd)}`));
+  }
+  const x = o.expiring_soon;
+  $("ov-waiting").replaceChildren(
+    figure(o.incoming_waiting.leads, "incoming New", o.incoming_waiting.filter, "Incoming referrals nobody has accepted or declined yet"),
+    figure(x.leads, `expiring within ${x.within_hours} h` + (x.estimated ? ` (${x.estimated} estimated)` : ""), x.filter,
+      "Partner Center archives these as Expired if nobody answers; estimated: created + 14 days, no date from Partner Center"));
+  $("ov-waiting").lastChild.classList.toggle("warn", x.leads > 0);
+  const p = o.pipeline;
+  $("ov-pipeline").replaceChildren(figure(usd(p.value_usd), `${p.leads} open leads` + (p.leads_without_usd ? `, ${p.leads_without_usd} without a USD value` : ""), p.filter));
+  const providers = $("ov-providers"); providers.replaceChildren();
+  for (const v of o.providers) {
+    providers.append(figure(v.companies, providerLabels[v.provider] || v.provider, v.filter,
+      `${v.companies} companies (distinct domains) in ${v.leads_with_domain} leads`));
+  }
+  const run = o.last_sync.last_run;
+  $("ov-sync").replaceChildren(figure(ago(o.last_sync.last_success_at), run ? `last run ${run.status}` : "no run yet", null,
+    run ? `${run.trigger} run of ${run.tenant}, started ${when(run.started_at)}` : ""));
+  $("overview").hidden = false;
+  markActiveFigure();
+}
+
+// --- Export: GET /leads.csv with the table's filters and sort, saved as a download. The token
+// goes in the Authorization header (never in a URL), so the file is fetched, then saved.
+$("export").addEventListener("click", async () => {
+  $("export").disabled = true;
+  try {
+    const response = await fetch("/api/v1/leads.csv?" + filterQuery(), { headers: { Authorization: "Bearer " + token() } });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error((body.error && body.error.message) || response.statusText);
+    }
+    const blob = await response.blob();
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "hunter-leads.csv";
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob); link.download = name;
+    document.body.append(link); link.click(); link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    toast("Exported " + name, "ok");
+  } catch (e) {
+    toast("Export failed: " + e.message, "error");
+  } finally { $("export").disabled = false; }
+});
+
 function show() {
   const signedIn = !!token();
   $("login").hidden = signedIn; $("app").hidden = !signedIn;
-  if (signedIn) { reload(); refreshStatus(); }
+  if (signedIn) { reload(); refreshStatus(); loadOverview(); }
 }
 $("token-form").addEventListener("submit", (e) => { e.preventDefault(); sessionStorage.setItem("hunter-token", $("token").value.trim()); show(); });
 $("sign-out").addEventListener("click", () => { sessionStorage.removeItem("hunter-token"); show(); });
 let typing;
 $("filters").addEventListener("input", (e) => {
   clearTimeout(typing);
-  typing = setTimeout(reload, e.target.tagName === "SELECT" ? 0 : 300);
+  typing = setTimeout(() => { markActiveFigure(); reload(); }, e.target.tagName === "SELECT" ? 0 : 300);
 });
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); reload(); });
 $("more").addEventListener("click", () => load(true).catch((e) => toast(e.message, "error")));
 $("detail-close").addEventListener("click", () => $("detail").close());
 setInterval(() => { if (token()) refreshStatus(); }, 10000);
+setInterval(() => { if (token()) loadOverview(); }, 30000);
 show();

@@ -36,6 +36,9 @@ pub struct LeadsQuery {
     pub direction: Option<String>,
     /// Referral qualification, comma-separated: None, Direct, MarketingQualified, SalesQualified.
     pub qualification: Option<String>,
+    /// `true`: only leads with a company domain; `false`: only leads without one (the
+    /// overview's companies-by-provider figures count leads with a domain).
+    pub has_domain: Option<String>,
     /// Only leads whose `expires_at` is from now to this many hours ahead (1-8760); combine
     /// with `status=New&direction=Incoming` for the referrals still waiting for an answer.
     pub expiring_within_hours: Option<String>,
@@ -402,6 +405,26 @@ impl LeadsRequest {
                 request.binds.push(Bind::Text(text.to_owned()));
             }
         }
+        if let Some(text) = &query.has_domain {
+            let with = match text.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ApiError::parameter(
+                        "has_domain",
+                        format!("{text:?} is not true or false"),
+                    ));
+                }
+            };
+            request.conditions.push(
+                if with {
+                    "ifNull(company_domain, '') != ''"
+                } else {
+                    "ifNull(company_domain, '') = ''"
+                }
+                .into(),
+            );
+        }
         request.limit =
             crate::roles::api::page_limit(query.limit.as_deref(), 1..=MAX_LIMIT, DEFAULT_LIMIT)?;
         if let Some(text) = &query.cursor {
@@ -410,7 +433,6 @@ impl LeadsRequest {
         Ok(request)
     }
 
-    /// What identifies the question for the page cache (never the caller's token).
     /// Rows per page.
     pub(super) fn limit(&self) -> u32 {
         self.limit
@@ -436,6 +458,7 @@ impl LeadsRequest {
         Ok(cursor.encode())
     }
 
+    /// What identifies the question for the page cache (never the caller's token).
     pub(crate) fn cache_key(&self) -> String {
         format!(
             "{:?}|{:?}|{}|{}|{:?}",
@@ -494,6 +517,21 @@ impl LeadsRequest {
             self.limit + 1
         );
         (sql, binds)
+    }
+
+    /// The export's one query: every whole row matching the filters (`?fields`), in the sort's
+    /// order with the lead id as tie-breaker, as the pages list them; page size and cursor
+    /// play no part.
+    pub(crate) fn export_sql(&self) -> (String, Vec<Bind>) {
+        let expression = self.sort.key.expression();
+        let direction = if self.sort.descending { "DESC" } else { "ASC" };
+        (
+            format!(
+                "SELECT ?fields FROM leads FINAL{} ORDER BY {expression} {direction}, lead_id {direction}",
+                Self::where_clause(&self.conditions)
+            ),
+            self.binds.clone(),
+        )
     }
 
     /// The total count for the filters (without the cursor).
@@ -596,6 +634,7 @@ mod tests {
             parameter_of(parse(&[("qualification", "Hot")])),
             "qualification"
         );
+        assert_eq!(parameter_of(parse(&[("has_domain", "yes")])), "has_domain");
         assert_eq!(parameter_of(parse(&[("cursor", "not-a-cursor")])), "cursor");
         for bad in ["0", "8761", "-1", "1.5", "soon", ""] {
             assert_eq!(
@@ -709,5 +748,50 @@ mod tests {
         let (sql, binds) = request.count_sql();
         assert_eq!(sql, "SELECT count() FROM leads FINAL WHERE status IN (?)");
         assert_eq!(binds, vec![Bind::Text("New".into())]);
+    }
+
+    #[test]
+    fn has_domain_keeps_leads_with_or_without_a_company_domain() {
+        let (sql, binds) = parse(&[("has_domain", "true")]).unwrap().count_sql();
+        assert_eq!(
+            sql,
+            "SELECT count() FROM leads FINAL WHERE ifNull(company_domain, '') != ''"
+        );
+        assert!(binds.is_empty());
+        let (sql, _) = parse(&[("has_domain", "false")]).unwrap().count_sql();
+        assert!(
+            sql.ends_with("WHERE ifNull(company_domain, '') = ''"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn the_export_reads_every_row_in_the_pages_order() {
+        let sort = Sort::parse(Some("-score")).unwrap();
+        let cursor = Cursor {
+            s: sort.name(),
+            k: CursorKey::Int(5),
+            i: "a".into(),
+        }
+        .encode();
+        let request = parse(&[
+            ("status", "New"),
+            ("sort", "-score"),
+            ("limit", "3"),
+            ("cursor", &cursor),
+        ])
+        .unwrap();
+        let (sql, binds) = request.export_sql();
+        assert_eq!(
+            sql,
+            "SELECT ?fields FROM leads FINAL WHERE status IN (?) \
+             ORDER BY toInt64(score) DESC, lead_id DESC"
+        );
+        assert_eq!(binds, vec![Bind::Text("New".into())]);
+        let page = request.page_sql().0;
+        assert!(
+            page.contains("ORDER BY toInt64(score) DESC, lead_id DESC"),
+            "{page}"
+        );
     }
 }
