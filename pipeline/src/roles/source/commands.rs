@@ -262,6 +262,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             requested_at: Timestamp(Timestamp::now().micros() - age),
             since: None,
+            referral_id: None,
         }
     }
 
