@@ -19,6 +19,8 @@ mod clickhouse;
 mod enrich;
 mod kafka;
 mod partner_center;
+// Partner Center webhooks into the API (docs/partner-center-webhooks.md).
+mod pc_webhooks;
 mod registry;
 mod security;
 mod sink;
@@ -30,6 +32,7 @@ pub use self::clickhouse::*;
 pub use self::enrich::*;
 pub use self::kafka::*;
 pub use self::partner_center::*;
+pub use self::pc_webhooks::*;
 pub use self::registry::*;
 use self::security::*;
 pub use self::sink::*;
@@ -125,6 +128,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub sink: SinkSettings,
     pub enrich: EnrichSettings,
+    /// Partner Center webhooks into the API (`[pc_webhooks]`).
+    pub pc_webhooks: PcWebhookSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +160,8 @@ struct FileConfig {
     sink: FileSink,
     #[serde(default)]
     enrich: FileEnrich,
+    #[serde(default)]
+    pc_webhooks: FilePcWebhooks,
 }
 
 /// One value with the name it was given by, for error messages.
@@ -264,6 +271,7 @@ impl Settings {
             api,
             sync,
             sink,
+            pc_webhooks,
         } = file_config;
 
         let environment = match src.text("HUNTER_ENVIRONMENT", environment, "environment") {
@@ -294,6 +302,7 @@ impl Settings {
         let sync = sync_settings(&src, sync, environment)?;
         let sink = sink_settings(&src, sink)?;
         let enrich = enrich_settings(&src, enrich)?;
+        let pc_webhooks = pc_webhook_settings(&src, pc_webhooks)?;
 
         Ok(Settings {
             environment,
@@ -306,6 +315,7 @@ impl Settings {
             sync,
             sink,
             enrich,
+            pc_webhooks,
         })
     }
 }
