@@ -29,6 +29,8 @@ mod error;
 mod paging;
 mod request;
 mod retry;
+// `{api}/webhooks/registration`: Partner Center webhooks (docs/partner-center-webhooks.md).
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +47,7 @@ use hunter_core::records::referral::check_id;
 use crate::auth::TokenProvider;
 
 pub use error::ClientError;
+pub use webhooks::{REFERRAL_EVENTS, WebhookRegistration, redact_token};
 pub use paging::odata_timestamp;
 use paging::{decode_page, encode_query_value, resolve_next_link, skiptoken_fallback};
 use request::{Outgoing, decode_entity, decode_patched};
