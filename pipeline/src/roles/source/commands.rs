@@ -13,6 +13,11 @@
 //! that arrives while one that covers it (full, or from an earlier `since`) runs for the tenant
 //! is recorded at once as `coalesced` into the running one; one queued behind a poll joins the
 //! next run, which then becomes the backfill (the schedule's tick coalesces with it too).
+//!
+//! A `fetch_referral` command (a Partner Center webhook event, `fetch.rs`) goes to the addressed
+//! tenants' fetch queues; like a sync trigger it is dropped when read more than one sync interval
+//! after it was requested (the polls since have read the referral), and when a tenant's queue is
+//! full (the poll reads it). A kind this build does not know is skipped, its offset stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +33,7 @@ use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
 
+use super::fetch::Fetch as ReferralFetch;
 use super::{Outputs, publish_run_logged};
 use crate::roles::Context;
 
@@ -85,6 +91,7 @@ impl Commands {
         &self,
         message: BorrowedMessage<'_>,
         triggers: &HashMap<String, mpsc::Sender<Trigger>>,
+        fetches: &HashMap<String, mpsc::Sender<ReferralFetch>>,
         running: &Running,
         outputs: &Outputs,
         interval: Duration,
@@ -146,6 +153,9 @@ impl Commands {
                     });
                 }
             }
+            Ok(command) if command.kind == Command::FETCH_REFERRAL => {
+                route_fetch(&command, fetches, interval);
+            }
             Ok(command) => tracing::debug!(kind = %command.kind, "command not for the source"),
             Err(error) => match Fault::from(error) {
                 // Shutdown while the registry was away: the command is read again later.
@@ -162,6 +172,36 @@ impl Commands {
 
     pub(super) fn close(self) {
         self.consumer.close();
+    }
+}
+
+/// Hands a `fetch_referral` command to the addressed tenants' fetch queues (see the module docs).
+fn route_fetch(
+    command: &Command,
+    fetches: &HashMap<String, mpsc::Sender<ReferralFetch>>,
+    interval: Duration,
+) {
+    let Some(referral_id) = command.referral_id.clone().filter(|id| !id.is_empty()) else {
+        tracing::warn!(task_id = %command.command_id, "fetch_referral command without a referral id ignored");
+        return;
+    };
+    if let Some(reason) = trigger_expired(command, interval) {
+        tracing::info!(task_id = %command.command_id, referral_id, "webhook fetch not run: {reason}");
+        metrics::counter!(names::SOURCE_WEBHOOK_FETCHES_TOTAL, "tenant" => command.tenant.clone().unwrap_or_default(), "outcome" => "expired")
+            .increment(1);
+        return;
+    }
+    for (name, queue) in fetches {
+        if !addressed_to(command, name) {
+            continue;
+        }
+        let fetch = ReferralFetch {
+            command_id: command.command_id.clone(),
+            referral_id: referral_id.clone(),
+        };
+        if queue.try_send(fetch).is_err() {
+            tracing::warn!(tenant = %name, referral_id, "webhook fetch queue full; the next poll reads the referral");
+        }
     }
 }
 

@@ -40,6 +40,8 @@
 //! and stores them, `commands.rs` turns "sync now" commands into triggers.
 
 mod commands;
+// Partner Center webhook events: referrals fetched by id (docs/partner-center-webhooks.md).
+mod fetch;
 mod poll;
 mod state;
 #[cfg(test)]
@@ -122,17 +124,23 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
     let running = commands::Running::default();
     let mut action_queues: HashMap<String, mpsc::Sender<writeback::Job>> = HashMap::new();
+    let mut fetch_queues: HashMap<String, mpsc::Sender<fetch::Fetch>> = HashMap::new();
     for tenant_settings in &pc.tenants {
         let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
         let (sender, receiver) = mpsc::channel(TRIGGER_QUEUE);
         triggers.insert(tenant.name.clone(), sender);
         let (action_sender, actions) = mpsc::channel(writeback::QUEUE);
         action_queues.insert(tenant.name.clone(), action_sender);
+        let (fetch_sender, fetches) = mpsc::channel(fetch::QUEUE);
+        fetch_queues.insert(tenant.name.clone(), fetch_sender);
         let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
         let running = running.clone();
-        tenants.spawn(async move {
-            tenant_loop(tenant, outputs, sync, receiver, actions, running, shutdown).await
-        });
+        let queues = Queues {
+            triggers: receiver,
+            actions,
+            fetches,
+        };
+        tenants.spawn(async move { tenant_loop(tenant, outputs, sync, queues, running, shutdown).await });
     }
     // Write-back: actions go to their tenant's loop, one at a time (`writeback.rs`).
     tenants.spawn(writeback::consume(
@@ -158,7 +166,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             received = commands.consumer().recv() => {
                 let message = received.context("kafka consume (commands)")?;
                 let handled = commands
-                    .handle(message, &triggers, &running, &outputs, settings.sync.interval, &shutdown)
+                    .handle(message, &triggers, &fetch_queues, &running, &outputs, settings.sync.interval, &shutdown)
                     .await;
                 if let Err(error) = handled {
                     break Err(error);
@@ -167,6 +175,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         }
     };
     drop(triggers);
+    drop(fetch_queues);
     if result.is_err() {
         // The role stops for a restart (a tenant loop gave up on Kafka, say): the write-back
         // consumer and the other tenants would otherwise wait for a shutdown that never comes,
@@ -273,15 +282,27 @@ fn cache_mtime(auth: &AuthSettings) -> Option<SystemTime> {
         .ok()
 }
 
+/// What a tenant's loop serves besides its schedule.
+struct Queues {
+    triggers: mpsc::Receiver<Trigger>,
+    actions: mpsc::Receiver<writeback::Job>,
+    /// Referrals to get by id for webhook events (`fetch.rs`).
+    fetches: mpsc::Receiver<fetch::Fetch>,
+}
+
 async fn tenant_loop(
     mut tenant: Tenant,
     outputs: Arc<Outputs>,
     sync: SyncSettings,
-    mut triggers: mpsc::Receiver<Trigger>,
-    mut actions: mpsc::Receiver<writeback::Job>,
+    queues: Queues,
     running: commands::Running,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Queues {
+        mut triggers,
+        mut actions,
+        mut fetches,
+    } = queues;
     let mut ticks = tokio::time::interval(sync.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
@@ -308,6 +329,13 @@ async fn tenant_loop(
                     writeback::handle(&mut tenant, &outputs, job).await;
                 } else {
                     writeback::handle_signin_required(&tenant, &outputs, job).await;
+                }
+                continue;
+            }
+            Some(fetch) = fetches.recv() => {
+                // Between polls too; while sign-in needs a person the poll catches up later.
+                if tenant.signin_required.is_none() {
+                    fetch::handle(&mut tenant, &outputs, fetch).await;
                 }
                 continue;
             }
