@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, dlq, leads, sync};
+use super::{actions, dlq, leads, sync, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use super::{actions, dlq, leads, sync};
         actions::list,
         actions::one,
         actions::recent,
+        webhooks::receive,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -35,6 +36,7 @@ use super::{actions, dlq, leads, sync};
         (name = "referrals", description = "Referrals as Partner Center returned them"),
         (name = "sync", description = "Trigger a sync and follow it"),
         (name = "dlq", description = "Dead letters: list them, replay them once the cause is fixed"),
+        (name = "webhooks", description = "Partner Center's push: referral events that make the source fetch the referral at once (docs/partner-center-webhooks.md). Authenticated by the callback URL's secret (`token`), not by a bearer token"),
         (name = "actions", description = "Work a referral: accept, decline, won, lost, update, written back to Partner Center (docs/writeback.md)"),
     )
 )]
@@ -48,6 +50,16 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // Partner Center webhooks: the shared secret of the registered callback URL.
+        components.add_security_scheme(
+            "webhook_secret",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Query(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "token",
+                    "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET, in the callback URL registered with Partner Center",
+                ),
+            )),
         );
     }
 }
@@ -112,5 +124,18 @@ mod tests {
             assert!(names.contains(&name), "{name} not documented: {names:?}");
         }
         assert!(document["components"]["schemas"]["LeadsPage"].is_object());
+        // The webhook receiver: its own secret, not the bearer token.
+        let webhooks = &paths["/partner-center/webhooks"]["post"];
+        assert_eq!(
+            webhooks["security"][0]["webhook_secret"],
+            serde_json::json!([])
+        );
+        for status in ["202", "400", "401", "404", "429"] {
+            assert!(webhooks["responses"][status].is_object(), "webhooks lacks {status}");
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"]["webhook_secret"]["in"],
+            "query"
+        );
     }
 }

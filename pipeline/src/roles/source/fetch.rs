@@ -12,15 +12,12 @@
 //! the budget, is left to the poll as well, which dead-letters or cuts it by the record-size
 //! policy (doing it here too would dead-letter it twice). A fetch does not move the cursor.
 
-use std::time::Duration;
-
 use hunter_core::records::{Ingest, Referral, Timestamp};
 use hunter_core::telemetry::names;
 use hunter_partner_center::cursor;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 
-use super::{Outputs, Tenant};
+use super::Tenant;
+use super::poll::Publish;
 
 /// Fetches waiting for one tenant's loop at most; past it a fetch is dropped (the poll covers
 /// it), so a burst of events never holds the API role or the command consumer.
@@ -59,7 +56,7 @@ impl Outcome {
 }
 
 /// Gets the referral and publishes it when it is a new version; never fails the loop.
-pub(super) async fn handle(tenant: &mut Tenant, outputs: &Outputs, fetch: Fetch) -> Outcome {
+pub(super) async fn handle(tenant: &mut Tenant, outputs: &impl Publish, fetch: Fetch) -> Outcome {
     let outcome = match tenant.client.get_referral(&fetch.referral_id).await {
         Ok(None) => Outcome::NotFound,
         Err(error) => {
@@ -92,7 +89,7 @@ pub(super) async fn handle(tenant: &mut Tenant, outputs: &Outputs, fetch: Fetch)
 /// Kafka or the codec failed.
 pub(super) async fn publish_version(
     tenant: &mut Tenant,
-    outputs: &Outputs,
+    outputs: &impl Publish,
     raw: &str,
     sync_run_id: &str,
 ) -> Result<Outcome, String> {
@@ -113,25 +110,19 @@ pub(super) async fn publish_version(
         return Ok(Outcome::Unchanged);
     }
     let payload = outputs
-        .referrals
-        .encode(&referral)
+        .encode_referral(&referral)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.message().to_owned())?;
     if payload.len() > hunter_core::size::REFERRAL_RECORD_BUDGET {
         // The poll applies the record-size policy to it (cut or dead letter).
         tracing::warn!(id = %referral.id, bytes = payload.len(), "referral read by id left to the next poll (over the record budget)");
         return Ok(Outcome::LeftToPoll);
     }
+    // Acknowledged (acks=all) before it counts as published.
     outputs
-        .producer
-        .send(
-            FutureRecord::to(&outputs.topics.referrals)
-                .key(&referral.id)
-                .payload(&payload),
-            Timeout::After(Duration::from_secs(30)),
-        )
+        .send_referral(referral.id.clone(), payload)
         .await
-        .map_err(|(error, _)| error.to_string())?;
+        .map_err(|error| error.to_string())?;
     tenant.published.remember(
         referral.id.clone(),
         version,

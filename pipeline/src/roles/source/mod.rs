@@ -335,7 +335,7 @@ async fn tenant_loop(
             Some(fetch) = fetches.recv() => {
                 // Between polls too; while sign-in needs a person the poll catches up later.
                 if tenant.signin_required.is_none() {
-                    fetch::handle(&mut tenant, &outputs, fetch).await;
+                    fetch::handle(&mut tenant, outputs.as_ref(), fetch).await;
                 }
                 continue;
             }
