@@ -26,6 +26,8 @@ pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod dlq;
+// `hunter webhooks register|status|unregister` (docs/partner-center-webhooks.md).
+pub mod pc_webhooks;
 pub mod doctor;
 pub mod processors;
 pub mod queries;
