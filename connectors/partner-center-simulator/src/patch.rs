@@ -343,7 +343,9 @@ impl Simulator {
         }
         store.referrals = referrals;
         store.last_mutation = Some(at);
+        drop(store);
         tracing::info!(id, "simulator patched a referral");
+        self.notify(super::webhooks::REFERRAL_UPDATED, &[patched.id.clone()], at);
         if representation {
             Reply::new(StatusCode::OK, patched.raw.get().to_owned())
         } else {
