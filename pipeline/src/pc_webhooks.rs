@@ -176,7 +176,9 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> anyhow::Resul
                     .await
                     .with_context(|| format!("tenant {name}: removing the webhook registration"))?;
                 if removed {
-                    println!("tenant {name}: webhook registration removed (the poll keeps leads fresh)");
+                    println!(
+                        "tenant {name}: webhook registration removed (the poll keeps leads fresh)"
+                    );
                 } else {
                     println!("tenant {name}: no webhook registration to remove");
                 }
@@ -239,10 +241,16 @@ mod tests {
         let mut other = registration.clone();
         other.webhook_events.pop();
         assert!(!matches(&other, &registration), "an event missing");
-        let error = callback_url(&settings(&[("HUNTER_PARTNER_CENTER_WEBHOOK_SECRET", secret)]), "d")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_URL"), "{error}");
+        let error = callback_url(
+            &settings(&[("HUNTER_PARTNER_CENTER_WEBHOOK_SECRET", secret)]),
+            "d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_URL"),
+            "{error}"
+        );
         let error = callback_url(
             &settings(&[(
                 "HUNTER_PARTNER_CENTER_WEBHOOK_URL",
@@ -252,6 +260,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_SECRET"), "{error}");
+        assert!(
+            error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_SECRET"),
+            "{error}"
+        );
     }
 }

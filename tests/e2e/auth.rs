@@ -128,7 +128,10 @@ async fn every_route_needs_a_token_and_writes_need_the_admin_token() -> anyhow::
             ("the read bearer token", "", Some(&read_token)),
         ] {
             let mut request = wrong_client
-                .request(method.to_uppercase().parse().unwrap(), format!("{url}{query}"))
+                .request(
+                    method.to_uppercase().parse().unwrap(),
+                    format!("{url}{query}"),
+                )
                 .json(&serde_json::json!({}));
             if let Some(token) = bearer {
                 request = request.bearer_auth(token);

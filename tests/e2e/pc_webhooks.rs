@@ -127,7 +127,10 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
     )?;
     assert!(ok, "{output}");
     assert!(output.contains("registered"), "{output}");
-    assert!(!output.contains(&secret), "the secret was printed: {output}");
+    assert!(
+        !output.contains(&secret),
+        "the secret was printed: {output}"
+    );
     let (ok, output) = run_hunter(
         &["webhooks", "status"],
         &deployment.env,
@@ -135,7 +138,10 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
     )?;
     assert!(ok, "{output}");
     assert!(output.contains("this deployment's callback"), "{output}");
-    assert!(!output.contains(&secret), "the secret was printed: {output}");
+    assert!(
+        !output.contains(&secret),
+        "the secret was printed: {output}"
+    );
     let (ok, output) = run_hunter(
         &["webhooks", "register"],
         &deployment.env,
@@ -215,7 +221,10 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
         let response = request.send().await?;
         assert_eq!(response.status(), 401, "{what}");
         let answer: Value = response.json().await?;
-        assert_eq!(answer["error"]["code"], "unauthenticated", "{what}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "unauthenticated",
+            "{what}: {answer}"
+        );
     }
     let authorized = format!("{callback}?token={secret}");
 
@@ -245,7 +254,10 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
     }
 
     // A repeated event is queued once; the source finds the version published already.
-    let other = truth.as_array().unwrap()[1]["id"].as_str().unwrap().to_owned();
+    let other = truth.as_array().unwrap()[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(other, id);
     let repeated = event("referral-updated", &other, "2026-03-01T10:00:00.1234567Z");
     let unchanged_before = fetches(&deployment, "unchanged").await?;
@@ -266,12 +278,20 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
     assert_eq!(again.status(), 200);
     let again: Value = again.json().await?;
     assert_eq!(again["status"], "duplicate", "{again}");
-    wait_for("the fetch of the repeated event", Duration::from_secs(30), || async {
-        Ok((fetches(&deployment, "unchanged").await? >= unchanged_before + 1.0).then_some(()))
-    })
+    wait_for(
+        "the fetch of the repeated event",
+        Duration::from_secs(30),
+        || async {
+            Ok((fetches(&deployment, "unchanged").await? >= unchanged_before + 1.0).then_some(()))
+        },
+    )
     .await
     .map_err(|error| anyhow::anyhow!("{error}\n{}", deployment.logs()))?;
-    assert_eq!(fetch_commands(&deployment, &other).await?, 1, "one fetch queued");
+    assert_eq!(
+        fetch_commands(&deployment, &other).await?,
+        1,
+        "one fetch queued"
+    );
 
     // A referral Hunter has never seen: created late in the simulator (older than the poll's
     // window, so only the webhook brings it), fetched by id and published.
@@ -286,9 +306,11 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
         .json()
         .await?;
     let new_id = added["ids"][0].as_str().unwrap().to_owned();
-    wait_for("the new referral as a lead", Duration::from_secs(60), || async {
-        Ok(lead_status(&deployment, &new_id).await?.map(|_| ()))
-    })
+    wait_for(
+        "the new referral as a lead",
+        Duration::from_secs(60),
+        || async { Ok(lead_status(&deployment, &new_id).await?.map(|_| ())) },
+    )
     .await
     .map_err(|error| anyhow::anyhow!("{error}\n{}", deployment.logs()))?;
     // An id Partner Center does not know: queued, fetched, nothing published.
@@ -303,9 +325,13 @@ async fn a_webhook_event_brings_the_change_without_a_poll_and_bad_events_are_ref
         .send()
         .await?;
     assert_eq!(response.status(), 202);
-    wait_for("the fetch of an unknown id", Duration::from_secs(30), || async {
-        Ok((fetches(&deployment, "not_found").await? >= not_found_before + 1.0).then_some(()))
-    })
+    wait_for(
+        "the fetch of an unknown id",
+        Duration::from_secs(30),
+        || async {
+            Ok((fetches(&deployment, "not_found").await? >= not_found_before + 1.0).then_some(()))
+        },
+    )
     .await
     .map_err(|error| anyhow::anyhow!("{error}\n{}", deployment.logs()))?;
     assert_eq!(

@@ -98,7 +98,11 @@ impl Simulator {
     async fn move_now(&self, id: &str) -> Result<Option<String>, String> {
         let mut store = self.store.lock().await;
         self.refresh_store(&mut store).await;
-        let Some(index) = store.referrals.iter().position(|r| r.id.eq_ignore_ascii_case(id)) else {
+        let Some(index) = store
+            .referrals
+            .iter()
+            .position(|r| r.id.eq_ignore_ascii_case(id))
+        else {
             return Ok(None);
         };
         let at = next_stamp(OffsetDateTime::now_utc(), store.last_mutation);
@@ -146,14 +150,14 @@ pub(super) async fn mutate_now(
     simulator.record_admin("mutate_now");
     match simulator.move_now(&query.id).await {
         Ok(Some(raw)) => super::json_response(StatusCode::OK, raw),
-        Ok(None) => {
-            api::error_reply(StatusCode::NOT_FOUND, "itemNotFound", "no such referral")
-                .into_response()
-        }
-        Err(message) => {
-            api::error_reply(StatusCode::INTERNAL_SERVER_ERROR, "generalException", &message)
-                .into_response()
-        }
+        Ok(None) => api::error_reply(StatusCode::NOT_FOUND, "itemNotFound", "no such referral")
+            .into_response(),
+        Err(message) => api::error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            &message,
+        )
+        .into_response(),
     }
 }
 

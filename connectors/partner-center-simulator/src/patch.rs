@@ -345,7 +345,11 @@ impl Simulator {
         store.last_mutation = Some(at);
         drop(store);
         tracing::info!(id, "simulator patched a referral");
-        self.notify(super::webhooks::REFERRAL_UPDATED, &[patched.id.clone()], at);
+        self.notify(
+            super::webhooks::REFERRAL_UPDATED,
+            std::slice::from_ref(&patched.id),
+            at,
+        );
         if representation {
             Reply::new(StatusCode::OK, patched.raw.get().to_owned())
         } else {

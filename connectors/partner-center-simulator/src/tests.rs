@@ -1079,7 +1079,12 @@ async fn webhook_registration_and_events_with_retries() {
     let registered = client.register_webhook(&only_updates, false).await.unwrap();
     assert!(registered.subscriber_id.is_some());
     assert_eq!(
-        client.webhook_registration().await.unwrap().unwrap().webhook_url,
+        client
+            .webhook_registration()
+            .await
+            .unwrap()
+            .unwrap()
+            .webhook_url,
         only_updates.webhook_url
     );
 
@@ -1089,7 +1094,10 @@ async fn webhook_registration_and_events_with_retries() {
     let id = referrals[0]["id"].as_str().unwrap();
     let (status, moved) = post(&sim.url(&format!("/_simulator/mutate-now?id={id}"))).await;
     assert_eq!(status, 200, "{moved}");
-    assert_ne!(moved["status"], referrals[0]["status"], "a status step: {moved}");
+    assert_ne!(
+        moved["status"], referrals[0]["status"],
+        "a status step: {moved}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

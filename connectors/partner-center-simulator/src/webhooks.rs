@@ -215,7 +215,12 @@ async fn deliver(
                 return;
             }
             Ok(response) => {
-                tracing::info!(id, attempt, status = response.status().as_u16(), "simulator webhook refused; retrying");
+                tracing::info!(
+                    id,
+                    attempt,
+                    status = response.status().as_u16(),
+                    "simulator webhook refused; retrying"
+                );
             }
             Err(error) => {
                 tracing::info!(id, attempt, %error, "simulator webhook not delivered; retrying");
@@ -260,7 +265,11 @@ mod tests {
             br#"{"WebhookUrl":"https://h/x","WebhookEvents":["subscription-updated"]}"#,
             b"[]",
         ] {
-            assert!(parse_registration(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_registration(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -47,10 +47,10 @@ use hunter_core::records::referral::check_id;
 use crate::auth::TokenProvider;
 
 pub use error::ClientError;
-pub use webhooks::{REFERRAL_EVENTS, WebhookRegistration, redact_token};
 pub use paging::odata_timestamp;
 use paging::{decode_page, encode_query_value, resolve_next_link, skiptoken_fallback};
 use request::{Outgoing, decode_entity, decode_patched};
+pub use webhooks::{REFERRAL_EVENTS, WebhookRegistration, redact_token};
 
 /// The real service, up to `/v1.0/engagements`.
 pub const DEFAULT_API_URL: &str = "https://api.partner.microsoft.com/v1.0/engagements";

@@ -16,7 +16,11 @@ pub const REFERRAL_EVENTS: [&str; 2] = ["referral-created", "referral-updated"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRegistration {
     /// Set by Partner Center.
-    #[serde(rename = "SubscriberId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SubscriberId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subscriber_id: Option<String>,
     /// The callback URL; Hunter's carries its shared secret (`token`): never print it whole.
     #[serde(rename = "WebhookUrl")]

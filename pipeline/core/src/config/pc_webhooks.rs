@@ -148,7 +148,11 @@ mod tests {
 
     #[test]
     fn a_bad_secret_names_the_setting_without_quoting_it() {
-        for bad in ["short", "3f9c2a7e41b05d86c1e7a9f0b2d4c6e8&x=1", "changeme-changeme"] {
+        for bad in [
+            "short",
+            "3f9c2a7e41b05d86c1e7a9f0b2d4c6e8&x=1",
+            "changeme-changeme",
+        ] {
             let error = settings(&[("HUNTER_PARTNER_CENTER_WEBHOOK_SECRET", bad)])
                 .unwrap_err()
                 .to_string();
@@ -168,7 +172,10 @@ mod tests {
         )])
         .unwrap_err()
         .to_string();
-        assert!(error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_URL"), "{error}");
+        assert!(
+            error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_URL"),
+            "{error}"
+        );
         let error = settings(&[("HUNTER_PARTNER_CENTER_WEBHOOK_FETCHES_PER_MINUTE", "0")])
             .unwrap_err()
             .to_string();
@@ -179,6 +186,9 @@ mod tests {
         let error = settings(&[("HUNTER_PARTNER_CENTER_WEBHOOK_URL", "ftp://x")])
             .unwrap_err()
             .to_string();
-        assert!(error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_URL"), "{error}");
+        assert!(
+            error.contains("HUNTER_PARTNER_CENTER_WEBHOOK_URL"),
+            "{error}"
+        );
     }
 }

@@ -131,7 +131,10 @@ mod tests {
             serde_json::json!([])
         );
         for status in ["202", "400", "401", "404", "429"] {
-            assert!(webhooks["responses"][status].is_object(), "webhooks lacks {status}");
+            assert!(
+                webhooks["responses"][status].is_object(),
+                "webhooks lacks {status}"
+            );
         }
         assert_eq!(
             document["components"]["securitySchemes"]["webhook_secret"]["in"],

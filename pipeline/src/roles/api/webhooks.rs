@@ -89,8 +89,8 @@ pub(crate) enum Event {
 
 /// Reads and checks one event body; `Err` says which field is wrong and why.
 pub(crate) fn parse_event(body: &[u8]) -> Result<Event, (&'static str, String)> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| ("body", format!("not JSON: {error}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| ("body", format!("not JSON: {error}")))?;
     if !value.is_object() {
         return Err(("body", "a webhook event is a JSON object".to_owned()));
     }
@@ -142,8 +142,8 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<Event, (&'static str, String)> 
 /// The `{id}` of a URI ending in `/referrals/{id}` (a trailing slash, a query or a fragment
 /// allowed), checked as referral ids are.
 fn referral_id_of(uri: &str) -> Result<String, String> {
-    let url = url::Url::parse(uri.trim())
-        .map_err(|error| format!("{uri:?} is not a URI ({error})"))?;
+    let url =
+        url::Url::parse(uri.trim()).map_err(|error| format!("{uri:?} is not a URI ({error})"))?;
     let mut segments: Vec<&str> = url
         .path_segments()
         .map(|s| s.filter(|s| !s.is_empty()).collect())
@@ -174,8 +174,16 @@ struct SeenInner {
 
 impl Seen {
     /// Remembers the event; `false` when it was seen within [`DEDUPE_TTL`] (a duplicate).
-    pub(crate) fn first_time(&self, referral_id: &str, changed_at: OffsetDateTime, now: Instant) -> bool {
-        let key = (referral_id.to_ascii_lowercase(), changed_at.unix_timestamp_nanos());
+    pub(crate) fn first_time(
+        &self,
+        referral_id: &str,
+        changed_at: OffsetDateTime,
+        now: Instant,
+    ) -> bool {
+        let key = (
+            referral_id.to_ascii_lowercase(),
+            changed_at.unix_timestamp_nanos(),
+        );
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Forget what expired, and the oldest past the cap.
         while let Some((old, at)) = inner.order.front().cloned() {
@@ -201,7 +209,10 @@ impl Seen {
 
     /// Forgets an event whose fetch was not queued, so a retry of it goes through.
     pub(crate) fn forget(&self, referral_id: &str, changed_at: OffsetDateTime) {
-        let key = (referral_id.to_ascii_lowercase(), changed_at.unix_timestamp_nanos());
+        let key = (
+            referral_id.to_ascii_lowercase(),
+            changed_at.unix_timestamp_nanos(),
+        );
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -236,14 +247,17 @@ impl FetchBudget {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < full
             });
             if buckets.len() >= MAX_SENDERS
-                && let Some(oldest) = buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
+                && let Some(oldest) = buckets
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| *k)
             {
                 buckets.remove(&oldest);
             }
         }
         let (tokens, at) = buckets.get(&key).copied().unwrap_or((self.per_minute, now));
-        let tokens = (tokens + now.saturating_duration_since(at).as_secs_f64() * rate)
-            .min(self.per_minute);
+        let tokens =
+            (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(self.per_minute);
         if tokens >= 1.0 {
             buckets.insert(key, (tokens - 1.0, now));
             return Ok(());
@@ -298,8 +312,7 @@ fn invalid_event(field: &str, message: String) -> ApiError {
 }
 
 fn too_many(code: &'static str, message: String, retry_after: Duration) -> Response {
-    let mut response =
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).into_response();
+    let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).into_response();
     response.headers_mut().insert(
         header::RETRY_AFTER,
         HeaderValue::from(retry_after.as_secs()),
@@ -392,10 +405,20 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
     // 2. The event.
     let body = axum::body::to_bytes(request.into_body(), BODY_LIMIT_BYTES)
         .await
-        .map_err(|_| invalid_event("body", format!("unreadable or over {BODY_LIMIT_BYTES} bytes")))?;
+        .map_err(|_| {
+            invalid_event(
+                "body",
+                format!("unreadable or over {BODY_LIMIT_BYTES} bytes"),
+            )
+        })?;
     let event = parse_event(&body).map_err(|(field, message)| invalid_event(field, message))?;
     if let Some(name) = tenant.as_deref()
-        && !state.settings.partner_center.tenants.iter().any(|t| t.name == name)
+        && !state
+            .settings
+            .partner_center
+            .tenants
+            .iter()
+            .any(|t| t.name == name)
     {
         count("invalid");
         return Err(ApiError::parameter(
@@ -425,10 +448,21 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
     }
     // 4. Seen already.
     let receiver = &state.pc_webhooks;
-    if !receiver.seen.first_time(&referral_id, changed_at, Instant::now()) {
+    if !receiver
+        .seen
+        .first_time(&referral_id, changed_at, Instant::now())
+    {
         count("duplicate");
-        tracing::info!(referral_id, "partner center webhook event repeated; nothing queued");
-        return Ok(accepted(StatusCode::OK, "duplicate", Some(referral_id), None));
+        tracing::info!(
+            referral_id,
+            "partner center webhook event repeated; nothing queued"
+        );
+        return Ok(accepted(
+            StatusCode::OK,
+            "duplicate",
+            Some(referral_id),
+            None,
+        ));
     }
     // 5. The sender's budget.
     if let Some(sender) = sender
@@ -526,13 +560,13 @@ mod tests {
         .into_bytes()
     }
 
-    const URI: &str =
-        "https://api.partnercenter.microsoft.com/engagements/v1/referrals/5e0c7a3b-1f2d-4e6a-9b8c-0d1e2f3a4b5c";
+    const URI: &str = "https://api.partnercenter.microsoft.com/engagements/v1/referrals/5e0c7a3b-1f2d-4e6a-9b8c-0d1e2f3a4b5c";
 
     #[test]
     fn referral_events_give_the_id_and_the_instant() {
         for name in ["referral-created", "referral-updated", "Referral-Updated"] {
-            let parsed = parse_event(&event(name, URI, "2026-03-01T10:05:39.5485487+00:00")).unwrap();
+            let parsed =
+                parse_event(&event(name, URI, "2026-03-01T10:05:39.5485487+00:00")).unwrap();
             let Event::Referral {
                 referral_id,
                 changed_at,
@@ -550,7 +584,11 @@ mod tests {
             Ok(Event::Referral { .. })
         ));
         assert_eq!(
-            parse_event(&event("test-created", "https://x/webhooks/v1/registration/test", "2026-03-01T10:05:39Z")),
+            parse_event(&event(
+                "test-created",
+                "https://x/webhooks/v1/registration/test",
+                "2026-03-01T10:05:39Z"
+            )),
             Ok(Event::Test)
         );
     }
@@ -590,7 +628,13 @@ mod tests {
         ];
         for (body, field) in cases {
             let error = parse_event(&body).unwrap_err();
-            assert_eq!(error.0, field, "{}: {}", String::from_utf8_lossy(&body), error.1);
+            assert_eq!(
+                error.0,
+                field,
+                "{}: {}",
+                String::from_utf8_lossy(&body),
+                error.1
+            );
         }
     }
 
@@ -602,12 +646,21 @@ mod tests {
         let same = OffsetDateTime::parse("2026-03-01T11:05:39.5485487+01:00", &Rfc3339).unwrap();
         let now = Instant::now();
         assert!(seen.first_time("R-1", at, now));
-        assert!(!seen.first_time("r-1", same, now), "same referral, same change");
-        assert!(seen.first_time("r-1", at + time::Duration::SECOND, now), "a later change");
+        assert!(
+            !seen.first_time("r-1", same, now),
+            "same referral, same change"
+        );
+        assert!(
+            seen.first_time("r-1", at + time::Duration::SECOND, now),
+            "a later change"
+        );
         assert!(seen.first_time("r-2", at, now), "another referral");
         assert!(seen.first_time("r-1", at, now + DEDUPE_TTL), "expired");
         seen.forget("r-2", at);
-        assert!(seen.first_time("r-2", at, now), "forgotten after a failed queue");
+        assert!(
+            seen.first_time("r-2", at, now),
+            "forgotten after a failed queue"
+        );
     }
 
     #[test]
@@ -631,8 +684,16 @@ mod tests {
             assert_eq!(budget.take(a, start), Ok(()));
         }
         let retry = budget.take(a, start).unwrap_err();
-        assert_eq!(retry, Duration::from_secs(20), "one fetch every 20 s at 3 a minute");
-        assert_eq!(budget.take(b, start), Ok(()), "another sender is not affected");
+        assert_eq!(
+            retry,
+            Duration::from_secs(20),
+            "one fetch every 20 s at 3 a minute"
+        );
+        assert_eq!(
+            budget.take(b, start),
+            Ok(()),
+            "another sender is not affected"
+        );
         assert_eq!(budget.take(a, start + Duration::from_secs(20)), Ok(()));
         assert!(budget.take(a, start + Duration::from_secs(21)).is_err());
     }

@@ -56,6 +56,13 @@ pub(super) fn covers(running_since: Option<Timestamp>, wanted: Option<Timestamp>
     }
 }
 
+/// Where commands go, per tenant: poll triggers and webhook fetches.
+#[derive(Default)]
+pub(super) struct TenantQueues {
+    pub(super) triggers: HashMap<String, mpsc::Sender<Trigger>>,
+    pub(super) fetches: HashMap<String, mpsc::Sender<ReferralFetch>>,
+}
+
 /// The source's subscription to the commands topic.
 pub(super) struct Commands {
     consumer: GroupConsumer,
@@ -90,8 +97,7 @@ impl Commands {
     pub(super) async fn handle(
         &self,
         message: BorrowedMessage<'_>,
-        triggers: &HashMap<String, mpsc::Sender<Trigger>>,
-        fetches: &HashMap<String, mpsc::Sender<ReferralFetch>>,
+        queues: &TenantQueues,
         running: &Running,
         outputs: &Outputs,
         interval: Duration,
@@ -100,6 +106,7 @@ impl Commands {
         let (partition, offset) = (message.partition(), message.offset());
         let payload = message.payload().unwrap_or_default().to_vec();
         drop(message);
+        let (triggers, fetches) = (&queues.triggers, &queues.fetches);
         let mut waiting = shutdown.clone();
         match self
             .codec

@@ -121,26 +121,27 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let mut states = state::load_states(&context, &outputs.states, &shutdown).await?;
 
     let mut tenants = tokio::task::JoinSet::new();
-    let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
+    let mut queues = commands::TenantQueues::default();
     let running = commands::Running::default();
     let mut action_queues: HashMap<String, mpsc::Sender<writeback::Job>> = HashMap::new();
-    let mut fetch_queues: HashMap<String, mpsc::Sender<fetch::Fetch>> = HashMap::new();
     for tenant_settings in &pc.tenants {
         let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
         let (sender, receiver) = mpsc::channel(TRIGGER_QUEUE);
-        triggers.insert(tenant.name.clone(), sender);
+        queues.triggers.insert(tenant.name.clone(), sender);
         let (action_sender, actions) = mpsc::channel(writeback::QUEUE);
         action_queues.insert(tenant.name.clone(), action_sender);
         let (fetch_sender, fetches) = mpsc::channel(fetch::QUEUE);
-        fetch_queues.insert(tenant.name.clone(), fetch_sender);
+        queues.fetches.insert(tenant.name.clone(), fetch_sender);
         let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
         let running = running.clone();
-        let queues = Queues {
+        let receivers = Queues {
             triggers: receiver,
             actions,
             fetches,
         };
-        tenants.spawn(async move { tenant_loop(tenant, outputs, sync, queues, running, shutdown).await });
+        tenants.spawn(async move {
+            tenant_loop(tenant, outputs, sync, receivers, running, shutdown).await
+        });
     }
     // Write-back: actions go to their tenant's loop, one at a time (`writeback.rs`).
     tenants.spawn(writeback::consume(
@@ -166,7 +167,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             received = commands.consumer().recv() => {
                 let message = received.context("kafka consume (commands)")?;
                 let handled = commands
-                    .handle(message, &triggers, &fetch_queues, &running, &outputs, settings.sync.interval, &shutdown)
+                    .handle(message, &queues, &running, &outputs, settings.sync.interval, &shutdown)
                     .await;
                 if let Err(error) = handled {
                     break Err(error);
@@ -174,8 +175,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             }
         }
     };
-    drop(triggers);
-    drop(fetch_queues);
+    drop(queues);
     if result.is_err() {
         // The role stops for a restart (a tenant loop gave up on Kafka, say): the write-back
         // consumer and the other tenants would otherwise wait for a shutdown that never comes,
