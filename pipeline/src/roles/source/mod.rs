@@ -37,7 +37,8 @@
 //!
 //! Here: the run loop and each tenant's loop. `poll.rs` pages and publishes one poll,
 //! `state.rs` says what the cursor and stored versions become after it (pure, tested) and loads
-//! and stores them, `commands.rs` turns "sync now" commands into triggers.
+//! and stores them, `commands.rs` turns "sync now" commands into triggers, `fetch.rs` gets a
+//! referral by id for a Partner Center webhook event (`fetch_referral` commands) between polls.
 
 mod commands;
 // Partner Center webhook events: referrals fetched by id (docs/partner-center-webhooks.md).
