@@ -103,6 +103,7 @@ pub async fn run(
         tenant: tenant.map(str::to_owned),
         requested_at: Timestamp::now(),
         since,
+        referral_id: None,
     };
 
     // Where the run's records will start: the end offsets now, before the command is sent.

@@ -58,6 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Partner Center webhooks: register this deployment's callback so referral changes reach
+    /// Hunter in seconds, show the registration, or remove it (docs/partner-center-webhooks.md).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +222,31 @@ pub enum AuthCommand {
     /// Account, tenant, access-token expiry, refresh-token age and a verdict; exits non-zero
     /// when a sign-in is needed.
     Status {
+        /// Only this tenant (default: every configured tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// `hunter webhooks …` (docs/partner-center-webhooks.md).
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register HUNTER_PARTNER_CENTER_WEBHOOK_URL (with the secret and the tenant added) for
+    /// referral-created and referral-updated; replaces another registration, keeps an identical one.
+    Register {
+        /// Only this tenant (default: every configured tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show the registration (the secret redacted); exits non-zero when it is missing or is not
+    /// this deployment's callback.
+    Status {
+        /// Only this tenant (default: every configured tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove the registration (the poll alone keeps leads fresh).
+    Unregister {
         /// Only this tenant (default: every configured tenant).
         #[arg(long)]
         tenant: Option<String>,

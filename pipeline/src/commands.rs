@@ -52,6 +52,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => {
             dlq_command(&Settings::load(cli.config.as_deref())?, command).await
         }
+        Command::Webhooks { command } => {
+            crate::pc_webhooks::run(&Settings::load(cli.config.as_deref())?, command).await
+        }
     }
 }
 

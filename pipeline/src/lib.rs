@@ -26,7 +26,9 @@ pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod dlq;
+// `hunter webhooks register|status|unregister` (docs/partner-center-webhooks.md).
 pub mod doctor;
+pub mod pc_webhooks;
 pub mod processors;
 pub mod queries;
 pub mod replay;

@@ -3,6 +3,10 @@
 //! covers the router: every route the API's source declares is either documented (and so
 //! driven here) or one of the few public ones (the page and its files, probes, metrics). A route
 //! added outside the auth layer, or left out of the document, fails this test.
+//!
+//! An operation whose document names the `webhook_secret` scheme (Partner Center's webhooks,
+//! docs/partner-center-webhooks.md) authenticates by the `token` of its URL instead: it answers
+//! 401 without it, with a wrong one, and with any bearer token (even the admin's) but no `token`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,6 +51,11 @@ fn declared_routes() -> anyhow::Result<BTreeSet<String>> {
 async fn every_route_needs_a_token_and_writes_need_the_admin_token() -> anyhow::Result<()> {
     let mut deployment = Deployment::new(&[])?;
     let read_token = uuid::Uuid::new_v4().simple().to_string();
+    // The webhook receiver is off (404) without a secret: on, so its 401s are checked.
+    deployment.env.insert(
+        "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET".into(),
+        uuid::Uuid::new_v4().simple().to_string(),
+    );
     deployment
         .env
         .insert("HUNTER_API_READ_TOKEN".into(), read_token.clone());
@@ -83,12 +92,57 @@ async fn every_route_needs_a_token_and_writes_need_the_admin_token() -> anyhow::
 
     // The document's paths are relative to its server, `/api/v1`.
     let mut operations = vec![("get".to_owned(), "/api/v1/openapi.json".to_owned())];
+    let mut url_secret = Vec::new();
     for (path, item) in paths {
         let full = format!("/api/v1{}", path.trim_start_matches("/api/v1"));
         for method in ["get", "post", "put", "patch", "delete"] {
-            if item.get(method).is_some() {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            if operation["security"][0].get("webhook_secret").is_some() {
+                url_secret.push((method.to_owned(), full.clone()));
+            } else {
                 operations.push((method.to_owned(), full.clone()));
             }
+        }
+    }
+    assert!(!url_secret.is_empty(), "the webhook receiver is documented");
+    for (index, (method, path)) in url_secret.iter().enumerate() {
+        let wrong_client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                127,
+                0,
+                2,
+                index as u8 + 1,
+            )))
+            .build()?;
+        let url = format!("{}{path}", deployment.api);
+        for (what, query, bearer) in [
+            ("no token", "", None),
+            (
+                "a wrong token",
+                "?token=9f86d081884c7d659a2feaa0c55ad015",
+                None,
+            ),
+            ("the admin bearer token", "", Some(&deployment.api_token)),
+            ("the read bearer token", "", Some(&read_token)),
+        ] {
+            let mut request = wrong_client
+                .request(
+                    method.to_uppercase().parse().unwrap(),
+                    format!("{url}{query}"),
+                )
+                .json(&serde_json::json!({}));
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await?;
+            assert_eq!(response.status(), 401, "{method} {path} with {what}");
+            let body: Value = response.json().await?;
+            assert_eq!(
+                body["error"]["code"], "unauthenticated",
+                "{method} {path}: {body}"
+            );
         }
     }
     // The throttle allows 10 wrong tokens a minute per address: each operation's wrong token

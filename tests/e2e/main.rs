@@ -34,6 +34,8 @@ mod kafka_security;
 mod notify;
 mod oversize;
 mod pc_faults;
+// Partner Center webhooks: hunter webhooks register, events to POST /api/v1/partner-center/webhooks.
+mod pc_webhooks;
 mod process;
 mod replay;
 mod secrets;

@@ -460,6 +460,7 @@ async fn old_command(deployment: &Deployment, age: Duration) -> anyhow::Result<S
         tenant: None,
         requested_at: Timestamp::from_offset_date_time(requested),
         since: None,
+        referral_id: None,
     };
     let payload = hunter_core::codec::Codec::<SyncCommand>::new(&topic, None)
         .encode_single_object(&command)?;

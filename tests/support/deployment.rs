@@ -358,6 +358,7 @@ impl Deployment {
             tenant: tenant.map(str::to_owned),
             requested_at: Timestamp::now(),
             since: None,
+            referral_id: None,
         };
         let payload = hunter_core::codec::Codec::<Command>::new(&topic, None)
             .encode_single_object(&command)?;

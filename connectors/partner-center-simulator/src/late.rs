@@ -224,6 +224,7 @@ pub(super) async fn add_late_referrals(
     }
     store.referrals = referrals;
     drop(store);
+    simulator.notify(super::webhooks::REFERRAL_CREATED, &ids, at);
     let at_text = format_instant(at, 7);
     tracing::info!(count = ids.len(), updated = %at_text, "simulator added late referrals");
     json_response(

@@ -19,6 +19,8 @@
 //! | `POST /_simulator/expire-access-tokens` | every access token issued so far answers 401 from now on |
 //! | `POST /_simulator/mutate?rate=R` | changes the mutation rate from now on (`0` stops the data moving) |
 //! | `POST /_simulator/faults?spec=S&retry_after=N` | replaces the fault spec from now on (same syntax as `--faults`; empty or no `spec` = no faults) and the `Retry-After` seconds of 429 replies (default 1); 400 naming the bad item otherwise |
+//! | `GET\|POST\|PUT\|DELETE /v1.0/engagements/webhooks/registration` | Partner Center's webhook registration; the registered URL then gets `referral-updated` / `referral-created` events when referrals change (module `webhooks`) |
+//! | `POST /_simulator/mutate-now?id=ID` | moves that referral on now (new `updatedDateTime` and eTag) with a status step when it has one (New → Active/Accepted → Closed/Won\|Lost), as a mutation does; answers the new referral |
 //! | `POST /_simulator/late?count=N&before_newest_secs=S` (or `&at=T`) | adds `N` new referrals, visible from now on, all with one `updatedDateTime` in the past: `S` seconds before the newest served (or `T`); a late commit an incremental poll cannot see, and with `N` above `$top` a run of ties longer than a page (the `late` module docs) |
 //!
 //! The `/_simulator/` routes need no token. The referrals endpoints need a bearer token this
@@ -65,6 +67,7 @@ mod late;
 mod login;
 mod mutate;
 mod patch;
+mod webhooks;
 
 // The harness shared with the connector's tests names both crates by their package names.
 #[cfg(test)]
@@ -194,6 +197,7 @@ pub async fn bind(
         mutate_rate: std::sync::atomic::AtomicU64::new(opts_rate_bits),
         stats: Mutex::new(Stats::default()),
         write_access: patch::WriteAccess::default(),
+        webhooks: webhooks::Webhooks::default(),
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -216,6 +220,14 @@ pub async fn bind(
             get(api::get_referral).patch(patch::patch_referral),
         )
         .route("/_simulator/write-access", post(patch::set_write_access))
+        .route(
+            "/v1.0/engagements/webhooks/registration",
+            get(webhooks::registration)
+                .post(webhooks::registration)
+                .put(webhooks::registration)
+                .delete(webhooks::registration),
+        )
+        .route("/_simulator/mutate-now", post(mutate::mutate_now))
         .route("/{tenant}/oauth2/v2.0/devicecode", post(login::device_code))
         .route("/{tenant}/oauth2/v2.0/token", post(login::token))
         .route("/devicelogin", get(login::device_login_page))
@@ -286,6 +298,8 @@ struct Simulator {
     stats: Mutex<Stats>,
     /// Whether PATCH may write (`POST /_simulator/write-access`; module `patch`).
     write_access: patch::WriteAccess,
+    /// The webhook registration and its deliveries (module `webhooks`).
+    webhooks: webhooks::Webhooks,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -369,7 +383,10 @@ async fn healthz(State(simulator): State<Arc<Simulator>>) -> Response {
 }
 
 async fn stats(State(simulator): State<Arc<Simulator>>) -> Response {
-    let body = serde_json::to_string(&*lock(&simulator.stats)).unwrap_or_default();
+    let mut body = serde_json::to_value(&*lock(&simulator.stats)).unwrap_or_default();
+    body["webhooks"] =
+        serde_json::to_value(lock(&simulator.webhooks.stats).clone()).unwrap_or_default();
+    let body = body.to_string();
     json_response(StatusCode::OK, body)
 }
 

@@ -49,7 +49,7 @@ impl Simulator {
             let count = self.opts.mutate_burst.min(current.len());
             let picks = rand::seq::index::sample(&mut *rng, current.len(), count);
             for index in picks.iter() {
-                match move_on(&current[index], at, &mut rng) {
+                match move_on(&current[index], at, &mut rng, false) {
                     Ok((next, stepped)) => {
                         moves.push((index, next));
                         status_changes += u64::from(stepped);
@@ -64,6 +64,7 @@ impl Simulator {
             return;
         }
         let moved = moves.len() as u64;
+        let ids: Vec<String> = moves.iter().map(|(_, r)| r.id.clone()).collect();
         if self.opts.mutations_in_memory {
             // In place: no copy of a big store (unless a reply is reading it right now).
             apply_moves(Arc::make_mut(&mut store.referrals), moves);
@@ -82,11 +83,81 @@ impl Simulator {
         }
         store.last_mutation = Some(at);
         drop(store);
-        let mut stats = lock(&self.stats);
-        stats.mutations.bursts += 1;
-        stats.mutations.referrals += moved;
-        stats.mutations.status_changes += status_changes;
+        {
+            let mut stats = lock(&self.stats);
+            stats.mutations.bursts += 1;
+            stats.mutations.referrals += moved;
+            stats.mutations.status_changes += status_changes;
+        }
         tracing::debug!(moved, status_changes, "simulator moved referrals on");
+        self.notify(super::webhooks::REFERRAL_UPDATED, &ids, at);
+    }
+
+    /// Moves referral `id` on now, with a status step when its status has one; the new
+    /// referral's JSON, or `None` when there is no such referral.
+    async fn move_now(&self, id: &str) -> Result<Option<String>, String> {
+        let mut store = self.store.lock().await;
+        self.refresh_store(&mut store).await;
+        let Some(index) = store
+            .referrals
+            .iter()
+            .position(|r| r.id.eq_ignore_ascii_case(id))
+        else {
+            return Ok(None);
+        };
+        let at = next_stamp(OffsetDateTime::now_utc(), store.last_mutation);
+        let (next, stepped) = {
+            let mut rng = lock(&self.mutate_rng);
+            move_on(&store.referrals[index], at, &mut rng, true)?
+        };
+        let raw = next.raw.get().to_owned();
+        let id = next.id.clone();
+        let mut referrals = store.referrals.as_ref().clone();
+        apply_moves(&mut referrals, vec![(index, next)]);
+        let referrals = Arc::new(referrals);
+        if !self.opts.mutations_in_memory {
+            api::persist(&self.opts.referrals_file, &mut store, &referrals)
+                .await
+                .map_err(|error| format!("referrals file not written, nothing changed: {error}"))?;
+        }
+        store.referrals = referrals;
+        store.last_mutation = Some(at);
+        drop(store);
+        {
+            let mut stats = lock(&self.stats);
+            stats.mutations.bursts += 1;
+            stats.mutations.referrals += 1;
+            stats.mutations.status_changes += u64::from(stepped);
+        }
+        tracing::info!(id, stepped, "simulator moved a referral on now");
+        self.notify(super::webhooks::REFERRAL_UPDATED, &[id], at);
+        Ok(Some(raw))
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct MutateNowQuery {
+    id: String,
+}
+
+/// `POST /_simulator/mutate-now?id=ID`: [`Simulator::move_now`].
+pub(super) async fn mutate_now(
+    axum::extract::State(simulator): axum::extract::State<Arc<Simulator>>,
+    axum::extract::Query(query): axum::extract::Query<MutateNowQuery>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse as _;
+    simulator.record_admin("mutate_now");
+    match simulator.move_now(&query.id).await {
+        Ok(Some(raw)) => super::json_response(StatusCode::OK, raw),
+        Ok(None) => api::error_reply(StatusCode::NOT_FOUND, "itemNotFound", "no such referral")
+            .into_response(),
+        Err(message) => api::error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            &message,
+        )
+        .into_response(),
     }
 }
 
@@ -135,6 +206,7 @@ fn move_on(
     referral: &StoredReferral,
     at: OffsetDateTime,
     rng: &mut StdRng,
+    force_step: bool,
 ) -> Result<(StoredReferral, bool), String> {
     let mut fields: Fields =
         serde_json::from_str(referral.raw.get()).map_err(|error| error.to_string())?;
@@ -146,7 +218,8 @@ fn move_on(
     );
     fields.set_str("updatedDateTime", &at_text);
     fields.set_str("eTag", &etag);
-    let step = rng.random_bool(STATUS_STEP_CHANCE);
+    // Drawn whether forced or not, so a forced step does not change the draws that follow.
+    let step = rng.random_bool(STATUS_STEP_CHANCE) || force_step;
     let won = rng.random_bool(0.5);
     let stepped = step
         && match fields.get_str("status").as_deref() {
@@ -310,7 +383,7 @@ mod tests {
             "eTag": "\"old\"", "status": "Closed", "substatus": "Won", "x": {"b": 1, "a": [1.0]}}"#;
         let at = time::macros::datetime!(2025-06-01 12:00:00.123_456_7 UTC);
         let mut rng = StdRng::seed_from_u64(1);
-        let (moved, stepped) = move_on(&stored(original), at, &mut rng).unwrap();
+        let (moved, stepped) = move_on(&stored(original), at, &mut rng, false).unwrap();
         assert!(!stepped, "Closed stays");
         assert_eq!(moved.updated, Some(at));
         assert_eq!(moved.position, 3);
@@ -342,7 +415,7 @@ mod tests {
                 let text = format!(
                     r#"{{"id":"r1","status":"{status}","substatus":"{substatus}","acceptedDateTime":null}}"#
                 );
-                let (moved, stepped) = move_on(&stored(&text), at, &mut rng).unwrap();
+                let (moved, stepped) = move_on(&stored(&text), at, &mut rng, false).unwrap();
                 let value: serde_json::Value = serde_json::from_str(moved.raw.get()).unwrap();
                 let pair = (
                     value["status"].as_str().unwrap().to_owned(),

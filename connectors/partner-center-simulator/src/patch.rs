@@ -343,7 +343,13 @@ impl Simulator {
         }
         store.referrals = referrals;
         store.last_mutation = Some(at);
+        drop(store);
         tracing::info!(id, "simulator patched a referral");
+        self.notify(
+            super::webhooks::REFERRAL_UPDATED,
+            std::slice::from_ref(&patched.id),
+            at,
+        );
         if representation {
             Reply::new(StatusCode::OK, patched.raw.get().to_owned())
         } else {

@@ -1034,3 +1034,102 @@ async fn patch_over_http() {
     assert_eq!(count(&stats, "referral_patch", 200), 1);
     assert_eq!(count(&stats, "referral_patch", 404), 1);
 }
+
+/// The webhook registration through the connector's real client, and events for a referral
+/// moved on now: delivered to the registered URL in Partner Center's shape, retried after a
+/// refusal, and only for the events registered.
+#[tokio::test]
+async fn webhook_registration_and_events_with_retries() {
+    use hunter_partner_center::client::{REFERRAL_EVENTS, WebhookRegistration};
+    let referrals = generate_referrals(3, 5);
+    let sim = Sim::start(&referrals, |_| {}).await;
+    let client = client(&sim, 10).await;
+    assert_eq!(client.webhook_registration().await.unwrap(), None);
+    assert!(!client.delete_webhook_registration().await.unwrap());
+
+    // A receiver that refuses the first delivery and records the others.
+    let received: StdArc<std::sync::Mutex<Vec<Value>>> = StdArc::default();
+    let refused = StdArc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let (received, refused) = (received.clone(), refused.clone());
+            move |body: axum::body::Bytes| async move {
+                if !refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                received
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::OK
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let only_updates = WebhookRegistration {
+        subscriber_id: None,
+        webhook_url: format!("http://{receiver}/hook?token=t"),
+        webhook_events: vec![REFERRAL_EVENTS[1].to_owned()],
+        signature_token_to_ms_signature_header: Some(true),
+    };
+    let registered = client.register_webhook(&only_updates, false).await.unwrap();
+    assert!(registered.subscriber_id.is_some());
+    assert_eq!(
+        client
+            .webhook_registration()
+            .await
+            .unwrap()
+            .unwrap()
+            .webhook_url,
+        only_updates.webhook_url
+    );
+
+    // A late referral is `referral-created`: not registered, not sent.
+    let (status, _) = post(&sim.url("/_simulator/late?count=1&at=2026-01-01T00:00:00Z")).await;
+    assert_eq!(status, 200);
+    let id = referrals[0]["id"].as_str().unwrap();
+    let (status, moved) = post(&sim.url(&format!("/_simulator/mutate-now?id={id}"))).await;
+    assert_eq!(status, 200, "{moved}");
+    assert_ne!(
+        moved["status"], referrals[0]["status"],
+        "a status step: {moved}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = received.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["EventName"], "referral-updated");
+    assert_eq!(events[0]["ResourceName"], "referral");
+    assert_eq!(events[0]["ResourceChangeUtcDate"], moved["updatedDateTime"]);
+    assert!(
+        events[0]["ResourceUri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/referrals/{id}")),
+        "{events:?}"
+    );
+    let stats = get(&sim.url("/_simulator/stats"), None).await.1;
+    assert_eq!(stats["webhooks"]["delivered"], 1, "{stats}");
+    assert_eq!(stats["webhooks"]["failed_attempts"], 1, "{stats}");
+
+    // PUT replaces, DELETE removes; a bad registration is a 400.
+    let mut both = only_updates.clone();
+    both.webhook_events = REFERRAL_EVENTS.iter().map(|e| (*e).to_owned()).collect();
+    let replaced = client.register_webhook(&both, true).await.unwrap();
+    assert_eq!(replaced.subscriber_id, registered.subscriber_id);
+    assert_eq!(replaced.webhook_events.len(), 2);
+    let mut bad = both.clone();
+    bad.webhook_url = "not a url".into();
+    assert!(client.register_webhook(&bad, true).await.is_err());
+    assert!(client.delete_webhook_registration().await.unwrap());
+    assert_eq!(client.webhook_registration().await.unwrap(), None);
+    let (status, _) = post(&sim.url("/_simulator/mutate-now?id=no-such-referral")).await;
+    assert_eq!(status, 404);
+    server.abort();
+}

@@ -71,6 +71,12 @@ pub mod names {
     pub const API_SYNC_TRIGGERS_TOTAL: &str = "hunter_api_sync_triggers_total";
     /// Incoming New referrals whose expiry is within the next 48 hours (refreshed every minute).
     pub const API_REFERRALS_EXPIRING_SOON: &str = "hunter_api_referrals_expiring_soon";
+    // --- Partner Center webhooks (docs/partner-center-webhooks.md) ---
+    /// Partner Center webhook events received by the API, by outcome.
+    pub const API_PC_WEBHOOK_EVENTS_TOTAL: &str = "hunter_api_partner_center_webhook_events_total";
+    /// Referral fetches by id the source made for webhook events, by outcome.
+    pub const SOURCE_WEBHOOK_FETCHES_TOTAL: &str = "hunter_source_webhook_fetches_total";
+    // --- end Partner Center webhooks ---
     /// Referrals API requests, one per HTTP attempt, by endpoint (list, next, get) and outcome.
     pub const PARTNER_CENTER_API_REQUESTS_TOTAL: &str = "hunter_partner_center_api_requests_total";
     /// Referrals API request latency to the whole body, by endpoint.
@@ -312,6 +318,19 @@ pub const CATALOGUE: &[Metric] = {
             Counter,
             &[],
             "Manual sync triggers accepted.",
+        ),
+        // --- Partner Center webhooks ---
+        metric(
+            API_PC_WEBHOOK_EVENTS_TOTAL,
+            Counter,
+            &["outcome"],
+            "Partner Center webhook events received: queued, duplicate, ignored, unauthenticated, invalid, rate_limited, unavailable.",
+        ),
+        metric(
+            SOURCE_WEBHOOK_FETCHES_TOTAL,
+            Counter,
+            &["tenant", "outcome"],
+            "Referrals fetched by id for webhook events: published, unchanged, not_found, failed, left_to_poll, expired.",
         ),
         metric(
             API_REFERRALS_EXPIRING_SOON,

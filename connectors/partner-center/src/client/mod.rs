@@ -29,6 +29,8 @@ mod error;
 mod paging;
 mod request;
 mod retry;
+// `{api}/webhooks/registration`: Partner Center webhooks (docs/partner-center-webhooks.md).
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,7 @@ pub use error::ClientError;
 pub use paging::odata_timestamp;
 use paging::{decode_page, encode_query_value, resolve_next_link, skiptoken_fallback};
 use request::{Outgoing, decode_entity, decode_patched};
+pub use webhooks::{REFERRAL_EVENTS, WebhookRegistration, redact_token};
 
 /// The real service, up to `/v1.0/engagements`.
 pub const DEFAULT_API_URL: &str = "https://api.partner.microsoft.com/v1.0/engagements";

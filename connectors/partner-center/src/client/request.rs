@@ -35,6 +35,12 @@ pub(super) enum Outgoing<'a> {
         body: &'a [u8],
         if_match: Option<&'a str>,
     },
+    /// A JSON body with `POST` or `PUT` (the webhook registration, `webhooks.rs`).
+    Json {
+        put: bool,
+        body: &'a [u8],
+    },
+    Delete,
 }
 
 impl PartnerCenterClient {
@@ -161,6 +167,17 @@ impl PartnerCenterClient {
                     None => request,
                 }
             }
+            Outgoing::Json { put, body } => {
+                let request = if put {
+                    self.http.put(url.clone())
+                } else {
+                    self.http.post(url.clone())
+                };
+                request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.to_vec())
+            }
+            Outgoing::Delete => self.http.delete(url.clone()),
         };
         let sent = request
             .bearer_auth(token.expose())

@@ -21,6 +21,8 @@ mod kafka;
 // Outgoing webhooks (docs/notifications.md).
 mod notify;
 mod partner_center;
+// Partner Center webhooks into the API (docs/partner-center-webhooks.md).
+mod pc_webhooks;
 mod registry;
 mod security;
 mod sink;
@@ -33,6 +35,7 @@ pub use self::enrich::*;
 pub use self::kafka::*;
 pub use self::notify::*;
 pub use self::partner_center::*;
+pub use self::pc_webhooks::*;
 pub use self::registry::*;
 use self::security::*;
 pub use self::sink::*;
@@ -139,6 +142,8 @@ pub struct Settings {
     pub enrich: EnrichSettings,
     /// Outgoing webhooks (the `notify` role).
     pub notify: NotifySettings,
+    /// Partner Center webhooks into the API (`[pc_webhooks]`).
+    pub pc_webhooks: PcWebhookSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +176,8 @@ struct FileConfig {
     enrich: FileEnrich,
     #[serde(default)]
     notify: FileNotify,
+    #[serde(default)]
+    pc_webhooks: FilePcWebhooks,
 }
 
 /// One value with the name it was given by, for error messages.
@@ -281,6 +288,7 @@ impl Settings {
             sync,
             sink,
             notify,
+            pc_webhooks,
         } = file_config;
 
         let environment = match src.text("HUNTER_ENVIRONMENT", environment, "environment") {
@@ -312,6 +320,7 @@ impl Settings {
         let sink = sink_settings(&src, sink)?;
         let enrich = enrich_settings(&src, enrich)?;
         let notify = notify_settings(&src, notify)?;
+        let pc_webhooks = pc_webhook_settings(&src, pc_webhooks)?;
 
         Ok(Settings {
             environment,
@@ -325,6 +334,7 @@ impl Settings {
             sink,
             enrich,
             notify,
+            pc_webhooks,
         })
     }
 }

@@ -448,6 +448,7 @@ fn env_vars_lists_every_variable_read() {
         include_str!("sink.rs"),
         include_str!("enrich.rs"),
         include_str!("notify.rs"),
+        include_str!("pc_webhooks.rs"),
     ];
     // A new section file must join the list above.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");

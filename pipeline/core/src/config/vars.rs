@@ -296,6 +296,26 @@ pub const SETTINGS: &[Setting] = &[
         default: "`1000`",
         meaning: "how long a `GET /leads` page may be served from the API's cache; a stale page is served while one refresh runs, so a page is at most this plus one query old; `0` turns it off",
     },
+    // --- Partner Center webhooks (docs/partner-center-webhooks.md) ---
+    Setting {
+        variable: "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET",
+        file_key: Some("pc_webhooks.secret"),
+        default: "none (the receiver is off: 404)",
+        meaning: "shared secret Partner Center presents as `?token=` on `POST /api/v1/partner-center/webhooks` (compared in constant time; letters, digits and `-._~` only, same strength rule as the API token) ([webhooks](docs/partner-center-webhooks.md))",
+    },
+    Setting {
+        variable: "HUNTER_PARTNER_CENTER_WEBHOOK_URL",
+        file_key: Some("pc_webhooks.callback_url"),
+        default: "none",
+        meaning: "the public URL of that route, without the secret: `hunter webhooks register` registers it with `token` and `tenant` added",
+    },
+    Setting {
+        variable: "HUNTER_PARTNER_CENTER_WEBHOOK_FETCHES_PER_MINUTE",
+        file_key: Some("pc_webhooks.fetches_per_minute"),
+        default: "`120`",
+        meaning: "referral fetches one sender (client address) may trigger per minute; past it the receiver answers 429 with `Retry-After` (the poll still reconciles)",
+    },
+    // --- end Partner Center webhooks ---
     Setting {
         variable: "HUNTER_SYNC_INTERVAL_SECS",
         file_key: Some("sync.interval_secs"),

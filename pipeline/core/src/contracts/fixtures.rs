@@ -187,6 +187,7 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             tenant: Some("contoso".into()),
             requested_at: Timestamp(1_709_800_000_000_000),
             since: None,
+            referral_id: None,
         },
         Command {
             command_id: "command-fixture-2".into(),
@@ -194,6 +195,15 @@ pub(crate) fn sample_commands() -> Vec<Command> {
             tenant: None,
             requested_at: Timestamp(1_709_800_005_000_000),
             since: Some(Timestamp(1_709_000_000_000_000)),
+            referral_id: None,
+        },
+        Command {
+            command_id: "command-fixture-3".into(),
+            kind: Command::FETCH_REFERRAL.into(),
+            tenant: Some("contoso".into()),
+            requested_at: Timestamp(1_709_800_006_000_000),
+            since: None,
+            referral_id: Some("2f6e0a1c-58b3-4c0e-9a57-0c1d2e3f4a5b".into()),
         },
     ]
 }

@@ -80,7 +80,7 @@ pub const CONTRACTS: &[Contract] = &[
     Contract {
         name: "command",
         full_name: "hunter.commands.v1.Command",
-        versions: versions!("command": "0001", "0002"),
+        versions: versions!("command": "0001", "0002", "0003"),
     },
     Contract {
         name: "referral_action",

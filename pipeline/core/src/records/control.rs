@@ -116,7 +116,8 @@ pub struct RecentVersion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub command_id: String,
-    /// `sync_now` or `backfill`.
+    /// `sync_now`, `backfill` or `fetch_referral`; a kind this build does not know is
+    /// ignored by the source (a newer writer's).
     pub kind: String,
     /// The tenant to act on; `None` means every tenant.
     pub tenant: Option<String>,
@@ -124,10 +125,16 @@ pub struct Command {
     /// `backfill`: read referrals updated since then; `None` reads everything (contract 0002).
     #[serde(default)]
     pub since: Option<Timestamp>,
+    /// `fetch_referral`: the referral to get by id (contract 0003; `None` in older records).
+    #[serde(default)]
+    pub referral_id: Option<String>,
 }
 
 impl Command {
     pub const SYNC_NOW: &'static str = "sync_now";
     /// `hunter backfill`: a full (or, with `since`, windowed) re-read of Partner Center now.
     pub const BACKFILL: &'static str = "backfill";
+    /// A Partner Center webhook said `referral_id` changed: get it by id now and publish it
+    /// when it is a version not yet published (docs/partner-center-webhooks.md).
+    pub const FETCH_REFERRAL: &'static str = "fetch_referral";
 }

@@ -339,6 +339,7 @@ fn control_types_agree_with_their_avsc() {
         tenant: Some("contoso".into()),
         requested_at: Timestamp(13),
         since: Some(Timestamp(14)),
+        referral_id: Some("r-1".into()),
     });
 }
 

@@ -28,6 +28,9 @@ mod openapi;
 mod overview;
 mod sync;
 mod throttle;
+// Partner Center webhooks: `POST /partner-center/webhooks`, authenticated by the callback URL's
+// secret instead of a bearer token (docs/partner-center-webhooks.md).
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +91,8 @@ pub(crate) struct ApiState {
     pending_trigger: tokio::sync::Mutex<Option<sync::PendingTrigger>>,
     /// Wrong tokens per client address (see `throttle.rs`).
     auth_failures: throttle::AuthThrottle,
+    /// Partner Center webhooks: events seen and fetches per sender (`webhooks.rs`).
+    pc_webhooks: webhooks::Receiver,
 }
 
 /// What the presented token may do: its role.
@@ -126,6 +131,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         pages: Arc::new(cache::PageCache::new(settings.api.cache_ttl)),
         pending_trigger: tokio::sync::Mutex::new(None),
         auth_failures: throttle::AuthThrottle::default(),
+        pc_webhooks: webhooks::Receiver::new(&settings.pc_webhooks),
     });
     expiry::spawn_gauge(state.clickhouse.clone());
     let timeout = settings.api.request_timeout;
@@ -151,6 +157,8 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
         .route("/dlq/replay", post(dlq::replay))
         .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Partner Center calls without a bearer token: its own secret, checked in the handler.
+        .route("/partner-center/webhooks", post(webhooks::receive))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         // A body without a declared length is cut at the limit while it is read.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, dlq, leads, overview, sync};
+use super::{actions, dlq, leads, overview, sync, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,7 @@ use super::{actions, dlq, leads, overview, sync};
         actions::recent,
         overview::overview,
         leads::export,
+        webhooks::receive,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -37,6 +38,7 @@ use super::{actions, dlq, leads, overview, sync};
         (name = "referrals", description = "Referrals as Partner Center returned them"),
         (name = "sync", description = "Trigger a sync and follow it"),
         (name = "dlq", description = "Dead letters: list them, replay them once the cause is fixed"),
+        (name = "webhooks", description = "Partner Center's push: referral events that make the source fetch the referral at once (docs/partner-center-webhooks.md). Authenticated by the callback URL's secret (`token`), not by a bearer token"),
         (name = "actions", description = "Work a referral: accept, decline, won, lost, update, written back to Partner Center (docs/writeback.md)"),
     )
 )]
@@ -50,6 +52,16 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // Partner Center webhooks: the shared secret of the registered callback URL.
+        components.add_security_scheme(
+            "webhook_secret",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Query(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "token",
+                    "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET, in the callback URL registered with Partner Center",
+                ),
+            )),
         );
     }
 }
@@ -122,5 +134,21 @@ mod tests {
         let export = &paths["/leads.csv"]["get"];
         assert_eq!(export["parameters"], paths["/leads"]["get"]["parameters"]);
         assert!(export["responses"]["200"]["content"]["text/csv"].is_object());
+        // The webhook receiver: its own secret, not the bearer token.
+        let webhooks = &paths["/partner-center/webhooks"]["post"];
+        assert_eq!(
+            webhooks["security"][0]["webhook_secret"],
+            serde_json::json!([])
+        );
+        for status in ["202", "400", "401", "404", "429"] {
+            assert!(
+                webhooks["responses"][status].is_object(),
+                "webhooks lacks {status}"
+            );
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"]["webhook_secret"]["in"],
+            "query"
+        );
     }
 }

@@ -159,6 +159,7 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
         tenant: None,
         requested_at: Timestamp::now(),
         since: None,
+        referral_id: None,
     };
     let unavailable = |error: String| {
         tracing::error!(%error, "sync trigger not delivered");

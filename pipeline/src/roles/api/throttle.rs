@@ -105,7 +105,7 @@ fn make_room(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant) {
 }
 
 /// The bucket key of an address: IPv4 as is, IPv6 by its /64.
-fn key(ip: IpAddr) -> IpAddr {
+pub(super) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

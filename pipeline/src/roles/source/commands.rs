@@ -13,6 +13,11 @@
 //! that arrives while one that covers it (full, or from an earlier `since`) runs for the tenant
 //! is recorded at once as `coalesced` into the running one; one queued behind a poll joins the
 //! next run, which then becomes the backfill (the schedule's tick coalesces with it too).
+//!
+//! A `fetch_referral` command (a Partner Center webhook event, `fetch.rs`) goes to the addressed
+//! tenants' fetch queues; like a sync trigger it is dropped when read more than one sync interval
+//! after it was requested (the polls since have read the referral), and when a tenant's queue is
+//! full (the poll reads it). A kind this build does not know is skipped, its offset stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +33,7 @@ use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::mpsc;
 
+use super::fetch::Fetch as ReferralFetch;
 use super::{Outputs, publish_run_logged};
 use crate::roles::Context;
 
@@ -48,6 +54,13 @@ pub(super) fn covers(running_since: Option<Timestamp>, wanted: Option<Timestamp>
         (Some(_), None) => false,
         (Some(running), Some(wanted)) => running <= wanted,
     }
+}
+
+/// Where commands go, per tenant: poll triggers and webhook fetches.
+#[derive(Default)]
+pub(super) struct TenantQueues {
+    pub(super) triggers: HashMap<String, mpsc::Sender<Trigger>>,
+    pub(super) fetches: HashMap<String, mpsc::Sender<ReferralFetch>>,
 }
 
 /// The source's subscription to the commands topic.
@@ -84,7 +97,7 @@ impl Commands {
     pub(super) async fn handle(
         &self,
         message: BorrowedMessage<'_>,
-        triggers: &HashMap<String, mpsc::Sender<Trigger>>,
+        queues: &TenantQueues,
         running: &Running,
         outputs: &Outputs,
         interval: Duration,
@@ -93,6 +106,7 @@ impl Commands {
         let (partition, offset) = (message.partition(), message.offset());
         let payload = message.payload().unwrap_or_default().to_vec();
         drop(message);
+        let (triggers, fetches) = (&queues.triggers, &queues.fetches);
         let mut waiting = shutdown.clone();
         match self
             .codec
@@ -146,6 +160,9 @@ impl Commands {
                     });
                 }
             }
+            Ok(command) if command.kind == Command::FETCH_REFERRAL => {
+                route_fetch(&command, fetches, interval);
+            }
             Ok(command) => tracing::debug!(kind = %command.kind, "command not for the source"),
             Err(error) => match Fault::from(error) {
                 // Shutdown while the registry was away: the command is read again later.
@@ -162,6 +179,36 @@ impl Commands {
 
     pub(super) fn close(self) {
         self.consumer.close();
+    }
+}
+
+/// Hands a `fetch_referral` command to the addressed tenants' fetch queues (see the module docs).
+fn route_fetch(
+    command: &Command,
+    fetches: &HashMap<String, mpsc::Sender<ReferralFetch>>,
+    interval: Duration,
+) {
+    let Some(referral_id) = command.referral_id.clone().filter(|id| !id.is_empty()) else {
+        tracing::warn!(task_id = %command.command_id, "fetch_referral command without a referral id ignored");
+        return;
+    };
+    if let Some(reason) = trigger_expired(command, interval) {
+        tracing::info!(task_id = %command.command_id, referral_id, "webhook fetch not run: {reason}");
+        metrics::counter!(names::SOURCE_WEBHOOK_FETCHES_TOTAL, "tenant" => command.tenant.clone().unwrap_or_default(), "outcome" => "expired")
+            .increment(1);
+        return;
+    }
+    for (name, queue) in fetches {
+        if !addressed_to(command, name) {
+            continue;
+        }
+        let fetch = ReferralFetch {
+            command_id: command.command_id.clone(),
+            referral_id: referral_id.clone(),
+        };
+        if queue.try_send(fetch).is_err() {
+            tracing::warn!(tenant = %name, referral_id, "webhook fetch queue full; the next poll reads the referral");
+        }
     }
 }
 
@@ -262,6 +309,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             requested_at: Timestamp(Timestamp::now().micros() - age),
             since: None,
+            referral_id: None,
         }
     }
 

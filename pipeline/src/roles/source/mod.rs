@@ -37,9 +37,12 @@
 //!
 //! Here: the run loop and each tenant's loop. `poll.rs` pages and publishes one poll,
 //! `state.rs` says what the cursor and stored versions become after it (pure, tested) and loads
-//! and stores them, `commands.rs` turns "sync now" commands into triggers.
+//! and stores them, `commands.rs` turns "sync now" commands into triggers, `fetch.rs` gets a
+//! referral by id for a Partner Center webhook event (`fetch_referral` commands) between polls.
 
 mod commands;
+// Partner Center webhook events: referrals fetched by id (docs/partner-center-webhooks.md).
+mod fetch;
 mod poll;
 mod state;
 #[cfg(test)]
@@ -119,19 +122,26 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let mut states = state::load_states(&context, &outputs.states, &shutdown).await?;
 
     let mut tenants = tokio::task::JoinSet::new();
-    let mut triggers: HashMap<String, mpsc::Sender<Trigger>> = HashMap::new();
+    let mut queues = commands::TenantQueues::default();
     let running = commands::Running::default();
     let mut action_queues: HashMap<String, mpsc::Sender<writeback::Job>> = HashMap::new();
     for tenant_settings in &pc.tenants {
         let tenant = Tenant::new(pc, tenant_settings, states.remove(&tenant_settings.name))?;
         let (sender, receiver) = mpsc::channel(TRIGGER_QUEUE);
-        triggers.insert(tenant.name.clone(), sender);
+        queues.triggers.insert(tenant.name.clone(), sender);
         let (action_sender, actions) = mpsc::channel(writeback::QUEUE);
         action_queues.insert(tenant.name.clone(), action_sender);
+        let (fetch_sender, fetches) = mpsc::channel(fetch::QUEUE);
+        queues.fetches.insert(tenant.name.clone(), fetch_sender);
         let (outputs, sync, shutdown) = (outputs.clone(), settings.sync.clone(), shutdown.clone());
         let running = running.clone();
+        let receivers = Queues {
+            triggers: receiver,
+            actions,
+            fetches,
+        };
         tenants.spawn(async move {
-            tenant_loop(tenant, outputs, sync, receiver, actions, running, shutdown).await
+            tenant_loop(tenant, outputs, sync, receivers, running, shutdown).await
         });
     }
     // Write-back: actions go to their tenant's loop, one at a time (`writeback.rs`).
@@ -158,7 +168,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             received = commands.consumer().recv() => {
                 let message = received.context("kafka consume (commands)")?;
                 let handled = commands
-                    .handle(message, &triggers, &running, &outputs, settings.sync.interval, &shutdown)
+                    .handle(message, &queues, &running, &outputs, settings.sync.interval, &shutdown)
                     .await;
                 if let Err(error) = handled {
                     break Err(error);
@@ -166,7 +176,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
             }
         }
     };
-    drop(triggers);
+    drop(queues);
     if result.is_err() {
         // The role stops for a restart (a tenant loop gave up on Kafka, say): the write-back
         // consumer and the other tenants would otherwise wait for a shutdown that never comes,
@@ -273,15 +283,27 @@ fn cache_mtime(auth: &AuthSettings) -> Option<SystemTime> {
         .ok()
 }
 
+/// What a tenant's loop serves besides its schedule.
+struct Queues {
+    triggers: mpsc::Receiver<Trigger>,
+    actions: mpsc::Receiver<writeback::Job>,
+    /// Referrals to get by id for webhook events (`fetch.rs`).
+    fetches: mpsc::Receiver<fetch::Fetch>,
+}
+
 async fn tenant_loop(
     mut tenant: Tenant,
     outputs: Arc<Outputs>,
     sync: SyncSettings,
-    mut triggers: mpsc::Receiver<Trigger>,
-    mut actions: mpsc::Receiver<writeback::Job>,
+    queues: Queues,
     running: commands::Running,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Queues {
+        mut triggers,
+        mut actions,
+        mut fetches,
+    } = queues;
     let mut ticks = tokio::time::interval(sync.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
@@ -308,6 +330,13 @@ async fn tenant_loop(
                     writeback::handle(&mut tenant, &outputs, job).await;
                 } else {
                     writeback::handle_signin_required(&tenant, &outputs, job).await;
+                }
+                continue;
+            }
+            Some(fetch) = fetches.recv() => {
+                // Between polls too; while sign-in needs a person the poll catches up later.
+                if tenant.signin_required.is_none() {
+                    fetch::handle(&mut tenant, outputs.as_ref(), fetch).await;
                 }
                 continue;
             }

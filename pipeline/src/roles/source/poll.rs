@@ -166,6 +166,11 @@ impl PollError {
             signin_required: false,
         }
     }
+
+    /// What went wrong, without secrets.
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<ClientError> for PollError {

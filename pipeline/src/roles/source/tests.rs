@@ -356,3 +356,67 @@ fn every_referral_is_published_by_its_window_or_the_next_sweep_at_the_latest() {
         })
         .unwrap();
 }
+
+/// Webhook fetches (`fetch.rs`) against the simulator: a referral the source never saw is
+/// published, the same version again is not, an unknown id publishes nothing, and the next poll
+/// skips what the fetch published (the same `published` check).
+#[test]
+fn a_fetch_by_id_publishes_a_new_version_once_and_the_poll_skips_it() {
+    use super::fetch::{self, Fetch, Outcome};
+    let harness = Harness::start();
+    harness.runtime.block_on(async {
+        harness.add("count=3&at=2026-01-01T00:00:00Z").await;
+        let truth = harness.truth().await;
+        let (id, etag) = truth.keys().next().unwrap().clone();
+        let mut tenant = harness.tenant(100, None);
+        let memory = Memory::default();
+        let fetch = |referral_id: &str| Fetch {
+            command_id: "c-1".into(),
+            referral_id: referral_id.into(),
+        };
+        assert_eq!(
+            fetch::handle(&mut tenant, &memory, fetch(&id)).await,
+            Outcome::Published,
+            "never seen: published"
+        );
+        assert_eq!(
+            memory.sent.lock().unwrap().clone(),
+            vec![(id.clone(), etag.clone())]
+        );
+        assert_eq!(
+            fetch::handle(&mut tenant, &memory, fetch(&id)).await,
+            Outcome::Unchanged,
+            "the same version again: nothing"
+        );
+        assert_eq!(
+            fetch::handle(
+                &mut tenant,
+                &memory,
+                fetch("0a1b2c3d-0000-4000-8000-00000000ffff")
+            )
+            .await,
+            Outcome::NotFound
+        );
+        assert_eq!(memory.sent.lock().unwrap().len(), 1);
+        // The poll publishes the two others and skips the fetched one.
+        let mut counts = Counts::default();
+        poll::poll_pages(
+            &mut tenant,
+            &memory,
+            OVERLAP,
+            poll::Window::default(),
+            "run",
+            &mut counts,
+            None,
+        )
+        .await
+        .unwrap();
+        let sent = memory.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        assert_eq!(
+            sent.iter().filter(|(sent_id, _)| *sent_id == id).count(),
+            1,
+            "published once: {sent:?}"
+        );
+    });
+}

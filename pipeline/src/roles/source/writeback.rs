@@ -33,10 +33,9 @@ use anyhow::Context as _;
 use hunter_core::codec::Codec;
 use hunter_core::kafka::{Fault, Fetch, GroupConsumer, Subscription};
 use hunter_core::records::action::{ActionState, Plan, ReferralView, plan};
-use hunter_core::records::{Ingest, Referral, ReferralAction, ReferralActionResult, Timestamp};
+use hunter_core::records::{ReferralAction, ReferralActionResult};
 use hunter_core::shutdown::Shutdown;
 use hunter_partner_center::client::ClientError;
-use hunter_partner_center::cursor;
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
@@ -382,48 +381,18 @@ async fn settle_moved(
 }
 
 /// Publishes a referral version read from Partner Center, acknowledged, and remembers it so the
-/// next poll does not publish it again.
+/// next poll does not publish it again (`fetch::publish_version`, shared with webhook fetches).
 async fn publish(
     tenant: &mut Tenant,
     outputs: &Outputs,
     action: &ReferralAction,
     referral: &Value,
 ) -> Result<(), String> {
-    let ingest = Ingest {
-        tenant: tenant.name.clone(),
-        fetched_at: Timestamp::now(),
-        sync_run_id: format!("action-{}", action.action_id),
-    };
-    let referral =
-        Referral::from_api_json(&referral.to_string(), ingest).map_err(|e| e.to_string())?;
-    let version = cursor::version_of(referral.e_tag.as_deref(), referral.updated_date_time);
-    if tenant.published.is_published(&referral.id, version) {
-        return Ok(());
+    let run_id = format!("action-{}", action.action_id);
+    let outcome =
+        super::fetch::publish_version(tenant, outputs, &referral.to_string(), &run_id).await?;
+    if outcome == super::fetch::Outcome::LeftToPoll {
+        tracing::warn!(referral_id = %action.referral_id, "written-back referral left to the next poll");
     }
-    let payload = outputs
-        .referrals
-        .encode(&referral)
-        .await
-        .map_err(|e| e.to_string())?;
-    if payload.len() > hunter_core::size::REFERRAL_RECORD_BUDGET {
-        // The poll applies the record-size policy to it (cut or dead letter).
-        tracing::warn!(id = %referral.id, bytes = payload.len(), "written-back referral left to the next poll (over the record budget)");
-        return Ok(());
-    }
-    outputs
-        .producer
-        .send(
-            FutureRecord::to(&outputs.topics.referrals)
-                .key(&referral.id)
-                .payload(&payload),
-            Timeout::After(Duration::from_secs(30)),
-        )
-        .await
-        .map_err(|(error, _)| error.to_string())?;
-    tenant.published.remember(
-        referral.id.clone(),
-        version,
-        referral.updated_date_time.unwrap_or_default(),
-    );
     Ok(())
 }
