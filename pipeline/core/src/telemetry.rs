@@ -69,6 +69,16 @@ pub mod names {
     pub const API_REQUEST_DURATION_SECONDS: &str = "hunter_api_request_duration_seconds";
     /// Manual sync triggers accepted.
     pub const API_SYNC_TRIGGERS_TOTAL: &str = "hunter_api_sync_triggers_total";
+    // --- the API's read model (docs/api-read-model.md) ---
+    /// Leads in the API's read model.
+    pub const API_READ_MODEL_LEADS: &str = "hunter_api_read_model_leads";
+    /// Heap bytes of the API's read model.
+    pub const API_READ_MODEL_BYTES: &str = "hunter_api_read_model_bytes";
+    /// Seconds the last rebuild of the API's read model took.
+    pub const API_READ_MODEL_REBUILD_SECONDS: &str = "hunter_api_read_model_rebuild_seconds";
+    /// Seconds since the API's read model last caught up with ClickHouse.
+    pub const API_READ_MODEL_AGE_SECONDS: &str = "hunter_api_read_model_age_seconds";
+    // --- end read model ---
     /// Referrals API requests, one per HTTP attempt, by endpoint (list, next, get) and outcome.
     pub const PARTNER_CENTER_API_REQUESTS_TOTAL: &str = "hunter_partner_center_api_requests_total";
     /// Referrals API request latency to the whole body, by endpoint.
@@ -302,6 +312,32 @@ pub const CATALOGUE: &[Metric] = {
             &[],
             "Manual sync triggers accepted.",
         ),
+        // --- the API's read model (docs/api-read-model.md) ---
+        metric(
+            API_READ_MODEL_LEADS,
+            Gauge,
+            &[],
+            "Leads in the API's read model.",
+        ),
+        metric(
+            API_READ_MODEL_BYTES,
+            Gauge,
+            &[],
+            "Heap bytes of the API's read model.",
+        ),
+        metric(
+            API_READ_MODEL_REBUILD_SECONDS,
+            Gauge,
+            &[],
+            "Seconds the last rebuild of the API's read model took.",
+        ),
+        metric(
+            API_READ_MODEL_AGE_SECONDS,
+            Gauge,
+            &[],
+            "Seconds since the API's read model last caught up with ClickHouse.",
+        ),
+        // --- end read model ---
         metric(
             PARTNER_CENTER_API_REQUESTS_TOTAL,
             Counter,
