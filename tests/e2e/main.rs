@@ -27,6 +27,8 @@ mod kafka_security;
 mod oversize;
 mod pc_faults;
 mod process;
+// The API's read model against the ClickHouse path (docs/api-read-model.md).
+mod readmodel;
 mod replay;
 mod secrets;
 mod security;

@@ -91,7 +91,10 @@ impl LiveModel {
 
 /// The server's clock, in the unit of `inserted_at`.
 async fn server_now(client: &Client) -> clickhouse::error::Result<u32> {
-    client.query("SELECT toUInt32(now())").fetch_one::<u32>().await
+    client
+        .query("SELECT toUInt32(now())")
+        .fetch_one::<u32>()
+        .await
 }
 
 /// Every current lead, read under FINAL; the server time taken before the read.
@@ -114,7 +117,11 @@ async fn poll(client: &Client, since: u32) -> clickhouse::error::Result<(Vec<Mod
         "SELECT {} FROM leads WHERE inserted_at >= toDateTime(?) ORDER BY inserted_at",
         ModelRow::select_list()
     );
-    let rows = client.query(&sql).bind(since).fetch_all::<ModelRow>().await?;
+    let rows = client
+        .query(&sql)
+        .bind(since)
+        .fetch_all::<ModelRow>()
+        .await?;
     Ok((rows, now))
 }
 

@@ -20,8 +20,8 @@
 use std::cmp::Ordering;
 use std::hash::BuildHasher as _;
 
-use hashbrown::HashTable;
 use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 
 use super::query::{Cursor, CursorKey, EnumColumn, Filter, Sort, SortKey};
 
@@ -563,7 +563,11 @@ impl ReadModel {
                 // Cheap rejection on the key alone before the lead id is looked at.
                 if top.len() == want {
                     let worst = top[want - 1].0;
-                    let by_key = if descending { worst.cmp(&k) } else { k.cmp(&worst) };
+                    let by_key = if descending {
+                        worst.cmp(&k)
+                    } else {
+                        k.cmp(&worst)
+                    };
                     if by_key == Ordering::Greater {
                         continue;
                     }
@@ -575,12 +579,13 @@ impl ReadModel {
                     }
                 }
                 if top.len() == want
-                    && order((k, id), (top[want - 1].0, self.id(top[want - 1].1)))
-                        != Ordering::Less
+                    && order((k, id), (top[want - 1].0, self.id(top[want - 1].1))) != Ordering::Less
                 {
                     continue;
                 }
-                let at = top.partition_point(|&(tk, ts)| order((tk, self.id(ts)), (k, id)) == Ordering::Less);
+                let at = top.partition_point(|&(tk, ts)| {
+                    order((tk, self.id(ts)), (k, id)) == Ordering::Less
+                });
                 top.insert(at, (k, slot));
                 top.truncate(want);
             }
@@ -663,7 +668,11 @@ mod tests {
         };
         assert_eq!(search("BRIKAM g"), Some(vec!["a".to_owned()]));
         assert_eq!(search("LLER"), Some(vec!["b".to_owned()]));
-        assert_eq!(search("bcd"), Some(vec![]), "no match across name and domain");
+        assert_eq!(
+            search("bcd"),
+            Some(vec![]),
+            "no match across name and domain"
+        );
         assert_eq!(search("ü"), None, "non-ASCII text goes to ClickHouse");
     }
 

@@ -337,7 +337,11 @@ impl LeadsRequest {
             ("substatus", EnumColumn::Substatus, &query.substatus),
             ("provider", EnumColumn::Provider, &query.provider),
             ("direction", EnumColumn::Direction, &query.direction),
-            ("qualification", EnumColumn::Qualification, &query.qualification),
+            (
+                "qualification",
+                EnumColumn::Qualification,
+                &query.qualification,
+            ),
         ] {
             if let Some(text) = value {
                 let values = enum_list(parameter, text, column.allowed())?;
