@@ -178,7 +178,10 @@ fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
 
 /// A gauge's value from a `/metrics` text.
 async fn gauge(base: &str, name: &str) -> anyhow::Result<Option<f64>> {
-    let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .find(|line| line.starts_with(&format!("{name} ")))
@@ -295,7 +298,10 @@ async fn main() -> anyhow::Result<()> {
     let model_port = free_port();
     let mut model_env = env.clone();
     model_env.insert("HUNTER_API_CACHE_MS".into(), "0".into());
-    model_env.insert("HUNTER_API_LISTEN".into(), format!("127.0.0.1:{model_port}"));
+    model_env.insert(
+        "HUNTER_API_LISTEN".into(),
+        format!("127.0.0.1:{model_port}"),
+    );
     let model_api = Process::spawn("bench-api-model", &["run", "api"], &model_env, dir.path())?;
     let model = format!("http://127.0.0.1:{model_port}");
     wait_healthy(

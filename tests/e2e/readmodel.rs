@@ -241,7 +241,7 @@ async fn the_models_answers_equal_clickhouses_for_random_questions() -> anyhow::
     // 600 leads in three inserts, every fifth with an older version inserted after the newer.
     let mut rows = Vec::new();
     let lead_id = |n: u64| {
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             format!("A{n:04}-Mixed")
         } else {
             format!("lead-{n:04}")

@@ -179,15 +179,14 @@ pub(crate) async fn page_keys(
 ) -> Result<(Vec<(String, u64, String)>, u64), String> {
     if let (true, Some(live), Some(filters)) =
         (use_model, &state.read_model, request.model_filters())
-    {
-        if let Some(page) = live.answer(
+        && let Some(page) = live.answer(
             filters,
             request.sort(),
             request.cursor(),
             request.limit() as usize,
-        ) {
-            return Ok((page.keys, page.total));
-        }
+        )
+    {
+        return Ok((page.keys, page.total));
     }
     let client = state.clickhouse.client();
     let (page_sql, page_binds) = request.page_sql();

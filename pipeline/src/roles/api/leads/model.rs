@@ -432,10 +432,10 @@ impl ReadModel {
     ) -> Option<ModelPage> {
         let n = self.len();
         let mut selected = vec![!0u64; n.div_ceil(64)];
-        if n % 64 != 0 {
-            if let Some(last) = selected.last_mut() {
-                *last = (1u64 << (n % 64)) - 1;
-            }
+        if !n.is_multiple_of(64)
+            && let Some(last) = selected.last_mut()
+        {
+            *last = (1u64 << (n % 64)) - 1;
         }
         for filter in filters {
             match filter {
@@ -573,10 +573,10 @@ impl ReadModel {
                     }
                 }
                 let id = self.id(slot);
-                if let Some(after) = after {
-                    if order((k, id), after) != Ordering::Greater {
-                        continue;
-                    }
+                if let Some(after) = after
+                    && order((k, id), after) != Ordering::Greater
+                {
+                    continue;
                 }
                 if top.len() == want
                     && order((k, id), (top[want - 1].0, self.id(top[want - 1].1))) != Ordering::Less
