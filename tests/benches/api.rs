@@ -14,6 +14,12 @@
 //!   sort, LIMIT 51) as a GET to ClickHouse's HTTP interface;
 //! - count: the API's total-count query alone on ClickHouse (the API runs both at once, then
 //!   reads the page's 50 rows by (lead id, version)).
+//! - distinct questions (docs/api-read-model.md): a wrk script asks random filters, sorts,
+//!   search text, page sizes and later pages (a cursor at a random lead) of two more API
+//!   processes, both without the page cache: one with the read model (the default), one with
+//!   `HUNTER_API_READ_MODEL=off` (every question to ClickHouse, the baseline). Also reported:
+//!   the model's rebuild time at start, its bytes per lead, and the API's memory per lead from
+//!   its RSS (the model's process minus the baseline's, over the leads).
 
 use std::process::Command;
 use std::time::Duration;
@@ -44,9 +50,22 @@ fn millis(text: &str) -> f64 {
 
 /// Runs wrk and reads its latency distribution and request rate.
 fn wrk(url: &str, headers: &[&str], seconds: u64) -> anyhow::Result<Load> {
+    wrk_with(url, headers, seconds, None)
+}
+
+/// [`wrk`] with a Lua script that makes each request.
+fn wrk_with(
+    url: &str,
+    headers: &[&str],
+    seconds: u64,
+    script: Option<&std::path::Path>,
+) -> anyhow::Result<Load> {
     let mut command = Command::new("wrk");
     command.args(["-t2", "-c32", "--latency", "--timeout", "30s"]);
     command.arg(format!("-d{seconds}s"));
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
     for header in headers {
         command.args(["-H", header]);
     }
@@ -79,6 +98,96 @@ fn wrk(url: &str, headers: &[&str], seconds: u64) -> anyhow::Result<Load> {
 const PAGE_SQL: &str = "SELECT lead_id, version, toString(toInt64(toUInt32(updated_at))) FROM leads FINAL WHERE status IN ('Active') AND score >= 30 ORDER BY toInt64(toUInt32(updated_at)) DESC, lead_id DESC LIMIT 51 FORMAT RowBinary";
 const COUNT_SQL: &str =
     "SELECT count() FROM leads FINAL WHERE status IN ('Active') AND score >= 30 FORMAT RowBinary";
+
+/// The wrk script of distinct questions over the leads of [`insert_sql`]: random filters (each
+/// with its own chance), sort and direction, page size, search text in a quarter of the
+/// questions, and in half of them a later page: a cursor at a random lead's sort key.
+fn random_questions_script(leads: u64) -> String {
+    r#"
+local leads = LEADS
+local statuses = {"New", "Active", "Closed"}
+local substatuses = {"Pending", "Accepted", "Won", "Lost"}
+local qualifications = {"None", "Direct", "MarketingQualified", "SalesQualified"}
+local providers = {"microsoft365", "google_workspace", "other", "unknown"}
+local countries = {"US", "DE", "NL", "FR", "GB"}
+local sorts = {"updated_at", "created_at", "score", "deal_value_usd", "company"}
+local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+local function pick(list) return list[math.random(1, #list)] end
+local function b64(data)
+  return ((data:gsub(".", function(x)
+    local r, b = "", x:byte()
+    for i = 8, 1, -1 do r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and "1" or "0") end
+    return r
+  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
+    if #x < 6 then return "" end
+    local c = 0
+    for i = 1, 6 do c = c + (x:sub(i, i) == "1" and 2 ^ (6 - i) or 0) end
+    return alphabet:sub(c + 1, c + 1)
+  end))
+end
+local counter = 0
+setup = function(thread) counter = counter + 1; thread:set("seed", counter) end
+init = function() math.randomseed(os.time() * 100 + (seed or 0)) end
+request = function()
+  local parts = {}
+  if math.random() < 0.5 then parts[#parts + 1] = "status=" .. pick(statuses) end
+  if math.random() < 0.3 then parts[#parts + 1] = "substatus=" .. pick(substatuses) .. "," .. pick(substatuses) end
+  if math.random() < 0.2 then parts[#parts + 1] = "qualification=" .. pick(qualifications) end
+  if math.random() < 0.3 then parts[#parts + 1] = "provider=" .. pick(providers) end
+  if math.random() < 0.3 then parts[#parts + 1] = "country=" .. pick(countries) .. "," .. pick(countries) end
+  if math.random() < 0.2 then parts[#parts + 1] = "direction=" .. pick({"Incoming", "Outgoing"}) end
+  if math.random() < 0.4 then parts[#parts + 1] = "min_score=" .. math.random(0, 100) end
+  if math.random() < 0.2 then
+    parts[#parts + 1] = "updated_since=" .. os.date("!%Y-%m-%dT%H:%M:%SZ", 1700000000 + math.random(0, 30000000))
+  end
+  if math.random() < 0.25 then
+    parts[#parts + 1] = "q=" .. pick({"company%20" .. math.random(0, 49999), "Referral%20" .. math.random(0, leads - 1),
+      "COMPANY" .. math.random(0, 4999), "ral%20" .. math.random(0, 999)})
+  end
+  local key = pick(sorts)
+  local sort = (math.random() < 0.5 and "-" or "") .. key
+  parts[#parts + 1] = "sort=" .. sort
+  parts[#parts + 1] = "limit=" .. pick({10, 20, 50, 50, 100})
+  if math.random() < 0.5 then
+    local n = math.random(0, leads - 1)
+    local k
+    if key == "updated_at" then k = string.format("%d", 1700000000 + (n * 7919) % 30000000)
+    elseif key == "created_at" then k = string.format("%d", 1700000000 + n * 7)
+    elseif key == "score" then k = string.format("%d", n % 101)
+    elseif key == "deal_value_usd" then k = string.format("%d", (n % 100000) * 100)
+    else k = '"Company ' .. (n % 50000) .. '"' end
+    parts[#parts + 1] = "cursor=" .. b64('{"s":"' .. sort .. '","k":' .. k .. ',"i":"lead-' .. n .. '"}')
+  end
+  return wrk.format("GET", "/api/v1/leads?" .. table.concat(parts, "&"))
+end
+"#
+    .replace("LEADS", &leads.to_string())
+}
+
+/// A process's resident memory in bytes (`VmRSS` of /proc).
+fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?
+        .parse()?;
+    Ok(kib * 1024.0)
+}
+
+/// A gauge's value from a `/metrics` text.
+async fn gauge(base: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find(|line| line.starts_with(&format!("{name} ")))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok()))
+}
 
 fn insert_sql(from: u64, to: u64) -> String {
     format!(
@@ -165,6 +274,8 @@ async fn main() -> anyhow::Result<()> {
     let uncached_port = free_port();
     let mut uncached_env = env.clone();
     uncached_env.insert("HUNTER_API_CACHE_MS".into(), "0".into());
+    // The ClickHouse path, as before the read model.
+    uncached_env.insert("HUNTER_API_READ_MODEL".into(), "off".into());
     uncached_env.insert(
         "HUNTER_API_LISTEN".into(),
         format!("127.0.0.1:{uncached_port}"),
@@ -182,6 +293,46 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
+
+    // The read model, without the page cache: every question is computed.
+    let model_port = free_port();
+    let mut model_env = env.clone();
+    model_env.insert("HUNTER_API_CACHE_MS".into(), "0".into());
+    model_env.insert(
+        "HUNTER_API_LISTEN".into(),
+        format!("127.0.0.1:{model_port}"),
+    );
+    let model_api = Process::spawn("bench-api-model", &["run", "api"], &model_env, dir.path())?;
+    let model = format!("http://127.0.0.1:{model_port}");
+    wait_healthy(
+        "the api with the read model",
+        &format!("{model}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    loop {
+        if gauge(&model, "hunter_api_read_model_leads").await? == Some(leads as f64) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the read model was not built within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rebuild_seconds = gauge(&model, "hunter_api_read_model_rebuild_seconds")
+        .await?
+        .unwrap_or_default();
+    let model_bytes = gauge(&model, "hunter_api_read_model_bytes")
+        .await?
+        .unwrap_or_default();
+    println!(
+        "read model: {leads} leads rebuilt in {rebuild_seconds:.2} s, {:.0} bytes per lead",
+        model_bytes / leads as f64
+    );
+    let script = dir.path().join("questions.lua");
+    std::fs::write(&script, random_questions_script(leads))?;
 
     let query = "/api/v1/leads?status=Active&min_score=30&limit=50";
     let api_url = format!("{api}{query}");
@@ -208,14 +359,21 @@ async fn main() -> anyhow::Result<()> {
 
     let (mut api_runs, mut uncached_runs, mut ceiling_runs, mut count_runs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut model_runs, mut baseline_runs) = (Vec::new(), Vec::new());
+    let random_url = |base: &str| format!("{base}/api/v1/leads");
     for round in 1..=3 {
         let a = wrk(&api_url, &[&auth], seconds)?;
         let u = wrk(&uncached_url, &[&auth], seconds)?;
         let c = wrk(&ceiling_url, &[], seconds)?;
         let n = wrk(&count_url, &[], seconds)?;
+        let m = wrk_with(&random_url(&model), &[&auth], seconds, Some(&script))?;
+        let b = wrk_with(&random_url(&uncached), &[&auth], seconds, Some(&script))?;
         println!(
-            "round {round}: api {a:?}\n  api without cache {u:?}\n  clickhouse page query {c:?}\n  clickhouse count query {n:?}"
+            "round {round}: api {a:?}\n  api without cache {u:?}\n  clickhouse page query {c:?}\n  clickhouse count query {n:?}\n  distinct questions, read model {m:?}\n  distinct questions, clickhouse path {b:?}"
         );
+        anyhow::ensure!(m.errors == 0, "non-2xx answers from the read model");
+        model_runs.push(m);
+        baseline_runs.push(b);
         anyhow::ensure!(
             a.errors == 0 && u.errors == 0 && c.errors == 0 && n.errors == 0,
             "non-2xx answers under load"
@@ -266,6 +424,65 @@ async fn main() -> anyhow::Result<()> {
         "ClickHouse: the count query alone",
         RowKind::Info,
         &count_runs,
+    );
+    let (model_rps, _, model_p99) = summary(
+        "api distinct questions, read model, cache off",
+        RowKind::Hunter,
+        &model_runs,
+    );
+    let (baseline_rps, _, baseline_p99) = summary(
+        "api distinct questions, ClickHouse path, cache off (baseline)",
+        RowKind::Info,
+        &baseline_runs,
+    );
+    let baseline_errors: u64 = baseline_runs.iter().map(|r| r.errors).sum();
+    let model_rss = rss_bytes(model_api.pid())?;
+    let baseline_rss = rss_bytes(_uncached.pid())?;
+    let per_lead = (model_rss - baseline_rss) / leads as f64;
+    println!(
+        "api RSS: read model {:.0} MiB, clickhouse path {:.0} MiB: {per_lead:.0} bytes per lead; \
+         the model's own count {:.0} bytes per lead; clickhouse path non-2xx: {baseline_errors}",
+        model_rss / 1048576.0,
+        baseline_rss / 1048576.0,
+        model_bytes / leads as f64
+    );
+    report.row(
+        "read model: rebuild at start",
+        "s",
+        RowKind::Info,
+        &[rebuild_seconds],
+    );
+    report.row(
+        "read model: its own bytes per lead",
+        "bytes",
+        RowKind::Info,
+        &[model_bytes / leads as f64],
+    );
+    report.row(
+        "api memory per lead (RSS, model minus ClickHouse path)",
+        "bytes",
+        RowKind::Info,
+        &[per_lead],
+    );
+    report.ratio(
+        "distinct questions, read model p99 in ms",
+        model_p99,
+        Some("<= 50"),
+    );
+    report.ratio(
+        "distinct questions, read model requests/s",
+        model_rps,
+        Some(">= 1000"),
+    );
+    report.ratio(
+        "distinct questions, read model / ClickHouse path, requests/s",
+        model_rps / baseline_rps,
+        None,
+    );
+    report.ratio(
+        "distinct questions, read model / ClickHouse path, p99",
+        model_p99 / baseline_p99,
+        None,
     );
     report.ratio("api p99 in ms, page cache on", api_p99, Some("<= 50"));
     report.ratio(

@@ -37,6 +37,8 @@ mod pc_faults;
 // Partner Center webhooks: hunter webhooks register, events to POST /api/v1/partner-center/webhooks.
 mod pc_webhooks;
 mod process;
+// The API's read model against the ClickHouse path (docs/api-read-model.md).
+mod readmodel;
 mod replay;
 mod secrets;
 mod security;

@@ -77,6 +77,16 @@ pub mod names {
     /// Referral fetches by id the source made for webhook events, by outcome.
     pub const SOURCE_WEBHOOK_FETCHES_TOTAL: &str = "hunter_source_webhook_fetches_total";
     // --- end Partner Center webhooks ---
+    // --- the API's read model (docs/api-read-model.md) ---
+    /// Leads in the API's read model.
+    pub const API_READ_MODEL_LEADS: &str = "hunter_api_read_model_leads";
+    /// Heap bytes of the API's read model.
+    pub const API_READ_MODEL_BYTES: &str = "hunter_api_read_model_bytes";
+    /// Seconds the last rebuild of the API's read model took.
+    pub const API_READ_MODEL_REBUILD_SECONDS: &str = "hunter_api_read_model_rebuild_seconds";
+    /// Seconds since the API's read model last caught up with ClickHouse.
+    pub const API_READ_MODEL_AGE_SECONDS: &str = "hunter_api_read_model_age_seconds";
+    // --- end read model ---
     /// Referrals API requests, one per HTTP attempt, by endpoint (list, next, get) and outcome.
     pub const PARTNER_CENTER_API_REQUESTS_TOTAL: &str = "hunter_partner_center_api_requests_total";
     /// Referrals API request latency to the whole body, by endpoint.
@@ -338,6 +348,32 @@ pub const CATALOGUE: &[Metric] = {
             &[],
             "Incoming referrals with status New whose expiry (expirationDateTime, else created + 14 days) is within the next 48 hours, from ClickHouse, refreshed every minute by the API role.",
         ),
+        // --- the API's read model (docs/api-read-model.md) ---
+        metric(
+            API_READ_MODEL_LEADS,
+            Gauge,
+            &[],
+            "Leads in the API's read model.",
+        ),
+        metric(
+            API_READ_MODEL_BYTES,
+            Gauge,
+            &[],
+            "Heap bytes of the API's read model.",
+        ),
+        metric(
+            API_READ_MODEL_REBUILD_SECONDS,
+            Gauge,
+            &[],
+            "Seconds the last rebuild of the API's read model took.",
+        ),
+        metric(
+            API_READ_MODEL_AGE_SECONDS,
+            Gauge,
+            &[],
+            "Seconds since the API's read model last caught up with ClickHouse.",
+        ),
+        // --- end read model ---
         metric(
             PARTNER_CENTER_API_REQUESTS_TOTAL,
             Counter,

@@ -20,6 +20,10 @@ pub struct ApiSettings {
     /// Named tokens with a role each (`HUNTER_API_TOKENS`), plus `token` as `admin` and
     /// `read_token` as `read` when those are set: every token the API accepts.
     pub named_tokens: Vec<NamedToken>,
+    /// Whether `GET /leads` is answered from the API's in-memory read model of the current
+    /// leads (`HUNTER_API_READ_MODEL`, docs/api-read-model.md); off: every question asks
+    /// ClickHouse.
+    pub read_model: bool,
 }
 
 /// What an API token may do (`HUNTER_API_TOKENS`, docs/writeback.md).
@@ -134,6 +138,8 @@ pub(super) struct FileApi {
     pub(super) cache_ms: Option<u64>,
     /// `name=token:role,...`, as `HUNTER_API_TOKENS`.
     pub(super) tokens: Option<Secret>,
+    /// `HUNTER_API_READ_MODEL` (docs/api-read-model.md).
+    pub(super) read_model: Option<bool>,
 }
 
 /// Reads `[api]` and its variables; the tokens must pass `security::check_token`.
@@ -290,7 +296,18 @@ pub(super) fn api_settings(src: &Source<'_>, api: FileApi) -> Result<ApiSettings
         });
     }
     // --- end named API tokens ---
+    // --- the read model of the current leads (docs/api-read-model.md) ---
+    let read_model = match src.text(
+        "HUNTER_API_READ_MODEL",
+        api.read_model.map(|on| on.to_string()),
+        "api.read_model",
+    ) {
+        None => true,
+        Some((value, setting)) => super::parse_bool(&setting, &value)?,
+    };
+    // --- end read model ---
     Ok(ApiSettings {
+        read_model,
         named_tokens,
         listen,
         token,

@@ -965,3 +965,23 @@ fn named_api_tokens_have_roles_and_the_single_tokens_keep_working() {
         assert!(!error.contains(alice) && !error.contains(bob), "{error}");
     }
 }
+
+// --- the API's read model (docs/api-read-model.md) ---
+#[test]
+fn the_api_read_model_is_on_by_default_and_its_setting_is_validated() {
+    let on = Settings::from_sources(None, &env(&base())).unwrap();
+    assert!(on.api.read_model);
+    for (value, expected) in [
+        ("off", false),
+        ("on", true),
+        ("false", false),
+        ("TRUE", true),
+    ] {
+        let mut pairs = base();
+        pairs.push(("HUNTER_API_READ_MODEL", value));
+        let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+        assert_eq!(settings.api.read_model, expected, "{value}");
+    }
+    let error = error_for(&[("HUNTER_API_READ_MODEL", "sometimes")]);
+    assert!(error.contains("HUNTER_API_READ_MODEL"), "{error}");
+}

@@ -317,6 +317,12 @@ pub const SETTINGS: &[Setting] = &[
     },
     // --- end Partner Center webhooks ---
     Setting {
+        variable: "HUNTER_API_READ_MODEL",
+        file_key: Some("api.read_model"),
+        default: "`on`",
+        meaning: "`on`: `GET /leads` is answered from an in-memory read model of the current leads, fed from ClickHouse within 1 s (docs/api-read-model.md); `off`: every question asks ClickHouse",
+    },
+    Setting {
         variable: "HUNTER_SYNC_INTERVAL_SECS",
         file_key: Some("sync.interval_secs"),
         default: "`600` (`30` with `HUNTER_ENVIRONMENT=development`)",

@@ -93,6 +93,9 @@ pub(crate) struct ApiState {
     auth_failures: throttle::AuthThrottle,
     /// Partner Center webhooks: events seen and fetches per sender (`webhooks.rs`).
     pc_webhooks: webhooks::Receiver,
+    /// The read model of the current leads (`HUNTER_API_READ_MODEL`, docs/api-read-model.md);
+    /// `None` when off.
+    read_model: Option<Arc<leads::feed::LiveModel>>,
 }
 
 /// What the presented token may do: its role.
@@ -119,7 +122,24 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
     )
     .await?;
     let producer = kafka::producer(&settings.kafka, "hunter-api").context("kafka producer")?;
+    // --- the read model (docs/api-read-model.md) ---
+    let read_model = settings.api.read_model.then(|| {
+        let live = Arc::new(leads::feed::LiveModel::new());
+        // Its reads are larger and longer than a request's: no result-row cap, ten minutes.
+        let client = match clickhouse.limits() {
+            hunter_clickhouse::reader::Limits::Sent(_) => clickhouse
+                .client()
+                .clone()
+                .with_setting("max_result_rows", "0")
+                .with_setting("max_execution_time", "600"),
+            hunter_clickhouse::reader::Limits::ProfileOnly => clickhouse.client().clone(),
+        };
+        tokio::spawn(leads::feed::run(live.clone(), client));
+        live
+    });
+    // --- end read model ---
     let state = Arc::new(ApiState {
+        read_model,
         tokens: settings.api.named_tokens.clone(),
         actions: actions::Actions::new(context),
         clickhouse,

@@ -157,12 +157,23 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let request = LeadsRequest::parse(&query)?;
-    let key = request.cache_key();
+    // The read model answers when it is built, fresh, and knows every filter; its pages are
+    // cached per model generation, so a cached page is never older than the model.
+    let generation = match (&state.read_model, request.model_filters()) {
+        (Some(live), Some(_)) => live.generation_if_fresh(),
+        _ => None,
+    };
+    let key = match generation {
+        Some(generation) => format!("model {generation}|{}", request.cache_key()),
+        None => request.cache_key(),
+    };
     let computing = state.clone();
     let answer = state
         .pages
         .get(key, move || async move {
-            let page = page(&computing, request).await.map_err(Arc::new)?;
+            let page = page(&computing, request, generation.is_some())
+                .await
+                .map_err(Arc::new)?;
             serde_json::to_vec(&page)
                 .map(Arc::new)
                 .map_err(|error| Arc::new(error.to_string()))
@@ -178,15 +189,40 @@ pub(crate) async fn list(
     }
 }
 
-/// One page from ClickHouse: ids and sort keys of the page (and the total) under FINAL, then
-/// the page's rows. Errors are ClickHouse's, in words.
-pub(super) async fn page(state: &ApiState, request: LeadsRequest) -> Result<LeadsPage, String> {
+/// The ids, versions and sort keys of the page (`limit + 1` at most) and the total: from the
+/// read model when `use_model` and it can answer, else from ClickHouse under FINAL.
+pub(crate) async fn page_keys(
+    state: &ApiState,
+    request: &LeadsRequest,
+    use_model: bool,
+) -> Result<(Vec<(String, u64, String)>, u64), String> {
+    if let (true, Some(live), Some(filters)) =
+        (use_model, &state.read_model, request.model_filters())
+        && let Some(page) = live.answer(
+            filters,
+            request.sort(),
+            request.cursor(),
+            request.limit() as usize,
+        )
+    {
+        return Ok((page.keys, page.total));
+    }
     let client = state.clickhouse.client();
     let (page_sql, page_binds) = request.page_sql();
     let (count_sql, count_binds) = request.count_sql();
     let page = bind_all(client.query(&page_sql), &page_binds).fetch_all::<(String, u64, String)>();
     let count = bind_all(client.query(&count_sql), &count_binds).fetch_one::<u64>();
-    let (mut keys, total) = tokio::try_join!(page, count).map_err(|e| e.to_string())?;
+    tokio::try_join!(page, count).map_err(|e| e.to_string())
+}
+
+/// One page: its ids and sort keys (and the total) from the read model or ClickHouse, then the
+/// page's rows from ClickHouse. Errors are ClickHouse's, in words.
+pub(super) async fn page(
+    state: &ApiState,
+    request: LeadsRequest,
+    use_model: bool,
+) -> Result<LeadsPage, String> {
+    let (mut keys, total) = page_keys(state, &request, use_model).await?;
     let more = keys.len() > request.limit() as usize;
     keys.truncate(request.limit() as usize);
     let next_cursor = match keys.last() {

@@ -115,7 +115,20 @@ impl SortKey {
         ("expires_at", SortKey::ExpiresAt),
     ];
 
-    fn expression(self) -> &'static str {
+    /// Whether the read model holds this sort's key (`model.rs`); a sort it does not hold
+    /// (expiry, added after the model) is answered by ClickHouse.
+    pub(super) fn in_model(self) -> bool {
+        match self {
+            SortKey::UpdatedAt
+            | SortKey::CreatedAt
+            | SortKey::Score
+            | SortKey::DealValueUsd
+            | SortKey::Company => true,
+            SortKey::ExpiresAt => false,
+        }
+    }
+
+    pub(super) fn expression(self) -> &'static str {
         match self {
             SortKey::UpdatedAt => "toInt64(toUInt32(updated_at))",
             SortKey::CreatedAt => "toInt64(ifNull(toUInt32(created_at), 0))",
@@ -138,8 +151,8 @@ impl SortKey {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Sort {
-    key: SortKey,
-    descending: bool,
+    pub(super) key: SortKey,
+    pub(super) descending: bool,
 }
 
 impl Sort {
@@ -194,11 +207,11 @@ pub(super) enum CursorKey {
 #[serde(deny_unknown_fields)]
 pub(super) struct Cursor {
     /// The sort it belongs to, e.g. `-updated_at`.
-    s: String,
+    pub(super) s: String,
     /// The last row's sort key.
-    k: CursorKey,
+    pub(super) k: CursorKey,
     /// The last row's lead id (the tie-breaker).
-    i: String,
+    pub(super) i: String,
 }
 
 impl Cursor {
@@ -267,11 +280,72 @@ pub(super) fn enum_list(
     Ok(values)
 }
 
+/// A filter column holding one of a fixed set of values (`IN` filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnumColumn {
+    Status,
+    Substatus,
+    Provider,
+    Direction,
+    Qualification,
+}
+
+impl EnumColumn {
+    pub(crate) const ALL: [EnumColumn; 5] = [
+        EnumColumn::Status,
+        EnumColumn::Substatus,
+        EnumColumn::Provider,
+        EnumColumn::Direction,
+        EnumColumn::Qualification,
+    ];
+
+    /// The values a filter may name (what the read model gives a code each).
+    pub(crate) fn allowed(self) -> &'static [&'static str] {
+        match self {
+            EnumColumn::Status => STATUSES,
+            EnumColumn::Substatus => SUBSTATUSES,
+            EnumColumn::Provider => PROVIDERS,
+            EnumColumn::Direction => DIRECTIONS,
+            EnumColumn::Qualification => QUALIFICATIONS,
+        }
+    }
+
+    /// The column's SQL, as the read model's feed reads it (NULL as '', which no filter names).
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            EnumColumn::Status => "status",
+            EnumColumn::Substatus => "substatus",
+            EnumColumn::Provider => "email_provider",
+            EnumColumn::Direction => "direction",
+            EnumColumn::Qualification => "qualification",
+        }
+    }
+}
+
+/// A filter as the read model evaluates it: each is the exact meaning of the SQL condition
+/// pushed with it (docs/api-read-model.md). A condition pushed without one (a filter the model
+/// does not know) sends the whole question to ClickHouse: see [`LeadsRequest::model_filters`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Filter {
+    /// `column IN (values)`.
+    In(EnumColumn, Vec<&'static str>),
+    /// `country IN (codes)`, two upper-case ASCII letters each.
+    Country(Vec<String>),
+    /// `score >= n`.
+    MinScore(u8),
+    /// `toInt64(toUInt32(updated_at)) >= seconds`.
+    UpdatedSince(i64),
+    /// `positionCaseInsensitiveUTF8` of the text in company name, name or domain.
+    Text(String),
+}
+
 /// The validated request: SQL conditions with their binds, sort, page size and cursor.
 #[derive(Debug)]
 pub(crate) struct LeadsRequest {
     conditions: Vec<String>,
     binds: Vec<Bind>,
+    /// What the read model evaluates: one per condition it knows (see `model_filters`).
+    filters: Vec<Filter>,
     sort: Sort,
     limit: u32,
     cursor: Option<Cursor>,
@@ -291,25 +365,29 @@ impl LeadsRequest {
         let mut request = LeadsRequest {
             conditions: Vec::new(),
             binds: Vec::new(),
+            filters: Vec::new(),
             sort: Sort::parse(query.sort.as_deref())?,
             limit: DEFAULT_LIMIT,
             cursor: None,
         };
-        for (parameter, column, value, allowed) in [
-            ("status", "status", &query.status, STATUSES),
-            ("substatus", "substatus", &query.substatus, SUBSTATUSES),
-            ("provider", "email_provider", &query.provider, PROVIDERS),
-            ("direction", "direction", &query.direction, DIRECTIONS),
+        for (parameter, column, value) in [
+            ("status", EnumColumn::Status, &query.status),
+            ("substatus", EnumColumn::Substatus, &query.substatus),
+            ("provider", EnumColumn::Provider, &query.provider),
+            ("direction", EnumColumn::Direction, &query.direction),
             (
                 "qualification",
-                "qualification",
+                EnumColumn::Qualification,
                 &query.qualification,
-                QUALIFICATIONS,
             ),
         ] {
             if let Some(text) = value {
-                let values = enum_list(parameter, text, allowed)?;
-                request.push_in(column, values.into_iter().map(str::to_owned).collect());
+                let values = enum_list(parameter, text, column.allowed())?;
+                request.push_in(
+                    column.column(),
+                    values.iter().map(|v| (*v).to_owned()).collect(),
+                );
+                request.filters.push(Filter::In(column, values));
             }
         }
         if let Some(text) = &query.country {
@@ -323,7 +401,8 @@ impl LeadsRequest {
                 }
                 countries.push(item.to_ascii_uppercase());
             }
-            request.push_in("country", countries);
+            request.push_in("country", countries.clone());
+            request.filters.push(Filter::Country(countries));
         }
         if let Some(text) = &query.min_score {
             let score = text
@@ -339,6 +418,7 @@ impl LeadsRequest {
                 })?;
             request.conditions.push("score >= ?".into());
             request.binds.push(Bind::Int(i64::from(score)));
+            request.filters.push(Filter::MinScore(score));
         }
         if let Some(text) = &query.updated_since {
             let instant = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| {
@@ -351,6 +431,9 @@ impl LeadsRequest {
                 .conditions
                 .push("toInt64(toUInt32(updated_at)) >= ?".into());
             request.binds.push(Bind::Int(instant.unix_timestamp()));
+            request
+                .filters
+                .push(Filter::UpdatedSince(instant.unix_timestamp()));
         }
         if let Some(text) = &query.expiring_within_hours {
             let hours = text
@@ -404,6 +487,7 @@ impl LeadsRequest {
             for _ in 0..3 {
                 request.binds.push(Bind::Text(text.to_owned()));
             }
+            request.filters.push(Filter::Text(text.to_owned()));
         }
         if let Some(text) = &query.has_domain {
             let with = match text.trim() {
@@ -431,6 +515,23 @@ impl LeadsRequest {
             request.cursor = Some(Cursor::decode(text, request.sort)?);
         }
         Ok(request)
+    }
+
+    /// The filters for the read model, or `None` when a condition has no model filter (a
+    /// filter added to the SQL only) or the sort is one the model does not hold: then the
+    /// question goes to ClickHouse, so a new filter or sort is never silently answered wrong by
+    /// the model.
+    pub(crate) fn model_filters(&self) -> Option<&[Filter]> {
+        (self.filters.len() == self.conditions.len() && self.sort.key.in_model())
+            .then_some(self.filters.as_slice())
+    }
+
+    pub(super) fn sort(&self) -> Sort {
+        self.sort
+    }
+
+    pub(super) fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
     }
 
     /// Rows per page.
