@@ -100,6 +100,10 @@ impl Defaults {
     pub const OVERLAP_SECS: u64 = 600;
     pub const POLL_BUDGET_SECS: u64 = 1_800;
     pub const FULL_SWEEP_SECS: u64 = 86_400;
+    /// Pages a poll reads ahead of the broker's acknowledgements (`HUNTER_SYNC_PAGES_IN_FLIGHT`).
+    pub const PAGES_IN_FLIGHT: usize = 4;
+    /// At most this many: 32 pages of 1000 referrals of ~6 kB is ~200 MB in flight.
+    pub const MAX_PAGES_IN_FLIGHT: usize = 32;
     pub const DNS_TIMEOUT_MS: u64 = 500;
     pub const MX_CACHE_SECS: u64 = 3_600;
     pub const PAGE_SIZE: u32 = 100;
