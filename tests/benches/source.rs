@@ -10,9 +10,15 @@
 //! - api: reading every page from the simulator with a plain HTTP client (no parsing, no
 //!   Kafka): the most the API side allows;
 //! - broker: producing N pre-encoded referral records (acks=all, idempotent, waiting for each
-//!   batch of 100 like the source waits for each page): the most the broker side allows;
-//! - source: `hunter run source`'s first poll (parse, encode, publish, acknowledge, cursor).
+//!   batch of 100 like the source with one page in flight waits for each page): the most the
+//!   broker side allows that way; and the same with as many batches in flight as the source's
+//!   default `HUNTER_SYNC_PAGES_IN_FLIGHT` (the most the broker allows the pipelined source);
+//! - source: `hunter run source`'s first poll (parse, encode, publish, acknowledge, cursor),
+//!   with its default pages in flight and, in the same round, with
+//!   `HUNTER_SYNC_PAGES_IN_FLIGHT=1` (one page at a time: the source before it read ahead), the
+//!   order alternating from round to round.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hunter_core::codec::Codec;
@@ -55,9 +61,12 @@ async fn api_ceiling(deployment: &Deployment, count: usize) -> anyhow::Result<f6
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Produces the referrals pre-encoded, 100 per batch, with up to `in_flight` batches awaiting
+/// their acknowledgements.
 async fn broker_ceiling(
     deployment: &Deployment,
     referrals: &[serde_json::Value],
+    in_flight: usize,
 ) -> anyhow::Result<f64> {
     let topic = deployment.topics.referrals.clone();
     let codec = Codec::<Referral>::new(&topic, None);
@@ -78,16 +87,36 @@ async fn broker_ceiling(
         .set("linger.ms", "5")
         .create()?;
     let started = Instant::now();
+    let mut batches = VecDeque::new();
     for chunk in payloads.chunks(100) {
-        let sends = chunk.iter().map(|(key, payload)| {
-            producer.send(
-                FutureRecord::to(&topic).key(key).payload(payload),
-                Duration::from_secs(30),
-            )
-        });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(error, _)| error)?;
+        if batches.len() >= in_flight {
+            let oldest: tokio::task::JoinHandle<_> = batches.pop_front().expect("a batch");
+            oldest.await??;
         }
+        let sends: Vec<_> = chunk
+            .iter()
+            .map(|(key, payload)| {
+                let (producer, topic) = (producer.clone(), topic.clone());
+                let (key, payload) = (key.clone(), payload.clone());
+                async move {
+                    producer
+                        .send(
+                            FutureRecord::to(&topic).key(&key).payload(&payload),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                }
+            })
+            .collect();
+        batches.push_back(tokio::spawn(async move {
+            for result in futures::future::join_all(sends).await {
+                result.map_err(|(error, _)| error)?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for batch in batches {
+        batch.await??;
     }
     Ok(payloads.len() as f64 / started.elapsed().as_secs_f64())
 }
@@ -108,31 +137,75 @@ async fn source_rate(deployment: &mut Deployment, count: usize) -> anyhow::Resul
     Ok(count as f64 / seconds)
 }
 
+/// One round's deployment: its own topics and database on the bench's broker, the simulator
+/// serving pages of 100, signed in and migrated.
+async fn deployment(
+    referrals: &[serde_json::Value],
+    brokers: &str,
+    pages_in_flight: Option<usize>,
+) -> anyhow::Result<Deployment> {
+    let mut deployment = Deployment::new(referrals)?;
+    deployment.use_broker(brokers);
+    if let Some(pages) = pages_in_flight {
+        deployment
+            .env
+            .insert("HUNTER_SYNC_PAGES_IN_FLIGHT".into(), pages.to_string());
+    }
+    deployment.start_simulator(&["--page-size", "100"]).await?;
+    deployment.login_and_migrate()?;
+    Ok(deployment)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let Some(count) = hunter_e2e::bench::start("source", "HUNTER_BENCH_REFERRALS", 20_000)? else {
         return Ok(()); // `cargo test --benches` only lists
     };
     let referrals = generated_referrals(count, 1)?;
+    let in_flight = hunter_core::config::Defaults::PAGES_IN_FLIGHT;
     // A broker of the bench's own, deleted afterwards (not the shared stack's).
     let broker = hunter_e2e::bench::broker().await?;
-    let (mut api, mut broker_rates, mut source) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut api, mut broker_rates, mut broker_pipelined) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut source, mut one_page) = (Vec::new(), Vec::new());
     for round in 1..=3 {
-        let mut deployment = Deployment::new(&referrals)?;
-        deployment.use_broker(&broker.brokers());
-        deployment.start_simulator(&["--page-size", "100"]).await?;
-        deployment.login_and_migrate()?;
-        api.push(api_ceiling(&deployment, count).await?);
-        source.push(source_rate(&mut deployment, count).await?);
-        // The broker ceiling writes to this round's referral topic after the source is done.
-        broker_rates.push(broker_ceiling(&deployment, &referrals).await?);
+        // Default and one page at a time, each in a deployment of its own (a first poll each),
+        // the order alternating.
+        let mut order = [None, Some(1)];
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for pages in order {
+            let mut deployment = deployment(&referrals, &broker.brokers(), pages).await?;
+            let rate = source_rate(&mut deployment, count).await?;
+            if pages.is_some() {
+                one_page.push(rate);
+            } else {
+                api.push(api_ceiling(&deployment, count).await?);
+                source.push(rate);
+                // The broker ceilings write to this round's referral topic after the source,
+                // in alternating order too.
+                if round % 2 == 1 {
+                    broker_rates.push(broker_ceiling(&deployment, &referrals, 1).await?);
+                    broker_pipelined
+                        .push(broker_ceiling(&deployment, &referrals, in_flight).await?);
+                } else {
+                    broker_pipelined
+                        .push(broker_ceiling(&deployment, &referrals, in_flight).await?);
+                    broker_rates.push(broker_ceiling(&deployment, &referrals, 1).await?);
+                }
+            }
+            deployment.teardown().await;
+        }
+        let last = |rates: &[f64]| rates[round - 1];
         eprintln!(
-            "round {round}: api {:.0}/s, broker {:.0}/s, source {:.0}/s",
-            api[round - 1],
-            broker_rates[round - 1],
-            source[round - 1]
+            "round {round}: api {:.0}/s, broker {:.0}/s ({in_flight} in flight {:.0}/s), \
+             source {:.0}/s, source one page at a time {:.0}/s",
+            last(&api),
+            last(&broker_rates),
+            last(&broker_pipelined),
+            last(&source),
+            last(&one_page)
         );
-        deployment.teardown().await;
     }
     drop(broker);
     let mut report = Report::new("source", count, "referrals");
@@ -148,20 +221,47 @@ async fn main() -> anyhow::Result<()> {
         RowKind::Ceiling,
         &broker_rates,
     );
+    let pipelined = report.row(
+        &format!(
+            "broker, pipelined: the same, {in_flight} batches of 100 in flight (the source's default pages in flight)"
+        ),
+        "referrals/s",
+        RowKind::Info,
+        &broker_pipelined,
+    );
+    let one_page = report.row(
+        "source, one page at a time (`HUNTER_SYNC_PAGES_IN_FLIGHT=1`, before the read-ahead)",
+        "referrals/s",
+        RowKind::Info,
+        &one_page,
+    );
     let source = report.row(
-        "hunter source (first poll)",
+        &format!("hunter source (first poll, {in_flight} pages in flight, the default)"),
         "referrals/s",
         RowKind::Hunter,
         &source,
     );
-    report.ratio("source / min(ceilings)", source / api.min(broker), None);
+    let ceiling = api.min(broker);
+    report.ratio("source / min(ceilings)", source / ceiling, Some(">= 0.9"));
+    report.ratio(
+        "source one page at a time / min(ceilings)",
+        one_page / ceiling,
+        None,
+    );
+    report.ratio(
+        "source / pipelined broker",
+        source / api.min(pipelined),
+        None,
+    );
     println!("source bench, {count} referrals, median of 3:");
-    println!("  api ceiling (read pages only)     {api:>10.0} referrals/s");
-    println!("  broker ceiling (produce, acks=all) {broker:>9.0} referrals/s");
-    println!("  hunter source (first poll)        {source:>10.0} referrals/s");
+    println!("  api ceiling (read pages only)      {api:>10.0} referrals/s");
+    println!("  broker ceiling (produce, acks=all) {broker:>10.0} referrals/s");
+    println!("  broker, {in_flight} batches in flight      {pipelined:>10.0} referrals/s");
+    println!("  source, one page at a time         {one_page:>10.0} referrals/s");
+    println!("  hunter source (first poll)         {source:>10.0} referrals/s");
     println!(
-        "  source / min(ceilings)            {:>10.2}",
-        source / api.min(broker)
+        "  source / min(ceilings)             {:>10.2}",
+        source / ceiling
     );
     report.print();
     Ok(())
