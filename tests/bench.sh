@@ -3,7 +3,7 @@
 #
 # Usage: tests/bench.sh [--only NAME[,NAME…]] [--no-report] [--smoke]
 #
-#   NAME: codec source processor sink api end_to_end (all of them, in this order, by default)
+#   NAME: codec source processor sink api end_to_end peer (all of them, in this order, by default)
 #   --no-report: run and keep the output, leave BENCHMARKS.md alone
 #   --smoke: every bench at a tiny size on a debug build (what ./tests/run.sh runs so the benches
 #            cannot rot between real runs): checks each still runs and its RESULT line is whole
@@ -28,7 +28,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 cd "$REPO"
 
-ALL_BENCHES=(codec source processor sink api end_to_end)
+ALL_BENCHES=(codec source processor sink api end_to_end peer)
 BENCH_DIR="$REPO/.local/bench"
 LOG_DIR="$BENCH_DIR/logs"
 
@@ -130,6 +130,11 @@ if [[ " ${benches[*]} " == *" api "* ]] && ! command -v wrk >/dev/null 2>&1; the
         sudo apt-get install -y wrk >/dev/null
     fi
     command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
+fi
+
+# The peer bench's Python consumer: its own venv, pinned (tests/peer/requirements.txt).
+if [[ " ${benches[*]} " == *" peer "* ]]; then
+    tests/peer/install.sh
 fi
 
 if ((smoke == 1)); then
