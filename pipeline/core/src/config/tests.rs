@@ -971,9 +971,9 @@ fn named_api_tokens_have_roles_and_the_single_tokens_keep_working() {
 // --- the source's pages in flight (docs/partner-center-api.md, "Paging") ---
 
 #[test]
-fn pages_in_flight_default_to_four_and_stay_within_one_to_thirty_two() {
+fn pages_in_flight_default_to_one_and_stay_within_one_to_thirty_two() {
     let settings = Settings::from_sources(None, &env(&base())).unwrap();
-    assert_eq!(settings.sync.pages_in_flight, 4);
+    assert_eq!(settings.sync.pages_in_flight, 1);
     for (value, expected) in [("1", 1), ("32", 32)] {
         let mut set = base();
         set.push(("HUNTER_SYNC_PAGES_IN_FLIGHT", value));

@@ -4,9 +4,10 @@
 //!
 //! # Reading ahead
 //!
-//! A poll keeps up to `HUNTER_SYNC_PAGES_IN_FLIGHT` pages published and not yet acknowledged:
-//! it reads and sends the next page while the broker acknowledges the earlier ones (the pager
-//! needs a page's timestamps to ask for the next, never its acknowledgements). Pages are settled
+//! A poll keeps up to `HUNTER_SYNC_PAGES_IN_FLIGHT` pages (default 1: see
+//! docs/partner-center-api.md for why) published and not yet acknowledged: it reads and sends
+//! the next page while the broker acknowledges the earlier ones (the pager needs a page's
+//! timestamps to ask for the next, never its acknowledgements). Pages are settled
 //! in the order they were read. Invariants:
 //! - the cursor is stored only after every page of the poll is settled, every record
 //!   acknowledged or dead-lettered: it never passes an unacknowledged record;
