@@ -3,9 +3,9 @@
 #
 # Usage: tests/bench.sh [--only NAME[,NAME…]] [--no-report] [--smoke]
 #
-#   NAME: codec source processor sink api end_to_end server_faults (all of them, in this order,
-#         by default: the long suite). server_faults is the crash suite's server-fault test
-#         (tests/e2e/crash.rs: broker and ClickHouse stopped, killed and restarted under a
+#   NAME: codec source processor sink api end_to_end peer server_faults (all of them, in this
+#         order, by default: the long suite). server_faults is the crash suite's server-fault
+#         test (tests/e2e/crash.rs: broker and ClickHouse stopped, killed and restarted under a
 #         flowing pipeline) at HUNTER_CRASH_REFERRALS (default here 100,000); its RESULT is
 #         recorded whether it passed or not, so BENCHMARKS.md shows how it failed
 #   --no-report: run and keep the output, leave BENCHMARKS.md alone
@@ -32,7 +32,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 cd "$REPO"
 
-ALL_BENCHES=(codec source processor sink api end_to_end server_faults)
+ALL_BENCHES=(codec source processor sink api end_to_end peer server_faults)
 BENCH_DIR="$REPO/.local/bench"
 LOG_DIR="$BENCH_DIR/logs"
 
@@ -136,6 +136,11 @@ if [[ " ${benches[*]} " == *" api "* ]] && ! command -v wrk >/dev/null 2>&1; the
     command -v wrk >/dev/null 2>&1 || die "wrk is still missing"
 fi
 
+# The peer bench's Python consumer: its own venv, pinned (tests/peer/requirements.txt).
+if [[ " ${benches[*]} " == *" peer "* ]]; then
+    tests/peer/install.sh
+fi
+
 if ((smoke == 1)); then
     # Tiny sizes unless the caller chose others; a debug build (the one the tests use), run
     # through `cargo test --bench` (the test profile), so nothing is compiled in release.
@@ -155,7 +160,7 @@ else
     say "building hunter and the benches (release)"
     cargo build --release -p hunter
     selected=" ${benches[*]} "
-    if [[ "$selected" =~ \ (source|processor|sink|api|end_to_end)\  ]]; then
+    if [[ "$selected" =~ \ (source|processor|sink|api|end_to_end|peer)\  ]]; then
         cargo bench --no-run -p hunter-e2e
     fi
     [[ "$selected" != *" codec "* ]] || cargo bench --no-run -p hunter-core --bench codec

@@ -864,6 +864,10 @@ fn the_table_shows_the_defaults_the_code_applies() {
             Defaults::FULL_SWEEP_SECS.to_string(),
         ),
         (
+            "HUNTER_SYNC_PAGES_IN_FLIGHT",
+            Defaults::PAGES_IN_FLIGHT.to_string(),
+        ),
+        (
             "HUNTER_SINK_BATCH_ROWS",
             Defaults::SINK_BATCH_ROWS.to_string(),
         ),
@@ -984,4 +988,25 @@ fn the_api_read_model_is_on_by_default_and_its_setting_is_validated() {
     }
     let error = error_for(&[("HUNTER_API_READ_MODEL", "sometimes")]);
     assert!(error.contains("HUNTER_API_READ_MODEL"), "{error}");
+}
+
+// --- the source's pages in flight (docs/partner-center-api.md, "Paging") ---
+
+#[test]
+fn pages_in_flight_default_to_one_and_stay_within_one_to_thirty_two() {
+    let settings = Settings::from_sources(None, &env(&base())).unwrap();
+    assert_eq!(settings.sync.pages_in_flight, 1);
+    for (value, expected) in [("1", 1), ("32", 32)] {
+        let mut set = base();
+        set.push(("HUNTER_SYNC_PAGES_IN_FLIGHT", value));
+        let settings = Settings::from_sources(None, &env(&set)).unwrap();
+        assert_eq!(settings.sync.pages_in_flight, expected);
+    }
+    for bad in ["0", "33", "many", "-1"] {
+        let error = error_for(&[("HUNTER_SYNC_PAGES_IN_FLIGHT", bad)]);
+        assert!(
+            error.contains("HUNTER_SYNC_PAGES_IN_FLIGHT"),
+            "{bad}: {error}"
+        );
+    }
 }

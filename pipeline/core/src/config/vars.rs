@@ -347,6 +347,12 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "time between full sweeps (a poll without the `updatedDateTime` filter); `0` turns them off",
     },
     Setting {
+        variable: "HUNTER_SYNC_PAGES_IN_FLIGHT",
+        file_key: Some("sync.pages_in_flight"),
+        default: "`1`",
+        meaning: "pages a poll keeps published and not yet acknowledged, reading ahead while the broker acknowledges (1 to 32; `1` waits for each page; see docs/partner-center-api.md before raising it); the cursor still moves only past acknowledged records",
+    },
+    Setting {
         variable: "HUNTER_SINK_BATCH_ROWS",
         file_key: Some("sink.batch_rows"),
         default: "`10000`",

@@ -1,7 +1,26 @@
 //! One poll of one tenant: page the Referrals API from the cursor (minus the overlap), publish
 //! each new version, dead-letter what cannot be read or does not fit, and once every record is
 //! acknowledged store the next state (see [`super::state`]); the run is recorded either way.
+//!
+//! # Reading ahead
+//!
+//! A poll keeps up to `HUNTER_SYNC_PAGES_IN_FLIGHT` pages (default 1: see
+//! docs/partner-center-api.md for why) published and not yet acknowledged: it reads and sends
+//! the next page while the broker acknowledges the earlier ones (the pager needs a page's
+//! timestamps to ask for the next, never its acknowledgements). Pages are settled
+//! in the order they were read. Invariants:
+//! - the cursor is stored only after every page of the poll is settled, every record
+//!   acknowledged or dead-lettered: it never passes an unacknowledged record;
+//! - a failed send (or page request) fails the poll: no page is read after it, the pages already
+//!   sent are settled (what the broker acknowledged is remembered as published, so the next
+//!   poll does not send it again) and the cursor stays where it was;
+//! - a version sent and not yet settled is a skip when a later page reads it again (a tie at a
+//!   page boundary), as one already acknowledged is; when the referral moved on while the poll
+//!   paged, the version read last (the newer) is the one remembered, whatever order the
+//!   acknowledgements came back in;
+//! - memory is bounded by the pages in flight (their records and raw JSON).
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -17,6 +36,7 @@ use hunter_partner_center::client::ClientError;
 use hunter_partner_center::cursor::{self, Pager, Position, Request};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
+use serde_json::value::RawValue;
 
 use super::state::{self, PollEnd, Read, next_source_state};
 use super::{Outputs, Tenant, cache_mtime, publish_run_logged};
@@ -243,6 +263,7 @@ pub(super) async fn poll(
             outputs,
             sync.overlap,
             Window { full, since },
+            sync.pages_in_flight,
             run_id,
             &mut counts,
             progress.as_mut(),
@@ -308,19 +329,32 @@ pub(super) struct Window {
     pub(super) since: Option<Timestamp>,
 }
 
-/// Pages and publishes one poll, then stores the next state (see [`next_source_state`]).
-/// With `progress` (a backfill's run record), its counts so far are recorded after every page.
+/// Pages and publishes one poll, with up to `pages_in_flight` pages awaiting their
+/// acknowledgements, then stores the next state (see [`next_source_state`]). With `progress`
+/// (a backfill's run record), its counts so far are recorded after every page settled.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn poll_pages(
     tenant: &mut Tenant,
     outputs: &impl Publish,
     overlap: Duration,
     window: Window,
+    pages_in_flight: usize,
     run_id: &str,
     counts: &mut Counts,
     progress: Option<&mut SyncRun>,
 ) -> Result<(), PollError> {
     let full = window.full;
-    let outcome = read_pages(tenant, outputs, overlap, window, run_id, counts, progress).await;
+    let outcome = read_pages(
+        tenant,
+        outputs,
+        overlap,
+        window,
+        pages_in_flight,
+        run_id,
+        counts,
+        progress,
+    )
+    .await;
     let end = match &outcome {
         Ok(read) => PollEnd::Acknowledged { read, full, run_id },
         Err(_) => PollEnd::Failed,
@@ -343,13 +377,16 @@ pub(super) async fn poll_pages(
     Ok(())
 }
 
-/// Pages the poll and publishes what is new; every record of a page is acknowledged (or
-/// dead-lettered) before the next page is asked for. Returns what the poll read.
+/// Pages the poll and publishes what is new, with up to `pages_in_flight` pages published and
+/// not yet acknowledged (read ahead; see the module doc). Returns what the poll read, once every
+/// record of every page is acknowledged (or dead-lettered).
+#[allow(clippy::too_many_arguments)]
 async fn read_pages(
     tenant: &mut Tenant,
     outputs: &impl Publish,
     overlap: Duration,
     window: Window,
+    pages_in_flight: usize,
     run_id: &str,
     counts: &mut Counts,
     mut progress: Option<&mut SyncRun>,
@@ -364,113 +401,234 @@ async fn read_pages(
     };
     let mut pager = Pager::new(from);
     let mut read = Read::from_cursor(cursor);
-    while let Some(request) = pager.next_request().cloned() {
-        let page = match request {
-            Request::From(from) => {
-                tenant
-                    .client
-                    .first_page(from.map(Timestamp::to_offset_date_time))
-                    .await?
-            }
-            Request::Next(link) => tenant.client.next_page(&link).await?,
-        };
-        counts.pages += 1;
-        let fetched_at = Timestamp::now();
-        let mut stamps = Vec::with_capacity(page.items.len());
-        let mut deliveries = Vec::with_capacity(page.items.len());
-        let mut fresh = Vec::with_capacity(page.items.len());
-        for (item, raw) in page.items.iter().enumerate() {
-            counts.fetched += 1;
-            let ingest = Ingest {
-                tenant: tenant.name.clone(),
-                fetched_at,
-                sync_run_id: run_id.to_owned(),
-            };
-            let mut referral = match Referral::from_api_json(raw.get(), ingest) {
-                Ok(referral) => referral,
-                Err(error) => {
-                    stamps.push(None);
-                    counts.dead_lettered += 1;
-                    let reference = Reference::of_referral_json(raw.get());
-                    outputs
-                        .dead_letter("invalid", &error.to_string(), raw.get(), &reference)
-                        .await?;
-                    continue;
-                }
-            };
-            stamps.push(referral.updated_date_time);
-            let updated_at = referral.updated_date_time.unwrap_or_default();
-            let position = Position {
-                updated_at,
-                id: referral.id.clone(),
-            };
-            read.saw(position);
-            let version = cursor::version_of(referral.e_tag.as_deref(), referral.updated_date_time);
-            if tenant.published.is_published(&referral.id, version) {
-                counts.skipped += 1;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // The version of each referral sent and not yet settled: a tie at a page boundary is read
+    // again by the next page before the first read is acknowledged, and must be a skip there
+    // too (what `Published` does once it is settled).
+    let mut sending: HashMap<String, u64> = HashMap::new();
+    let mut failure: Option<PollError> = None;
+    loop {
+        let more = failure.is_none() && pager.next_request().is_some();
+        if in_flight.len() >= pages_in_flight.max(1) || (!more && !in_flight.is_empty()) {
+            // Settle the oldest page. After a failure the pages already sent are still settled
+            // (what the broker acknowledged is remembered, so the next poll does not publish it
+            // again), but no page is read any more.
+            let page = in_flight.pop_front().expect("a page in flight");
+            let settled = settle(tenant, outputs, &mut sending, page, counts).await;
+            if let Err(error) = settled {
+                failure.get_or_insert(error);
                 continue;
             }
-            let mut payload = outputs.encode_referral(&referral).await?;
-            if payload.len() > size::REFERRAL_RECORD_BUDGET {
-                match fit(outputs, &referral, payload.len()).await? {
-                    Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
-                    None => {
-                        // Nothing to publish; the dead letter is the referral's handling, so
-                        // this version counts as done (no dead letter again on the next poll).
-                        counts.dead_lettered += 1;
-                        tenant.published.remember(referral.id, version, updated_at);
-                        continue;
-                    }
-                }
+            if failure.is_none()
+                && let Some(run) = progress.as_deref_mut()
+            {
+                counts.copy_to(run);
+                run.updated_at = Some(Timestamp::now());
+                outputs.progress(run).await;
             }
-            let bytes = payload.len();
-            deliveries.push(outputs.send_referral(referral.id.clone(), payload));
-            fresh.push((referral.id, version, updated_at, item, bytes));
+            continue;
         }
-        // Every record of the page acknowledged before the next page: bounded memory, and a
-        // failure stops the poll before the cursor could move. A record Kafka refuses for what
-        // it is (too large, invalid) is dead-lettered by reference: its fault, not Kafka's.
-        let mut failure = None;
-        for (result, (id, version, updated_at, item, bytes)) in
-            join_all(deliveries).await.into_iter().zip(fresh)
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let Some(request) = pager.next_request().cloned() else {
+            return Ok(read);
+        };
+        let sent = send_page(
+            tenant,
+            outputs,
+            &mut pager,
+            request,
+            &mut sending,
+            &mut read,
+            run_id,
+            counts,
+        )
+        .await;
+        match sent {
+            Ok(page) => in_flight.push_back(page),
+            Err(error) => failure = Some(error),
+        }
+    }
+}
+
+/// One referral sent in a page, settled when the page's acknowledgements are in.
+struct Sent {
+    id: String,
+    version: u64,
+    updated_at: Timestamp,
+    /// Its index in the page, for a dead letter by reference.
+    item: usize,
+    bytes: usize,
+}
+
+/// A page read and sent whose acknowledgements are awaited, in the order of `sent`.
+struct InFlight {
+    acks: tokio::task::JoinHandle<Vec<Result<(), KafkaError>>>,
+    sent: Vec<Sent>,
+    items: Vec<Box<RawValue>>,
+}
+
+/// Reads the pager's next page, moves the pager on (which needs the page's timestamps only, not
+/// its acknowledgements), and sends what is new; the acknowledgements are awaited by a task of
+/// their own (the sends start at once, whatever the poll awaits next).
+#[allow(clippy::too_many_arguments)]
+async fn send_page(
+    tenant: &mut Tenant,
+    outputs: &impl Publish,
+    pager: &mut Pager,
+    request: Request,
+    sending: &mut HashMap<String, u64>,
+    read: &mut Read,
+    run_id: &str,
+    counts: &mut Counts,
+) -> Result<InFlight, PollError> {
+    let page = match request {
+        Request::From(from) => {
+            tenant
+                .client
+                .first_page(from.map(Timestamp::to_offset_date_time))
+                .await?
+        }
+        Request::Next(link) => tenant.client.next_page(&link).await?,
+    };
+    counts.pages += 1;
+    let fetched_at = Timestamp::now();
+    let mut stamps = Vec::with_capacity(page.items.len());
+    let mut deliveries = Vec::with_capacity(page.items.len());
+    let mut sent = Vec::with_capacity(page.items.len());
+    for (item, raw) in page.items.iter().enumerate() {
+        counts.fetched += 1;
+        let ingest = Ingest {
+            tenant: tenant.name.clone(),
+            fetched_at,
+            sync_run_id: run_id.to_owned(),
+        };
+        let mut referral = match Referral::from_api_json(raw.get(), ingest) {
+            Ok(referral) => referral,
+            Err(error) => {
+                stamps.push(None);
+                counts.dead_lettered += 1;
+                let reference = Reference::of_referral_json(raw.get());
+                outputs
+                    .dead_letter("invalid", &error.to_string(), raw.get(), &reference)
+                    .await?;
+                continue;
+            }
+        };
+        stamps.push(referral.updated_date_time);
+        let updated_at = referral.updated_date_time.unwrap_or_default();
+        let position = Position {
+            updated_at,
+            id: referral.id.clone(),
+        };
+        read.saw(position);
+        let version = cursor::version_of(referral.e_tag.as_deref(), referral.updated_date_time);
+        if tenant.published.is_published(&referral.id, version)
+            || sending.get(&referral.id) == Some(&version)
         {
-            match result {
-                Ok(()) => counts.published += 1,
-                Err(error) if size::refused_record(&error).is_some() => {
-                    let reason = format!(
-                        "kafka refused the {bytes}-byte record of referral {id}: {error}; \
-                         the whole referral stays in partner center"
-                    );
-                    let reference = Reference::of_referral_json(page.items[item].get());
-                    outputs
-                        .dead_letter("refused", &reason, &reference.to_json(), &reference)
-                        .await?;
+            counts.skipped += 1;
+            continue;
+        }
+        let mut payload = outputs.encode_referral(&referral).await?;
+        if payload.len() > size::REFERRAL_RECORD_BUDGET {
+            match fit(outputs, &referral, payload.len()).await? {
+                Some((cut, cut_payload)) => (referral, payload) = (cut, cut_payload),
+                None => {
+                    // Nothing to publish; the dead letter is the referral's handling, so
+                    // this version counts as done (no dead letter again on the next poll),
+                    // and an older version still in flight must not be remembered over it.
                     counts.dead_lettered += 1;
-                }
-                Err(error) => {
-                    failure.get_or_insert(error);
+                    sending.remove(&referral.id);
+                    tenant.published.remember(referral.id, version, updated_at);
                     continue;
                 }
             }
-            // Acknowledged (or dead-lettered): done for good, whatever happens to the rest.
+        }
+        let bytes = payload.len();
+        deliveries.push(outputs.send_referral(referral.id.clone(), payload));
+        sending.insert(referral.id.clone(), version);
+        sent.push(Sent {
+            id: referral.id,
+            version,
+            updated_at,
+            item,
+            bytes,
+        });
+    }
+    pager
+        .on_page(&stamps, page.next_link)
+        .map_err(|message| PollError::new(RunErrorClass::Server, message))?;
+    Ok(InFlight {
+        acks: tokio::spawn(join_all(deliveries)),
+        sent,
+        items: page.items,
+    })
+}
+
+/// Awaits a page's acknowledgements and remembers each version acknowledged (or dead-lettered
+/// because Kafka refused the record for what it is: its fault, not Kafka's). The first failed
+/// send fails the poll, after the rest of the page is settled.
+async fn settle(
+    tenant: &mut Tenant,
+    outputs: &impl Publish,
+    sending: &mut HashMap<String, u64>,
+    page: InFlight,
+    counts: &mut Counts,
+) -> Result<(), PollError> {
+    let results = page.acks.await.map_err(|error| {
+        PollError::new(
+            RunErrorClass::Kafka,
+            format!("waiting for the broker's acknowledgements failed: {error}"),
+        )
+    })?;
+    let mut failure = None;
+    for (result, sent) in results.into_iter().zip(page.sent) {
+        let Sent {
+            id,
+            version,
+            updated_at,
+            item,
+            bytes,
+        } = sent;
+        match result {
+            Ok(()) => counts.published += 1,
+            Err(error) if size::refused_record(&error).is_some() => {
+                let reason = format!(
+                    "kafka refused the {bytes}-byte record of referral {id}: {error}; \
+                     the whole referral stays in partner center"
+                );
+                let reference = Reference::of_referral_json(page.items[item].get());
+                outputs
+                    .dead_letter("refused", &reason, &reference.to_json(), &reference)
+                    .await?;
+                counts.dead_lettered += 1;
+            }
+            Err(error) => {
+                failure.get_or_insert(error);
+                // Not done: forgotten as sent, so a later page of this poll (there is none
+                // after a failure) or the next poll sends it again.
+                if sending.get(&id) == Some(&version) {
+                    sending.remove(&id);
+                }
+                continue;
+            }
+        }
+        // Acknowledged (or dead-lettered): done for good, whatever happens to the rest. A
+        // version read later in this poll (the referral moved on while the poll paged) is
+        // newer: when one was sent or handled since, it is the one to remember.
+        if sending.get(&id) == Some(&version) {
+            sending.remove(&id);
             tenant.published.remember(id, version, updated_at);
         }
-        if let Some(error) = failure {
-            return Err(PollError::new(
-                RunErrorClass::Kafka,
-                format!("publishing a referral failed: {error}"),
-            ));
-        }
-        pager
-            .on_page(&stamps, page.next_link)
-            .map_err(|message| PollError::new(RunErrorClass::Server, message))?;
-        if let Some(run) = progress.as_deref_mut() {
-            counts.copy_to(run);
-            run.updated_at = Some(Timestamp::now());
-            outputs.progress(run).await;
-        }
     }
-    Ok(read)
+    match failure {
+        Some(error) => Err(PollError::new(
+            RunErrorClass::Kafka,
+            format!("publishing a referral failed: {error}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A referral whose record is over [`size::REFERRAL_RECORD_BUDGET`] (`bytes`), cut to fit (see

@@ -13,6 +13,14 @@
 //! Referrals also move on (new `updatedDateTime` and eTag) while some polls page; the version a
 //! moving poll could miss is one of a tie run paged by `nextLink` (the pager's documented
 //! limit), so only the sweeps are held to "everything" there.
+//!
+//! The poll reads ahead (1 to 5 pages in flight per case) and the broker acknowledges every
+//! record after a random delay, so acknowledgements come back out of order and after later
+//! pages were read; some polls also see sends fail at random. Then, too:
+//! - the cursor never passes an unacknowledged record: when a state is stored, every record
+//!   the poll sent at or before the new cursor has been acknowledged;
+//! - a poll that failed leaves the stored state as it was, and what it did not get
+//!   acknowledged is published by the next polls (the checks above, from the same cursor).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -36,9 +44,36 @@ const OVERLAP: Duration = Duration::from_secs(600);
 /// What the poll published and stored, in memory.
 #[derive(Default)]
 struct Memory {
-    /// (id, eTag) of every referral record sent, in order.
+    /// (id, eTag) of every referral record acknowledged, in the order acknowledged.
     sent: Arc<Mutex<Vec<(String, String)>>>,
     states: Mutex<Vec<SourceState>>,
+    /// The broker's behaviour: delays, failures, what is outstanding.
+    broker: Arc<Mutex<Broker>>,
+}
+
+/// The in-memory broker: acknowledges each record after a random delay, fails some at random.
+#[derive(Default)]
+struct Broker {
+    rng: u64,
+    /// Sends that fail, per thousand (0 but on a flaky poll).
+    fail_per_mille: u64,
+    /// Sends started and not yet acknowledged or failed.
+    outstanding: usize,
+    /// Every record the current poll sent: (id, eTag, updatedDateTime).
+    attempted: Vec<(String, String, Timestamp)>,
+    /// What the checks found wrong, reported by the test.
+    violations: Vec<String>,
+}
+
+impl Broker {
+    /// splitmix64: cheap, seeded by the case.
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 impl Publish for Memory {
@@ -49,8 +84,9 @@ impl Publish for Memory {
         let version = (
             referral.id.clone(),
             referral.e_tag.clone().unwrap_or_default(),
+            referral.updated_date_time.unwrap_or_default().micros(),
         );
-        Ok(serde_json::to_vec(&version).expect("a pair of strings"))
+        Ok(serde_json::to_vec(&version).expect("strings and a number"))
     }
 
     fn measure_referral(&self, _: &hunter_core::records::Referral) -> Option<usize> {
@@ -63,9 +99,28 @@ impl Publish for Memory {
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<(), KafkaError>> + Send + 'static {
         let sent = self.sent.clone();
+        let broker = self.broker.clone();
+        let (id, etag, micros): (String, String, i64) =
+            serde_json::from_slice(&payload).expect("encoded above");
+        let (delay, fails) = {
+            let mut broker = broker.lock().unwrap();
+            broker.outstanding += 1;
+            broker
+                .attempted
+                .push((id.clone(), etag.clone(), Timestamp(micros)));
+            let delay = Duration::from_micros(broker.next() % 3_000);
+            let fails = broker.next() % 1_000 < broker.fail_per_mille;
+            (delay, fails)
+        };
         async move {
-            let version = serde_json::from_slice(&payload).expect("encoded above");
-            sent.lock().unwrap().push(version);
+            tokio::time::sleep(delay).await;
+            broker.lock().unwrap().outstanding -= 1;
+            if fails {
+                return Err(KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::BrokerNotAvailable,
+                ));
+            }
+            sent.lock().unwrap().push((id, etag));
             Ok(())
         }
     }
@@ -84,7 +139,37 @@ impl Publish for Memory {
         ))
     }
 
+    /// Checks that the cursor passes no record this poll sent and the broker did not
+    /// acknowledge (nor one still outstanding).
     async fn store_state(&self, state: &SourceState) -> Result<(), PollError> {
+        let acknowledged: HashSet<(String, String)> =
+            self.sent.lock().unwrap().iter().cloned().collect();
+        let mut broker = self.broker.lock().unwrap();
+        if broker.outstanding > 0 {
+            let outstanding = broker.outstanding;
+            broker.violations.push(format!(
+                "a state was stored with {outstanding} sends not yet acknowledged"
+            ));
+        }
+        if let Some(cursor_at) = state.cursor_updated_at {
+            let cursor = (cursor_at, state.cursor_id.clone().unwrap_or_default());
+            let passed: Vec<_> = broker
+                .attempted
+                .iter()
+                .filter(|(id, etag, at)| {
+                    (*at, id.clone()) <= cursor
+                        && !acknowledged.contains(&(id.clone(), etag.clone()))
+                })
+                .cloned()
+                .collect();
+            if !passed.is_empty() {
+                broker.violations.push(format!(
+                    "the cursor moved to {cursor:?} past {} unacknowledged records, e.g. {:?}",
+                    passed.len(),
+                    &passed[..passed.len().min(3)]
+                ));
+            }
+        }
         self.states.lock().unwrap().push(state.clone());
         Ok(())
     }
@@ -205,6 +290,10 @@ enum Step {
     Moving,
     /// Referrals stop moving (before the final sweep; not drawn).
     Quiet,
+    /// The next poll's sends fail at this rate (per thousand): the poll fails or not.
+    Flaky {
+        per_mille: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -216,6 +305,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1usize..13).prop_map(|count| Step::OnTime { count }),
         1 => Just(Step::Restart),
         1 => Just(Step::Moving),
+        1 => (20u64..400).prop_map(|per_mille| Step::Flaky { per_mille }),
     ]
 }
 
@@ -232,15 +322,18 @@ fn run_case(
     initial: usize,
     seed: u64,
     page_size: u32,
+    pages_in_flight: usize,
     steps: &[Step],
 ) -> Result<(), TestCaseError> {
     let referrals = simulator::generate_referrals(initial, seed);
     simulator::write_referrals(&harness.file, &referrals).unwrap();
     harness.runtime.block_on(async {
         let memory = Memory::default();
+        memory.broker.lock().unwrap().rng = seed;
         let mut tenant = harness.tenant(page_size, None);
         let mut restarted = false;
         let mut moving = false;
+        let mut flaky = false;
         // The first poll of a source reads everything; a final sweep ends every schedule.
         let steps = std::iter::once(&Step::Poll)
             .chain(steps)
@@ -270,11 +363,19 @@ fn run_case(
                 Step::Quiet => {
                     harness.post("/_simulator/mutate?rate=0").await;
                     moving = false;
+                    // The final sweep's sends do not fail.
+                    memory.broker.lock().unwrap().fail_per_mille = 0;
+                    flaky = false;
                     continue;
                 }
                 Step::Restart => {
                     tenant = harness.tenant(page_size, tenant.state.clone());
                     restarted = true;
+                    continue;
+                }
+                Step::Flaky { per_mille } => {
+                    memory.broker.lock().unwrap().fail_per_mille = *per_mille;
+                    flaky = true;
                     continue;
                 }
             };
@@ -284,16 +385,33 @@ fn run_case(
                 cursor::since(tenant.cursor().as_ref(), OVERLAP)
             };
             let mut counts = Counts::default();
+            let before = tenant.state.clone();
+            memory.broker.lock().unwrap().attempted.clear();
             let polled = poll::poll_pages(
                 &mut tenant,
                 &memory,
                 OVERLAP,
                 poll::Window { full, since: None },
+                pages_in_flight,
                 "run",
                 &mut counts,
                 None,
             )
             .await;
+            let violations = std::mem::take(&mut memory.broker.lock().unwrap().violations);
+            prop_assert!(violations.is_empty(), "{step:?}: {violations:?}");
+            if std::mem::take(&mut flaky) {
+                memory.broker.lock().unwrap().fail_per_mille = 0;
+                if polled.is_err() {
+                    // Nothing moved: the next polls start from the same cursor and are held
+                    // to publishing this poll's window (the checks below, then).
+                    prop_assert_eq!(&tenant.state, &before, "a failed poll moved the state");
+                    if std::mem::take(&mut moving) {
+                        harness.post("/_simulator/mutate?rate=0").await;
+                    }
+                    continue;
+                }
+            }
             prop_assert!(polled.is_ok(), "{step:?} failed: {:?}", polled.err());
             if std::mem::take(&mut moving) {
                 // Updates landing while a tie run longer than a page is paged by `nextLink`
@@ -348,12 +466,16 @@ fn every_referral_is_published_by_its_window_or_the_next_sweep_at_the_latest() {
         1usize..30,
         any::<u64>(),
         2u32..7,
+        1usize..6,
         proptest::collection::vec(step(), 1..14),
     );
     runner
-        .run(&strategy, |(initial, seed, page_size, steps)| {
-            run_case(&harness, initial, seed, page_size, &steps)
-        })
+        .run(
+            &strategy,
+            |(initial, seed, page_size, pages_in_flight, steps)| {
+                run_case(&harness, initial, seed, page_size, pages_in_flight, &steps)
+            },
+        )
         .unwrap();
 }
 
