@@ -744,7 +744,7 @@ fn fault_report(
     );
     if let Ok((_, converge)) = outcome {
         report.row(
-            "convergence on the truth after the last fault",
+            "from the last fault's end to ClickHouse equal to the truth (most referrals still to flow then)",
             "s",
             RowKind::Info,
             &[*converge],
