@@ -310,6 +310,14 @@ impl GroupConsumer {
         }
     }
 
+    /// The partitions assigned to it now (empty when the assignment cannot be read).
+    pub fn assigned(&self) -> Vec<i32> {
+        self.consumer()
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
@@ -655,9 +663,24 @@ pub async fn read_to_end(
     partition: Option<i32>,
     within: Duration,
 ) -> Result<Vec<Vec<u8>>, ReadError> {
+    let partitions = partition.map(|partition| vec![partition]);
+    let read = read_partitions_to_end(settings, client_id, topic, partitions, within).await?;
+    Ok(read.into_iter().map(|(_, payload)| payload).collect())
+}
+
+/// [`read_to_end`] of several partitions at once (`None`: every partition), by one reader with
+/// all of them assigned, so the broker serves them in the same fetches instead of one partition
+/// after the other. Each payload comes with its partition, in each partition's order.
+pub async fn read_partitions_to_end(
+    settings: &KafkaSettings,
+    client_id: &str,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    within: Duration,
+) -> Result<Vec<(i32, Vec<u8>)>, ReadError> {
     let (settings, client_id, name) = (settings.clone(), client_id.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        read_to_end_blocking(&settings, &client_id, &name, partition, within)
+        read_to_end_blocking(&settings, &client_id, &name, partitions, within)
     })
     .await
     .map_err(|error| ReadError::Panicked {
@@ -670,14 +693,14 @@ fn read_to_end_blocking(
     settings: &KafkaSettings,
     client_id: &str,
     topic: &str,
-    partition: Option<i32>,
+    partitions: Option<Vec<i32>>,
     within: Duration,
-) -> Result<Vec<Vec<u8>>, ReadError> {
+) -> Result<Vec<(i32, Vec<u8>)>, ReadError> {
     let kafka = |what: String| move |source| ReadError::Kafka { what, source };
     let reader = reader(settings, client_id).map_err(kafka("kafka reader".into()))?;
     let timeout = Duration::from_secs(30);
-    let partitions: Vec<i32> = match partition {
-        Some(partition) => vec![partition],
+    let partitions: Vec<i32> = match partitions {
+        Some(partitions) => partitions,
         None => reader
             .fetch_metadata(Some(topic), timeout)
             .map_err(kafka(format!("metadata for {topic}")))?
@@ -718,7 +741,7 @@ fn read_to_end_blocking(
         };
         let message = message.map_err(kafka(format!("reading {topic}")))?;
         if let Some(payload) = message.payload() {
-            payloads.push(payload.to_vec());
+            payloads.push((message.partition(), payload.to_vec()));
         }
         if let Some(end) = ends.get(&message.partition())
             && message.offset() + 1 >= *end
