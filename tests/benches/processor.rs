@@ -18,9 +18,9 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Referral, Timestamp};
-use anyhow::Context as _;
 use hunter_e2e::bench::{Report, RowKind, cpu_seconds, micros_per_record, relay};
 use hunter_e2e::{Deployment, OwnBroker, generated_referrals, run_hunter};
 use rdkafka::ClientConfig;
@@ -258,7 +258,11 @@ async fn main() -> anyhow::Result<()> {
     report.ratio("processor / relay", processor / relay, Some(">= 0.70"));
     report.ratio("processor µs CPU per referral", cpu, Some("<= 40"));
     if let Some(base) = baseline_cpu {
-        report.ratio("processor CPU per referral / baseline build's", cpu / base, None);
+        report.ratio(
+            "processor CPU per referral / baseline build's",
+            cpu / base,
+            None,
+        );
         report.note(&format!(
             "baseline build: `{}`, run in the same rounds on the same broker (order alternating)",
             baseline.as_deref().unwrap_or_default()

@@ -22,11 +22,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use hunter_clickhouse::Row;
 use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
-use anyhow::Context as _;
 use hunter_e2e::bench::{Report, RowKind, cpu_seconds, micros_per_record};
 use hunter_e2e::{ClickHouse, Deployment, generated_referrals, run_hunter, unique};
 use rdkafka::ClientConfig;

@@ -58,7 +58,9 @@ impl KafkaCompression {
             "lz4" => Ok(KafkaCompression::Lz4),
             "zstd" => Err(ConfigError::Invalid {
                 setting: setting.to_owned(),
-                message: "zstd is not compiled into Hunter's librdkafka: use none, gzip, snappy or lz4".into(),
+                message:
+                    "zstd is not compiled into Hunter's librdkafka: use none, gzip, snappy or lz4"
+                        .into(),
             }),
             _ => Err(ConfigError::Invalid {
                 setting: setting.to_owned(),

@@ -987,7 +987,11 @@ fn producer_compression_is_none_by_default_and_set_by_variable_or_file() {
     let mut pairs = base();
     pairs.push(("HUNTER_KAFKA_COMPRESSION", "none"));
     let settings = Settings::from_sources(Some(&path), &env(&pairs)).unwrap();
-    assert_eq!(settings.kafka.compression, KafkaCompression::None, "the variable wins");
+    assert_eq!(
+        settings.kafka.compression,
+        KafkaCompression::None,
+        "the variable wins"
+    );
 }
 
 #[test]

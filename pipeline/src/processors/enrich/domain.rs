@@ -144,7 +144,7 @@ mod website_scan {
     use std::collections::BTreeMap;
     use std::fmt;
 
-    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
     /// The top-level object: each profile key with its object (`None` when that key's value was
     /// not an object, so a later non-object duplicate hides an earlier object, as in a map).
@@ -167,7 +167,7 @@ mod website_scan {
                             let profile = map.next_value::<Profile>()?;
                             profiles.insert(key.0, profile.0);
                         } else {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skip>()?;
                         }
                     }
                     Ok(Root { profiles })
@@ -177,7 +177,54 @@ mod website_scan {
         }
     }
 
-    /// A key, unescaped (owned only when it has escapes, like `Value` would read it).
+    /// Any JSON value, read and dropped. Not `serde::de::IgnoredAny`: serde_json skips that
+    /// without checking numbers, where a `Value` refuses one out of range (`1e400`), and this
+    /// reading must refuse whatever the `Value` reading refused.
+    struct Skip;
+
+    impl<'de> Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct SkipVisitor;
+            impl<'de> Visitor<'de> for SkipVisitor {
+                type Value = Skip;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
+                    Ok(Skip)
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Skip, A::Error> {
+                    while seq.next_element::<Skip>()?.is_some() {}
+                    Ok(Skip)
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_unit<E>(self) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+            }
+            deserializer.deserialize_any(SkipVisitor)
+        }
+    }
+
+    /// A key as text, escapes resolved (as `Value` reads it).
     struct Key(String);
 
     impl<'de> Deserialize<'de> for Key {
@@ -211,12 +258,13 @@ mod website_scan {
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Profile, A::Error> {
                     let mut fields = BTreeMap::new();
                     while let Some(key) = map.next_key::<Key>()? {
-                        if key.0.eq_ignore_ascii_case("website") || key.0.eq_ignore_ascii_case("url")
+                        if key.0.eq_ignore_ascii_case("website")
+                            || key.0.eq_ignore_ascii_case("url")
                         {
                             let value = map.next_value::<MaybeString>()?;
                             fields.insert(key.0, value.0);
                         } else {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skip>()?;
                         }
                     }
                     Ok(Profile(Some(fields)))
@@ -225,7 +273,7 @@ mod website_scan {
                     self,
                     mut seq: A,
                 ) -> Result<Profile, A::Error> {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    while seq.next_element::<Skip>()?.is_some() {}
                     Ok(Profile(None))
                 }
                 fn visit_bool<E>(self, _: bool) -> Result<Profile, E> {
@@ -266,14 +314,14 @@ mod website_scan {
                     Ok(MaybeString(Some(value.to_owned())))
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
-                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
                     Ok(MaybeString(None))
                 }
                 fn visit_seq<A: serde::de::SeqAccess<'de>>(
                     self,
                     mut seq: A,
                 ) -> Result<MaybeString, A::Error> {
-                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    while seq.next_element::<Skip>()?.is_some() {}
                     Ok(MaybeString(None))
                 }
                 fn visit_bool<E>(self, _: bool) -> Result<MaybeString, E> {
