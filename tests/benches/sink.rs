@@ -22,11 +22,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use hunter_clickhouse::Row;
 use hunter_clickhouse::rows::{LeadHistoryRow, LeadRow};
 use hunter_core::codec::Codec;
 use hunter_core::records::{Ingest, Lead, Referral, Timestamp};
-use hunter_e2e::bench::{Report, RowKind, cpu_seconds};
+use hunter_e2e::bench::{Report, RowKind, cpu_seconds, micros_per_record};
 use hunter_e2e::{ClickHouse, Deployment, generated_referrals, run_hunter, unique};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -118,8 +119,13 @@ async fn counts(clickhouse: &ClickHouse) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Runs the sink until both tables hold `count` rows; leads per second from the first row,
-/// and the CPU seconds the sink process used.
-async fn sink(deployment: &mut Deployment, count: usize) -> anyhow::Result<(f64, f64)> {
+/// the CPU seconds the sink process used and the broker's CPU seconds over the same time.
+async fn sink(
+    deployment: &mut Deployment,
+    broker_pid: u32,
+    count: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let broker_before = cpu_seconds(broker_pid)?;
     let index = deployment.start_role("sink").await?;
     let mut first: Option<(Instant, u64)> = None;
     let mut progress = (Instant::now(), 0);
@@ -143,10 +149,11 @@ async fn sink(deployment: &mut Deployment, count: usize) -> anyhow::Result<(f64,
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let cpu = cpu_seconds(deployment.process(index).pid())?;
+    let broker_cpu = cpu_seconds(broker_pid)? - broker_before;
     deployment
         .process(index)
         .terminate(Duration::from_secs(30))?;
-    Ok((rate, cpu))
+    Ok((rate, cpu, broker_cpu))
 }
 
 fn client(query: &str) -> Command {
@@ -237,24 +244,63 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (mut brokers, mut sinks, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
     let mut sink_capacities = Vec::new();
+    let (mut sink_micros, mut broker_micros) = (Vec::new(), Vec::new());
+    let baseline = hunter_e2e::bench::baseline_bin();
+    let (mut baseline_rates, mut baseline_micros) = (Vec::new(), Vec::new());
+    let broker_pid = broker.pid().context("the bench's broker is not running")?;
     for round in 1..=3 {
+        // With a baseline build: its sink reads the same topic into a database of its own,
+        // before this build's in odd rounds and after it in even ones.
+        let baseline_sink = async |deployment: &mut Deployment,
+                                   databases: &mut Vec<String>,
+                                   rates: &mut Vec<f64>,
+                                   micros: &mut Vec<f64>|
+               -> anyhow::Result<()> {
+            let Some(bin) = &baseline else {
+                return Ok(());
+            };
+            reset_group(deployment, &topic)?;
+            databases.push(fresh_database(deployment)?);
+            deployment.env.insert("HUNTER_BIN".into(), bin.clone());
+            let result = sink(deployment, broker_pid, count).await;
+            deployment.env.remove("HUNTER_BIN");
+            let (rate, cpu, _) = result?;
+            eprintln!(
+                "  baseline build: sink {rate:.0}/s, {:.1} µs CPU per lead",
+                micros_per_record(cpu, count)
+            );
+            rates.push(rate);
+            micros.push(micros_per_record(cpu, count));
+            Ok(())
+        };
+        if round % 2 == 1 {
+            baseline_sink(
+                &mut deployment,
+                &mut databases,
+                &mut baseline_rates,
+                &mut baseline_micros,
+            )
+            .await?;
+        }
         brokers.push(broker_ceiling(&deployment.stack.brokers, &topic, count).await?);
 
         // The sink's group starts from the beginning in each round: a fresh prefix for groups
         // only would need a setting, so the committed offsets of the last round are reset.
-        if round > 1 {
+        if round > 1 || baseline.is_some() {
             reset_group(&deployment, &topic)?;
         }
-        let sink_database = if round == 1 {
+        let sink_database = if round == 1 && baseline.is_none() {
             databases[0].clone()
         } else {
             let database = fresh_database(&mut deployment)?;
             databases.push(database.clone());
             database
         };
-        let (rate, cpu) = sink(&mut deployment, count).await?;
+        let (rate, cpu, broker_cpu) = sink(&mut deployment, broker_pid, count).await?;
         sinks.push(rate);
         sink_capacities.push(count as f64 / cpu);
+        sink_micros.push(micros_per_record(cpu, count));
+        broker_micros.push(micros_per_record(broker_cpu, count));
 
         let ceiling_database = fresh_database(&mut deployment)?;
         databases.push(ceiling_database.clone());
@@ -278,12 +324,22 @@ async fn main() -> anyhow::Result<()> {
         );
         ceilings.push(count as f64 / elapsed.as_secs_f64());
         eprintln!(
-            "round {round}: broker {:.0}/s, sink {:.0}/s ({:.0} per CPU second), clickhouse-client {:.0}/s",
+            "round {round}: broker {:.0}/s, sink {:.0}/s ({:.1} µs CPU per lead, broker {:.1}), clickhouse-client {:.0}/s",
             brokers[round - 1],
             sinks[round - 1],
-            sink_capacities[round - 1],
+            sink_micros[round - 1],
+            broker_micros[round - 1],
             ceilings[round - 1]
         );
+        if round % 2 == 0 {
+            baseline_sink(
+                &mut deployment,
+                &mut databases,
+                &mut baseline_rates,
+                &mut baseline_micros,
+            )
+            .await?;
+        }
     }
     for database in &databases {
         ClickHouse::new(&deployment.stack.clickhouse_url, database)
@@ -313,6 +369,33 @@ async fn main() -> anyhow::Result<()> {
         RowKind::Info,
         &sink_capacities,
     );
+    let micros = report.row(
+        "hunter sink: CPU per lead (user + system of the process, start to the Nth row)",
+        "µs CPU/record",
+        RowKind::Hunter,
+        &sink_micros,
+    );
+    report.row(
+        "broker (tansu) CPU per lead while the sink ran",
+        "µs CPU/record",
+        RowKind::Info,
+        &broker_micros,
+    );
+    let mut baseline_cpu = None;
+    if !baseline_rates.is_empty() {
+        report.row(
+            "baseline build, same run: sink",
+            "leads/s",
+            RowKind::Info,
+            &baseline_rates,
+        );
+        baseline_cpu = Some(report.row(
+            "baseline build, same run: sink CPU per lead",
+            "µs CPU/record",
+            RowKind::Info,
+            &baseline_micros,
+        ));
+    }
     report.row(
         "loading the lead topic",
         "leads/s",
@@ -321,6 +404,14 @@ async fn main() -> anyhow::Result<()> {
     );
     report.ratio("sink / ClickHouse ceiling", sink / ceiling, Some(">= 0.50"));
     report.ratio("sink / broker read", sink / broker, None);
+    report.ratio("sink µs CPU per lead", micros, Some("<= 10"));
+    if let Some(base) = baseline_cpu {
+        report.ratio("sink CPU per lead / baseline build's", micros / base, None);
+        report.note(&format!(
+            "baseline build: `{}`, run in the same rounds on the same topic (order alternating)",
+            baseline.as_deref().unwrap_or_default()
+        ));
+    }
     println!("sink bench, {count} leads, median of 3:");
     println!("  broker read (no decode, no insert)     {broker:>9.0} leads/s");
     println!("  clickhouse-client RowBinary (ceiling)  {ceiling:>9.0} leads/s");

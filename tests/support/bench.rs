@@ -57,6 +57,21 @@ pub async fn broker() -> anyhow::Result<crate::OwnBroker> {
     crate::OwnBroker::start_in(&dir()).await
 }
 
+/// A second `hunter` binary to measure beside `HUNTER_BIN` in the same run
+/// (`HUNTER_BENCH_BASELINE_BIN`, e.g. a release build of `main` copied aside): the processor and
+/// sink benches then run both, alternating which goes first, so a change is held against its
+/// baseline on the same broker, data and machine load.
+pub fn baseline_bin() -> Option<String> {
+    std::env::var("HUNTER_BENCH_BASELINE_BIN")
+        .ok()
+        .filter(|bin| !bin.is_empty())
+}
+
+/// Microseconds of CPU per record from CPU seconds and a record count.
+pub fn micros_per_record(cpu_seconds: f64, records: usize) -> f64 {
+    cpu_seconds * 1e6 / records.max(1) as f64
+}
+
 /// A whole number from the environment, or `default`.
 pub fn size(var: &str, default: usize) -> usize {
     std::env::var(var)

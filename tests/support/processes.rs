@@ -29,7 +29,10 @@ impl Process {
     ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log)?;
-        let child = Command::new(hunter_bin())
+        // A deployment may name its own binary (a bench comparing a baseline build with this
+        // one in the same run); the variable is harmless in the child's environment.
+        let bin = env.get("HUNTER_BIN").map_or_else(hunter_bin, PathBuf::from);
+        let child = Command::new(bin)
             .args(args)
             .env_clear()
             .envs(base_env())

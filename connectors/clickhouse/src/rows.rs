@@ -345,6 +345,22 @@ impl ReferralRow {
             fetched_at: datetime(referral.ingest.fetched_at),
         }
     }
+
+    /// [`ReferralRow::from_referral`] taking the referral, so its raw JSON (kilobytes) and ids
+    /// move into the row instead of being copied (the sink drops the referral right after).
+    pub fn from_owned_referral(referral: Referral) -> Self {
+        let updated = referral.updated_date_time.unwrap_or_default();
+        let fetched_at = datetime(referral.ingest.fetched_at);
+        ReferralRow {
+            referral_id: referral.id,
+            tenant: referral.ingest.tenant,
+            updated_at: datetime(updated),
+            version: u64::try_from(updated.micros()).unwrap_or(0),
+            etag: referral.e_tag,
+            raw_json: referral.raw_json,
+            fetched_at,
+        }
+    }
 }
 
 /// A row of `dlq` (`0005_dlq.sql`).
@@ -453,6 +469,24 @@ mod tests {
             processed_at: Timestamp(1_700_000_001_000_000),
             ..Lead::default()
         }
+    }
+
+    #[test]
+    fn a_referral_row_is_the_same_whether_the_referral_is_borrowed_or_moved() {
+        let full = include_str!("../../../pipeline/core/src/records/testdata/full_referral.json");
+        let ingest = hunter_core::records::Ingest {
+            tenant: "contoso".into(),
+            fetched_at: Timestamp(1_700_000_002_000_000),
+            sync_run_id: "run".into(),
+        };
+        let referral = Referral::from_api_json(full, ingest).unwrap();
+        let borrowed = ReferralRow::from_referral(&referral);
+        assert_eq!(ReferralRow::from_owned_referral(referral), borrowed);
+        let bare = Referral::from_api_json(r#"{"id":"r-1"}"#, Default::default()).unwrap();
+        assert_eq!(
+            ReferralRow::from_owned_referral(bare.clone()),
+            ReferralRow::from_referral(&bare)
+        );
     }
 
     #[test]

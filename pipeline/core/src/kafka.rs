@@ -28,8 +28,8 @@ pub mod consume;
 pub mod dead_letter;
 pub mod describe;
 pub use consume::{
-    BULK_FETCH, Fetch, GroupConsumer, GroupHealth, ReadError, Subscription, read_to_end,
-    read_to_end_patiently,
+    BULK_FETCH, Fetch, GroupConsumer, GroupHealth, ReadError, Subscription, read_partitions_to_end,
+    read_to_end, read_to_end_patiently,
 };
 pub use dead_letter::{
     DEAD_LETTER_HEADER_PREFIX, DeadLetter, DeadLetterHeaders, Fault, Position, REPLAY_COUNT_HEADER,
@@ -146,10 +146,11 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<Producer, K
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000")
-        // The record-size policy (crate::size, docs/record-size.md): compressed batches, and
-        // records up to a fixed limit that the topics `hunter migrate` creates accept. Both may
-        // be overridden in [kafka.properties] (Event Hubs takes gzip only).
-        .set("compression.type", crate::size::COMPRESSION)
+        // HUNTER_KAFKA_COMPRESSION (none by default: see `KafkaCompression` for why), and the
+        // record-size policy (crate::size, docs/record-size.md): records up to a fixed limit
+        // that the topics `hunter migrate` creates accept, compressed or not. Both may be
+        // overridden in [kafka.properties].
+        .set("compression.type", settings.compression.as_str())
         .set(
             "message.max.bytes",
             crate::size::PRODUCER_MESSAGE_MAX_BYTES.to_string(),

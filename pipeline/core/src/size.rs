@@ -2,8 +2,8 @@
 //! referral or a dead letter that would be larger (`docs/record-size.md` has the figures).
 //!
 //! Invariants:
-//! - every producer compresses batches ([`COMPRESSION`]) and lets librdkafka send records up to
-//!   [`PRODUCER_MESSAGE_MAX_BYTES`]; topics Hunter creates accept batches up to
+//! - every producer lets librdkafka send records up to [`PRODUCER_MESSAGE_MAX_BYTES`], compressed
+//!   or not (`HUNTER_KAFKA_COMPRESSION`); topics Hunter creates accept batches up to
 //!   [`TOPIC_MAX_MESSAGE_BYTES`], so whatever librdkafka sends, a topic made by `hunter migrate`
 //!   takes;
 //! - a referral record is at most [`REFERRAL_RECORD_BUDGET`] bytes before compression, well under
@@ -32,8 +32,11 @@ use serde::Serialize;
 
 use crate::kafka::DeadLetterHeaders;
 
-/// `compression.type` of every producer. librdkafka has lz4 built in (zstd is not compiled
-/// into Hunter's librdkafka); lz4 costs little CPU and every Kafka client reads it.
+/// The codec the figures of docs/record-size.md are measured with, and the one to choose
+/// (`HUNTER_KAFKA_COMPRESSION=lz4`) on a broker that keeps batches compressed: librdkafka has it
+/// built in (zstd is not compiled into Hunter's librdkafka), it costs little CPU and every Kafka
+/// client reads it. Hunter's producers use `HUNTER_KAFKA_COMPRESSION` (`none` by default, see
+/// `config::KafkaCompression`); the limits here hold either way.
 pub const COMPRESSION: &str = "lz4";
 
 /// `message.max.bytes` of every producer: the largest record (value, key and headers) librdkafka

@@ -9,10 +9,11 @@
 //!   acknowledged what that referral produced (a lead, a dead letter, or nothing for a
 //!   repeat); a crash replays from the last commit;
 //! - replays are harmless: the dedupe state is rebuilt from the compacted lead topic for the
-//!   assigned partitions before their first referral is processed, so a replayed version is
-//!   recognised as a repeat and produces no second lead; except a repeat whose lead older lead
-//!   rules made (`enrichment_version` below `ENRICHMENT_VERSION`), which is made again, once,
-//!   by today's rules (how a re-read fills fields added since: `processors::dedupe`);
+//!   assigned partitions before their first referral is processed (every assigned partition
+//!   without state in one read, when the first of them delivers a referral), so a replayed
+//!   version is recognised as a repeat and produces no second lead; except a repeat whose lead
+//!   older lead rules made (`enrichment_version` below `ENRICHMENT_VERSION`), which is made
+//!   again, once, by today's rules (how a re-read fills fields added since: `processors::dedupe`);
 //! - a record that cannot be decoded or mapped goes to `hunter.dlq.v1` with its reason and
 //!   origin in headers; it never stops the stream. A lead Kafka refuses for what it is (too
 //!   large, invalid) dead-letters its referral by reference (class `refused`), and a dead
@@ -138,7 +139,18 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     versions.apply_revocations();
                 }
                 if !versions.is_loaded(partition) {
-                    rebuild(&context, &shared.leads, &mut versions, partition, &shutdown).await?;
+                    // Every assigned partition without state at once (one read of the lead
+                    // topic for all of them), not one partition after the other as each
+                    // partition's first referral comes in.
+                    let mut partitions: Vec<i32> = consumer
+                        .assigned()
+                        .into_iter()
+                        .filter(|p| !versions.is_loaded(*p))
+                        .collect();
+                    if !partitions.contains(&partition) {
+                        partitions.push(partition);
+                    }
+                    rebuild(&context, &shared.leads, &mut versions, partitions, &shutdown).await?;
                 }
                 let consumed = Consumed { partition, offset, key, headers, payload };
                 let Some(delivery) = decide(&shared, &referrals, &mut versions, &topics.referrals, consumed, &shutdown).await else {
@@ -443,37 +455,41 @@ async fn check_partitions(
     .context("partition check panicked")?
 }
 
-/// Reads lead partition `partition` from its start to its current end into the dedupe state.
+/// Reads lead partitions `partitions` from their start to their current end into the dedupe
+/// state, all of them in one read (one reader with every partition assigned).
 async fn rebuild(
     context: &Context,
     codec: &Codec<Lead>,
     versions: &mut Versions,
-    partition: i32,
+    mut partitions: Vec<i32>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    partitions.sort_unstable();
     // A broker away at start (restarting under its supervisor) is waited for, not a reason to
     // exit (kafka::read_to_end_patiently).
     let payloads = kafka::read_to_end_patiently(
         &context.settings.kafka,
         "hunter-processor-state",
         &context.topics.leads,
-        Some(partition),
+        Some(partitions.clone()),
         Duration::from_secs(300),
         Duration::from_secs(300),
         shutdown,
     )
     .await
     .context("dedupe state not read")?;
-    let mut leads = Vec::with_capacity(payloads.len());
+    let read = started.elapsed();
+    let mut leads: std::collections::HashMap<i32, Vec<Lead>> =
+        partitions.iter().map(|p| (*p, Vec::new())).collect();
     let mut unreadable = 0usize;
     let mut waiting = shutdown.clone();
-    for payload in &payloads {
+    for (partition, payload) in &payloads {
         match codec
             .decode_patiently(payload, &mut waiting, "processor")
             .await
         {
-            Ok(lead) => leads.push(lead),
+            Ok(lead) => leads.entry(*partition).or_default().push(lead),
             // Skipping a lead because the registry was away would forget a version seen.
             Err(error) if error.is_retryable() || error.is_fatal() => {
                 anyhow::bail!("dedupe state of partition {partition} not rebuilt: {error}")
@@ -484,8 +500,17 @@ async fn rebuild(
             }
         }
     }
-    versions.load(partition, leads.iter());
-    tracing::info!(partition, leads = leads.len(), unreadable, elapsed = ?started.elapsed(), "dedupe state rebuilt from the lead topic");
+    for (partition, leads) in &leads {
+        versions.load(*partition, leads.iter());
+    }
+    tracing::info!(
+        ?partitions,
+        leads = payloads.len(),
+        unreadable,
+        read = ?read,
+        elapsed = ?started.elapsed(),
+        "dedupe state rebuilt from the lead topic"
+    );
     Ok(())
 }
 

@@ -420,7 +420,9 @@ async fn add(
             .decode_patiently(payload, &mut waiting, "sink")
             .await
         {
-            Ok(referral) => batch.referrals.push(ReferralRow::from_referral(&referral)),
+            Ok(referral) => batch
+                .referrals
+                .push(ReferralRow::from_owned_referral(referral)),
             Err(error) if error.is_retryable() || error.is_fatal() => return Err(error.into()),
             // The processor dead-letters an unreadable referral; a second dead letter of the
             // same record from here would only be noise.

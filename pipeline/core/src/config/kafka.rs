@@ -15,6 +15,59 @@ pub struct KafkaSettings {
     pub security: KafkaSecurity,
     /// Further librdkafka properties from `[kafka.properties]`, checked at start.
     pub properties: KafkaProperties,
+    /// `compression.type` of every producer (`HUNTER_KAFKA_COMPRESSION`).
+    pub compression: KafkaCompression,
+}
+
+// ---- Producer compression (HUNTER_KAFKA_COMPRESSION) ------------------------------------------
+
+/// The codec every Hunter producer compresses its batches with (`compression.type`).
+///
+/// The default is `none`, measured on tansu 0.6.0 (the local stack's broker, BENCHMARKS.md
+/// "Compression"): tansu's sqlite storage decompresses every batch it is sent, stores each record
+/// uncompressed, and compresses again with the same codec for every fetch, so compression only
+/// costs it (and the producer) CPU and saves no disk. A broker that keeps batches as produced
+/// (Apache Kafka, MSK, Confluent Cloud, Redpanda) saves disk and network with `lz4`; Azure Event
+/// Hubs documents `gzip`. zstd is not compiled into Hunter's librdkafka, so it is refused here.
+/// `"compression.type"` in `[kafka.properties]`, applied last, still overrides this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaCompression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+}
+
+impl KafkaCompression {
+    /// librdkafka's name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaCompression::None => "none",
+            KafkaCompression::Gzip => "gzip",
+            KafkaCompression::Snappy => "snappy",
+            KafkaCompression::Lz4 => "lz4",
+        }
+    }
+
+    fn parse(setting: &str, value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(KafkaCompression::None),
+            "gzip" => Ok(KafkaCompression::Gzip),
+            "snappy" => Ok(KafkaCompression::Snappy),
+            "lz4" => Ok(KafkaCompression::Lz4),
+            "zstd" => Err(ConfigError::Invalid {
+                setting: setting.to_owned(),
+                message:
+                    "zstd is not compiled into Hunter's librdkafka: use none, gzip, snappy or lz4"
+                        .into(),
+            }),
+            _ => Err(ConfigError::Invalid {
+                setting: setting.to_owned(),
+                message: format!("{value:?} is not a codec: use none, gzip, snappy or lz4"),
+            }),
+        }
+    }
 }
 
 impl KafkaSettings {
@@ -44,6 +97,7 @@ pub(super) struct FileKafka {
     pub(super) ssl_key_password: Option<Secret>,
     #[serde(default)]
     pub(super) properties: std::collections::BTreeMap<String, toml::Value>,
+    pub(super) compression: Option<String>,
 }
 
 /// Reads `[kafka]` and its variables (the security block below included).
@@ -94,12 +148,21 @@ pub(super) fn kafka_settings(
         None => None,
         Some((value, setting)) => Some(parse_url(&setting, &value)?),
     };
+    let compression = match src.text(
+        "HUNTER_KAFKA_COMPRESSION",
+        kafka.compression,
+        "kafka.compression",
+    ) {
+        None => KafkaCompression::default(),
+        Some((value, setting)) => KafkaCompression::parse(&setting, &value)?,
+    };
     Ok(KafkaSettings {
         brokers,
         topic_prefix,
         schema_registry_url,
         security: kafka_security,
         properties: kafka_properties,
+        compression,
     })
 }
 

@@ -1010,3 +1010,43 @@ fn pages_in_flight_default_to_one_and_stay_within_one_to_thirty_two() {
         );
     }
 }
+
+#[test]
+fn producer_compression_is_none_by_default_and_set_by_variable_or_file() {
+    let settings = Settings::from_sources(None, &env(&base())).unwrap();
+    assert_eq!(settings.kafka.compression, KafkaCompression::None);
+    for (value, expected) in [
+        ("lz4", KafkaCompression::Lz4),
+        ("GZIP", KafkaCompression::Gzip),
+        (" snappy ", KafkaCompression::Snappy),
+        ("none", KafkaCompression::None),
+    ] {
+        let mut pairs = base();
+        pairs.push(("HUNTER_KAFKA_COMPRESSION", value));
+        let settings = Settings::from_sources(None, &env(&pairs)).unwrap();
+        assert_eq!(settings.kafka.compression, expected, "{value}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hunter.toml");
+    std::fs::write(&path, "[kafka]\ncompression = \"lz4\"\n").unwrap();
+    let settings = Settings::from_sources(Some(&path), &env(&base())).unwrap();
+    assert_eq!(settings.kafka.compression, KafkaCompression::Lz4);
+    let mut pairs = base();
+    pairs.push(("HUNTER_KAFKA_COMPRESSION", "none"));
+    let settings = Settings::from_sources(Some(&path), &env(&pairs)).unwrap();
+    assert_eq!(
+        settings.kafka.compression,
+        KafkaCompression::None,
+        "the variable wins"
+    );
+}
+
+#[test]
+fn an_unknown_or_missing_codec_is_refused_naming_the_setting() {
+    let error = error_for(&[("HUNTER_KAFKA_COMPRESSION", "zstd")]);
+    assert!(error.contains("HUNTER_KAFKA_COMPRESSION"), "{error}");
+    assert!(error.contains("not compiled"), "{error}");
+    let error = error_for(&[("HUNTER_KAFKA_COMPRESSION", "brotli")]);
+    assert!(error.contains("HUNTER_KAFKA_COMPRESSION"), "{error}");
+    assert!(error.contains("none, gzip, snappy or lz4"), "{error}");
+}

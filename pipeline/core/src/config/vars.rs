@@ -111,6 +111,12 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "prepended to every topic and consumer group",
     },
     Setting {
+        variable: "HUNTER_KAFKA_COMPRESSION",
+        file_key: Some("kafka.compression"),
+        default: "`none`",
+        meaning: "`compression.type` of every producer: `none`, `gzip`, `snappy` or `lz4` (zstd is not compiled in); `none` wins on tansu, which stores records uncompressed, `lz4` on brokers that keep batches compressed ([docs/kafka.md](docs/kafka.md#compression))",
+    },
+    Setting {
         variable: "HUNTER_SCHEMA_REGISTRY_URL",
         file_key: Some("kafka.schema_registry_url"),
         default: "none",

@@ -310,6 +310,14 @@ impl GroupConsumer {
         }
     }
 
+    /// The partitions assigned to it now (empty when the assignment cannot be read).
+    pub fn assigned(&self) -> Vec<i32> {
+        self.consumer()
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
@@ -655,9 +663,24 @@ pub async fn read_to_end(
     partition: Option<i32>,
     within: Duration,
 ) -> Result<Vec<Vec<u8>>, ReadError> {
+    let partitions = partition.map(|partition| vec![partition]);
+    let read = read_partitions_to_end(settings, client_id, topic, partitions, within).await?;
+    Ok(read.into_iter().map(|(_, payload)| payload).collect())
+}
+
+/// [`read_to_end`] of several partitions at once (`None`: every partition), by one reader with
+/// all of them assigned, so the broker serves them in the same fetches instead of one partition
+/// after the other. Each payload comes with its partition, in each partition's order.
+pub async fn read_partitions_to_end(
+    settings: &KafkaSettings,
+    client_id: &str,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    within: Duration,
+) -> Result<Vec<(i32, Vec<u8>)>, ReadError> {
     let (settings, client_id, name) = (settings.clone(), client_id.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        read_to_end_blocking(&settings, &client_id, &name, partition, within)
+        read_to_end_blocking(&settings, &client_id, &name, partitions, within)
     })
     .await
     .map_err(|error| ReadError::Panicked {
@@ -666,7 +689,8 @@ pub async fn read_to_end(
     })?
 }
 
-/// [`read_to_end`], tried again with backoff (1 s doubling to 15 s) while the broker fails it,
+/// [`read_partitions_to_end`], tried again with backoff (1 s doubling to 15 s) while the broker
+/// fails it,
 /// for up to `patience`: what a role reading its state at start does, since a broker that is
 /// down or restarting is a transient failure (a role started by its supervisor while the broker
 /// itself is being restarted must wait for it, not exit). A panicked read, a shutdown, or
@@ -675,15 +699,15 @@ pub async fn read_to_end_patiently(
     settings: &KafkaSettings,
     client_id: &str,
     topic: &str,
-    partition: Option<i32>,
+    partitions: Option<Vec<i32>>,
     within: Duration,
     patience: Duration,
     shutdown: &Shutdown,
-) -> Result<Vec<Vec<u8>>, ReadError> {
+) -> Result<Vec<(i32, Vec<u8>)>, ReadError> {
     let started = Instant::now();
     let mut backoff = Duration::from_secs(1);
     loop {
-        match read_to_end(settings, client_id, topic, partition, within).await {
+        match read_partitions_to_end(settings, client_id, topic, partitions.clone(), within).await {
             Ok(payloads) => return Ok(payloads),
             Err(error @ ReadError::Panicked { .. }) => return Err(error),
             Err(error) if started.elapsed() < patience && !shutdown.is_triggered() => {
@@ -709,14 +733,14 @@ fn read_to_end_blocking(
     settings: &KafkaSettings,
     client_id: &str,
     topic: &str,
-    partition: Option<i32>,
+    partitions: Option<Vec<i32>>,
     within: Duration,
-) -> Result<Vec<Vec<u8>>, ReadError> {
+) -> Result<Vec<(i32, Vec<u8>)>, ReadError> {
     let kafka = |what: String| move |source| ReadError::Kafka { what, source };
     let reader = reader(settings, client_id).map_err(kafka("kafka reader".into()))?;
     let timeout = Duration::from_secs(30);
-    let partitions: Vec<i32> = match partition {
-        Some(partition) => vec![partition],
+    let partitions: Vec<i32> = match partitions {
+        Some(partitions) => partitions,
         None => reader
             .fetch_metadata(Some(topic), timeout)
             .map_err(kafka(format!("metadata for {topic}")))?
@@ -757,7 +781,7 @@ fn read_to_end_blocking(
         };
         let message = message.map_err(kafka(format!("reading {topic}")))?;
         if let Some(payload) = message.payload() {
-            payloads.push(payload.to_vec());
+            payloads.push((message.partition(), payload.to_vec()));
         }
         if let Some(end) = ends.get(&message.partition())
             && message.offset() + 1 >= *end

@@ -118,22 +118,231 @@ pub(super) fn company_domain(referral: &Referral) -> Option<(String, &'static st
 
 /// `customerProfile.website` / `webSite` / `url` from the raw API JSON, keys in any case. The
 /// record type has no such field (the API docs do not list one), so only the raw JSON has it.
+///
+/// Read in one pass over the text that keeps only the few matching keys (a referral's raw JSON
+/// is kilobytes; building it as a `serde_json::Value` cost more than the rest of the enrichment
+/// together). It decides as reading it into a `Value` map did: keys in sorted order (a profile
+/// key `CustomerProfile` before `customerProfile`, `URL` before `url`), a repeated key's last
+/// value wins, every `website` key before any `url` key, the first non-blank string; JSON that
+/// does not parse has no website.
 fn website(raw_json: &str) -> Option<String> {
-    let root: serde_json::Value = serde_json::from_str(raw_json).ok()?;
-    let profiles: Vec<&serde_json::Map<String, serde_json::Value>> = root
-        .as_object()?
-        .iter()
-        .filter(|(key, _)| key.eq_ignore_ascii_case("customerProfile"))
-        .filter_map(|(_, profile)| profile.as_object())
-        .collect();
+    let root: website_scan::Root = serde_json::from_str(raw_json).ok()?;
     ["website", "url"].iter().find_map(|wanted| {
-        profiles
-            .iter()
+        root.profiles
+            .values()
+            .flatten()
             .flat_map(|profile| profile.iter())
             .filter(|(key, _)| key.eq_ignore_ascii_case(wanted))
-            .find_map(|(_, value)| non_blank(value.as_str()))
+            .find_map(|(_, value)| non_blank(value.as_deref()))
             .map(str::to_owned)
     })
+}
+
+/// The one-pass reading of [`website`]: only `customerProfile` objects (key in any case) and
+/// their `website` / `url` keys (any case) are kept, everything else is skipped unread.
+mod website_scan {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+    /// The top-level object: each profile key with its object (`None` when that key's value was
+    /// not an object, so a later non-object duplicate hides an earlier object, as in a map).
+    pub(super) struct Root {
+        pub(super) profiles: BTreeMap<String, Option<BTreeMap<String, Option<String>>>>,
+    }
+
+    impl<'de> Deserialize<'de> for Root {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct RootVisitor;
+            impl<'de> Visitor<'de> for RootVisitor {
+                type Value = Root;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
+                    let mut profiles = BTreeMap::new();
+                    while let Some(key) = map.next_key::<Key>()? {
+                        if key.0.eq_ignore_ascii_case("customerProfile") {
+                            let profile = map.next_value::<Profile>()?;
+                            profiles.insert(key.0, profile.0);
+                        } else {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                    Ok(Root { profiles })
+                }
+            }
+            deserializer.deserialize_map(RootVisitor)
+        }
+    }
+
+    /// Any JSON value, read and dropped. Not `serde::de::IgnoredAny`: serde_json skips that
+    /// without checking numbers, where a `Value` refuses one out of range (`1e400`), and this
+    /// reading must refuse whatever the `Value` reading refused.
+    struct Skip;
+
+    impl<'de> Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct SkipVisitor;
+            impl<'de> Visitor<'de> for SkipVisitor {
+                type Value = Skip;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
+                    Ok(Skip)
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Skip, A::Error> {
+                    while seq.next_element::<Skip>()?.is_some() {}
+                    Ok(Skip)
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+                fn visit_unit<E>(self) -> Result<Skip, E> {
+                    Ok(Skip)
+                }
+            }
+            deserializer.deserialize_any(SkipVisitor)
+        }
+    }
+
+    /// A key as text, escapes resolved (as `Value` reads it).
+    struct Key(String);
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                    Ok(Key(key.to_owned()))
+                }
+            }
+            deserializer.deserialize_str(KeyVisitor)
+        }
+    }
+
+    /// A profile value: its `website` / `url` keys when it is an object, else `None`. A matching
+    /// key whose value is not a string is kept as `None` (it still hides an earlier duplicate).
+    struct Profile(Option<BTreeMap<String, Option<String>>>);
+
+    impl<'de> Deserialize<'de> for Profile {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ProfileVisitor;
+            impl<'de> Visitor<'de> for ProfileVisitor {
+                type Value = Profile;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Profile, A::Error> {
+                    let mut fields = BTreeMap::new();
+                    while let Some(key) = map.next_key::<Key>()? {
+                        if key.0.eq_ignore_ascii_case("website")
+                            || key.0.eq_ignore_ascii_case("url")
+                        {
+                            let value = map.next_value::<MaybeString>()?;
+                            fields.insert(key.0, value.0);
+                        } else {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                    Ok(Profile(Some(fields)))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Profile, A::Error> {
+                    while seq.next_element::<Skip>()?.is_some() {}
+                    Ok(Profile(None))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Profile, E> {
+                    Ok(Profile(None))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Profile, E> {
+                    Ok(Profile(None))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Profile, E> {
+                    Ok(Profile(None))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<Profile, E> {
+                    Ok(Profile(None))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Profile, E> {
+                    Ok(Profile(None))
+                }
+                fn visit_unit<E>(self) -> Result<Profile, E> {
+                    Ok(Profile(None))
+                }
+            }
+            deserializer.deserialize_any(ProfileVisitor)
+        }
+    }
+
+    /// A string value, or `None` for any other JSON value (skipped).
+    struct MaybeString(Option<String>);
+
+    impl<'de> Deserialize<'de> for MaybeString {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct StringVisitor;
+            impl<'de> Visitor<'de> for StringVisitor {
+                type Value = MaybeString;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_str<E>(self, value: &str) -> Result<MaybeString, E> {
+                    Ok(MaybeString(Some(value.to_owned())))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
+                    while map.next_entry::<Skip, Skip>()?.is_some() {}
+                    Ok(MaybeString(None))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<MaybeString, A::Error> {
+                    while seq.next_element::<Skip>()?.is_some() {}
+                    Ok(MaybeString(None))
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<MaybeString, E> {
+                    Ok(MaybeString(None))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<MaybeString, E> {
+                    Ok(MaybeString(None))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<MaybeString, E> {
+                    Ok(MaybeString(None))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<MaybeString, E> {
+                    Ok(MaybeString(None))
+                }
+                fn visit_unit<E>(self) -> Result<MaybeString, E> {
+                    Ok(MaybeString(None))
+                }
+            }
+            deserializer.deserialize_any(StringVisitor)
+        }
+    }
 }
 
 /// The host of a website as people type it: with or without a scheme, path or port.
@@ -222,6 +431,59 @@ mod tests {
 
     use super::*;
     use crate::processors::enrich::tests::{referral, referral_with};
+
+    /// What [`website`] did before it read the text in one pass: the whole raw JSON as a
+    /// `serde_json::Value`. The one-pass reading must decide the same on every input.
+    fn website_through_value(raw_json: &str) -> Option<String> {
+        let root: serde_json::Value = serde_json::from_str(raw_json).ok()?;
+        let profiles: Vec<&serde_json::Map<String, serde_json::Value>> = root
+            .as_object()?
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case("customerProfile"))
+            .filter_map(|(_, profile)| profile.as_object())
+            .collect();
+        ["website", "url"].iter().find_map(|wanted| {
+            profiles
+                .iter()
+                .flat_map(|profile| profile.iter())
+                .filter(|(key, _)| key.eq_ignore_ascii_case(wanted))
+                .find_map(|(_, value)| non_blank(value.as_str()))
+                .map(str::to_owned)
+        })
+    }
+
+    #[test]
+    fn the_one_pass_website_reading_decides_as_the_value_reading_did() {
+        let cases = [
+            r#"{"customerProfile":{"website":"a.com"}}"#,
+            r#"{"customerProfile":{"url":"u.com","website":"w.com"}}"#,
+            r#"{"customerProfile":{"URL":"upper.com","url":"lower.com"}}"#,
+            r#"{"customerProfile":{"website":"first.com","website":"last.com"}}"#,
+            r#"{"customerProfile":{"website":"  ","WebSite":"second.com"}}"#,
+            r#"{"customerProfile":{"website":7,"url":"u.com"}}"#,
+            r#"{"customerProfile":{"website":{"x":"y.com"},"url":["z"]}}"#,
+            r#"{"CustomerProfile":{"website":"cap.com"},"customerProfile":{"website":"low.com"}}"#,
+            r#"{"customerProfile":{"url":"u.com"},"CUSTOMERPROFILE":{"website":"w.com"}}"#,
+            r#"{"customerProfile":{"website":"a.com"},"customerProfile":"not an object"}"#,
+            r#"{"customerProfile":"text","customerProfile":{"website":"later.com"}}"#,
+            r#"{"customerProfile":[1,2,{"website":"no.com"}]}"#,
+            r#"{"customerProfile":null}"#,
+            r#"{"customerprofile":{"Website":"escaped.com","webSite":"esc-key.com"}}"#,
+            r#"{"id":"r","customerProfile":{"name":"n","address":{"website":"nested.com"}}}"#,
+            r#"{"customerProfile":{"website":"a.com"}"#,
+            r#"{"customerProfile":{"website":"a.com"}} trailing"#,
+            r#"["customerProfile"]"#,
+            r#""text""#,
+            "",
+            r#"{"customerProfile":{"website":"a.com","n":1e400}}"#,
+            r#"{"customerProfile":{"website":"a.com","big":18446744073709551616,"neg":-5,"f":1.5,"t":true}}"#,
+        ];
+        for raw in cases {
+            assert_eq!(website(raw), website_through_value(raw), "raw JSON {raw}");
+        }
+        let full = include_str!("../../../core/src/records/testdata/full_referral.json");
+        assert_eq!(website(full), website_through_value(full));
+    }
 
     #[test]
     fn registrable_domains_follow_the_public_suffix_list() {

@@ -155,7 +155,9 @@ pub(super) async fn load_states(
         shutdown,
     )
     .await
-    .context("source state not read")?;
+    .context("source state not read")?
+    .into_iter()
+    .map(|(_, payload)| payload);
     let mut states = HashMap::new();
     let mut waiting = shutdown.clone();
     for payload in payloads {

@@ -53,6 +53,7 @@ mod tests {
             schema_registry_url: None,
             security,
             properties: Default::default(),
+            compression: Default::default(),
         }
     }
 
