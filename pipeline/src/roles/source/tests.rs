@@ -527,6 +527,7 @@ fn a_fetch_by_id_publishes_a_new_version_once_and_the_poll_skips_it() {
             &memory,
             OVERLAP,
             poll::Window::default(),
+            1,
             "run",
             &mut counts,
             None,
