@@ -41,6 +41,13 @@ async function column(page, header) {
   return (await page.locator(`#rows tr[data-lead-id] td:nth-child(${index + 1})`).allTextContents()).map((c) => c.trim());
 }
 
+// The page shows providers by name; the API's values (the filter's option values) stay as they are.
+const providerLabels = { microsoft365: "Microsoft 365", google_workspace: "Google Workspace", other: "Other", unknown: "Unknown" };
+// The raw provider of every lead row shown (the Provider cell's data-provider).
+async function providerValues(page) {
+  return page.locator("#rows tr[data-lead-id] td[data-provider]").evaluateAll((cells) => cells.map((c) => c.dataset.provider));
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.HUNTER_CHROMIUM || "/usr/bin/chromium",
   headless: true,
@@ -69,10 +76,16 @@ try {
   const filled = domains.filter(Boolean);
   check(filled.length > 0 && filled.every((d) => /^[a-z0-9-]+\.example$/.test(d)), `domains: ${domains}`);
   const shown = new Set(providers);
-  for (const provider of ["microsoft365", "google_workspace"]) {
-    check(shown.has(provider), `no ${provider} among the providers shown: ${[...shown]}`);
+  for (const label of ["Microsoft 365", "Google Workspace"]) {
+    check(shown.has(label), `no ${label} among the providers shown: ${[...shown]}`);
   }
-  check(providers.every((p) => ["microsoft365", "google_workspace", "other", "unknown"].includes(p)), `providers: ${providers}`);
+  check(providers.every((p) => Object.values(providerLabels).includes(p)), `providers (labels, never raw values): ${providers}`);
+  // Each label stands for the lead's API value.
+  const raw = await providerValues(page);
+  check(raw.length === providers.length && raw.every((value, i) => providerLabels[value] === providers[i]), `labels ${providers} for values ${raw}`);
+  // The filter's options: the same labels, the API's values.
+  const options = await page.locator("#f-provider option").evaluateAll((os) => os.filter((o) => o.value).map((o) => [o.value, o.textContent.trim()]));
+  check(JSON.stringify(options) === JSON.stringify(Object.entries(providerLabels)), `filter options: ${JSON.stringify(options)}`);
   // Every row with a deal value has its USD value (the demo's rates cover every currency).
   deals.forEach((deal, i) => {
     check(!deal || /^[\d.,]+ USD$/.test(usd[i]), `row ${i}: deal value ${deal} has USD value ${JSON.stringify(usd[i])}`);
@@ -91,7 +104,7 @@ try {
     await waitForSummary(page, `${loaded} of ${m365} leads`);
   }
   const m365Providers = new Set(await column(page, "Provider"));
-  check(m365Providers.size === 1 && m365Providers.has("microsoft365"), `providers after the filter: ${[...m365Providers]}`);
+  check(m365Providers.size === 1 && m365Providers.has("Microsoft 365"), `providers after the filter: ${[...m365Providers]}`);
   const companies = new Set(await column(page, "Domain"));
   check(!companies.has(""), "a Microsoft 365 lead without a domain");
   check(companies.size === expect.microsoft365_companies, `${companies.size} Microsoft 365 companies on the page, wanted ${expect.microsoft365_companies}`);
@@ -104,7 +117,9 @@ try {
     await page.selectOption("#f-provider", provider);
     await waitForSummary(page, `${Math.min(50, total)} of ${total} leads`);
     const seen = new Set(await column(page, "Provider"));
-    check(seen.size === 1 && seen.has(provider), `providers after filtering ${provider}: ${[...seen]}`);
+    check(seen.size === 1 && seen.has(providerLabels[provider]), `providers after filtering ${provider}: ${[...seen]}`);
+    const values = new Set(await providerValues(page));
+    check(values.size === 1 && values.has(provider), `values after filtering ${provider}: ${[...values]}`);
   }
   await page.selectOption("#f-provider", "");
   await waitForSummary(page, `50 of ${expect.total} leads`);

@@ -67,6 +67,9 @@ try {
   check(await value("ov-waiting", "incoming New") === String(expect.waiting), `waiting shows ${await value("ov-waiting", "incoming New")}`);
   check(await value("ov-waiting", "expiring within 48 h") === String(expect.expiring), `expiring shows ${await value("ov-waiting", "expiring within 48 h")}`);
   check(await value("ov-providers", "Microsoft 365") === String(expect.m365_companies), `Microsoft 365 shows ${await value("ov-providers", "Microsoft 365")}`);
+  // Providers by name, never the API's values.
+  const providerNames = (await page.locator("#ov-providers .figure .label").allTextContents()).map((l) => l.trim());
+  check(providerNames.length > 0 && providerNames.every((l) => ["Microsoft 365", "Google Workspace", "Other", "Unknown"].includes(l)), `provider figures: ${providerNames}`);
   check(/^\$[\d,]+$/.test(await page.locator("#ov-pipeline .value").textContent()), "the pipeline is not in USD");
   check(/ago|never/.test(await page.locator("#ov-sync .value").textContent()), "no last sync");
   await shot(page, "overview-01");
@@ -76,8 +79,11 @@ try {
   await waitForSummary(page, shown(expect.m365_leads));
   check(await page.locator("#f-provider").inputValue() === "microsoft365", "the provider filter is not set");
   check(await page.locator("#f-has-domain").inputValue() === "true", "the domain filter is not set");
+  // The Provider column shows the label; the API's value is the cell's data-provider.
   const providers = await page.locator("#rows tr[data-lead-id] td:nth-child(9)").allTextContents();
-  check(providers.length > 0 && providers.every((p) => p === "microsoft365"), `providers after the click: ${providers}`);
+  check(providers.length > 0 && providers.every((p) => p === "Microsoft 365"), `providers after the click: ${providers}`);
+  const values = await page.locator("#rows tr[data-lead-id] td:nth-child(9)").evaluateAll((cells) => cells.map((c) => c.dataset.provider));
+  check(values.every((v) => v === "microsoft365"), `provider values after the click: ${values}`);
   check(await figure("ov-providers", "Microsoft 365").evaluate((el) => el.classList.contains("active")), "the figure is not marked as the active filter");
   await shot(page, "overview-02-m365");
 

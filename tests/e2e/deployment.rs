@@ -106,6 +106,7 @@ fn compose_file_is_valid_and_runs_every_role_with_healthchecks() {
         "hunter-source",
         "hunter-processor",
         "hunter-sink",
+        "hunter-notify",
         "hunter-api",
         "simulator",
     ] {
@@ -146,6 +147,7 @@ fn compose_file_is_valid_and_runs_every_role_with_healthchecks() {
             "hunter-source",
             "hunter-processor",
             "hunter-sink",
+            "hunter-notify",
             "hunter-api",
         ]
         .contains(&name.as_str())
@@ -410,7 +412,7 @@ fn kubernetes_manifests_are_complete_and_consistent() {
     }
     assert_eq!(
         roles,
-        BTreeSet::from(["source", "process", "sink", "api"].map(str::to_owned))
+        BTreeSet::from(["source", "process", "sink", "notify", "api"].map(str::to_owned))
     );
 
     let api = &deployments["hunter-api"];
@@ -498,6 +500,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
     (
         "sink",
         &[
+            "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET",
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
             "HUNTER_API_TOKENS",
@@ -508,6 +511,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
     (
         "migrate",
         &[
+            "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET",
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
             "HUNTER_API_TOKENS",
@@ -518,6 +522,7 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
     (
         "source",
         &[
+            "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET",
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
             "HUNTER_API_TOKENS",
@@ -526,8 +531,20 @@ const FORBIDDEN_SECRETS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "notify",
+        &[
+            "HUNTER_API_TOKEN",
+            "HUNTER_API_READ_TOKEN",
+            "HUNTER_API_TOKENS",
+            "HUNTER_CLICKHOUSE_READER_PASSWORD",
+            "HUNTER_PARTNER_CENTER_CLIENT_SECRET",
+            "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET",
+        ],
+    ),
+    (
         "processor",
         &[
+            "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET",
             "HUNTER_API_TOKEN",
             "HUNTER_API_READ_TOKEN",
             "HUNTER_API_TOKENS",
@@ -661,7 +678,11 @@ fn compose_hardens_hunters_services_and_gives_each_only_its_secrets() {
     for (service, name) in [
         ("hunter-api", "HUNTER_API_TOKEN"),
         ("hunter-api", "HUNTER_CLICKHOUSE_READER_PASSWORD"),
+        ("hunter-api", "HUNTER_PARTNER_CENTER_WEBHOOK_SECRET"),
+        ("hunter-api", "HUNTER_PARTNER_CENTER_WEBHOOK_URL"),
         ("hunter-sink", "HUNTER_CLICKHOUSE_PASSWORD"),
+        ("hunter-notify", "HUNTER_CLICKHOUSE_PASSWORD"),
+        ("hunter-notify", "HUNTER_NOTIFY_TARGETS"),
         ("hunter-migrate", "HUNTER_CLICKHOUSE_PASSWORD"),
         ("hunter-source", "HUNTER_PARTNER_CENTER_CLIENT_SECRET"),
     ] {
@@ -712,7 +733,7 @@ fn kubernetes_pods_are_hardened_and_get_only_their_secrets() {
             )
         })
         .collect();
-    assert_eq!(pods.len(), 5, "four roles and the migrate Job");
+    assert_eq!(pods.len(), 6, "five roles and the migrate Job");
     for (name, template) in &pods {
         let spec = &template["spec"];
         assert_eq!(

@@ -23,6 +23,8 @@ mod demo;
 mod deployment;
 // Dead-letter re-drive: hunter dlq list|replay, POST /api/v1/dlq/replay.
 mod dlq;
+// docs/README.md links every design note; the READMEs' relative links resolve.
+mod docs;
 mod doctor;
 mod durability;
 // Referral expiry: expires_at in ClickHouse, the API's filter and sort, the gauge.

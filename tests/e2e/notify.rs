@@ -83,15 +83,31 @@ struct Setup {
     deployment: Deployment,
     referrals: Vec<Value>,
     notify: usize,
+    /// The notify process's HTTP port (`/metrics`).
+    notify_port: u16,
 }
 
 /// Simulator with outgoing referrals only (no notification), then source, processor and
 /// notify with `targets`.
 async fn start(targets: &str, extra: &[(&str, &str)]) -> anyhow::Result<Setup> {
+    start_with(outgoing_referrals()?, targets, extra).await
+}
+
+/// Five generated referrals, all outgoing (none is news for `new_referral`).
+fn outgoing_referrals() -> anyhow::Result<Vec<Value>> {
     let mut referrals = generated_referrals(5, 1616)?;
     for referral in &mut referrals {
         referral["direction"] = "Outgoing".into();
     }
+    Ok(referrals)
+}
+
+/// The simulator serving `referrals`, then source, processor and notify with `targets`.
+async fn start_with(
+    referrals: Vec<Value>,
+    targets: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Setup> {
     let mut deployment = Deployment::new(&referrals)?;
     for (key, value) in [
         ("HUNTER_NOTIFY_TARGETS", targets),
@@ -105,7 +121,8 @@ async fn start(targets: &str, extra: &[(&str, &str)]) -> anyhow::Result<Setup> {
     }
     deployment.start_simulator(&[]).await?;
     deployment.login_and_migrate()?;
-    let notify = deployment.start_role_on("notify", free_port()).await?;
+    let notify_port = free_port();
+    let notify = deployment.start_role_on("notify", notify_port).await?;
     for role in ["process", "source"] {
         deployment.start_role_on(role, free_port()).await?;
     }
@@ -113,6 +130,7 @@ async fn start(targets: &str, extra: &[(&str, &str)]) -> anyhow::Result<Setup> {
         deployment,
         referrals,
         notify,
+        notify_port,
     })
 }
 
@@ -365,6 +383,259 @@ async fn dead_targets_are_retried_and_recorded_failed_while_the_live_one_deliver
         )
     })
     .await?;
+
+    setup.deployment.teardown().await;
+    Ok(())
+}
+
+/// `instant` as Partner Center writes it (whole seconds, UTC).
+fn pc_time(instant: time::OffsetDateTime) -> String {
+    instant
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// `template` made into incoming referral `id` with `status`, created at `created`, expiring at
+/// `expires` (none: Hunter estimates created + 14 days), as tests/e2e/expiry.rs makes them.
+fn expiring_referral(
+    template: &Value,
+    id: &str,
+    status: &str,
+    created: time::OffsetDateTime,
+    expires: Option<time::OffsetDateTime>,
+) -> Value {
+    let mut referral = template.clone();
+    referral["id"] = id.into();
+    referral["direction"] = "Incoming".into();
+    referral["status"] = status.into();
+    referral["substatus"] = if status == "New" {
+        "Pending"
+    } else {
+        "Accepted"
+    }
+    .into();
+    referral["createdDateTime"] = pc_time(created).into();
+    referral["updatedDateTime"] = pc_time(created + time::Duration::hours(1)).into();
+    referral["expirationDateTime"] = expires.map_or(Value::Null, |at| pc_time(at).into());
+    referral["acceptedDateTime"] = Value::Null;
+    referral["closedDateTime"] = Value::Null;
+    referral["eTag"] = format!("\"{}\"", uuid::Uuid::new_v4()).into();
+    referral
+}
+
+/// The JSON bodies about lead `id` by kind.
+fn kinds_for(received: &Received, id: &str) -> Vec<String> {
+    bodies_for(received, "json", id)
+        .iter()
+        .filter(|body| body["lead"]["lead_id"] == id)
+        .map(|body| body["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `hunter_notify_expiry_checks_total{kind, outcome="done"}` of the notify on `port`.
+async fn checks_done(port: u16, kind: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(metric_sum(
+        &text,
+        "hunter_notify_expiry_checks_total",
+        &[("kind", kind), ("outcome", "done")],
+    )
+    .unwrap_or(0.0))
+}
+
+/// Waits until the notify on `port` has run `more` hour-before checks after the `since`th.
+async fn more_checks(
+    deployment: &Deployment,
+    port: u16,
+    since: f64,
+    more: f64,
+) -> anyhow::Result<()> {
+    wait_for("more hour-before checks", WAIT, || async {
+        Ok((checks_done(port, "expiring_within_hour").await? >= since + more).then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", deployment.logs()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_expiring_within_the_hour_is_notified_once_across_checks_and_a_restart()
+-> anyhow::Result<()> {
+    let (address, received) = receiver().await?;
+    let now = time::OffsetDateTime::now_utc();
+    let (minutes, days) = (time::Duration::minutes, time::Duration::days);
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let hour = format!("exp-hour-{tag}");
+    let later = format!("exp-later-{tag}");
+    let answered = format!("exp-answered-{tag}");
+    let mut referrals = outgoing_referrals()?;
+    let template = referrals[0].clone();
+    // Partner Center's expiry 40 minutes ahead, unanswered: the one to notify.
+    referrals.push(expiring_referral(
+        &template,
+        &hour,
+        "New",
+        now - days(13),
+        Some(now + minutes(40)),
+    ));
+    // No expirationDateTime, created two days ago: estimated 12 days ahead, not expiring.
+    referrals.push(expiring_referral(
+        &template,
+        &later,
+        "New",
+        now - days(2),
+        None,
+    ));
+    // Accepted already, though its expiry is 30 minutes ahead: nothing to answer.
+    referrals.push(expiring_referral(
+        &template,
+        &answered,
+        "Active",
+        now - days(3),
+        Some(now + minutes(30)),
+    ));
+    let total = referrals.len();
+    // The hour-before check every second; the daily one (00:00 UTC) due at every start.
+    let mut setup = start_with(
+        referrals.clone(),
+        &format!("hook=json:{address}/json"),
+        &[
+            ("HUNTER_NOTIFY_EXPIRY_CHECK_SECS", "1"),
+            ("HUNTER_NOTIFY_DAILY_AT", "00:00"),
+        ],
+    )
+    .await?;
+    // The checks read ClickHouse: the sink writes the leads there.
+    setup.deployment.start_role_on("sink", free_port()).await?;
+    let deployment = &setup.deployment;
+    let body = wait_for("the hour-before delivery", WAIT, || async {
+        Ok(bodies_for(&received, "json", &hour)
+            .into_iter()
+            .find(|body| body["kind"] == "expiring_within_hour"))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", deployment.logs()))?;
+    assert_eq!(body["schema"], "hunter.notification.v1");
+    assert_eq!(body["tenant"], "test-tenant");
+    assert!(
+        body["title"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Referral expires within the hour"),
+        "{body}"
+    );
+    let lead = &body["lead"];
+    assert_eq!(lead["status"], "New", "{body}");
+    assert_eq!(lead["direction"], "Incoming", "{body}");
+    assert_eq!(
+        lead["expires_at"],
+        pc_time(now + minutes(40)).as_str(),
+        "{body}"
+    );
+    assert_eq!(lead["expires_at_estimated"], false, "{body}");
+    assert_eq!(
+        deployment.leads().await?.len(),
+        total,
+        "every referral is a lead by now"
+    );
+
+    // Recorded delivered; then the check runs again (three more times): nothing new.
+    wait_for("the delivery recorded", WAIT, || async {
+        let rows = deployment
+            .clickhouse
+            .rows(&format!(
+                "SELECT outcome FROM notifications FINAL WHERE lead_id = '{hour}' \
+                 AND kind = 'expiring_within_hour' AND outcome = 'delivered'"
+            ))
+            .await?;
+        Ok((!rows.is_empty()).then_some(()))
+    })
+    .await?;
+    let port = setup.notify_port;
+    let done = checks_done(port, "expiring_within_hour").await?;
+    more_checks(deployment, port, done, 3.0).await?;
+    assert_eq!(kinds_for(&received, &hour), ["expiring_within_hour"]);
+
+    // A new version of the referral (renamed in Partner Center, still New, same expiry) is
+    // the same referral expiring at the same time: not notified again.
+    let renamed = format!("Renamed {tag}");
+    for referral in referrals.iter_mut().filter(|r| r["id"] == hour.as_str()) {
+        referral["name"] = renamed.as_str().into();
+        referral["updatedDateTime"] = pc_time(time::OffsetDateTime::now_utc()).into();
+        referral["eTag"] = format!("\"{}\"", uuid::Uuid::new_v4()).into();
+    }
+    deployment.write_referrals(&referrals)?;
+    wait_for("the renamed version in ClickHouse", WAIT, || async {
+        let rows = deployment
+            .clickhouse
+            .rows(&format!(
+                "SELECT name FROM leads FINAL WHERE lead_id = '{hour}'"
+            ))
+            .await?;
+        Ok(rows
+            .first()
+            .is_some_and(|row| row["name"] == renamed.as_str())
+            .then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", deployment.logs()))?;
+    let done = checks_done(port, "expiring_within_hour").await?;
+    more_checks(deployment, port, done, 3.0).await?;
+    assert_eq!(
+        kinds_for(&received, &hour),
+        ["expiring_within_hour"],
+        "a new version of the same expiry is not news"
+    );
+
+    // notify killed and started again: its first checks (the daily one is due at every start,
+    // so it now sees the referral within 48 h) send the daily notice, not the hour one again.
+    setup.deployment.process(setup.notify).kill9();
+    let port = free_port();
+    setup.deployment.start_role_on("notify", port).await?;
+    let deployment = &setup.deployment;
+    wait_for("the daily delivery after the restart", WAIT, || async {
+        Ok(kinds_for(&received, &hour)
+            .iter()
+            .any(|kind| kind == "expiring_soon")
+            .then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", deployment.logs()))?;
+    more_checks(deployment, port, 0.0, 3.0).await?;
+    let mut kinds = kinds_for(&received, &hour);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["expiring_soon", "expiring_within_hour"],
+        "each once"
+    );
+    for other in [&later, &answered] {
+        assert_eq!(
+            kinds_for(&received, other),
+            Vec::<String>::new(),
+            "{other} notified"
+        );
+    }
+    let queued = deployment
+        .clickhouse
+        .rows(&format!(
+            "SELECT kind FROM notifications FINAL WHERE lead_id = '{hour}' AND outcome = 'queued' \
+             ORDER BY kind"
+        ))
+        .await?;
+    let queued: Vec<&str> = queued
+        .iter()
+        .filter_map(|row| row["kind"].as_str())
+        .collect();
+    assert_eq!(
+        queued,
+        ["expiring_soon", "expiring_within_hour"],
+        "queued once each"
+    );
 
     setup.deployment.teardown().await;
     Ok(())

@@ -117,6 +117,8 @@ pub mod names {
     pub const NOTIFY_PENDING: &str = "hunter_notify_pending";
     /// Duration of one delivery request in seconds, by target.
     pub const NOTIFY_REQUEST_DURATION_SECONDS: &str = "hunter_notify_request_duration_seconds";
+    /// Expiry checks the notify role ran, by kind and outcome (`done`, `failed`, `waiting`).
+    pub const NOTIFY_EXPIRY_CHECKS_TOTAL: &str = "hunter_notify_expiry_checks_total";
 }
 
 /// How a metric aggregates.
@@ -445,6 +447,12 @@ pub const CATALOGUE: &[Metric] = {
             Histogram,
             &["target"],
             "Duration of one webhook delivery request in seconds, by target.",
+        ),
+        metric(
+            NOTIFY_EXPIRY_CHECKS_TOTAL,
+            Counter,
+            &["kind", "outcome"],
+            "Expiry checks the notify role ran against ClickHouse, by kind (expiring_soon, expiring_within_hour) and outcome (done, failed, waiting for the expires_at column).",
         ),
     ]
 };

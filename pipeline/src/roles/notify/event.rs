@@ -110,7 +110,27 @@ impl Event {
 
     /// The key of this event's delivery to `target`: the dedupe key across restarts.
     pub fn notification_id(&self, target: &str) -> String {
-        notification_id(target, self.kind, self.subject(), self.version)
+        notification_id(target, self.kind, self.subject(), self.dedupe_version())
+    }
+
+    /// What, besides kind and subject, makes this event news: the lead or episode version,
+    /// except for the expiry kinds, where it is the expiry itself (microseconds). A referral
+    /// that changes while it waits (renamed, a note, a new deal value: a new lead version)
+    /// still expires at the same time, and is not announced again; a moved expiry is.
+    pub fn dedupe_version(&self) -> i64 {
+        match self.kind {
+            Kind::ExpiringSoon | Kind::ExpiringWithinHour => self
+                .lead
+                .as_ref()
+                .and_then(|lead| lead.expires_at.as_deref())
+                .and_then(|at| {
+                    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .and_then(|at| i64::try_from(at.unix_timestamp_nanos() / 1000).ok())
+                .unwrap_or(self.version),
+            _ => self.version,
+        }
     }
 }
 
@@ -217,10 +237,9 @@ pub fn lead_event(
         Kind::SigninRequired => (String::new(), String::new()),
     };
     let version = lead.version;
-    let id = notification_id("", kind, &lead.lead_id, version);
-    Event {
+    let mut event = Event {
         schema: SCHEMA.into(),
-        id,
+        id: String::new(),
         kind,
         tenant: tenant.to_owned(),
         version,
@@ -230,7 +249,10 @@ pub fn lead_event(
         url: page_link(page_url, &lead.lead_id),
         lead: Some(lead),
         signin: None,
-    }
+    };
+    // The receiver's dedupe id is the target-free notification id.
+    event.id = event.notification_id("");
+    event
 }
 
 fn estimated_note(lead: &LeadSummary) -> &'static str {
@@ -479,6 +501,40 @@ mod tests {
         let two = &events_of_lead(&lead("created", "Incoming"), None)[0].0;
         assert_eq!(one.id, two.id);
         assert_eq!(one.notification_id("t"), two.notification_id("t"));
+    }
+
+    #[test]
+    fn an_expiry_is_deduplicated_by_its_time_not_the_lead_version() {
+        let at = |version: i64, expires: &str| {
+            let summary = LeadSummary {
+                lead_id: "r-1".into(),
+                version,
+                expires_at: Some(expires.into()),
+                ..LeadSummary::default()
+            };
+            lead_event(
+                Kind::ExpiringWithinHour,
+                "contoso",
+                summary,
+                "x".into(),
+                None,
+            )
+        };
+        let first = at(5, "2026-12-01T21:00:00Z");
+        let renamed = at(6, "2026-12-01T21:00:00Z");
+        let moved = at(6, "2026-12-02T21:00:00Z");
+        assert_eq!(first.notification_id("t"), renamed.notification_id("t"));
+        assert_eq!(first.id, renamed.id);
+        assert_ne!(first.notification_id("t"), moved.notification_id("t"));
+        assert_eq!(
+            renamed.version, 6,
+            "the event still carries the lead version"
+        );
+        assert_eq!(first.dedupe_version(), 1_796_158_800_000_000);
+        // The daily and the hour-before notices are two notifications.
+        let summary = first.lead.clone().unwrap();
+        let daily = lead_event(Kind::ExpiringSoon, "contoso", summary, "x".into(), None);
+        assert_ne!(daily.notification_id("t"), first.notification_id("t"));
     }
 
     #[test]

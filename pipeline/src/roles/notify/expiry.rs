@@ -6,14 +6,17 @@
 //! - every `HUNTER_NOTIFY_EXPIRY_CHECK_SECS`: those expiring within the hour
 //!   (`expiring_within_hour`).
 //!
-//! Each is deduplicated by (lead, version, kind) like every notification, so a restart or a
-//! second check the same day sends nothing twice. Until the `leads` table has `expires_at`
+//! Each is deduplicated by (lead, kind, expiry time) — not the lead version, so a referral
+//! edited while it waits is not announced again, while a moved expiry is — and a restart or a
+//! second check the same day sends nothing twice. Each check counts in
+//! `hunter_notify_expiry_checks_total{kind,outcome}`. Until the `leads` table has `expires_at`
 //! (a deployment not migrated yet) the checks wait, saying so once; a failed query is tried
 //! again at the next check.
 
 use hunter_clickhouse::writer::ReadWriter;
 use hunter_core::config::NotifySettings;
 use hunter_core::shutdown::Shutdown;
+use hunter_core::telemetry::names;
 use time::OffsetDateTime;
 
 use super::Dispatcher;
@@ -82,6 +85,12 @@ async fn columns(writer: &ReadWriter) -> Result<(bool, bool), hunter_clickhouse:
     Ok((has("expires_at"), has("expires_at_estimated")))
 }
 
+/// Counts one check by its outcome (`done`, `failed`, `waiting`).
+fn counted(kind: Kind, outcome: &'static str) {
+    metrics::counter!(names::NOTIFY_EXPIRY_CHECKS_TOTAL, "kind" => kind.as_str(), "outcome" => outcome)
+        .increment(1);
+}
+
 async fn check(
     writer: &ReadWriter,
     settings: &NotifySettings,
@@ -95,10 +104,12 @@ async fn check(
         Ok(columns) => columns,
         Err(error) => {
             tracing::warn!(%error, kind = kind.as_str(), "expiry check failed; trying again at the next one");
+            counted(kind, "failed");
             return Ok(());
         }
     };
     if !has_expires {
+        counted(kind, "waiting");
         if !std::mem::replace(waiting_said, true) {
             tracing::info!(
                 "leads has no expires_at column yet (run `hunter migrate`): expiry notifications wait for it"
@@ -115,6 +126,7 @@ async fn check(
         Ok(rows) => rows,
         Err(error) => {
             tracing::warn!(%error, kind = kind.as_str(), "expiry check failed; trying again at the next one");
+            counted(kind, "failed");
             return Ok(());
         }
     };
@@ -152,7 +164,9 @@ async fn check(
             )
         })
         .collect();
-    dispatcher.dispatch(events, shutdown).await
+    dispatcher.dispatch(events, shutdown).await?;
+    counted(kind, "done");
+    Ok(())
 }
 
 /// Runs both checks until shutdown.

@@ -6,7 +6,8 @@
 //! expiring within the hour. Each event goes to every target of `HUNTER_NOTIFY_TARGETS`.
 //!
 //! Invariants:
-//! - deduplicated by (target, kind, lead or tenant, version): an id already in `notifications`
+//! - deduplicated by (target, kind, lead or tenant, version; the expiry time for the expiry
+//!   kinds): an id already in `notifications`
 //!   (read at start, then kept in memory) is never queued again, so replays, restarts and
 //!   repeated checks send nothing twice unless a crash fell between a delivery and its record
 //!   (at least once);

@@ -20,6 +20,16 @@ async function api(path, options = {}) {
   if (!response.ok) throw new Error((body.error && body.error.message) || response.statusText);
   return body;
 }
+// The mail provider as people say it; the API's values (and the filter's option values) stay
+// `microsoft365`, `google_workspace`, `other`, `unknown`. A value the page does not know yet is
+// shown as it is.
+const providerLabels = { microsoft365: "Microsoft 365", google_workspace: "Google Workspace", other: "Other", unknown: "Unknown" };
+function providerLabel(value) { return value == null || value === "" ? "" : providerLabels[value] || value; }
+function providerCell(value) {
+  const td = cell(providerLabel(value));
+  if (value) { td.dataset.provider = value; td.title = value; }
+  return td;
+}
 function cell(text, className) { const td = document.createElement("td"); td.textContent = text ?? ""; if (className) td.className = className; return td; }
 function when(text) { return text ? text.replace("T", " ").replace("Z", "").slice(0, 16) : ""; }
 function money(value, currency) { return value == null ? "" : value.toLocaleString(undefined, { maximumFractionDigits: 2 }) + (currency ? " " + currency : ""); }
@@ -78,7 +88,7 @@ async function load(append = false) {
     badge.className = "badge " + (lead.status || ""); badge.textContent = lead.status || ""; status.append(badge);
     tr.append(cell(when(lead.updated_at)), cell(lead.name), status, cell(lead.substatus),
               cell(money(lead.deal_value, lead.currency), "num"), cell(money(lead.deal_value_usd, "USD"), "num"),
-              cell(lead.company_name), cell(lead.company_domain), cell(lead.email_provider), cell(lead.score, "num"),
+              cell(lead.company_name), cell(lead.company_domain), providerCell(lead.email_provider), cell(lead.score, "num"),
               expiryCell(lead), workCell(lead));
     tr.addEventListener("click", () => openDetail(lead.lead_id));
     rows.append(tr);
@@ -112,7 +122,7 @@ async function openDetail(id) {
     $("detail-title").textContent = lead.name || lead.company_name || lead.lead_id;
     fill($("detail-lead"), [
       ["Lead id", lead.lead_id], ["Status", lead.status], ["Substatus", lead.substatus], ["Previous status", lead.previous_status],
-      ["Company", lead.company_name], ["Domain", lead.company_domain], ["Mail provider", lead.email_provider],
+      ["Company", lead.company_name], ["Domain", lead.company_domain], ["Mail provider", providerLabel(lead.email_provider)],
       ["Country", lead.country], ["Size", lead.size_band], ["Deal value", money(lead.deal_value, lead.currency)],
       ["USD value", money(lead.deal_value_usd, "USD")], ["Score", lead.score], ["Priority", lead.priority],
       ["Qualification", lead.qualification], ["Direction", lead.direction], ["Type", lead.referral_type],
@@ -389,7 +399,6 @@ $("dlq-replay-pending").addEventListener("click", (e) => replayDeadLetters({}, e
 
 // --- The overview (GET /overview): figures above the table; each carries the GET /leads filter
 // of the leads it counts, and a click puts exactly that filter on the table.
-const providerLabels = { microsoft365: "Microsoft 365", google_workspace: "Google Workspace", other: "other", unknown: "unknown" };
 function usd(value) { return value.toLocaleString("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 0 }); }
 // `filter`: the query string a click applies ("" clears every filter); null: not clickable.
 function figure(value, label, filter, title) {
@@ -441,7 +450,7 @@ async function loadOverview() {
   $("ov-pipeline").replaceChildren(figure(usd(p.value_usd), `${p.leads} open leads` + (p.leads_without_usd ? `, ${p.leads_without_usd} without a USD value` : ""), p.filter));
   const providers = $("ov-providers"); providers.replaceChildren();
   for (const v of o.providers) {
-    providers.append(figure(v.companies, providerLabels[v.provider] || v.provider, v.filter,
+    providers.append(figure(v.companies, providerLabel(v.provider), v.filter,
       `${v.companies} companies (distinct domains) in ${v.leads_with_domain} leads`));
   }
   const run = o.last_sync.last_run;
