@@ -321,10 +321,48 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The read model without its row store: the page's rows from ClickHouse (as before the
+    // row store), cache off.
+    let norows_port = free_port();
+    let mut norows_env = model_env.clone();
+    norows_env.insert("HUNTER_API_READ_MODEL_ROWS".into(), "off".into());
+    norows_env.insert(
+        "HUNTER_API_LISTEN".into(),
+        format!("127.0.0.1:{norows_port}"),
+    );
+    let norows_api = Process::spawn(
+        "bench-api-model-norows",
+        &["run", "api"],
+        &norows_env,
+        dir.path(),
+    )?;
+    let norows = format!("http://127.0.0.1:{norows_port}");
+    wait_healthy(
+        "the api with the read model, rows off",
+        &format!("{norows}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    loop {
+        if gauge(&norows, "hunter_api_read_model_leads").await? == Some(leads as f64) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "the read model without rows was not built in time"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let rebuild_seconds = gauge(&model, "hunter_api_read_model_rebuild_seconds")
         .await?
         .unwrap_or_default();
     let model_bytes = gauge(&model, "hunter_api_read_model_bytes")
+        .await?
+        .unwrap_or_default();
+    let norows_rebuild_seconds = gauge(&norows, "hunter_api_read_model_rebuild_seconds")
+        .await?
+        .unwrap_or_default();
+    let norows_bytes = gauge(&norows, "hunter_api_read_model_bytes")
         .await?
         .unwrap_or_default();
     println!(
@@ -359,7 +397,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (mut api_runs, mut uncached_runs, mut ceiling_runs, mut count_runs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut model_runs, mut baseline_runs) = (Vec::new(), Vec::new());
+    let (mut model_runs, mut baseline_runs, mut norows_runs) = (Vec::new(), Vec::new(), Vec::new());
     let random_url = |base: &str| format!("{base}/api/v1/leads");
     for round in 1..=3 {
         let a = wrk(&api_url, &[&auth], seconds)?;
@@ -368,10 +406,16 @@ async fn main() -> anyhow::Result<()> {
         let n = wrk(&count_url, &[], seconds)?;
         let m = wrk_with(&random_url(&model), &[&auth], seconds, Some(&script))?;
         let b = wrk_with(&random_url(&uncached), &[&auth], seconds, Some(&script))?;
+        let r = wrk_with(&random_url(&norows), &[&auth], seconds, Some(&script))?;
         println!(
-            "round {round}: api {a:?}\n  api without cache {u:?}\n  clickhouse page query {c:?}\n  clickhouse count query {n:?}\n  distinct questions, read model {m:?}\n  distinct questions, clickhouse path {b:?}"
+            "round {round}: api {a:?}\n  api without cache {u:?}\n  clickhouse page query {c:?}\n  clickhouse count query {n:?}\n  distinct questions, read model {m:?}\n  distinct questions, clickhouse path {b:?}\n  distinct questions, read model without rows {r:?}"
         );
         anyhow::ensure!(m.errors == 0, "non-2xx answers from the read model");
+        anyhow::ensure!(
+            r.errors == 0,
+            "non-2xx answers from the read model without rows"
+        );
+        norows_runs.push(r);
         model_runs.push(m);
         baseline_runs.push(b);
         anyhow::ensure!(
@@ -426,9 +470,14 @@ async fn main() -> anyhow::Result<()> {
         &count_runs,
     );
     let (model_rps, _, model_p99) = summary(
-        "api distinct questions, read model, cache off",
+        "api distinct questions, read model with its rows (default), cache off",
         RowKind::Hunter,
         &model_runs,
+    );
+    let (norows_rps, _, norows_p99) = summary(
+        "api distinct questions, read model without rows (page rows from ClickHouse), cache off",
+        RowKind::Info,
+        &norows_runs,
     );
     let (baseline_rps, _, baseline_p99) = summary(
         "api distinct questions, ClickHouse path, cache off (baseline)",
@@ -439,6 +488,7 @@ async fn main() -> anyhow::Result<()> {
     let model_rss = rss_bytes(model_api.pid())?;
     let baseline_rss = rss_bytes(_uncached.pid())?;
     let per_lead = (model_rss - baseline_rss) / leads as f64;
+    let norows_per_lead = (rss_bytes(norows_api.pid())? - baseline_rss) / leads as f64;
     println!(
         "api RSS: read model {:.0} MiB, clickhouse path {:.0} MiB: {per_lead:.0} bytes per lead; \
          the model's own count {:.0} bytes per lead; clickhouse path non-2xx: {baseline_errors}",
@@ -447,22 +497,40 @@ async fn main() -> anyhow::Result<()> {
         model_bytes / leads as f64
     );
     report.row(
-        "read model: rebuild at start",
+        "read model with rows: rebuild at start",
         "s",
         RowKind::Info,
         &[rebuild_seconds],
     );
     report.row(
-        "read model: its own bytes per lead",
+        "read model with rows: its own bytes per lead (model and rows)",
         "bytes",
         RowKind::Info,
         &[model_bytes / leads as f64],
     );
     report.row(
-        "api memory per lead (RSS, model minus ClickHouse path)",
+        "api memory per lead (RSS, model with rows minus ClickHouse path)",
         "bytes",
         RowKind::Info,
         &[per_lead],
+    );
+    report.row(
+        "read model without rows: rebuild at start",
+        "s",
+        RowKind::Info,
+        &[norows_rebuild_seconds],
+    );
+    report.row(
+        "read model without rows: its own bytes per lead",
+        "bytes",
+        RowKind::Info,
+        &[norows_bytes / leads as f64],
+    );
+    report.row(
+        "api memory per lead (RSS, model without rows minus ClickHouse path)",
+        "bytes",
+        RowKind::Info,
+        &[norows_per_lead],
     );
     report.ratio(
         "distinct questions, read model p99 in ms",
@@ -482,6 +550,16 @@ async fn main() -> anyhow::Result<()> {
     report.ratio(
         "distinct questions, read model / ClickHouse path, p99",
         model_p99 / baseline_p99,
+        None,
+    );
+    report.ratio(
+        "distinct questions, read model with rows / without, requests/s",
+        model_rps / norows_rps,
+        None,
+    );
+    report.ratio(
+        "distinct questions, read model with rows / without, p99",
+        model_p99 / norows_p99,
         None,
     );
     report.ratio("api p99 in ms, page cache on", api_p99, Some("<= 50"));

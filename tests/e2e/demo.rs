@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use hunter_e2e::{Deployment, free_port, wait_for};
@@ -45,11 +44,7 @@ async fn count(deployment: &Deployment, sql: &str) -> anyhow::Result<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_shows_domains_providers_and_usd_values() -> anyhow::Result<()> {
-    let browser_dir = repo().join("tests/browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    hunter_e2e::browser::browser_dir()?;
     let demo = demo_env()?;
     let referrals: u64 = demo["HUNTER_DEMO_REFERRALS"].parse()?;
     let seed = demo["HUNTER_DEMO_SEED"].clone();
@@ -147,30 +142,17 @@ async fn the_demo_page_shows_domains_providers_and_usd_values() -> anyhow::Resul
         "providers": providers,
         "microsoft365_companies": MICROSOFT365_COMPANIES,
     });
-    let artifacts = repo().join("target/browser-artifacts");
-    let output = tokio::task::spawn_blocking({
-        let api = deployment.api.clone();
-        let token = deployment.api_token.clone();
-        move || {
-            Command::new("node")
-                .arg("demo.mjs")
-                .current_dir(&browser_dir)
-                .env("HUNTER_WEB_URL", api)
-                .env("HUNTER_WEB_TOKEN", token)
-                .env("HUNTER_WEB_EXPECT", expect.to_string())
-                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
-                .output()
-        }
-    })
-    .await??;
-    let text = hunter_e2e::output_text(&output);
-    if !output.status.success() {
-        anyhow::bail!(
-            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
-            deployment.logs()
-        );
-    }
-    assert!(text.contains("demo page checks passed"), "{text}");
+    hunter_e2e::browser::run_script(
+        "demo.mjs",
+        &[
+            ("HUNTER_WEB_URL", deployment.api.clone()),
+            ("HUNTER_WEB_TOKEN", deployment.api_token.clone()),
+            ("HUNTER_WEB_EXPECT", expect.to_string()),
+        ],
+        "demo page checks passed",
+        || deployment.logs(),
+    )
+    .await?;
     assert!(
         repo()
             .join("target/browser-artifacts/demo-leads.png")

@@ -340,12 +340,7 @@ async fn a_fixed_poison_record_becomes_a_lead_and_a_still_poison_one_comes_back_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_dead_letter_view_replays_with_the_admin_token_only() -> anyhow::Result<()> {
-    let repo = hunter_e2e::contracts::repo();
-    let browser_dir = repo.join("tests/browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    hunter_e2e::browser::browser_dir()?;
     let mut deployment = Deployment::new(&[])?;
     let read_token = format!("read-{}", uuid::Uuid::new_v4().simple());
     deployment
@@ -364,34 +359,18 @@ async fn the_pages_dead_letter_view_replays_with_the_admin_token_only() -> anyho
     let first = wait_for_dead_letters(&deployment, 1).await?;
     let id = first[0]["id"].as_str().unwrap().to_owned();
 
-    let artifacts = repo.join("target/browser-artifacts");
-    let output = tokio::task::spawn_blocking({
-        let (api, token, id) = (
-            deployment.api.clone(),
-            deployment.api_token.clone(),
-            id.clone(),
-        );
-        move || {
-            std::process::Command::new("node")
-                .arg("dlq.mjs")
-                .current_dir(&browser_dir)
-                .env("HUNTER_WEB_URL", api)
-                .env("HUNTER_WEB_TOKEN", token)
-                .env("HUNTER_WEB_READ_TOKEN", read_token)
-                .env("HUNTER_WEB_DLQ_ID", id)
-                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
-                .output()
-        }
-    })
-    .await??;
-    let text = hunter_e2e::output_text(&output);
-    if !output.status.success() {
-        anyhow::bail!(
-            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
-            deployment.logs()
-        );
-    }
-    assert!(text.contains("dead-letter view checks passed"), "{text}");
+    hunter_e2e::browser::run_script(
+        "dlq.mjs",
+        &[
+            ("HUNTER_WEB_URL", deployment.api.clone()),
+            ("HUNTER_WEB_TOKEN", deployment.api_token.clone()),
+            ("HUNTER_WEB_READ_TOKEN", read_token),
+            ("HUNTER_WEB_DLQ_ID", id.clone()),
+        ],
+        "dead-letter view checks passed",
+        || deployment.logs(),
+    )
+    .await?;
     // The one replay the page made came back once (the record is still poison), with count 1.
     let all = wait_for_dead_letters(&deployment, 2).await?;
     assert_eq!(all.len(), 2, "{all:?}");

@@ -7,8 +7,6 @@
 //! (headless Chromium, `tests/browser/expiry.mjs`) shows the column, filters and sorts by it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use hunter_e2e::{Deployment, free_port, generated_referrals, metric_sum, wait_for};
@@ -17,13 +15,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const GAUGE: &str = "hunter_api_referrals_expiring_soon";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn text(instant: OffsetDateTime) -> String {
     instant
@@ -293,35 +284,22 @@ async fn expiring_referrals_reach_clickhouse_the_api_and_the_gauge() -> anyhow::
     }
 
     // --- The page in headless Chromium: column, filter, sort, the detail ----------------------
-    let browser_dir = repo().join("tests/browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    hunter_e2e::browser::browser_dir()?;
     let expect = json!({
         "soon": ["exp-active-5h", "exp-given-10h", "exp-estimated-1d"],
         "estimated": "exp-estimated-1d",
     });
-    let output = tokio::task::spawn_blocking({
-        let (api, token) = (deployment.api.clone(), deployment.api_token.clone());
-        let artifacts = repo().join("target/browser-artifacts");
-        move || {
-            Command::new("node")
-                .arg("expiry.mjs")
-                .current_dir(&browser_dir)
-                .env("HUNTER_WEB_URL", api)
-                .env("HUNTER_WEB_TOKEN", token)
-                .env("HUNTER_WEB_EXPECT", expect.to_string())
-                .env("HUNTER_WEB_ARTIFACTS", artifacts)
-                .output()
-        }
-    })
-    .await??;
-    let output_text = hunter_e2e::output_text(&output);
-    anyhow::ensure!(
-        output.status.success() && output_text.contains("expiry page checks passed"),
-        "browser checks failed (screenshots in target/browser-artifacts):\n{output_text}"
-    );
+    hunter_e2e::browser::run_script(
+        "expiry.mjs",
+        &[
+            ("HUNTER_WEB_URL", deployment.api.clone()),
+            ("HUNTER_WEB_TOKEN", deployment.api_token.clone()),
+            ("HUNTER_WEB_EXPECT", expect.to_string()),
+        ],
+        "expiry page checks passed",
+        || deployment.logs(),
+    )
+    .await?;
 
     // --- The gauge ----------------------------------------------------------------------------
     // An API started now counts at once: the two incoming New referrals within 48 h.

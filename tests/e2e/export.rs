@@ -16,7 +16,6 @@
 //!   view as CSV.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use hunter_e2e::{Deployment, MxServer, generated_referrals, wait_for};
@@ -39,13 +38,6 @@ const HOSTILE: &[&str] = &[
     "Comma, \"Quoted\" Ltd",
     "Two\nLines\r\nInc",
 ];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// What the export must make of a stored cell (docs/overview-and-export.md).
 fn neutralised(text: &str) -> String {
@@ -90,11 +82,7 @@ async fn count(deployment: &Deployment, sql: &str) -> anyhow::Result<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filtered_rows()
 -> anyhow::Result<()> {
-    let browser_dir = repo().join("tests/browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    hunter_e2e::browser::browser_dir()?;
     // MX answers: companies 0-19 on Microsoft 365, 20-29 on Google, 30-39 elsewhere, the rest
     // without MX (unknown).
     let mut table = HashMap::new();
@@ -481,30 +469,17 @@ async fn the_overview_counts_what_clickhouse_counts_and_the_export_has_the_filte
         "country": "DE",
         "country_m365_leads": expected,
     });
-    let artifacts = repo().join("target/browser-artifacts");
-    let output = tokio::task::spawn_blocking({
-        let api = deployment.api.clone();
-        let token = deployment.api_token.clone();
-        move || {
-            Command::new("node")
-                .arg("overview.mjs")
-                .current_dir(&browser_dir)
-                .env("HUNTER_WEB_URL", api)
-                .env("HUNTER_WEB_TOKEN", token)
-                .env("HUNTER_WEB_EXPECT", expect.to_string())
-                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
-                .output()
-        }
-    })
-    .await??;
-    let text = hunter_e2e::output_text(&output);
-    if !output.status.success() {
-        anyhow::bail!(
-            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
-            deployment.logs()
-        );
-    }
-    assert!(text.contains("overview page checks passed"), "{text}");
+    hunter_e2e::browser::run_script(
+        "overview.mjs",
+        &[
+            ("HUNTER_WEB_URL", deployment.api.clone()),
+            ("HUNTER_WEB_TOKEN", deployment.api_token.clone()),
+            ("HUNTER_WEB_EXPECT", expect.to_string()),
+        ],
+        "overview page checks passed",
+        || deployment.logs(),
+    )
+    .await?;
     deployment.teardown().await;
     Ok(())
 }

@@ -5,6 +5,9 @@
 //!   with the model and of one without (`HUNTER_API_READ_MODEL=off`), both without the page
 //!   cache, over leads inserted with awkward values (NULLs, values no filter names, equal sort
 //!   keys, older versions, non-ASCII text): the answers must be equal, byte for byte as JSON.
+//! - The model's pages take their rows from its row store (`HUNTER_API_READ_MODEL_ROWS`, on by
+//!   default): the rows it served from the store, counted by `hunter_api_lead_rows_total`, are
+//!   most of its rows, before and after the updates, and the answers are still ClickHouse's.
 //! - A lead written by the sink is in the model's answers shortly after it is in ClickHouse
 //!   (the lag is printed; the assertion waits generously: no timed assertions), and a newer
 //!   version replaces the older one.
@@ -222,6 +225,19 @@ async fn get(base: &str, token: &str, path: &str) -> anyhow::Result<(StatusCode,
     Ok((response.status(), response.json().await?))
 }
 
+/// The lead rows an API served from its row store and from ClickHouse so far.
+async fn rows_served(base: &str) -> anyhow::Result<(f64, f64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let from = |source: &str| {
+        hunter_e2e::metric_sum(&text, "hunter_api_lead_rows_total", &[("from", source)])
+            .unwrap_or(0.0)
+    };
+    Ok((from("store"), from("clickhouse")))
+}
+
 /// The model's leads gauge, once it is built.
 async fn model_leads(base: &str) -> anyhow::Result<Option<u64>> {
     let text = reqwest::get(format!("{base}/metrics"))
@@ -327,6 +343,19 @@ async fn the_models_answers_equal_clickhouses_for_random_questions() -> anyhow::
         nonempty > pages / 2,
         "the questions are too narrow to compare much"
     );
+    // The model's rows came from its row store. (Rows come from ClickHouse while the model is
+    // not fresh, a poll taking over a second on a loaded machine, so not all of them need to.)
+    let (store, from_clickhouse) = rows_served(&model).await?;
+    println!("model api rows: {store} from the row store, {from_clickhouse} from ClickHouse");
+    anyhow::ensure!(
+        store > 0.0 && store >= 4.0 * from_clickhouse,
+        "rows from the store {store}, from ClickHouse {from_clickhouse}"
+    );
+    let (plain_store, _) = rows_served(&plain).await?;
+    anyhow::ensure!(
+        plain_store == 0.0,
+        "the model is off, yet {plain_store} rows from a store"
+    );
 
     // Updates: newer versions of 50 leads and 20 new leads; both paths agree once the model
     // has them, and the newest version is the one shown.
@@ -360,6 +389,11 @@ async fn the_models_answers_equal_clickhouses_for_random_questions() -> anyhow::
         let question = random_question(&mut rng);
         compare(format!("/api/v1/leads?{question}")).await?;
     }
+    let (store_after, _) = rows_served(&model).await?;
+    anyhow::ensure!(
+        store_after > store,
+        "the updated answers were not served from the row store"
+    );
     // Every lead's version in the model's pages is its newest.
     let mut cursor: Option<String> = None;
     let mut seen = 0;

@@ -6,28 +6,14 @@
 //! sync while the source is disabled shown as a toast. Screenshots land in
 //! `target/browser-artifacts/`.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use hunter_e2e::{Deployment, Process, free_port, generated_referrals, wait_healthy};
 use serde_json::json;
 
 const REFERRALS: usize = 120;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Result<()> {
-    let browser_dir = repo().join("tests/browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    hunter_e2e::browser::browser_dir()?;
     let mut referrals = generated_referrals(REFERRALS, 21)?;
     // Markup in the data is text on the page, never HTML (the page uses textContent only).
     let xss = "<img src=x onerror=alert(1)>";
@@ -91,32 +77,19 @@ async fn the_page_lists_filters_opens_details_and_follows_a_sync() -> anyhow::Re
         std::time::Duration::from_secs(30),
     )
     .await?;
-    let artifacts = repo().join("target/browser-artifacts");
-    let output = tokio::task::spawn_blocking({
-        let api = deployment.api.clone();
-        let token = deployment.api_token.clone();
-        move || {
-            Command::new("node")
-                .arg("web.mjs")
-                .current_dir(&browser_dir)
-                .env("HUNTER_WEB_URL", api)
-                .env("HUNTER_WEB_TOKEN", token)
-                .env("HUNTER_WEB_READ_TOKEN", read_token)
-                .env("HUNTER_WEB_DISABLED_URL", disabled_url)
-                .env("HUNTER_WEB_EXPECT", expect.to_string())
-                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
-                .output()
-        }
-    })
-    .await??;
-    let text = hunter_e2e::output_text(&output);
-    if !output.status.success() {
-        anyhow::bail!(
-            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
-            deployment.logs()
-        );
-    }
-    assert!(text.contains("web page checks passed"), "{text}");
+    hunter_e2e::browser::run_script(
+        "web.mjs",
+        &[
+            ("HUNTER_WEB_URL", deployment.api.clone()),
+            ("HUNTER_WEB_TOKEN", deployment.api_token.clone()),
+            ("HUNTER_WEB_READ_TOKEN", read_token),
+            ("HUNTER_WEB_DISABLED_URL", disabled_url),
+            ("HUNTER_WEB_EXPECT", expect.to_string()),
+        ],
+        "web page checks passed",
+        || deployment.logs(),
+    )
+    .await?;
     deployment.teardown().await;
     Ok(())
 }

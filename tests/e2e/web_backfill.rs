@@ -6,7 +6,6 @@
 //! read, …`), and then the end of the run (`synced …`). Screenshots land in
 //! `target/browser-artifacts/`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hunter_e2e::{Deployment, generated_referrals, run_hunter};
@@ -16,20 +15,9 @@ const REFERRALS: usize = 200;
 /// 200 referrals at 10 a page, each reply 2 s late: about 21 pages, 40 s of backfill.
 const PAGE_SIZE: &str = "10";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_indicator_shows_a_running_backfill_and_its_end() -> anyhow::Result<()> {
-    let browser_dir = repo().join("tests/browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    let browser_dir = hunter_e2e::browser::browser_dir()?;
     let referrals = generated_referrals(REFERRALS, 33)?;
     let mut deployment = Deployment::new(&referrals)?;
     deployment
@@ -49,7 +37,6 @@ async fn the_status_indicator_shows_a_running_backfill_and_its_end() -> anyhow::
         .await?;
 
     // The page is open and signed in before the backfill starts; it signals on stdout.
-    let artifacts = repo().join("target/browser-artifacts");
     let expect = json!({ "estimate": first.fetched, "total": REFERRALS });
     let mut browser = tokio::process::Command::new("node")
         .arg("backfill.mjs")
@@ -57,7 +44,7 @@ async fn the_status_indicator_shows_a_running_backfill_and_its_end() -> anyhow::
         .env("HUNTER_WEB_URL", &deployment.api)
         .env("HUNTER_WEB_TOKEN", &deployment.api_token)
         .env("HUNTER_WEB_EXPECT", expect.to_string())
-        .env("HUNTER_WEB_ARTIFACTS", &artifacts)
+        .env("HUNTER_WEB_ARTIFACTS", hunter_e2e::browser::artifacts_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

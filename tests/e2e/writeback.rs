@@ -408,11 +408,7 @@ async fn a_source_killed_after_its_patch_does_not_send_it_again() -> anyhow::Res
 /// then mark it won with the deal value prefilled; a decline without a reason is not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_accepts_and_wins_a_referral() -> anyhow::Result<()> {
-    let browser_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-    anyhow::ensure!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci --prefix tests/browser` (tests/run.sh does)"
-    );
+    hunter_e2e::browser::browser_dir()?;
     let mut referrals = generated_referrals(5, 1503)?;
     let id = shaped(&mut referrals, 0, "New", "Received");
     let decline_id = shaped(&mut referrals, 1, "New", "Received");
@@ -445,35 +441,17 @@ async fn the_page_accepts_and_wins_a_referral() -> anyhow::Result<()> {
 
     let expect = json!({"id": id, "decline_id": decline_id, "conflict_id": conflict_id,
         "deal_value": 4321.5, "currency": "EUR"});
-    let artifacts = browser_dir
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("target/browser-artifacts");
-    let output = tokio::task::spawn_blocking({
-        let api = stack.deployment.api.clone();
-        let token = stack.sales.clone();
-        move || {
-            std::process::Command::new("node")
-                .arg("writeback.mjs")
-                .current_dir(&browser_dir)
-                .env("HUNTER_WEB_URL", api)
-                .env("HUNTER_WEB_TOKEN", token)
-                .env("HUNTER_WEB_EXPECT", expect.to_string())
-                .env("HUNTER_WEB_ARTIFACTS", &artifacts)
-                .output()
-        }
-    })
-    .await??;
-    let text = output_text(&output);
-    if !output.status.success() {
-        anyhow::bail!(
-            "browser checks failed (screenshots in target/browser-artifacts):\n{text}\n{}",
-            stack.deployment.logs()
-        );
-    }
-    assert!(text.contains("write-back page checks passed"), "{text}");
+    hunter_e2e::browser::run_script(
+        "writeback.mjs",
+        &[
+            ("HUNTER_WEB_URL", stack.deployment.api.clone()),
+            ("HUNTER_WEB_TOKEN", stack.sales.clone()),
+            ("HUNTER_WEB_EXPECT", expect.to_string()),
+        ],
+        "write-back page checks passed",
+        || stack.deployment.logs(),
+    )
+    .await?;
     let truth = stack.simulator_referral(&id).await?;
     assert_eq!(
         (truth["status"].as_str(), truth["substatus"].as_str()),

@@ -31,6 +31,8 @@ pub use stack::*;
 pub mod contracts;
 
 pub mod bench;
+/// The page's browser checks run from the tests.
+pub mod browser;
 pub mod grafana;
 pub mod report;
 pub mod tls;

@@ -86,6 +86,8 @@ pub mod names {
     pub const API_READ_MODEL_REBUILD_SECONDS: &str = "hunter_api_read_model_rebuild_seconds";
     /// Seconds since the API's read model last caught up with ClickHouse.
     pub const API_READ_MODEL_AGE_SECONDS: &str = "hunter_api_read_model_age_seconds";
+    /// Lead rows of `GET /leads` pages, by where they came from (row store, ClickHouse).
+    pub const API_LEAD_ROWS_TOTAL: &str = "hunter_api_lead_rows_total";
     // --- end read model ---
     /// Referrals API requests, one per HTTP attempt, by endpoint (list, next, get) and outcome.
     pub const PARTNER_CENTER_API_REQUESTS_TOTAL: &str = "hunter_partner_center_api_requests_total";
@@ -374,6 +376,12 @@ pub const CATALOGUE: &[Metric] = {
             Gauge,
             &[],
             "Seconds since the API's read model last caught up with ClickHouse.",
+        ),
+        metric(
+            API_LEAD_ROWS_TOTAL,
+            Counter,
+            &["from"],
+            "Lead rows of GET /leads pages by where they came from: store (the read model's row store) or clickhouse.",
         ),
         // --- end read model ---
         metric(

@@ -24,6 +24,10 @@ pub struct ApiSettings {
     /// leads (`HUNTER_API_READ_MODEL`, docs/api-read-model.md); off: every question asks
     /// ClickHouse.
     pub read_model: bool,
+    /// Whether the read model also holds each current lead's row as `GET /leads` answers it,
+    /// so pages are answered without ClickHouse (`HUNTER_API_READ_MODEL_ROWS`); only with
+    /// `read_model`.
+    pub read_model_rows: bool,
 }
 
 /// What an API token may do (`HUNTER_API_TOKENS`, docs/writeback.md).
@@ -140,6 +144,8 @@ pub(super) struct FileApi {
     pub(super) tokens: Option<Secret>,
     /// `HUNTER_API_READ_MODEL` (docs/api-read-model.md).
     pub(super) read_model: Option<bool>,
+    /// `HUNTER_API_READ_MODEL_ROWS` (docs/api-read-model.md).
+    pub(super) read_model_rows: Option<bool>,
 }
 
 /// Reads `[api]` and its variables; the tokens must pass `security::check_token`.
@@ -305,9 +311,18 @@ pub(super) fn api_settings(src: &Source<'_>, api: FileApi) -> Result<ApiSettings
         None => true,
         Some((value, setting)) => super::parse_bool(&setting, &value)?,
     };
+    let read_model_rows = match src.text(
+        "HUNTER_API_READ_MODEL_ROWS",
+        api.read_model_rows.map(|on| on.to_string()),
+        "api.read_model_rows",
+    ) {
+        None => true,
+        Some((value, setting)) => super::parse_bool(&setting, &value)?,
+    };
     // --- end read model ---
     Ok(ApiSettings {
         read_model,
+        read_model_rows,
         named_tokens,
         listen,
         token,

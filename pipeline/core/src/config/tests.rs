@@ -990,6 +990,19 @@ fn the_api_read_model_is_on_by_default_and_its_setting_is_validated() {
     assert!(error.contains("HUNTER_API_READ_MODEL"), "{error}");
 }
 
+#[test]
+fn the_read_models_rows_are_on_by_default_and_their_setting_is_validated() {
+    let on = Settings::from_sources(None, &env(&base())).unwrap();
+    assert!(on.api.read_model_rows);
+    let mut pairs = base();
+    pairs.push(("HUNTER_API_READ_MODEL_ROWS", "off"));
+    let off = Settings::from_sources(None, &env(&pairs)).unwrap();
+    assert!(!off.api.read_model_rows);
+    assert!(off.api.read_model, "the model itself stays on");
+    let error = error_for(&[("HUNTER_API_READ_MODEL_ROWS", "sometimes")]);
+    assert!(error.contains("HUNTER_API_READ_MODEL_ROWS"), "{error}");
+}
+
 // --- the source's pages in flight (docs/partner-center-api.md, "Paging") ---
 
 #[test]

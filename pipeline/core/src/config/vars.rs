@@ -329,6 +329,12 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "`on`: `GET /leads` is answered from an in-memory read model of the current leads, fed from ClickHouse within 1 s (docs/api-read-model.md); `off`: every question asks ClickHouse",
     },
     Setting {
+        variable: "HUNTER_API_READ_MODEL_ROWS",
+        file_key: Some("api.read_model_rows"),
+        default: "`on`",
+        meaning: "with the read model on: `on` also keeps each current lead's row as the API answers it (about 1 kB a lead), so a page is answered without ClickHouse; `off`: the page's rows are read from ClickHouse (docs/api-read-model.md)",
+    },
+    Setting {
         variable: "HUNTER_SYNC_INTERVAL_SECS",
         file_key: Some("sync.interval_secs"),
         default: "`600` (`30` with `HUNTER_ENVIRONMENT=development`)",

@@ -124,7 +124,7 @@ pub async fn router(context: &Context) -> anyhow::Result<Router> {
     let producer = kafka::producer(&settings.kafka, "hunter-api").context("kafka producer")?;
     // --- the read model (docs/api-read-model.md) ---
     let read_model = settings.api.read_model.then(|| {
-        let live = Arc::new(leads::feed::LiveModel::new());
+        let live = Arc::new(leads::feed::LiveModel::new(settings.api.read_model_rows));
         // Its reads are larger and longer than a request's: no result-row cap, ten minutes.
         let client = match clickhouse.limits() {
             hunter_clickhouse::reader::Limits::Sent(_) => clickhouse
@@ -434,6 +434,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl ApiState {
+    /// Encodes `command` and publishes it to the command topic (keyed by its id), waiting up to
+    /// 10 s for the broker; the error is the encoder's or the broker's, for the caller's 503.
+    async fn send_command(&self, command: &Command) -> Result<(), String> {
+        let payload = self
+            .commands
+            .encode(command)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&self.commands_topic)
+                    .key(&command.command_id)
+                    .payload(&payload),
+                rdkafka::util::Timeout::After(Duration::from_secs(10)),
+            )
+            .await
+            .map(drop)
+            .map_err(|(error, _)| error.to_string())
+    }
+
     /// Every token is compared whatever the earlier results, so timing tells nothing.
     fn access(&self, presented: &str) -> Option<Caller> {
         let mut found = None;

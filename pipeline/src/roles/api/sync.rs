@@ -24,8 +24,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hunter_clickhouse::rows::SyncRunRow;
 use hunter_core::records::{Command, RunStatus, RunTrigger, Timestamp};
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -169,21 +167,7 @@ pub(crate) async fn trigger(State(state): State<Arc<ApiState>>) -> Result<Respon
             "the sync trigger could not be queued; try again",
         )
     };
-    let payload = state
-        .commands
-        .encode(&command)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    state
-        .producer
-        .send(
-            FutureRecord::to(&state.commands_topic)
-                .key(&command.command_id)
-                .payload(&payload),
-            Timeout::After(Duration::from_secs(10)),
-        )
-        .await
-        .map_err(|(error, _)| unavailable(error.to_string()))?;
+    state.send_command(&command).await.map_err(unavailable)?;
     state.issued_tasks.remember(&command.command_id);
     *pending = Some(PendingTrigger {
         task_id: command.command_id.clone(),

@@ -37,8 +37,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hunter_core::records::{Command, Timestamp};
 use hunter_core::telemetry::names;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -501,21 +499,7 @@ async fn handle(state: &ApiState, request: Request) -> Result<Response, ApiError
             "the fetch could not be queued; try again",
         )
     };
-    let payload = state
-        .commands
-        .encode(&command)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    state
-        .producer
-        .send(
-            FutureRecord::to(&state.commands_topic)
-                .key(&command.command_id)
-                .payload(&payload),
-            Timeout::After(Duration::from_secs(10)),
-        )
-        .await
-        .map_err(|(error, _)| unavailable(error.to_string()))?;
+    state.send_command(&command).await.map_err(unavailable)?;
     count("queued");
     tracing::info!(referral_id, command_id = %command.command_id, "partner center webhook: referral fetch queued");
     Ok(accepted(

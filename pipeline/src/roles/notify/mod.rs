@@ -221,48 +221,10 @@ async fn leads(
     dispatcher: &Dispatcher,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let topic = context.topics.leads.clone();
-    let mut consumer = GroupConsumer::subscribe(
-        &context.settings.kafka,
-        Subscription {
-            stage: "notify",
-            group_id: &context.group_id(LEADS_GROUP),
-            client_id: "hunter-notify",
-            topic: &topic,
-            fetch: Fetch::Prompt,
-        },
-        shutdown.clone(),
-    )
-    .with_context(|| format!("kafka consumer of {topic}"))?;
-    let codec: Codec<Lead> = Codec::new(&topic, context.registry.clone());
-    let mut renewal_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stream =
+        Stream::<Lead>::subscribe(context, LEADS_GROUP, &context.topics.leads, &shutdown)?;
     let result: anyhow::Result<()> = async {
-        loop {
-            let (partition, offset, payload) = tokio::select! {
-                biased;
-                _ = shutdown.wait() => break,
-                _ = renewal_tick.tick() => {
-                    // Nothing of this consumer is in flight between two records.
-                    if consumer.wants_renewal() {
-                        consumer.renew().context("kafka consumer renewal")?;
-                    }
-                    continue;
-                }
-                received = consumer.recv() => {
-                    let message = received.context("kafka consume")?;
-                    (message.partition(), message.offset(), message.payload().unwrap_or_default().to_vec())
-                }
-            };
-            let mut waiting = shutdown.clone();
-            let lead = match codec.decode_patiently(&payload, &mut waiting, "notify").await {
-                Ok(lead) => Some(lead),
-                Err(error) if error.is_fatal() => anyhow::bail!("{error}"),
-                Err(error) if error.is_retryable() => break,
-                Err(error) => {
-                    tracing::warn!(partition, offset, %error, "unreadable lead skipped (the sink dead-letters it)");
-                    None
-                }
-            };
+        while let Some((partition, offset, lead)) = stream.next(&mut shutdown, "lead").await? {
             if let Some(lead) = lead {
                 let events: Vec<Event> = event::events_of_lead(&lead, settings.page_url.as_ref())
                     .into_iter()
@@ -273,13 +235,89 @@ async fn leads(
                     break;
                 }
             }
-            consumer.store_offset(partition, offset);
+            stream.consumer.store_offset(partition, offset);
         }
         Ok(())
     }
     .await;
-    consumer.close();
+    stream.consumer.close();
     result
+}
+
+/// One of notify's topic readers: its own consumer group from the topic's start, the codec,
+/// and the consumer's renewal between two records.
+struct Stream<T: hunter_core::records::Record> {
+    consumer: GroupConsumer,
+    codec: Codec<T>,
+    renewal: tokio::time::Interval,
+}
+
+impl<T: hunter_core::records::Record> Stream<T> {
+    fn subscribe(
+        context: &Context,
+        group: &str,
+        topic: &str,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Self> {
+        let consumer = GroupConsumer::subscribe(
+            &context.settings.kafka,
+            Subscription {
+                stage: "notify",
+                group_id: &context.group_id(group),
+                client_id: "hunter-notify",
+                topic,
+                fetch: Fetch::Prompt,
+            },
+            shutdown.clone(),
+        )
+        .with_context(|| format!("kafka consumer of {topic}"))?;
+        Ok(Stream {
+            consumer,
+            codec: Codec::new(topic, context.registry.clone()),
+            renewal: tokio::time::interval(Duration::from_secs(1)),
+        })
+    }
+
+    /// The next record with its position: `None` as the value when it cannot be read (skipped:
+    /// the sink dead-letters it; its offset is to be stored all the same). `Ok(None)` to stop:
+    /// shutdown, or a registry outage that outlasted the wait (nothing stored, so a restart
+    /// reads the record again). A fatal codec error is an error.
+    async fn next(
+        &mut self,
+        shutdown: &mut Shutdown,
+        what: &str,
+    ) -> anyhow::Result<Option<(i32, i64, Option<T>)>> {
+        let (partition, offset, payload) = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Ok(None),
+                _ = self.renewal.tick() => {
+                    // Nothing of this consumer is in flight between two records.
+                    if self.consumer.wants_renewal() {
+                        self.consumer.renew().context("kafka consumer renewal")?;
+                    }
+                }
+                received = self.consumer.recv() => {
+                    let message = received.context("kafka consume")?;
+                    break (message.partition(), message.offset(), message.payload().unwrap_or_default().to_vec());
+                }
+            }
+        };
+        let mut waiting = shutdown.clone();
+        match self
+            .codec
+            .decode_patiently(&payload, &mut waiting, "notify")
+            .await
+        {
+            Ok(value) => Ok(Some((partition, offset, Some(value)))),
+            Err(error) if error.is_fatal() => anyhow::bail!("{error}"),
+            Err(error) if error.is_retryable() => Ok(None),
+            Err(error) => {
+                tracing::warn!(partition, offset, %error, "unreadable {what} skipped (the sink dead-letters it)");
+                Ok(Some((partition, offset, None)))
+            }
+        }
+    }
 }
 
 /// A tenant's sign-in state as the sync runs tell it.
@@ -348,62 +386,35 @@ async fn sync_runs(
             },
         );
     }
-    let topic = context.topics.sync_runs.clone();
-    let mut consumer = GroupConsumer::subscribe(
-        &context.settings.kafka,
-        Subscription {
-            stage: "notify",
-            group_id: &context.group_id(SYNC_RUNS_GROUP),
-            client_id: "hunter-notify",
-            topic: &topic,
-            fetch: Fetch::Prompt,
-        },
-        shutdown.clone(),
-    )
-    .with_context(|| format!("kafka consumer of {topic}"))?;
-    let codec: Codec<SyncRun> = Codec::new(&topic, context.registry.clone());
-    let mut renewal_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stream = Stream::<SyncRun>::subscribe(
+        context,
+        SYNC_RUNS_GROUP,
+        &context.topics.sync_runs,
+        &shutdown,
+    )?;
     let result: anyhow::Result<()> = async {
-        loop {
-            let (partition, offset, payload) = tokio::select! {
-                biased;
-                _ = shutdown.wait() => break,
-                _ = renewal_tick.tick() => {
-                    if consumer.wants_renewal() {
-                        consumer.renew().context("kafka consumer renewal")?;
+        while let Some((partition, offset, run)) = stream.next(&mut shutdown, "sync run").await? {
+            if let Some(run) = run {
+                let episode = episodes.entry(run.tenant.clone()).or_default();
+                let before = *episode;
+                if episode.observe(&run, settings.max_age) {
+                    let event = event::signin_event(&run);
+                    if dispatcher
+                        .dispatch(vec![event], &mut shutdown)
+                        .await
+                        .is_err()
+                    {
+                        *episode = before;
+                        break;
                     }
-                    continue;
-                }
-                received = consumer.recv() => {
-                    let message = received.context("kafka consume")?;
-                    (message.partition(), message.offset(), message.payload().unwrap_or_default().to_vec())
-                }
-            };
-            let mut waiting = shutdown.clone();
-            match codec.decode_patiently(&payload, &mut waiting, "notify").await {
-                Ok(run) => {
-                    let episode = episodes.entry(run.tenant.clone()).or_default();
-                    let before = *episode;
-                    if episode.observe(&run, settings.max_age) {
-                        let event = event::signin_event(&run);
-                        if dispatcher.dispatch(vec![event], &mut shutdown).await.is_err() {
-                            *episode = before;
-                            break;
-                        }
-                    }
-                }
-                Err(error) if error.is_fatal() => anyhow::bail!("{error}"),
-                Err(error) if error.is_retryable() => break,
-                Err(error) => {
-                    tracing::warn!(partition, offset, %error, "unreadable sync run skipped (the sink dead-letters it)")
                 }
             }
-            consumer.store_offset(partition, offset);
+            stream.consumer.store_offset(partition, offset);
         }
         Ok(())
     }
     .await;
-    consumer.close();
+    stream.consumer.close();
     result
 }
 

@@ -13,6 +13,10 @@
 //!   the model gives; when polls fail or lag, questions go to ClickHouse until one succeeds.
 //! - A failed rebuild or poll is logged and retried (1 s, then up to 10 s apart); it never stops
 //!   the API.
+//! - With the row store on (`HUNTER_API_READ_MODEL_ROWS`), the rebuild also reads every lead's
+//!   whole row ([`super::rows`]), and each poll the whole rows of the leads whose (version,
+//!   `processed_at`) the store does not hold yet, so pages are answered without ClickHouse and
+//!   the poll's overlapping window is not read again in full.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -21,8 +25,12 @@ use std::time::{Duration, Instant};
 use clickhouse::Client;
 use hunter_core::telemetry::names;
 
+use hunter_clickhouse::rows::LeadRow;
+use serde_json::value::RawValue;
+
 use super::model::{ModelPage, ModelRow, ReadModel};
 use super::query::{Cursor, Filter, Sort};
+use super::rows::RowStore;
 
 /// Time between polls.
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -36,6 +44,10 @@ pub(crate) const FRESH_FOR: Duration = Duration::from_millis(1000);
 pub(crate) struct LiveModel {
     /// `None` until the first rebuild completes.
     model: RwLock<Option<ReadModel>>,
+    /// The whole rows (`HUNTER_API_READ_MODEL_ROWS`); `None` when off or not built yet.
+    rows: RwLock<Option<RowStore>>,
+    /// Whether the row store is on.
+    with_rows: bool,
     born: Instant,
     /// Milliseconds after `born` when the last successful poll (or rebuild) began, plus one
     /// (0: never).
@@ -45,9 +57,12 @@ pub(crate) struct LiveModel {
 }
 
 impl LiveModel {
-    pub(crate) fn new() -> Self {
+    /// `with_rows`: keep the whole rows too (`HUNTER_API_READ_MODEL_ROWS`).
+    pub(crate) fn new(with_rows: bool) -> Self {
         LiveModel {
             model: RwLock::new(None),
+            rows: RwLock::new(None),
+            with_rows,
             born: Instant::now(),
             fresh_from: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -83,6 +98,24 @@ impl LiveModel {
         model.as_ref()?.answer(filters, sort, cursor, limit)
     }
 
+    /// The rows held for exactly these (lead id, version) keys, in order (`None`: not held,
+    /// read it from ClickHouse); all `None` unless the model is fresh.
+    pub(super) fn rows<'k>(
+        &self,
+        keys: impl Iterator<Item = (&'k str, u64)>,
+    ) -> Vec<Option<Box<RawValue>>> {
+        let store = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        let fresh = self.generation_if_fresh().is_some();
+        keys.map(|(id, version)| {
+            store
+                .as_ref()
+                .filter(|_| fresh)
+                .and_then(|store| store.get(id, version))
+                .map(ToOwned::to_owned)
+        })
+        .collect()
+    }
+
     fn mark_fresh(&self, began: Instant) {
         let millis = began.saturating_duration_since(self.born).as_millis() as u64 + 1;
         self.fresh_from.store(millis, Ordering::Release);
@@ -97,8 +130,12 @@ async fn server_now(client: &Client) -> clickhouse::error::Result<u32> {
         .await
 }
 
-/// Every current lead, read under FINAL; the server time taken before the read.
-async fn rebuild(client: &Client) -> clickhouse::error::Result<(ReadModel, u32)> {
+/// Every current lead, read under FINAL (and its whole row, `with_rows`); the server time taken
+/// before the reads.
+async fn rebuild(
+    client: &Client,
+    with_rows: bool,
+) -> clickhouse::error::Result<(ReadModel, Option<RowStore>, u32)> {
     let now = server_now(client).await?;
     let mut model = ReadModel::new();
     let sql = format!("SELECT {} FROM leads FINAL", ModelRow::select_list());
@@ -106,7 +143,18 @@ async fn rebuild(client: &Client) -> clickhouse::error::Result<(ReadModel, u32)>
     while let Some(row) = cursor.next().await? {
         model.upsert(&row);
     }
-    Ok((model, now))
+    let mut store = None;
+    if with_rows {
+        let mut rows = RowStore::new();
+        let mut cursor = client
+            .query("SELECT ?fields FROM leads FINAL")
+            .fetch::<LeadRow>()?;
+        while let Some(row) = cursor.next().await? {
+            rows.upsert(row);
+        }
+        store = Some(rows);
+    }
+    Ok((model, store, now))
 }
 
 /// The rows inserted at or after `since` (server seconds), oldest insert first; the server
@@ -125,11 +173,39 @@ async fn poll(client: &Client, since: u32) -> clickhouse::error::Result<(Vec<Mod
     Ok((rows, now))
 }
 
+/// Ids per query of [`whole_rows`].
+const IDS_PER_QUERY: usize = 500;
+
+/// The whole rows of `ids` inserted at or after `since`, oldest insert first: what the row store
+/// lacks of a poll's rows. Only the rows that changed are read, not every row of the poll's
+/// overlapping window again.
+async fn whole_rows(
+    client: &Client,
+    since: u32,
+    ids: &[String],
+) -> clickhouse::error::Result<Vec<LeadRow>> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let sql = format!(
+            "SELECT ?fields FROM leads WHERE inserted_at >= toDateTime(?) AND lead_id IN ({}) ORDER BY inserted_at",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut query = client.query(&sql).bind(since);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        rows.extend(query.fetch_all::<LeadRow>().await?);
+    }
+    Ok(rows)
+}
+
 fn publish(live: &LiveModel) {
     let model = live.model.read().unwrap_or_else(|e| e.into_inner());
+    let rows = live.rows.read().unwrap_or_else(|e| e.into_inner());
     if let Some(model) = model.as_ref() {
+        let row_bytes = rows.as_ref().map_or(0, RowStore::bytes);
         metrics::gauge!(names::API_READ_MODEL_LEADS).set(model.len() as f64);
-        metrics::gauge!(names::API_READ_MODEL_BYTES).set(model.bytes() as f64);
+        metrics::gauge!(names::API_READ_MODEL_BYTES).set((model.bytes() + row_bytes) as f64);
     }
 }
 
@@ -138,10 +214,14 @@ pub(crate) async fn run(live: Arc<LiveModel>, client: Client) {
     let mut wait = Duration::from_secs(1);
     let mut since = loop {
         let began = Instant::now();
-        match rebuild(&client).await {
-            Ok((model, now)) => {
+        match rebuild(&client, live.with_rows).await {
+            Ok((model, store, now)) => {
                 let seconds = began.elapsed().as_secs_f64();
                 let (leads, bytes) = (model.len(), model.bytes());
+                let (rows, row_bytes) = store
+                    .as_ref()
+                    .map_or((0, 0), |store| (store.len(), store.bytes()));
+                *live.rows.write().unwrap_or_else(|e| e.into_inner()) = store;
                 *live.model.write().unwrap_or_else(|e| e.into_inner()) = Some(model);
                 live.generation.fetch_add(1, Ordering::AcqRel);
                 live.mark_fresh(began);
@@ -150,6 +230,8 @@ pub(crate) async fn run(live: Arc<LiveModel>, client: Client) {
                     leads,
                     bytes,
                     bytes_per_lead = bytes.checked_div(leads).unwrap_or(0),
+                    rows,
+                    row_bytes_per_lead = row_bytes.checked_div(rows).unwrap_or(0),
                     seconds,
                     "api read model rebuilt from clickhouse; GET /leads answers from it"
                 );
@@ -167,19 +249,53 @@ pub(crate) async fn run(live: Arc<LiveModel>, client: Client) {
     let mut published = Instant::now();
     loop {
         let began = Instant::now();
-        match poll(&client, since).await {
+        let polled = match poll(&client, since).await {
             Ok((rows, now)) => {
+                // The whole rows the store lacks (a new version, or the same version made
+                // again), read before the model takes the poll: a page the model chooses after
+                // this finds its rows, or reads the few it does not from ClickHouse.
+                let wanted: Vec<String> = {
+                    let store = live.rows.read().unwrap_or_else(|e| e.into_inner());
+                    match store.as_ref() {
+                        Some(store) => rows
+                            .iter()
+                            .filter(|row| store.wants(&row.lead_id, row.version, row.m_processed))
+                            .map(|row| row.lead_id.clone())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect(),
+                        None => Vec::new(),
+                    }
+                };
+                match whole_rows(&client, since, &wanted).await {
+                    Ok(whole) => Ok((rows, whole, now)),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        match polled {
+            Ok((rows, whole, now)) => {
+                let mut changed = false;
+                if !whole.is_empty() {
+                    let mut store = live.rows.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(store) = store.as_mut() {
+                        for row in whole {
+                            changed |= store.upsert(row);
+                        }
+                    }
+                }
                 if !rows.is_empty() {
                     let mut model = live.model.write().unwrap_or_else(|e| e.into_inner());
                     if let Some(model) = model.as_mut() {
-                        let mut changed = false;
                         for row in &rows {
                             changed |= model.upsert(row);
                         }
-                        if changed {
-                            live.generation.fetch_add(1, Ordering::AcqRel);
-                        }
                     }
+                }
+                if changed {
+                    // Cached pages of the older generation are not served again.
+                    live.generation.fetch_add(1, Ordering::AcqRel);
                 }
                 live.mark_fresh(began);
                 since = now.saturating_sub(OVERLAP);

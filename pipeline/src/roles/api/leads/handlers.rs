@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::query::*;
 use crate::roles::api::{ApiError, ApiState};
+use hunter_core::telemetry::names;
 
 /// A lead as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -128,7 +129,9 @@ impl From<LeadRow> for LeadView {
 /// One page of leads.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeadsPage {
-    items: Vec<LeadView>,
+    /// Each a [`LeadView`]: from the read model's row store, or serialized from ClickHouse's row.
+    #[schema(value_type = Vec<LeadView>)]
+    items: Vec<Box<serde_json::value::RawValue>>,
     /// Leads matching the filters, over all pages.
     total: u64,
     limit: u32,
@@ -216,7 +219,8 @@ pub(crate) async fn page_keys(
 }
 
 /// One page: its ids and sort keys (and the total) from the read model or ClickHouse, then the
-/// page's rows from ClickHouse. Errors are ClickHouse's, in words.
+/// page's rows: from the read model's row store where it holds their exact version and is
+/// fresh, the rest from ClickHouse. Errors are ClickHouse's, in words.
 pub(super) async fn page(
     state: &ApiState,
     request: LeadsRequest,
@@ -229,14 +233,55 @@ pub(super) async fn page(
         Some((id, _, key)) if more => Some(request.next_cursor(id, key)?),
         _ => None,
     };
-    let rows = fetch_by_ids(state, &keys).await?;
+    let items = page_rows(state, &keys).await?;
     Ok(LeadsPage {
-        items: rows,
+        items,
         total,
         limit: request.limit(),
         sort: request.sort_name(),
         next_cursor,
     })
+}
+
+/// The rows of `keys` as JSON, in order: those the row store holds (docs/api-read-model.md),
+/// the others read from ClickHouse by [`fetch_by_ids`]. A row ClickHouse no longer has (the
+/// lead was replaced between the two reads) is left out, as before.
+async fn page_rows(
+    state: &ApiState,
+    keys: &[(String, u64, String)],
+) -> Result<Vec<Box<serde_json::value::RawValue>>, String> {
+    let mut held = match &state.read_model {
+        Some(live) => live.rows(keys.iter().map(|(id, version, _)| (id.as_str(), *version))),
+        None => vec![None; keys.len()],
+    };
+    let missing: Vec<(String, u64, String)> = keys
+        .iter()
+        .zip(&held)
+        .filter(|(_, row)| row.is_none())
+        .map(|(key, _)| key.clone())
+        .collect();
+    let from_store = (keys.len() - missing.len()) as u64;
+    if from_store > 0 {
+        metrics::counter!(names::API_LEAD_ROWS_TOTAL, "from" => "store").increment(from_store);
+    }
+    if !missing.is_empty() {
+        metrics::counter!(names::API_LEAD_ROWS_TOTAL, "from" => "clickhouse")
+            .increment(missing.len() as u64);
+        let mut fetched: std::collections::HashMap<String, LeadView> =
+            fetch_by_ids(state, &missing)
+                .await?
+                .into_iter()
+                .map(|view| (view.lead_id.clone(), view))
+                .collect();
+        for ((id, _, _), row) in keys.iter().zip(held.iter_mut()) {
+            if row.is_none()
+                && let Some(view) = fetched.remove(id)
+            {
+                *row = Some(serde_json::value::to_raw_value(&view).map_err(|e| e.to_string())?);
+            }
+        }
+    }
+    Ok(held.into_iter().flatten().collect())
 }
 
 /// The page's whole rows in the page's order, by (lead id, version): the exact rows the page

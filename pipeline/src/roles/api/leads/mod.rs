@@ -7,7 +7,8 @@
 //!
 //! With `HUNTER_API_READ_MODEL` on (the default), the list's ids, order, cursor and total come
 //! from the in-memory read model (`model.rs`, kept current by `feed.rs`) with the same meaning
-//! as the SQL; the page's rows are still read from ClickHouse by (lead id, version). A question
+//! as the SQL, and the page's rows from its row store (`rows.rs`, `HUNTER_API_READ_MODEL_ROWS`;
+//! a row it does not hold is read from ClickHouse by (lead id, version)). A question
 //! the model cannot answer exactly, or any question while it is not built or not fresh, goes to
 //! ClickHouse (docs/api-read-model.md).
 
@@ -17,6 +18,7 @@ pub(crate) mod feed;
 mod handlers;
 pub(crate) mod model;
 mod query;
+mod rows;
 
 pub(crate) use export::*;
 pub use handlers::*;

@@ -46,6 +46,9 @@ pub(crate) struct ModelRow {
     pub m_company: String,
     pub m_name: String,
     pub m_domain: String,
+    /// `processed_at` in seconds: not held by the model; the feed asks the row store with it
+    /// whether the lead's whole row is to be read (the same version made again).
+    pub m_processed: u32,
 }
 
 impl ModelRow {
@@ -73,6 +76,7 @@ impl ModelRow {
         }
         columns.push("ifNull(name, '') AS m_name".into());
         columns.push("ifNull(company_domain, '') AS m_domain".into());
+        columns.push("toUInt32(processed_at) AS m_processed".into());
         columns.join(", ")
     }
 
@@ -618,6 +622,7 @@ mod tests {
             m_company: "Contoso".into(),
             m_name: "Deal".into(),
             m_domain: "contoso.com".into(),
+            m_processed: 1_700_000_001,
         }
     }
 
