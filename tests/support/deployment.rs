@@ -528,7 +528,7 @@ impl Deployment {
 
 impl Deployment {
     /// Simulator, sign-in, migrations and `hunter run all`, then waits until every one of the
-    /// simulator's `expected` referrals is a live lead in ClickHouse.
+    /// simulator's `expected` referrals is a live lead in ClickHouse and in the API's answers.
     pub async fn run_all_until_leads(&mut self, expected: u64) -> anyhow::Result<()> {
         self.start_simulator(&[]).await?;
         self.login_and_migrate()?;
@@ -549,6 +549,11 @@ impl Deployment {
         if let Err(error) = result {
             bail!("{error}\n{}", self.logs());
         }
+        // And through the API, which `all` runs: its read model takes up to a second after
+        // ClickHouse (docs/api-read-model.md), so a test reading the API right now could see
+        // fewer.
+        self.wait_for_leads_in_api(expected, 1, Duration::from_secs(60))
+            .await?;
         Ok(())
     }
 
