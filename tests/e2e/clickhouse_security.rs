@@ -82,13 +82,47 @@ async fn the_pipeline_runs_over_https_with_a_writer_and_a_read_only_api() -> any
         })
         .collect();
     assert!(!api_queries.is_empty(), "no API query logged: {logged:?}");
-    for row in &api_queries {
+    let settings_of = |row: &serde_json::Value| -> HashMap<String, String> {
         let names = row["names"].as_array().unwrap();
         let values = row["values"].as_array().unwrap();
-        let settings: HashMap<&str, &str> = names
+        names
             .iter()
             .zip(values)
-            .map(|(n, v)| (n.as_str().unwrap(), v.as_str().unwrap()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().unwrap().to_owned(),
+                    v.as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    // The read model's feed (docs/api-read-model.md) reads with limits of its own: read-only,
+    // ten minutes, no result-row cap; every query of it is marked.
+    const FEED: &str = "/* hunter api read model */";
+    let (feed, api_queries): (Vec<_>, Vec<_>) = api_queries
+        .into_iter()
+        .partition(|row| row["query"].as_str().unwrap_or_default().starts_with(FEED));
+    assert!(!feed.is_empty(), "no read-model query logged: {logged:?}");
+    assert!(
+        !api_queries.is_empty(),
+        "no request's query logged: {logged:?}"
+    );
+    for row in &feed {
+        let settings = settings_of(row);
+        let get = |name: &str| settings.get(name).map(String::as_str);
+        assert_eq!(get("readonly"), Some("2"), "{row}");
+        assert_eq!(get("max_execution_time"), Some("600"), "{row}");
+        let query = row["query"].as_str().unwrap();
+        assert!(
+            query[FEED.len()..].trim_start().starts_with("SELECT"),
+            "{row}"
+        );
+    }
+    for row in &api_queries {
+        let owned = settings_of(row);
+        let settings: HashMap<&str, &str> = owned
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         assert_eq!(settings.get("readonly"), Some(&"2"), "{row}");
         assert_eq!(settings.get("max_execution_time"), Some(&"30"), "{row}");
@@ -186,16 +220,24 @@ async fn the_pipeline_runs_over_https_with_a_writer_and_a_read_only_api() -> any
         .await?;
     assert_eq!(number(&rows[0]["n"]), REFERRALS, "nothing was dropped");
 
-    // A question over the reader's limits: a clean JSON error, and the API goes on.
+    // A question over the reader's limits: a clean JSON error, and the API goes on. (Without
+    // the read model, which answers from memory a question it holds: every question here asks
+    // ClickHouse.)
     let port = free_port();
     deployment.env.insert(
         "HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ".into(),
         "5".into(),
     );
-    let bounded = deployment.start_role_on("api", port).await;
     deployment
         .env
-        .remove("HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ");
+        .insert("HUNTER_API_READ_MODEL".into(), "off".into());
+    let bounded = deployment.start_role_on("api", port).await;
+    for setting in [
+        "HUNTER_CLICKHOUSE_READER_MAX_ROWS_TO_READ",
+        "HUNTER_API_READ_MODEL",
+    ] {
+        deployment.env.remove(setting);
+    }
     bounded?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

@@ -118,9 +118,11 @@ async fn referrals_become_leads_exactly_once_and_follow_updates() -> anyhow::Res
         Some(150)
     );
 
-    // The API serves them, newest first, behind the token.
-    let (status, body) = deployment.get("/api/v1/leads?limit=500").await?;
-    assert_eq!(status, 200, "{body}");
+    // The API serves them, newest first, behind the token (its read model follows ClickHouse
+    // within a second: docs/api-read-model.md).
+    let body = deployment
+        .wait_for_leads_in_api(150, 500, Duration::from_secs(60))
+        .await?;
     assert_eq!(body["total"], 150);
     assert_eq!(body["items"].as_array().unwrap().len(), 150);
     let first = &body["items"][0];

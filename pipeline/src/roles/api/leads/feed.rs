@@ -122,6 +122,10 @@ impl LiveModel {
     }
 }
 
+/// Opens every query of the feed, so ClickHouse's query log tells them from the requests' (they
+/// run with the feed's own limits: no result-row cap, ten minutes).
+pub(crate) const QUERY_MARK: &str = "/* hunter api read model */ ";
+
 /// The server's clock, in the unit of `inserted_at`.
 async fn server_now(client: &Client) -> clickhouse::error::Result<u32> {
     client
@@ -138,7 +142,10 @@ async fn rebuild(
 ) -> clickhouse::error::Result<(ReadModel, Option<RowStore>, u32)> {
     let now = server_now(client).await?;
     let mut model = ReadModel::new();
-    let sql = format!("SELECT {} FROM leads FINAL", ModelRow::select_list());
+    let sql = format!(
+        "{QUERY_MARK}SELECT {} FROM leads FINAL",
+        ModelRow::select_list()
+    );
     let mut cursor = client.query(&sql).fetch::<ModelRow>()?;
     while let Some(row) = cursor.next().await? {
         model.upsert(&row);
@@ -147,7 +154,7 @@ async fn rebuild(
     if with_rows {
         let mut rows = RowStore::new();
         let mut cursor = client
-            .query("SELECT ?fields FROM leads FINAL")
+            .query(&format!("{QUERY_MARK}SELECT ?fields FROM leads FINAL"))
             .fetch::<LeadRow>()?;
         while let Some(row) = cursor.next().await? {
             rows.upsert(row);
@@ -162,7 +169,7 @@ async fn rebuild(
 async fn poll(client: &Client, since: u32) -> clickhouse::error::Result<(Vec<ModelRow>, u32)> {
     let now = server_now(client).await?;
     let sql = format!(
-        "SELECT {} FROM leads WHERE inserted_at >= toDateTime(?) ORDER BY inserted_at",
+        "{QUERY_MARK}SELECT {} FROM leads WHERE inserted_at >= toDateTime(?) ORDER BY inserted_at",
         ModelRow::select_list()
     );
     let rows = client
@@ -187,7 +194,7 @@ async fn whole_rows(
     let mut rows = Vec::new();
     for chunk in ids.chunks(IDS_PER_QUERY) {
         let sql = format!(
-            "SELECT ?fields FROM leads WHERE inserted_at >= toDateTime(?) AND lead_id IN ({}) ORDER BY inserted_at",
+            "{QUERY_MARK}SELECT ?fields FROM leads WHERE inserted_at >= toDateTime(?) AND lead_id IN ({}) ORDER BY inserted_at",
             vec!["?"; chunk.len()].join(", ")
         );
         let mut query = client.query(&sql).bind(since);
