@@ -404,8 +404,14 @@ async fn main() -> anyhow::Result<()> {
         let u = wrk(&uncached_url, &[&auth], seconds)?;
         let c = wrk(&ceiling_url, &[], seconds)?;
         let n = wrk(&count_url, &[], seconds)?;
+        // ClickHouse 18.16 finishes the queries of clients that left: before each distinct-
+        // questions run, let the earlier run's queries drain, or the read model's polls queue
+        // behind them, the model goes stale and its questions go to ClickHouse (the share of
+        // rows read from ClickHouse is reported below).
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let m = wrk_with(&random_url(&model), &[&auth], seconds, Some(&script))?;
         let b = wrk_with(&random_url(&uncached), &[&auth], seconds, Some(&script))?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let r = wrk_with(&random_url(&norows), &[&auth], seconds, Some(&script))?;
         println!(
             "round {round}: api {a:?}\n  api without cache {u:?}\n  clickhouse page query {c:?}\n  clickhouse count query {n:?}\n  distinct questions, read model {m:?}\n  distinct questions, clickhouse path {b:?}\n  distinct questions, read model without rows {r:?}"
@@ -485,6 +491,26 @@ async fn main() -> anyhow::Result<()> {
         &baseline_runs,
     );
     let baseline_errors: u64 = baseline_runs.iter().map(|r| r.errors).sum();
+    // Where the model API's page rows came from over all rounds: rows from ClickHouse mean
+    // questions it answered while not fresh (or rows the store had in another version).
+    let text = reqwest::get(format!("{model}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let rows_from = |from: &str| {
+        hunter_e2e::metric_sum(&text, "hunter_api_lead_rows_total", &[("from", from)])
+            .unwrap_or(0.0)
+    };
+    let (from_store, from_clickhouse) = (rows_from("store"), rows_from("clickhouse"));
+    println!(
+        "read model api: {from_store} page rows from its row store, {from_clickhouse} from ClickHouse"
+    );
+    report.row(
+        "read model with rows: share of page rows read from ClickHouse (model not fresh)",
+        "%",
+        RowKind::Info,
+        &[100.0 * from_clickhouse / (from_store + from_clickhouse).max(1.0)],
+    );
     let model_rss = rss_bytes(model_api.pid())?;
     let baseline_rss = rss_bytes(_uncached.pid())?;
     let per_lead = (model_rss - baseline_rss) / leads as f64;
