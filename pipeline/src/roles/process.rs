@@ -24,7 +24,10 @@
 //!   it, never dead-letters it; a registry that refuses the credentials or whose certificate is
 //!   not trusted stops the role with the setting named (`CodecError::is_fatal`);
 //! - enrichment never blocks the stream for longer than its DNS timeout, and runs for many
-//!   referrals at once (lookups overlap), while offsets still move in order.
+//!   referrals at once (lookups overlap), while offsets still move in order and each lead's
+//!   versions reach the lead topic in the order they were consumed (`SendOrder`: a version is
+//!   sent only after the delivery of the one before it has ended), so the last record per key
+//!   is the newest version.
 //!
 //! Failure modes: a produce that fails after librdkafka's own retries (for any reason but the
 //! record itself) stops the role without storing the offset, so a restart replays it. The lead topic must have as many partitions as
@@ -106,6 +109,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     tracing::info!(topic = %topics.referrals, "processor consuming");
 
     let mut in_flight: FuturesOrdered<Delivery> = FuturesOrdered::new();
+    let mut order = SendOrder::default();
     let mut failure = None;
     let mut renewal_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -153,7 +157,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     rebuild(&context, &shared.leads, &mut versions, partitions, &shutdown).await?;
                 }
                 let consumed = Consumed { partition, offset, key, headers, payload };
-                let Some(delivery) = decide(&shared, &referrals, &mut versions, &topics.referrals, consumed, &shutdown).await else {
+                let Some(delivery) = decide(&shared, &referrals, &mut versions, &mut order, &topics.referrals, consumed, &shutdown).await else {
                     // Shutdown while the registry was away: the record stays unprocessed and
                     // its offset unstored, so it is read again after the restart.
                     break;
@@ -193,6 +197,7 @@ async fn decide(
     shared: &Arc<Shared>,
     referrals: &Codec<Referral>,
     versions: &mut Versions,
+    order: &mut SendOrder,
     origin: &str,
     consumed: Consumed,
     shutdown: &Shutdown,
@@ -230,7 +235,10 @@ async fn decide(
     let (origin, referral_bytes) = (origin.to_owned(), payload.len());
     let Consumed { key, headers, .. } = consumed;
     let mut waiting = shutdown.clone();
+    let (previous, done) = order.after(&lead.lead_id);
     Some(Box::pin(async move {
+        // Dropped when this delivery ends: the next version of this lead may send then.
+        let _done = done;
         // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
         shared
             .enricher
@@ -243,15 +251,23 @@ async fn decide(
             .encode_patiently(&lead, &mut waiting, "processor")
             .await
         {
-            Ok(bytes) => match shared
-                .producer
-                .send(
-                    FutureRecord::to(&shared.leads_topic)
-                        .key(&lead.lead_id)
-                        .payload(&bytes),
-                    Timeout::Never,
-                )
-                .await
+            Ok(bytes) => match async {
+                // Versions of one lead reach the topic in the order they were consumed
+                // ([`SendOrder`]): wait for the delivery of the version before this one.
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                shared
+                    .producer
+                    .send(
+                        FutureRecord::to(&shared.leads_topic)
+                            .key(&lead.lead_id)
+                            .payload(&bytes),
+                        Timeout::Never,
+                    )
+                    .await
+            }
+            .await
             {
                 Ok(_) => Ok(()),
                 // Kafka refuses this lead for what it is (too large, invalid): a fault of the
@@ -295,6 +311,41 @@ async fn decide(
             result,
         }
     }))
+}
+
+/// Keeps each lead's versions on the lead topic in the order their referrals were consumed.
+/// Deliveries run at once (enrichment's DNS lookups overlap), so without it a version whose
+/// lookup was slower would be sent after a newer version of the same lead that was consumed
+/// after it, and a reader taking the last record per key would keep the older one. A delivery
+/// sends only once the delivery before it for the same lead id has ended.
+#[derive(Default)]
+struct SendOrder {
+    /// Per lead id, the signal of its latest delivery (closed when that delivery ends).
+    last: std::collections::HashMap<String, tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl SendOrder {
+    /// The signal to wait for before sending a version of `lead_id` (none when no delivery of
+    /// it is running), and this delivery's own, to drop when it ends.
+    fn after(
+        &mut self,
+        lead_id: &str,
+    ) -> (
+        Option<tokio::sync::oneshot::Receiver<()>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        if self.last.len() > 2 * MAX_IN_FLIGHT {
+            // Forget the leads whose latest delivery has ended.
+            self.last.retain(|_, signal| {
+                matches!(
+                    signal.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                )
+            });
+        }
+        let (done, signal) = tokio::sync::oneshot::channel();
+        (self.last.insert(lead_id.to_owned(), signal), done)
+    }
 }
 
 /// What one decoded referral produces, before enrichment.
@@ -539,6 +590,23 @@ mod tests {
                 ..
             } => format!("lead first={first} previous={previous_status:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_leads_next_version_waits_for_the_delivery_before_it() {
+        let mut order = SendOrder::default();
+        let (none, first) = order.after("lead-1");
+        assert!(none.is_none(), "nothing to wait for");
+        let (other, _other_done) = order.after("lead-2");
+        assert!(other.is_none(), "another lead does not wait");
+        let (previous, _second) = order.after("lead-1");
+        let mut previous = previous.expect("the first delivery is running");
+        assert!(matches!(
+            previous.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ));
+        drop(first); // the first delivery ends
+        assert!(previous.await.is_err(), "signalled by the drop");
     }
 
     #[test]
