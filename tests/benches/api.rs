@@ -164,6 +164,25 @@ end
     .replace("LEADS", &leads.to_string())
 }
 
+/// Waits until ClickHouse runs no query older than a second (those of wrk clients that left:
+/// 18.16 finishes them), at least 5 s and at most 120 s.
+async fn drain(clickhouse: &ClickHouse) {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..115 {
+        let busy = clickhouse
+            .rows("SELECT toUInt8(count() > 0) AS busy FROM system.processes WHERE elapsed > 1")
+            .await
+            .ok()
+            .and_then(|rows| rows.first().and_then(|row| row["busy"].as_u64()))
+            .is_some_and(|busy| busy == 1);
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("clickhouse still busy after 120 s; measuring anyway");
+}
+
 /// A process's resident memory in bytes (`VmRSS` of /proc).
 fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -408,7 +427,7 @@ async fn main() -> anyhow::Result<()> {
         // questions run, let the earlier run's queries drain, or the read model's polls queue
         // behind them, the model goes stale and its questions go to ClickHouse (the share of
         // rows read from ClickHouse is reported below).
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        drain(&clickhouse).await;
         let m = wrk_with(&random_url(&model), &[&auth], seconds, Some(&script))?;
         let b = wrk_with(&random_url(&uncached), &[&auth], seconds, Some(&script))?;
         tokio::time::sleep(Duration::from_secs(5)).await;

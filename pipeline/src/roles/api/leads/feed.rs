@@ -18,7 +18,7 @@
 //!   `processed_at`) the store does not hold yet, so pages are answered without ClickHouse and
 //!   the poll's overlapping window is not read again in full.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,12 @@ pub(crate) struct LiveModel {
     fresh_from: AtomicU64,
     /// Bumped whenever the model changes: cached pages of an older generation are not reused.
     generation: AtomicU64,
+    /// Whether a rebuild of the model's sort orders runs.
+    ordering: AtomicBool,
+    /// One permit per core for the model's answers: more at once only share the same cores
+    /// and starve the model's polls and ClickHouse (a poll late by a second makes the model
+    /// stale, and its questions then go to ClickHouse).
+    pub(super) answering: tokio::sync::Semaphore,
 }
 
 impl LiveModel {
@@ -66,6 +72,10 @@ impl LiveModel {
             born: Instant::now(),
             fresh_from: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            ordering: AtomicBool::new(false),
+            answering: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            ),
         }
     }
 
@@ -150,6 +160,15 @@ async fn rebuild(
     while let Some(row) = cursor.next().await? {
         model.upsert(&row);
     }
+    // The sort orders, before the model answers (a second or so at a million leads).
+    let model = tokio::task::spawn_blocking(move || {
+        let mut model = model;
+        let orders = model.order_snapshot().build();
+        model.install_orders(orders);
+        model
+    })
+    .await
+    .expect("building the read model's orders panicked");
     let mut store = None;
     if with_rows {
         let mut rows = RowStore::new();
@@ -214,6 +233,42 @@ fn publish(live: &LiveModel) {
         metrics::gauge!(names::API_READ_MODEL_LEADS).set(model.len() as f64);
         metrics::gauge!(names::API_READ_MODEL_BYTES).set((model.bytes() + row_bytes) as f64);
     }
+}
+
+/// Starts rebuilding the model's sort orders off its lock when enough leads changed since the
+/// last ones (`ReadModel::wants_orders`) and no rebuild runs: the polls go on meanwhile, and
+/// the changes after the snapshot stay answered from the model's change log.
+fn rebuild_orders_if_due(live: &Arc<LiveModel>) {
+    let snapshot = {
+        let model = live.model.read().unwrap_or_else(|e| e.into_inner());
+        match model.as_ref() {
+            Some(model) if model.wants_orders() => {
+                if live.ordering.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                model.order_snapshot()
+            }
+            _ => return,
+        }
+    };
+    let live = Arc::clone(live);
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let orders = snapshot.build();
+        if let Some(model) = live
+            .model
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            model.install_orders(orders);
+        }
+        live.ordering.store(false, Ordering::Release);
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "api read model orders rebuilt"
+        );
+    });
 }
 
 /// Rebuilds the model, then keeps it current until the process ends (see the module notes).
@@ -304,6 +359,7 @@ pub(crate) async fn run(live: Arc<LiveModel>, client: Client) {
                     // Cached pages of the older generation are not served again.
                     live.generation.fetch_add(1, Ordering::AcqRel);
                 }
+                rebuild_orders_if_due(&live);
                 live.mark_fresh(began);
                 since = now.saturating_sub(OVERLAP);
                 if failing {

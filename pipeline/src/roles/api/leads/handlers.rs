@@ -212,11 +212,19 @@ pub(crate) async fn page_keys(
             request.cursor().cloned(),
             request.limit() as usize,
         );
+        // At most one answer a core at once (`LiveModel::answering`).
+        let permit = live
+            .answering
+            .acquire()
+            .await
+            .map_err(|error| error.to_string())?;
+        let answering = live.clone();
         let answer = tokio::task::spawn_blocking(move || {
-            live.answer(&filters, sort, cursor.as_ref(), limit)
+            answering.answer(&filters, sort, cursor.as_ref(), limit)
         })
         .await
         .map_err(|error| error.to_string())?;
+        drop(permit);
         if let Some(page) = answer {
             return Ok((page.keys, page.total));
         }
