@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let baseline = hunter_e2e::bench::baseline_bin();
     let records = records(count)?;
-    let (mut loads, mut relays) = (Vec::new(), Vec::new());
+    let (mut loads, mut relays, mut relay_micros) = (Vec::new(), Vec::new(), Vec::new());
     let (mut runs, mut baseline_runs) = (Vec::new(), Vec::new());
     for round in 1..=3 {
         // A broker of its own per round: about 4 kB per referral stay on its disk three times
@@ -145,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
         let broker = hunter_e2e::bench::broker().await?;
         let (mut deployment, load_rate) = prepared(&broker, None, &records).await?;
         loads.push(load_rate);
+        // The relay runs in this process, which does nothing else meanwhile: its CPU over the
+        // relay is what a bare rdkafka consume → produce of these records costs here.
+        let cpu_before = cpu_seconds(std::process::id())?;
         let relay = relay(
             &broker.brokers(),
             &deployment.topics.referrals,
@@ -154,6 +157,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         relays.push(count as f64 / relay.as_secs_f64());
+        relay_micros.push(micros_per_record(
+            cpu_seconds(std::process::id())? - cpu_before,
+            count,
+        ));
         // With a baseline build: the same records in topics of its own on the same broker, and
         // the two processors one after the other, the baseline first in odd rounds.
         let mut other = match &baseline {
@@ -169,9 +176,10 @@ async fn main() -> anyhow::Result<()> {
         }
         let run = &runs[round - 1];
         eprintln!(
-            "round {round}: load {:.0}/s, relay {:.0}/s, processor {:.0}/s, {:.1} µs CPU per referral (broker {:.1}), broker storage {} MB",
+            "round {round}: load {:.0}/s, relay {:.0}/s ({:.1} µs CPU per record), processor {:.0}/s, {:.1} µs CPU per referral (broker {:.1}), broker storage {} MB",
             loads[round - 1],
             relays[round - 1],
+            relay_micros[round - 1],
             run.rate,
             micros_per_record(run.cpu, count),
             micros_per_record(run.broker_cpu, count),
@@ -208,6 +216,12 @@ async fn main() -> anyhow::Result<()> {
         "µs CPU/record",
         RowKind::Hunter,
         &micros,
+    );
+    let relay_cpu = report.row(
+        "relay CPU per record (the bench process while it relays: rdkafka consume → produce, no decode)",
+        "µs CPU/record",
+        RowKind::Info,
+        &relay_micros,
     );
     let broker_micros: Vec<f64> = runs
         .iter()
@@ -257,6 +271,11 @@ async fn main() -> anyhow::Result<()> {
     );
     report.ratio("processor / relay", processor / relay, Some(">= 0.70"));
     report.ratio("processor µs CPU per referral", cpu, Some("<= 40"));
+    report.ratio(
+        "processor µs CPU per referral beyond the relay's per record",
+        cpu - relay_cpu,
+        None,
+    );
     if let Some(base) = baseline_cpu {
         report.ratio(
             "processor CPU per referral / baseline build's",

@@ -1,7 +1,7 @@
 //! Row types: field names equal column names, and inserts name their columns.
 
 use clickhouse::Row;
-use hunter_core::records::{Lead, Referral, RunStatus, SyncRun, Timestamp};
+use hunter_core::records::{Lead, Referral, ReferralVersion, RunStatus, SyncRun, Timestamp};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -349,6 +349,12 @@ impl ReferralRow {
     /// [`ReferralRow::from_referral`] taking the referral, so its raw JSON (kilobytes) and ids
     /// move into the row instead of being copied (the sink drops the referral right after).
     pub fn from_owned_referral(referral: Referral) -> Self {
+        Self::from_version(ReferralVersion::from(referral))
+    }
+
+    /// The row of one referral version as the sink reads it (`Codec::decode_as`: only the
+    /// fields the table keeps); its raw JSON and ids move into the row.
+    pub fn from_version(referral: ReferralVersion) -> Self {
         let updated = referral.updated_date_time.unwrap_or_default();
         let fetched_at = datetime(referral.ingest.fetched_at);
         ReferralRow {

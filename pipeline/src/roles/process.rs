@@ -236,14 +236,17 @@ async fn decide(
     let Consumed { key, headers, .. } = consumed;
     let mut waiting = shutdown.clone();
     let (previous, done) = order.after(&lead.lead_id);
+    // Everything enrichment reads of the referral, now: the referral (its raw JSON is
+    // kilobytes) is dropped here, so the deliveries in flight hold leads, not referrals.
+    let prepared = shared
+        .enricher
+        .prepare(&mut lead, &referral, previous_status.as_deref(), first);
+    drop(referral);
     Some(Box::pin(async move {
         // Dropped when this delivery ends: the next version of this lead may send then.
         let _done = done;
-        // Enrichment runs here, inside the delivery, so DNS lookups of many referrals overlap.
-        shared
-            .enricher
-            .enrich(&mut lead, &referral, previous_status.as_deref(), first)
-            .await;
+        // The MX lookup runs here, inside the delivery, so lookups of many referrals overlap.
+        shared.enricher.finish(&mut lead, prepared).await;
         let mut outcome = "lead";
         // A registry outage waits here (the offset is not stored until the lead is out).
         let result = match shared

@@ -41,7 +41,9 @@ use hunter_core::codec::{Codec, CodecError};
 use hunter_core::kafka::{
     self, DeadLetter, Fault, Fetch, GroupConsumer, Position, RecordError, Subscription,
 };
-use hunter_core::records::{Lead, Referral, ReferralActionResult, SyncRun, Timestamp};
+use hunter_core::records::{
+    Lead, Referral, ReferralActionResult, ReferralVersion, SyncRun, Timestamp,
+};
 use hunter_core::shutdown::Shutdown;
 use hunter_core::telemetry::names;
 use rdkafka::Message;
@@ -415,14 +417,13 @@ async fn add(
         batch.leads.push(row);
         batch.fetched.extend(lead.fetched_at);
     } else if topic == inputs.referrals_topic {
+        // Only the fields the table keeps: the typed fields are skipped, not built.
         match inputs
             .referrals
-            .decode_patiently(payload, &mut waiting, "sink")
+            .decode_as_patiently::<ReferralVersion>(payload, &mut waiting, "sink")
             .await
         {
-            Ok(referral) => batch
-                .referrals
-                .push(ReferralRow::from_owned_referral(referral)),
+            Ok(referral) => batch.referrals.push(ReferralRow::from_version(referral)),
             Err(error) if error.is_retryable() || error.is_fatal() => return Err(error.into()),
             // The processor dead-letters an unreadable referral; a second dead letter of the
             // same record from here would only be noise.

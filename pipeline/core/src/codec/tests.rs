@@ -344,3 +344,40 @@ async fn a_registry_schema_of_an_earlier_version_is_resolved_into_the_current_on
     assert_eq!(read.enrichment_version, 0);
     assert_eq!(read.fetched_at, None);
 }
+
+#[tokio::test]
+async fn a_part_of_a_record_reads_as_the_same_fields_of_the_whole_record() {
+    use crate::records::ReferralVersion;
+    let codec = Codec::<Referral>::new("partner-center.referrals.v1", None);
+    let referrals = fixtures::sample_referrals();
+    assert!(referrals.len() > 1);
+    for referral in &referrals {
+        // The current version: read straight into the part, the other fields skipped.
+        let bytes = codec.encode_single_object(referral).unwrap();
+        let part: ReferralVersion = codec.decode_as(&bytes).await.unwrap();
+        assert_eq!(part, ReferralVersion::from(referral.clone()));
+        assert!(!part.raw_json.is_empty());
+        // Every earlier version: resolved into the whole record, then cut to the part.
+        let released = crate::contracts::history("referral");
+        for (version, known) in crate::contracts::CONTRACTS[0].versions.iter().zip(released) {
+            // Written with that version's schema, named by its spec fingerprint.
+            let mut old = fixtures::legacy_record(referral, version);
+            old[2..10].copy_from_slice(&known.fingerprint);
+            let whole = codec.decode(&old).await.unwrap();
+            let part: ReferralVersion = codec.decode_as(&old).await.unwrap();
+            assert_eq!(
+                part,
+                ReferralVersion::from(whole),
+                "referral {}",
+                version.file
+            );
+        }
+    }
+    // A body cut short is the record's error, as for the whole record.
+    let bytes = codec.encode_single_object(&referrals[0]).unwrap();
+    let error = codec
+        .decode_as::<ReferralVersion>(&bytes[..bytes.len() - 3])
+        .await
+        .unwrap_err();
+    assert!(!error.is_retryable() && !error.is_fatal(), "{error}");
+}

@@ -22,7 +22,7 @@ pub use action::{ReferralAction, ReferralActionResult};
 pub use control::{Command, RecentVersion, SourceState, SyncRun};
 pub use lead::{ESTIMATED_EXPIRY_DAYS, Expiry, Lead, LeadError};
 pub use lenient::{RawJson, Timestamp};
-pub use referral::{Ingest, Referral, ReferralParseError, Truncation};
+pub use referral::{Ingest, Referral, ReferralParseError, ReferralVersion, Truncation};
 pub use states::{
     ChangeType, EmailProvider, EmailProviderSource, Priority, RunErrorClass, RunStatus, RunTrigger,
 };

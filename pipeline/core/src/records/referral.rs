@@ -185,6 +185,34 @@ pub struct Referral {
     pub truncation: Option<Truncation>,
 }
 
+/// The part of a [`Referral`] that names one version of it and carries it whole: what the
+/// `referrals` table keeps. Read with `Codec::<Referral>::decode_as`, it skips every typed field
+/// (a referral's Avro is mostly its raw JSON and dozens of typed strings), so a stage that
+/// stores versions does not build the whole record.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ReferralVersion {
+    pub id: String,
+    #[serde(deserialize_with = "opt_timestamp")]
+    pub updated_date_time: Option<Timestamp>,
+    #[serde(deserialize_with = "opt_string")]
+    pub e_tag: Option<String>,
+    pub raw_json: String,
+    pub ingest: Ingest,
+}
+
+impl From<Referral> for ReferralVersion {
+    fn from(referral: Referral) -> Self {
+        ReferralVersion {
+            id: referral.id,
+            updated_date_time: referral.updated_date_time,
+            e_tag: referral.e_tag,
+            raw_json: referral.raw_json,
+            ingest: referral.ingest,
+        }
+    }
+}
+
 /// How a referral over the record budget was cut (`truncation` in `schemas/referral.avsc`).
 /// The cut strings end with ` [... truncated by Hunter: K of N bytes kept]` in `rawJson` and in
 /// the typed fields alike; the whole referral stays in Partner Center.

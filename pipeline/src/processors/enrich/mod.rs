@@ -113,12 +113,22 @@ impl Enricher {
         previous_status: Option<&str>,
         first_version: bool,
     ) {
-        let company_domain = company_domain(referral);
-        let (email_provider, email_provider_source) = match &company_domain {
-            Some((domain, _)) => self.mx.provider_for(domain).await,
-            None => (EmailProvider::Unknown, EmailProviderSource::NoDomain),
-        };
+        let prepared = self.prepare(lead, referral, previous_status, first_version);
+        self.finish(lead, prepared).await;
+    }
 
+    /// The part of [`Enricher::enrich`] that reads the referral: every field but the email
+    /// provider and what depends on it (the score and priority), which [`Enricher::finish`]
+    /// sets once the MX lookup answered. The processor drops the referral (kilobytes, its raw
+    /// JSON among them) right after this, so what waits for DNS is the lead alone.
+    pub fn prepare(
+        &self,
+        lead: &mut Lead,
+        referral: &Referral,
+        previous_status: Option<&str>,
+        first_version: bool,
+    ) -> Prepared {
+        let company_domain = company_domain(referral);
         let profile = referral.customer_profile.as_ref();
         let details = referral.details.as_ref();
         let requirements = details.and_then(|details| details.requirements.as_ref());
@@ -131,28 +141,14 @@ impl Enricher {
             &self.options.usd_rates,
         );
 
-        let score = score(&ScoreInputs {
-            status: referral.status.as_deref(),
-            substatus: referral.substatus.as_deref(),
-            deal_value_usd,
-            size_band,
-            qualification: referral.qualification.as_deref(),
-            age_micros: match (referral.created_date_time, referral.updated_date_time) {
-                (Some(created), Some(updated)) => Some(updated.micros() - created.micros()),
-                _ => None,
-            },
-            email_provider,
-        });
-
         lead.enrichment_version = ENRICHMENT_VERSION;
+        let lookup = company_domain.is_some();
         lead.company_domain_source = company_domain
             .as_ref()
             .map(|(_, source)| (*source).to_owned());
         if let Some((domain, _)) = company_domain {
             lead.company_domain = Some(domain);
         }
-        lead.email_provider = email_provider.as_str().to_owned();
-        lead.email_provider_source = email_provider_source.as_str().to_owned();
         lead.company_name_normalized = profile
             .and_then(|profile| profile.name.as_deref())
             .and_then(normalize_company_name);
@@ -186,13 +182,57 @@ impl Enricher {
         );
         lead.deal_value_usd = deal_value_usd;
         lead.usd_rate = usd_rate;
-        lead.score = score;
-        lead.priority = priority(score).as_str().to_owned();
         lead.change_type = change_type(referral.status.as_deref(), previous_status, first_version)
             .as_str()
             .to_owned();
         lead.previous_status = previous_status.map(str::to_owned);
+        Prepared {
+            lookup,
+            status: referral.status.clone(),
+            substatus: referral.substatus.clone(),
+            qualification: referral.qualification.clone(),
+            age_micros: match (referral.created_date_time, referral.updated_date_time) {
+                (Some(created), Some(updated)) => Some(updated.micros() - created.micros()),
+                _ => None,
+            },
+        }
     }
+
+    /// The rest of [`Enricher::enrich`] after [`Enricher::prepare`]: the email provider of the
+    /// lead's company domain (an MX lookup, cached), then the score and priority.
+    pub async fn finish(&self, lead: &mut Lead, prepared: Prepared) {
+        let (email_provider, email_provider_source) = match (&lead.company_domain, prepared.lookup)
+        {
+            (Some(domain), true) => self.mx.provider_for(domain).await,
+            _ => (EmailProvider::Unknown, EmailProviderSource::NoDomain),
+        };
+        let score = score(&ScoreInputs {
+            status: prepared.status.as_deref(),
+            substatus: prepared.substatus.as_deref(),
+            deal_value_usd: lead.deal_value_usd,
+            size_band: lead.size_band.as_deref(),
+            qualification: prepared.qualification.as_deref(),
+            age_micros: prepared.age_micros,
+            email_provider,
+        });
+        lead.email_provider = email_provider.as_str().to_owned();
+        lead.email_provider_source = email_provider_source.as_str().to_owned();
+        lead.score = score;
+        lead.priority = priority(score).as_str().to_owned();
+    }
+}
+
+/// What [`Enricher::finish`] needs of a referral [`Enricher::prepare`] read (a few short
+/// strings: the referral itself need not wait for the DNS answer).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The rules derived a company domain (`lead.company_domain`): its MX is looked up.
+    lookup: bool,
+    status: Option<String>,
+    substatus: Option<String>,
+    qualification: Option<String>,
+    /// `updatedDateTime − createdDateTime` in microseconds.
+    age_micros: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------
