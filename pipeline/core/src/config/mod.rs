@@ -107,10 +107,10 @@ impl Defaults {
     pub const POLL_BUDGET_SECS: u64 = 1_800;
     pub const FULL_SWEEP_SECS: u64 = 86_400;
     /// Pages a poll keeps awaiting the broker's acknowledgements (`HUNTER_SYNC_PAGES_IN_FLIGHT`):
-    /// 1, no read-ahead, because on the local broker more cost four times the CPU per referral
-    /// and ran slower (librdkafka's broker thread busy-polls while its five in-flight produce
-    /// requests are taken; BENCHMARKS.md, "Source").
-    pub const PAGES_IN_FLIGHT: usize = 1;
+    /// 4. On tansu that publishes 1.7 times as fast as one page at a time, for less CPU per
+    /// referral (BENCHMARKS.md, "Source"). It was 1 until librdkafka's busy-poll was patched
+    /// (vendor/rdkafka-sys/HUNTER-PATCH.md): reading ahead then cost four times the CPU.
+    pub const PAGES_IN_FLIGHT: usize = 4;
     /// At most this many: 32 pages of 1000 referrals of ~6 kB is ~200 MB in flight.
     pub const MAX_PAGES_IN_FLIGHT: usize = 32;
     pub const DNS_TIMEOUT_MS: u64 = 500;

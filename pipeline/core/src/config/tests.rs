@@ -1006,9 +1006,9 @@ fn the_read_models_rows_are_on_by_default_and_their_setting_is_validated() {
 // --- the source's pages in flight (docs/partner-center-api.md, "Paging") ---
 
 #[test]
-fn pages_in_flight_default_to_one_and_stay_within_one_to_thirty_two() {
+fn pages_in_flight_default_to_four_and_stay_within_one_to_thirty_two() {
     let settings = Settings::from_sources(None, &env(&base())).unwrap();
-    assert_eq!(settings.sync.pages_in_flight, 1);
+    assert_eq!(settings.sync.pages_in_flight, 4);
     for (value, expected) in [("1", 1), ("32", 32)] {
         let mut set = base();
         set.push(("HUNTER_SYNC_PAGES_IN_FLIGHT", value));

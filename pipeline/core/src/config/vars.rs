@@ -361,8 +361,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         variable: "HUNTER_SYNC_PAGES_IN_FLIGHT",
         file_key: Some("sync.pages_in_flight"),
-        default: "`1`",
-        meaning: "pages a poll keeps published and not yet acknowledged, reading ahead while the broker acknowledges (1 to 32; `1` waits for each page; see docs/partner-center-api.md before raising it); the cursor still moves only past acknowledged records",
+        default: "`4`",
+        meaning: "pages a poll keeps published and not yet acknowledged, reading ahead while the broker acknowledges (1 to 32; `1` waits for each page, the behaviour before 2026-12-02; see docs/partner-center-api.md); the cursor still moves only past acknowledged records",
     },
     Setting {
         variable: "HUNTER_SINK_BATCH_ROWS",

@@ -4,7 +4,7 @@
 //!
 //! # Reading ahead
 //!
-//! A poll keeps up to `HUNTER_SYNC_PAGES_IN_FLIGHT` pages (default 1: see
+//! A poll keeps up to `HUNTER_SYNC_PAGES_IN_FLIGHT` pages (default 4: see
 //! docs/partner-center-api.md for why) published and not yet acknowledged: it reads and sends
 //! the next page while the broker acknowledges the earlier ones (the pager needs a page's
 //! timestamps to ask for the next, never its acknowledgements). Pages are settled
@@ -150,7 +150,7 @@ impl Publish for Outputs {
 }
 
 /// Counters of one poll.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub(super) struct Counts {
     pages: i64,
     fetched: i64,
@@ -160,6 +160,31 @@ pub(super) struct Counts {
 }
 
 impl Counts {
+    /// The counts of the pages settled so far: `self` less what the pages still in flight
+    /// counted when they were read (a progress record never counts a page before its
+    /// acknowledgements, so its pages, fetched and published describe the same pages).
+    fn settled(&self, in_flight: &VecDeque<InFlight>) -> Counts {
+        let mut settled = *self;
+        for page in in_flight {
+            settled.pages -= page.read.pages;
+            settled.fetched -= page.read.fetched;
+            settled.skipped -= page.read.skipped;
+            settled.dead_lettered -= page.read.dead_lettered;
+        }
+        settled
+    }
+
+    /// What was counted between `before` and `self` (one page's reading).
+    fn since(&self, before: &Counts) -> Counts {
+        Counts {
+            pages: self.pages - before.pages,
+            fetched: self.fetched - before.fetched,
+            published: self.published - before.published,
+            skipped: self.skipped - before.skipped,
+            dead_lettered: self.dead_lettered - before.dead_lettered,
+        }
+    }
+
     fn copy_to(&self, run: &mut SyncRun) {
         run.pages = self.pages;
         run.fetched = self.fetched;
@@ -422,7 +447,7 @@ async fn read_pages(
             if failure.is_none()
                 && let Some(run) = progress.as_deref_mut()
             {
-                counts.copy_to(run);
+                counts.settled(&in_flight).copy_to(run);
                 run.updated_at = Some(Timestamp::now());
                 outputs.progress(run).await;
             }
@@ -467,6 +492,8 @@ struct InFlight {
     acks: tokio::task::JoinHandle<Vec<Result<(), KafkaError>>>,
     sent: Vec<Sent>,
     items: Vec<Box<RawValue>>,
+    /// What reading this page counted (the page, its referrals, skips and dead letters).
+    read: Counts,
 }
 
 /// Reads the pager's next page, moves the pager on (which needs the page's timestamps only, not
@@ -492,6 +519,7 @@ async fn send_page(
         }
         Request::Next(link) => tenant.client.next_page(&link).await?,
     };
+    let before = *counts;
     counts.pages += 1;
     let fetched_at = Timestamp::now();
     let mut stamps = Vec::with_capacity(page.items.len());
@@ -563,6 +591,7 @@ async fn send_page(
         acks: tokio::spawn(join_all(deliveries)),
         sent,
         items: page.items,
+        read: counts.since(&before),
     })
 }
 
