@@ -153,6 +153,19 @@ async fn round(
     let poll_started = first_poll.started_at.micros();
     let seconds_since_poll = |at: Timestamp| (at.micros() - poll_started) as f64 / 1e6;
     let bulk = scrape(sink_port).await?;
+    // Hunter's part of the round, printed before the baseline relays (at 1,000,000 referrals
+    // they take another quarter of an hour): a run stopped here still has its figures.
+    eprintln!(
+        "round {number}: hunter end to end {:.1} s ({:.0} referrals/s; source poll done at \
+         {:.1} s); CPU s: {}; the baseline relays follow",
+        seconds_since_poll(finished_at),
+        count as f64 / seconds_since_poll(finished_at),
+        (first_poll.finished_at.map_or(0, Timestamp::micros) - poll_started) as f64 / 1e6,
+        cpu.iter()
+            .map(|(role, seconds)| format!("{role} {seconds:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
 
     // The baseline: the same records through two relays on this broker.
     let referrals_topic = deployment.topics.referrals.clone();
