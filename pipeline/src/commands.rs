@@ -225,7 +225,8 @@ fn print_dead_letters(listed: &[crate::dlq::Listed]) {
 /// `hunter topics describe`: see [`kafka::describe`].
 async fn describe_topics(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let topics = settings.kafka.topics();
-    let groups = roles::consumer_groups(settings);
+    let sink_reads_referrals = !roles::processor_writes_referrals(settings, false).await;
+    let groups = roles::consumer_groups(settings, sink_reads_referrals);
     let description = kafka::describe::describe(&settings.kafka, &topics.specs(), &groups)
         .await
         .with_context(|| {

@@ -13,7 +13,9 @@
 //! - end to end: the simulator serves the file; `hunter run sink` and `hunter run process`
 //!   start (and are given a few seconds to join their groups), then `hunter run source`, whose
 //!   first poll reads every referral. Timed from the start of that poll (its sync run record)
-//!   to the moment `leads` holds N rows. Three separate release processes, production defaults
+//!   to the moment `leads` holds N rows and `referrals` N distinct referrals (whoever writes
+//!   it: `HUNTER_BENCH_REFERRALS_WRITER=sink` has the sink read the referral topic for it, as
+//!   before 2026-12-02). Three separate release processes, production defaults
 //!   (sink batches of 10,000 rows or 1 s) except: MX lookups go to a closed local port (every
 //!   provider `unknown`, no network), polls every second with a 5 s overlap (for the steady
 //!   phase below).
@@ -21,8 +23,8 @@
 //!   relayed by a pass-through relay ([`relay`]: rdkafka consumer → producer, acks=all,
 //!   idempotent, no decode), then the lead topic (N records) by a second one. Baseline time =
 //!   the two relay times added: what the broker needs to carry the same records through two
-//!   consume-and-produce hops. (The pipeline asks more of the broker than that: the sink also
-//!   reads the referral topic, for the `referrals` table.)
+//!   consume-and-produce hops. (The pipeline asks a little more of the broker: the sink also
+//!   reads the lead topic; before 2026-12-02 it read the referral topic too, for `referrals`.)
 //! - latency: the sink's `hunter_sink_end_to_end_latency_seconds` (from the page fetch that
 //!   read a referral version to its lead row acknowledged by ClickHouse), scraped after the
 //!   bulk load (a lead waits behind whatever backlog the load builds up between the stages),
@@ -65,6 +67,15 @@ async fn lead_rows(deployment: &Deployment) -> anyhow::Result<u64> {
     Ok(rows[0]["n"].as_str().unwrap_or("0").parse()?)
 }
 
+/// Distinct referral ids in `referrals`.
+async fn referral_ids(deployment: &Deployment) -> anyhow::Result<u64> {
+    let rows = deployment
+        .clickhouse
+        .rows("SELECT toString(uniqExact(referral_id)) AS n FROM referrals")
+        .await?;
+    Ok(rows[0]["n"].as_str().unwrap_or("0").parse()?)
+}
+
 async fn scrape(port: u16) -> anyhow::Result<Histogram> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?
@@ -99,6 +110,13 @@ async fn round(
     }
     // The sink's own batch wait (1 s), not the tests' shorter one.
     deployment.env.remove("HUNTER_SINK_BATCH_MAX_WAIT_MS");
+    // Who writes `referrals` (default: the roles decide, i.e. the processor on a new
+    // deployment); `HUNTER_BENCH_REFERRALS_WRITER=sink` measures the sink's second read.
+    if let Ok(writer) = std::env::var("HUNTER_BENCH_REFERRALS_WRITER") {
+        deployment
+            .env
+            .insert("HUNTER_SINK_REFERRALS_WRITER".into(), writer);
+    }
     let burst = burst.to_string();
     deployment
         .start_simulator(&["--mutate-in-memory", "--mutate-burst", &burst])
@@ -133,6 +151,19 @@ async fn round(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let leads_at = finished_at;
+    // And every referral in `referrals`, whoever writes it.
+    let finished_at = loop {
+        if referral_ids(&deployment).await? as usize >= count {
+            break Timestamp::now();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not every referral in clickhouse after 2 hours\n{}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let cpu = vec![
         ("source", cpu_seconds(deployment.process(source).pid())?),
         ("processor", cpu_seconds(deployment.process(process).pid())?),
@@ -157,10 +188,13 @@ async fn round(
     // they take another quarter of an hour): a run stopped here still has its figures.
     eprintln!(
         "round {number}: hunter end to end {:.1} s ({:.0} referrals/s; source poll done at \
-         {:.1} s); CPU s: {}; the baseline relays follow",
+         {:.1} s, every lead at {:.1} s, every referral at {:.1} s); CPU s: {}; the baseline \
+         relays follow",
         seconds_since_poll(finished_at),
         count as f64 / seconds_since_poll(finished_at),
         (first_poll.finished_at.map_or(0, Timestamp::micros) - poll_started) as f64 / 1e6,
+        seconds_since_poll(leads_at),
+        seconds_since_poll(finished_at),
         cpu.iter()
             .map(|(role, seconds)| format!("{role} {seconds:.1}"))
             .collect::<Vec<_>>()

@@ -9,9 +9,12 @@
 //! Three rounds, median, each on a broker of its own (`bench::broker`): N distinct referrals
 //! (default 100,000; `HUNTER_BENCH_REFERRALS`) and one redelivery of every 20th (the same record
 //! again, a little later in the topic) are loaded into a fresh referral topic, then, in an order
-//! that alternates from round to round:
-//! - hunter: `hunter run process` and `hunter run sink` (release, production defaults, MX
-//!   lookups to a closed local port), timed from their start to the moment `leads` holds N rows;
+//! that turns from round to round:
+//! - hunter: `hunter run process` and `hunter run sink` (release, production defaults: the
+//!   processor writes `referrals`; MX lookups to a closed local port), timed from their start to
+//!   the moment `leads` holds N rows and `referrals` N distinct referrals;
+//! - baseline, hunter as before 2026-12-02: the same with `HUNTER_SINK_REFERRALS_WRITER=sink`
+//!   (the sink reads the referral topic a second time for `referrals`), on a copy of the topic;
 //! - python: `tests/peer/peer.py` (confluent-kafka, fastavro, a dict for dedupe, JSONEachRow
 //!   inserts over HTTP, one process), timed from its start to the moment its table holds N rows.
 //!
@@ -32,10 +35,12 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// What one side measured in one round.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Side {
     seconds: f64,
     cpu: f64,
+    /// The broker's CPU (user + system) over the side's run.
+    broker_cpu: f64,
 }
 
 /// A record's key and payload.
@@ -115,14 +120,28 @@ async fn wait_for_rows(
     }
 }
 
-async fn hunter(deployment: &mut Deployment, count: usize) -> anyhow::Result<Side> {
+/// `writer`: who writes `referrals` (`HUNTER_SINK_REFERRALS_WRITER`).
+async fn hunter(
+    deployment: &mut Deployment,
+    count: usize,
+    writer: &str,
+    broker_pid: u32,
+) -> anyhow::Result<Side> {
+    deployment
+        .env
+        .insert("HUNTER_SINK_REFERRALS_WRITER".into(), writer.into());
+    let broker_before = cpu_seconds(broker_pid)?;
     let started = Instant::now();
     let process = deployment.start_role_on("process", free_port()).await?;
     let sink = deployment.start_role_on("sink", free_port()).await?;
     let sql = "SELECT toString(count()) AS n FROM leads";
-    let done = wait_for_rows(deployment, sql, count as u64, "hunter").await?;
+    wait_for_rows(deployment, sql, count as u64, "hunter").await?;
+    // And every referral in `referrals`, whoever writes it.
+    let sql = "SELECT toString(uniqExact(referral_id)) AS n FROM referrals";
+    let done = wait_for_rows(deployment, sql, count as u64, "hunter's referrals").await?;
     let cpu = cpu_seconds(deployment.process(process).pid())?
         + cpu_seconds(deployment.process(sink).pid())?;
+    let broker_cpu = cpu_seconds(broker_pid)? - broker_before;
     let seconds = done.duration_since(started).as_secs_f64();
     let leads = count_rows(deployment, "SELECT toString(count()) AS n FROM leads FINAL").await?;
     anyhow::ensure!(
@@ -131,7 +150,11 @@ async fn hunter(deployment: &mut Deployment, count: usize) -> anyhow::Result<Sid
     );
     deployment.process(process).kill9();
     deployment.process(sink).kill9();
-    Ok(Side { seconds, cpu })
+    Ok(Side {
+        seconds,
+        cpu,
+        broker_cpu,
+    })
 }
 
 /// The peer's process, killed when dropped (a failed round leaves nothing running).
@@ -148,7 +171,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-async fn python(deployment: &Deployment, count: usize, total: usize) -> anyhow::Result<Side> {
+async fn python(
+    deployment: &Deployment,
+    count: usize,
+    total: usize,
+    broker_pid: u32,
+) -> anyhow::Result<Side> {
+    let broker_before = cpu_seconds(broker_pid)?;
     let root = repo();
     let python = root.join(".local/peer-venv/bin/python");
     anyhow::ensure!(
@@ -177,6 +206,7 @@ async fn python(deployment: &Deployment, count: usize, total: usize) -> anyhow::
     let sql = format!("SELECT toString(count()) AS n FROM {table}");
     let done = wait_for_rows(deployment, &sql, count as u64, "the python peer").await?;
     let cpu = cpu_seconds(peer.0.id())?;
+    let broker_cpu = cpu_seconds(broker_pid)? - broker_before;
     let seconds = done.duration_since(started).as_secs_f64();
     // Right only once every record, the redeliveries included, is behind it.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -208,7 +238,11 @@ async fn python(deployment: &Deployment, count: usize, total: usize) -> anyhow::
         .args(["-TERM", &peer.0.id().to_string()])
         .status()?;
     let _ = peer.0.wait();
-    Ok(Side { seconds, cpu })
+    Ok(Side {
+        seconds,
+        cpu,
+        broker_cpu,
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let (records, bytes) = records(count)?;
     let total = records.len();
-    let (mut hunters, mut peers) = (Vec::new(), Vec::new());
+    let (mut hunters, mut seconds, mut peers) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
         let broker = hunter_e2e::bench::broker().await?;
         let mut deployment = Deployment::new(&[])?;
@@ -226,27 +260,44 @@ async fn main() -> anyhow::Result<()> {
         let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
         anyhow::ensure!(ok, "{output}");
         load(&broker.brokers(), &deployment.topics.referrals, &records).await?;
-        let (h, p) = if round % 2 == 1 {
-            let h = hunter(&mut deployment, count).await?;
-            (h, python(&deployment, count, total).await?)
-        } else {
-            let p = python(&deployment, count, total).await?;
-            (hunter(&mut deployment, count).await?, p)
-        };
+        // Hunter as it ran before 2026-12-02 (the sink reads the referral topic again for
+        // `referrals`): topics, groups and a database of its own on the same broker.
+        let mut before = Deployment::new(&[])?;
+        before.use_broker(&broker.brokers());
+        let (ok, output) = run_hunter(&["migrate"], &before.env, Duration::from_secs(60))?;
+        anyhow::ensure!(ok, "{output}");
+        load(&broker.brokers(), &before.topics.referrals, &records).await?;
+        // The order turns every round: each side is first once.
+        let pid = broker.pid().unwrap_or(0);
+        let (mut h, mut s, mut p) = (None, None, None);
+        for side in 0..3 {
+            match (side + round - 1) % 3 {
+                0 => h = Some(hunter(&mut deployment, count, "processor", pid).await?),
+                1 => s = Some(hunter(&mut before, count, "sink", pid).await?),
+                _ => p = Some(python(&deployment, count, total, pid).await?),
+            }
+        }
+        let (h, s, p) = (
+            h.unwrap_or_default(),
+            s.unwrap_or_default(),
+            p.unwrap_or_default(),
+        );
         eprintln!(
-            "round {round} ({}): hunter {:.1} s, {:.1} CPU s; python {:.1} s, {:.1} CPU s",
-            if round % 2 == 1 {
-                "hunter first"
-            } else {
-                "python first"
-            },
+            "round {round}: hunter {:.1} s, {:.1} CPU s (broker {:.1}); hunter, sink reading referrals {:.1} s, {:.1} CPU s (broker {:.1}); python {:.1} s, {:.1} CPU s (broker {:.1})",
             h.seconds,
             h.cpu,
+            h.broker_cpu,
+            s.seconds,
+            s.cpu,
+            s.broker_cpu,
             p.seconds,
-            p.cpu
+            p.cpu,
+            p.broker_cpu
         );
         hunters.push(h);
+        seconds.push(s);
         peers.push(p);
+        before.teardown().await;
         deployment.teardown().await;
         drop(broker);
     }
@@ -273,8 +324,20 @@ async fn main() -> anyhow::Result<()> {
         RowKind::Info,
         &per(&peers, micros),
     );
+    let before_s = report.row(
+        "baseline: hunter with the sink reading the referral topic for `referrals` (HUNTER_SINK_REFERRALS_WRITER=sink, as before 2026-12-02): wall time",
+        "s",
+        RowKind::Info,
+        &per(&seconds, |s| s.seconds),
+    );
+    let before_us = report.row(
+        "baseline: hunter with the sink reading the referral topic: processor + sink CPU per referral",
+        "µs",
+        RowKind::Info,
+        &per(&seconds, micros),
+    );
     let hunter_s = report.row(
-        "hunter `run process` + `run sink`: wall time to the Nth row in `leads`",
+        "hunter `run process` + `run sink` (the processor writes `referrals`): wall time to the Nth row in both `leads` and `referrals`",
         "s",
         RowKind::Hunter,
         &per(&hunters, |s| s.seconds),
@@ -291,6 +354,45 @@ async fn main() -> anyhow::Result<()> {
         RowKind::Hunter,
         &per(&hunters, micros),
     );
+    let broker_micros = |side: &Side| side.broker_cpu * 1e6 / count as f64;
+    let peer_broker = report.row(
+        "broker (tansu) CPU per referral while the python peer ran",
+        "µs",
+        RowKind::Info,
+        &per(&peers, broker_micros),
+    );
+    let before_broker = report.row(
+        "broker (tansu) CPU per referral while hunter ran with the sink reading referrals (baseline)",
+        "µs",
+        RowKind::Info,
+        &per(&seconds, broker_micros),
+    );
+    let hunter_broker = report.row(
+        "broker (tansu) CPU per referral while hunter ran (the processor writes `referrals`)",
+        "µs",
+        RowKind::Info,
+        &per(&hunters, broker_micros),
+    );
+    report.ratio(
+        "broker CPU, hunter / hunter with the sink reading referrals",
+        hunter_broker / before_broker,
+        None,
+    );
+    report.ratio(
+        "broker CPU, hunter / python peer",
+        hunter_broker / peer_broker,
+        None,
+    );
+    report.ratio(
+        "hunter / hunter with the sink reading referrals, CPU per referral",
+        hunter_us / before_us,
+        None,
+    );
+    report.ratio(
+        "hunter / hunter with the sink reading referrals, wall time",
+        hunter_s / before_s,
+        None,
+    );
     report.ratio(
         "hunter / python, wall time",
         hunter_s / peer_s,
@@ -302,7 +404,7 @@ async fn main() -> anyhow::Result<()> {
         Some("<= 0.34"),
     );
     report.note(&format!(
-        "{count} distinct referrals of {bytes:.0} B of Avro on average, plus {} redeliveries (every 20th record again); both sides end with exactly the {count} distinct referrals in ClickHouse (checked every round); order alternating, Hunter first in rounds 1 and 3",
+        "{count} distinct referrals of {bytes:.0} B of Avro on average, plus {} redeliveries (every 20th record again); both sides end with exactly the {count} distinct referrals in ClickHouse (checked every round); the three sides' order turns every round",
         total - count
     ));
     println!("peer bench, {count} referrals, median of 3:");

@@ -10,8 +10,9 @@
 //! - relay: an rdkafka consumer → producer pass-through (no decode, no logic; offsets stored
 //!   after each acknowledgement, like the processor), into a topic of its own;
 //! - processor: `hunter run process` (decode, dedupe, enrich without DNS, encode, produce,
-//!   acknowledge) until the lead topic holds N leads; its CPU (user + system from /proc) per
-//!   referral, and the broker's over the same time.
+//!   acknowledge; `HUNTER_SINK_REFERRALS_WRITER=sink`, so without the `referrals` table) until
+//!   the lead topic holds N leads; its CPU (user + system from /proc) per referral, and the
+//!   broker's over the same time.
 //!
 //! With `HUNTER_BENCH_BASELINE_BIN` (another release build, e.g. `main`'s), each round also runs
 //! that build's processor on the same records in topics of its own, order alternating.
@@ -121,6 +122,11 @@ async fn prepared(
     if let Some(bin) = bin {
         deployment.env.insert("HUNTER_BIN".into(), bin.to_owned());
     }
+    // The processor's own work, as before 2026-12-02: without the `referrals` table, which the
+    // processor writes in a new deployment (the peer and end-to-end benches measure that).
+    deployment
+        .env
+        .insert("HUNTER_SINK_REFERRALS_WRITER".into(), "sink".into());
     let (ok, output) = run_hunter(&["migrate"], &deployment.env, Duration::from_secs(60))?;
     anyhow::ensure!(ok, "{output}");
     let loading = Instant::now();

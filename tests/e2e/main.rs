@@ -42,6 +42,8 @@ mod process;
 // The API's read model against the ClickHouse path (docs/api-read-model.md).
 mod readmodel;
 mod replay;
+// Who writes `referrals`: the processor (new deployments) or the sink (HUNTER_SINK_REFERRALS_WRITER).
+mod referrals_writer;
 mod secrets;
 mod security;
 mod sink;

@@ -124,12 +124,12 @@ async fn replay_rebuilds_exactly_the_live_tables_also_while_the_sink_writes() ->
             let description = deployment.describe_topics()?;
             let referrals = described_topic(&description, &deployment.topics.referrals)?;
             let leads = described_topic(&description, &deployment.topics.leads)?;
+            // The processor writes `referrals` here (a new deployment): its offsets move only
+            // once ClickHouse has the rows, so its lag covers that table too.
             let (_, processor_lag, _) =
                 group_view(referrals, &format!("{prefix}hunter-processor"))?;
-            let (_, referral_lag, _) =
-                group_view(referrals, &format!("{prefix}hunter-sink-referrals"))?;
             let (_, lead_lag, _) = group_view(leads, &format!("{prefix}hunter-sink-leads"))?;
-            Ok((processor_lag == 0 && referral_lag == 0 && lead_lag == 0).then_some(()))
+            Ok((processor_lag == 0 && lead_lag == 0).then_some(()))
         },
     )
     .await

@@ -55,19 +55,9 @@ async fn lead_stream_paused(
     paused: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let want = format!(
-        r#"hunter_sink_consumption_paused{{stream="leads"}} {}"#,
-        u8::from(paused)
-    );
-    wait_for(
-        &format!("the lead stream paused = {paused}"),
-        timeout,
-        || async {
-            let metrics = deployment.metrics().await?;
-            Ok(metrics.lines().any(|line| line == want).then_some(()))
-        },
-    )
-    .await
+    deployment
+        .wait_consumption_paused("leads", paused, timeout)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

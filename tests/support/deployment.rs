@@ -398,6 +398,29 @@ impl Deployment {
             .text()
             .await?)
     }
+
+    /// Waits until `hunter_sink_consumption_paused{stream}` on the deployment's API port says
+    /// `paused` (the sink's streams; `referrals` also where the processor writes that table).
+    pub async fn wait_consumption_paused(
+        &self,
+        stream: &str,
+        paused: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let want = format!(
+            r#"hunter_sink_consumption_paused{{stream="{stream}"}} {}"#,
+            u8::from(paused)
+        );
+        wait_for(
+            &format!("the {stream} stream paused = {paused}"),
+            timeout,
+            || async {
+                let metrics = self.metrics().await?;
+                Ok(metrics.lines().any(|line| line == want).then_some(()))
+            },
+        )
+        .await
+    }
 }
 
 /// Sum of a simulator stats counter map (`{"200": 3, "429": 1}`), for the given statuses

@@ -8,6 +8,8 @@ pub mod api;
 // Outgoing webhooks (docs/notifications.md).
 pub mod notify;
 pub mod process;
+// The processor writing `referrals` (HUNTER_SINK_REFERRALS_WRITER).
+mod referrals_table;
 pub mod sink;
 pub mod source;
 
@@ -51,15 +53,17 @@ impl Context {
 
 /// Every consumer group Hunter's roles use, with the topic it reads: (group id, topic). What
 /// `hunter topics describe` shows as Hunter's own; keep it in step with the roles (the source's
-/// commands, the processor, the sink's one group per topic).
-pub fn consumer_groups(settings: &Settings) -> Vec<(String, String)> {
+/// commands, the processor, the sink's one group per topic). `sink_reads_referrals`: whether the
+/// sink reads the referral topic ([`processor_writes_referrals`]); when it does not, its
+/// referral group is not Hunter's (a broker that lists it still shows it, with its lag).
+pub fn consumer_groups(settings: &Settings, sink_reads_referrals: bool) -> Vec<(String, String)> {
     let topics = settings.kafka.topics();
     let group = |role: &str| format!("{}hunter-{role}", settings.kafka.topic_prefix);
-    vec![
+    let mut groups = vec![
         (group("source-commands"), topics.commands.clone()),
         (group("processor"), topics.referrals.clone()),
         (group("sink-leads"), topics.leads.clone()),
-        (group("sink-referrals"), topics.referrals.clone()),
+        (group(SINK_REFERRALS_GROUP), topics.referrals.clone()),
         (group("sink-sync-runs"), topics.sync_runs.clone()),
         (group("sink-dlq"), topics.dlq.clone()),
         (
@@ -73,7 +77,53 @@ pub fn consumer_groups(settings: &Settings) -> Vec<(String, String)> {
         // notify: outgoing webhooks (docs/notifications.md).
         (group(notify::LEADS_GROUP), topics.leads.clone()),
         (group(notify::SYNC_RUNS_GROUP), topics.sync_runs.clone()),
-    ]
+    ];
+    if !sink_reads_referrals {
+        groups.retain(|(id, _)| *id != group(SINK_REFERRALS_GROUP));
+    }
+    groups
+}
+
+/// The sink's group on the referral topic, when the sink writes `referrals`.
+pub const SINK_REFERRALS_GROUP: &str = "sink-referrals";
+
+/// Whether the processor writes the `referrals` table (`HUNTER_SINK_REFERRALS_WRITER`, see
+/// docs/clickhouse.md): `auto` asks the broker whether the sink's referral group has committed
+/// offsets (a deployment whose sink wrote the table keeps it that way: switching needs the
+/// sink caught up first). Each role decides at its start; both decide alike, since only the
+/// sink commits in that group, and only when it writes the table. When the broker cannot tell,
+/// `in_doubt` is the answer: the processor then writes the rows and the sink reads the topic
+/// as well, since rows written twice collapse (ReplacingMergeTree by id and version) and rows
+/// written by neither would be missing.
+pub async fn processor_writes_referrals(settings: &Settings, in_doubt: bool) -> bool {
+    use hunter_core::config::ReferralsWriter;
+    match settings.sink.referrals_writer {
+        ReferralsWriter::Processor => true,
+        ReferralsWriter::Sink => false,
+        ReferralsWriter::Auto => {
+            let group = format!(
+                "{}hunter-{SINK_REFERRALS_GROUP}",
+                settings.kafka.topic_prefix
+            );
+            let topic = settings.kafka.topics().referrals;
+            match hunter_core::kafka::describe::has_committed(&settings.kafka, &group, &topic).await
+            {
+                Ok(committed) => {
+                    tracing::info!(
+                        writer = if committed { "sink" } else { "processor" },
+                        group,
+                        committed,
+                        "HUNTER_SINK_REFERRALS_WRITER=auto: who writes the referrals table"
+                    );
+                    !committed
+                }
+                Err(error) => {
+                    tracing::warn!(%error, group, in_doubt, "HUNTER_SINK_REFERRALS_WRITER=auto: the broker did not say whether the sink's referral group has committed offsets; writing the referrals table from this role too");
+                    in_doubt
+                }
+            }
+        }
+    }
 }
 
 /// Runs `role` until Ctrl-C or SIGTERM.
@@ -240,6 +290,28 @@ pub async fn check_kafka(settings: &hunter_core::config::KafkaSettings) -> anyho
             Ok(())
         }
     }
+}
+
+/// Connects as the writer and checks it may insert: a writer without the right would stall
+/// every batch forever, so the role refuses to start, naming the user and the grant (`who`
+/// says which role, `or_else` what else fixes it). Other probe failures (tables not migrated
+/// yet) are the stall-and-retry path's to handle.
+pub async fn clickhouse_inserter(
+    settings: &hunter_core::config::ClickHouseSettings,
+    who: &str,
+    or_else: &str,
+) -> anyhow::Result<hunter_clickhouse::writer::ReadWriter> {
+    let writer = connect_clickhouse(settings).await?;
+    match writer.probe_inserts().await {
+        Ok(()) => {}
+        Err(error @ hunter_clickhouse::Error::Rights { .. }) => {
+            anyhow::bail!(
+                "{error}: {who} cannot write; grant the writer its rights (`hunter migrate --print-grants`){or_else}"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "could not check the writer's rights; going on"),
+    }
+    Ok(writer)
 }
 
 /// Connects to ClickHouse as the writer; the error names the setting to fix (the URL, the CA,

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::stream::{FuturesOrdered, StreamExt};
+use hunter_clickhouse::rows::{DlqReplayRow, ReferralRow};
 use hunter_core::codec::Codec;
 use hunter_core::config::KafkaSettings;
 use hunter_core::kafka::{
@@ -54,6 +55,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 use super::Context;
+use super::referrals_table::{Inserted, ReferralsTable};
 use crate::processors::dedupe::{Verdict, Versions};
 use crate::processors::enrich::Enricher;
 
@@ -68,6 +70,21 @@ struct Acked {
     offset: i64,
     outcome: &'static str,
     result: anyhow::Result<()>,
+    /// For the `referrals` table when the processor writes it: the record's broker timestamp
+    /// and size (its batch's deduplication token and byte limit) and the row of the referral
+    /// version (none when it could not be decoded, as with the sink's own read).
+    written: Written,
+}
+
+/// What of a consumed referral the `referrals` table gets ([`ReferralsTable`]).
+#[derive(Default)]
+pub(super) struct Written {
+    pub(super) timestamp: Option<i64>,
+    pub(super) bytes: usize,
+    pub(super) row: Option<ReferralRow>,
+    /// The record is one `hunter dlq replay` re-published: recorded in `dlq_replays` whatever
+    /// becomes of it, as the sink records the replays it reads.
+    pub(super) replay: Option<DlqReplayRow>,
 }
 
 /// What the loop shares with the deliveries it spawns.
@@ -77,6 +94,8 @@ struct Shared {
     leads: Codec<Lead>,
     enricher: Enricher,
     leads_topic: String,
+    /// Whether this processor writes the `referrals` table (then deliveries carry the rows).
+    writes_referrals: bool,
 }
 
 pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()> {
@@ -96,6 +115,25 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     )
     .context("kafka consumer")?;
     let referrals = Codec::<Referral>::new(&topics.referrals, context.registry.clone());
+    // The `referrals` table, when this processor writes it (in doubt it does: rows written
+    // twice collapse, rows nobody writes would be missing).
+    let mut table = if super::processor_writes_referrals(settings, true).await {
+        let writer = super::clickhouse_inserter(
+            &settings.clickhouse,
+            "the processor writes the referrals table (HUNTER_SINK_REFERRALS_WRITER) and",
+            ", fix HUNTER_CLICKHOUSE_USER, or set HUNTER_SINK_REFERRALS_WRITER=sink",
+        )
+        .await
+        .context("the processor writes the referrals table (HUNTER_SINK_REFERRALS_WRITER; `auto` on a deployment whose sink never wrote it) and needs the ClickHouse writer: give it HUNTER_CLICKHOUSE_URL, _USER and _PASSWORD, or set HUNTER_SINK_REFERRALS_WRITER=sink")?;
+        tracing::info!("the processor writes the referrals table");
+        Some(ReferralsTable::new(
+            writer,
+            &topics.referrals,
+            &settings.sink,
+        ))
+    } else {
+        None
+    };
     let producer =
         kafka::producer(&settings.kafka, "hunter-processor").context("kafka producer")?;
     let shared = Arc::new(Shared {
@@ -104,6 +142,7 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         leads: Codec::new(&topics.leads, context.registry.clone()),
         enricher: Enricher::new(settings.enrich.clone()),
         leads_topic: topics.leads.clone(),
+        writes_referrals: table.is_some(),
     });
     let mut versions = Versions::with_rules(crate::processors::enrich::ENRICHMENT_VERSION);
     tracing::info!(topic = %topics.referrals, "processor consuming");
@@ -113,26 +152,42 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
     let mut failure = None;
     let mut renewal_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        let deadline = table.as_ref().and_then(ReferralsTable::deadline);
+        let accepting = table.as_ref().is_none_or(ReferralsTable::accepting);
+        let idle = table.as_ref().is_none_or(ReferralsTable::is_idle);
         tokio::select! {
             biased;
             _ = shutdown.wait() => break,
             Some(acked) = in_flight.next() => {
-                if let Err(error) = acknowledge(&consumer, acked) {
+                if let Err(error) = acknowledge(&consumer, table.as_mut(), acked) {
                     failure = Some(error);
                     break;
                 }
             }
+            inserted = inserted(&mut table) => {
+                if let Some(table) = table.as_mut() {
+                    table.settle(&consumer, inserted);
+                    table.step();
+                }
+            }
+            _ = super::sink::sleep_until(deadline), if deadline.is_some() => {
+                if let Some(table) = table.as_mut() {
+                    table.step();
+                }
+            }
             // The tansu workaround (`hunter_core::kafka::consume`): a new group member, once
-            // nothing is in flight; the old one's partitions count as revoked. Checked every
-            // second (a select's conditions are only read when it starts waiting).
-            _ = renewal_tick.tick(), if in_flight.is_empty() => {
+            // nothing is in flight or waits for ClickHouse; the old one's partitions count as
+            // revoked. Checked every second (a select's conditions are only read when it
+            // starts waiting).
+            _ = renewal_tick.tick(), if in_flight.is_empty() && idle => {
                 if consumer.wants_renewal() {
                     consumer.renew().context("kafka consumer renewal")?;
                 }
             }
-            received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+            received = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT && accepting => {
                 let message = received.context("kafka consume")?;
                 let (partition, offset) = (message.partition(), message.offset());
+                let timestamp = message.timestamp().to_millis();
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let key = message.key().map(<[u8]>::to_vec);
                 let headers = kafka::record_headers(&message);
@@ -156,7 +211,11 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
                     }
                     rebuild(&context, &shared.leads, &mut versions, partitions, &shutdown).await?;
                 }
-                let consumed = Consumed { partition, offset, key, headers, payload };
+                if table.as_ref().is_some_and(ReferralsTable::is_stalled) {
+                    // A partition assigned during the stall (a rebalance) is not paused yet.
+                    consumer.set_paused(true);
+                }
+                let consumed = Consumed { partition, offset, timestamp, key, headers, payload };
                 let Some(delivery) = decide(&shared, &referrals, &mut versions, &mut order, &topics.referrals, consumed, &shutdown).await else {
                     // Shutdown while the registry was away: the record stays unprocessed and
                     // its offset unstored, so it is read again after the restart.
@@ -167,12 +226,18 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
         }
     }
 
-    // Finish what is in flight, then commit what was stored.
+    // Finish what is in flight and write its rows, then commit what was stored.
     while let Some(acked) = in_flight.next().await {
-        if let Err(error) = acknowledge(&consumer, acked) {
+        if let Err(error) = acknowledge(&consumer, table.as_mut(), acked) {
             failure.get_or_insert(error);
             break;
         }
+    }
+    if let Some(table) = table.as_mut()
+        && failure.is_none()
+        && let Err(error) = table.finish(&consumer).await
+    {
+        failure = Some(error);
     }
     consumer.close();
     match failure {
@@ -185,6 +250,8 @@ pub async fn run(context: Context, mut shutdown: Shutdown) -> anyhow::Result<()>
 struct Consumed {
     partition: i32,
     offset: i64,
+    /// The broker timestamp (milliseconds), for the `referrals` batch's deduplication token.
+    timestamp: Option<i64>,
     key: Option<Vec<u8>>,
     /// The record's own headers, carried into its dead letter (a replay's count among them).
     headers: kafka::RecordHeaders,
@@ -204,6 +271,23 @@ async fn decide(
 ) -> Option<Delivery> {
     let (partition, offset) = (consumed.partition, consumed.offset);
     let payload = &consumed.payload;
+    let mut written = Written {
+        timestamp: consumed.timestamp,
+        bytes: payload.len(),
+        row: None,
+        replay: None,
+    };
+    if shared.writes_referrals {
+        written.replay =
+            DlqReplayRow::from_headers(origin, partition, offset, consumed.timestamp, |key| {
+                consumed
+                    .headers
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            });
+    }
     let mut waiting = shutdown.clone();
     let referral = match referrals
         .decode_patiently(payload, &mut waiting, "processor")
@@ -214,16 +298,22 @@ async fn decide(
             return match Fault::from(error) {
                 Fault::Transient(_) => None,
                 Fault::Fatal(error) => Some(failed(partition, offset, anyhow::anyhow!("{error}"))),
-                Fault::Record(error) => Some(dead_letter(shared, origin, consumed, error)),
+                Fault::Record(error) => Some(dead_letter(shared, origin, consumed, error, written)),
             };
         }
     };
     let (mut lead, first, previous_status) =
         match produces(&referral, versions, partition, Timestamp::now()) {
+            // The referral version goes into `referrals` whatever becomes of its lead (the
+            // sink's own read of the topic wrote every version it could decode).
             Produces::DeadLetter(error) => {
-                return Some(dead_letter(shared, origin, consumed, error));
+                written.row = row_of(shared, referral);
+                return Some(dead_letter(shared, origin, consumed, error, written));
             }
-            Produces::Nothing(outcome) => return Some(ready(partition, offset, outcome)),
+            Produces::Nothing(outcome) => {
+                written.row = row_of(shared, referral);
+                return Some(ready(partition, offset, outcome, written));
+            }
             Produces::Lead {
                 lead,
                 first,
@@ -241,7 +331,8 @@ async fn decide(
     let prepared = shared
         .enricher
         .prepare(&mut lead, &referral, previous_status.as_deref(), first);
-    drop(referral);
+    // Its raw JSON moves into the row when the processor writes `referrals`.
+    written.row = row_of(&shared, referral);
     Some(Box::pin(async move {
         // Dropped when this delivery ends: the next version of this lead may send then.
         let _done = done;
@@ -312,8 +403,17 @@ async fn decide(
             offset,
             outcome,
             result,
+            written,
         }
     }))
+}
+
+/// The `referrals` row of a decoded referral, when this processor writes the table; else the
+/// referral is just dropped.
+fn row_of(shared: &Shared, referral: Referral) -> Option<ReferralRow> {
+    shared
+        .writes_referrals
+        .then(|| ReferralRow::from_owned_referral(referral))
 }
 
 /// Keeps each lead's versions on the lead topic in the order their referrals were consumed.
@@ -422,15 +522,17 @@ fn failed(partition: i32, offset: i64, error: anyhow::Error) -> Delivery {
         offset,
         outcome: "failed",
         result: Err(error),
+        written: Written::default(),
     }))
 }
 
-fn ready(partition: i32, offset: i64, outcome: &'static str) -> Delivery {
+fn ready(partition: i32, offset: i64, outcome: &'static str, written: Written) -> Delivery {
     Box::pin(std::future::ready(Acked {
         partition,
         offset,
         outcome,
         result: Ok(()),
+        written,
     }))
 }
 
@@ -441,6 +543,7 @@ fn dead_letter(
     origin: &str,
     consumed: Consumed,
     error: RecordError,
+    written: Written,
 ) -> Delivery {
     let shared = shared.clone();
     let origin = origin.to_owned();
@@ -450,6 +553,7 @@ fn dead_letter(
         key,
         headers,
         payload,
+        ..
     } = consumed;
     Box::pin(async move {
         let at = Position {
@@ -468,17 +572,38 @@ fn dead_letter(
             offset,
             outcome: "dead_letter",
             result,
+            written,
         }
     })
 }
 
-fn acknowledge(consumer: &GroupConsumer, acked: Acked) -> anyhow::Result<()> {
+fn acknowledge(
+    consumer: &GroupConsumer,
+    table: Option<&mut ReferralsTable>,
+    acked: Acked,
+) -> anyhow::Result<()> {
     acked.result?;
     metrics::counter!(names::PROCESSOR_RECORDS_TOTAL, "outcome" => acked.outcome).increment(1);
     // A partition revoked meanwhile is not stored for: its new owner replays from the last
     // commit and its rebuilt state recognises what this processor already produced.
-    consumer.store_offset(acked.partition, acked.offset);
+    match table {
+        // The offset is stored once ClickHouse has the batch holding the referral's row.
+        Some(table) => {
+            table.add(acked.partition, acked.offset, acked.written);
+            table.step();
+        }
+        None => consumer.store_offset(acked.partition, acked.offset),
+    }
     Ok(())
+}
+
+/// The end of the `referrals` insert running (pending forever when none runs or the
+/// processor does not write the table).
+async fn inserted(table: &mut Option<ReferralsTable>) -> Inserted {
+    match table {
+        Some(table) => table.inserted().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The lead topic must mirror the referral topic's partitions (see the module doc).

@@ -1,6 +1,7 @@
 //! The sink: Hunter's topics into ClickHouse.
 //!
-//! consume `hunter.leads.v1`, `partner-center.referrals.v1`, `hunter.sync-runs.v1`,
+//! consume `hunter.leads.v1`, `partner-center.referrals.v1` (unless the processor writes
+//! `referrals`: `HUNTER_SINK_REFERRALS_WRITER`, docs/clickhouse.md), `hunter.sync-runs.v1`,
 //! `hunter.dlq.v1` and `hunter.referral-action-results.v1` → decode → rows → batch (by rows,
 //! bytes and time) → insert into `leads` and `lead_history`, `referrals`, `sync_runs`, `dlq`,
 //! `referral_actions` → store the offsets of every message in the
@@ -51,15 +52,15 @@ use rdkafka::Message;
 use super::Context;
 
 /// Payload bytes per batch at most (besides the row limit from the settings).
-const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+pub(super) const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// Where a batch's messages came from in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
+pub(super) struct Span {
     /// The lowest and highest offset consumed (a partition is consumed in order, so the batch
     /// holds every message of the partition between them).
     first: i64,
-    last: i64,
+    pub(super) last: i64,
     /// The broker timestamp of the message at `first` (milliseconds), so that a topic deleted
     /// and created again under the same name, whose offsets start over, gives other tokens.
     first_timestamp: Option<i64>,
@@ -67,25 +68,25 @@ struct Span {
 
 /// One batch: the rows of each table and, per topic and partition, the offsets it covers.
 #[derive(Default)]
-struct Batch {
+pub(super) struct Batch {
     leads: Vec<LeadRow>,
     history: Vec<LeadHistoryRow>,
-    referrals: Vec<ReferralRow>,
+    pub(super) referrals: Vec<ReferralRow>,
     /// When the source read each lead's referral version, for the end-to-end latency.
     fetched: Vec<Timestamp>,
     runs: Vec<SyncRunRow>,
     dead_letters: Vec<DlqRow>,
     /// Records `hunter dlq replay` re-published, read back from their topic.
-    replays: Vec<DlqReplayRow>,
+    pub(super) replays: Vec<DlqReplayRow>,
     /// Write-back steps (docs/writeback.md).
     actions: Vec<ReferralActionRow>,
-    offsets: BTreeMap<(String, i32), Span>,
-    bytes: usize,
-    started: Option<Instant>,
+    pub(super) offsets: BTreeMap<(String, i32), Span>,
+    pub(super) bytes: usize,
+    pub(super) started: Option<Instant>,
 }
 
 impl Batch {
-    fn cover(
+    pub(super) fn cover(
         &mut self,
         topic: &str,
         partition: i32,
@@ -132,13 +133,13 @@ impl Batch {
         token
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
 
     /// Empties the batch but keeps its vectors' room: a stream's batches are alike, so the
     /// next one does not grow its vectors of wide rows again.
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.leads.clear();
         self.history.clear();
         self.referrals.clear();
@@ -152,7 +153,7 @@ impl Batch {
         self.started = None;
     }
 
-    fn rows(&self) -> usize {
+    pub(super) fn rows(&self) -> usize {
         self.leads.len()
             + self.referrals.len()
             + self.runs.len()
@@ -178,19 +179,12 @@ struct Inputs {
 pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
     let settings = &context.settings;
     let topics = &context.topics;
-    let writer = super::connect_clickhouse(&settings.clickhouse).await?;
-    // A writer without the right to insert would stall every batch forever: refuse to start,
-    // naming the user and the grant. Other probe failures (tables not migrated yet) are the
-    // stall-and-retry path's to handle.
-    match writer.probe_inserts().await {
-        Ok(()) => {}
-        Err(error @ hunter_clickhouse::Error::Rights { .. }) => {
-            anyhow::bail!(
-                "{error}: the sink cannot write; grant the writer its rights (`hunter migrate --print-grants`) or fix HUNTER_CLICKHOUSE_USER"
-            );
-        }
-        Err(error) => tracing::warn!(%error, "could not check the writer's rights; going on"),
-    }
+    let writer = super::clickhouse_inserter(
+        &settings.clickhouse,
+        "the sink",
+        " or fix HUNTER_CLICKHOUSE_USER",
+    )
+    .await?;
     let producer = kafka::producer(&settings.kafka, "hunter-sink").context("kafka producer")?;
     let dead_letter = DeadLetter::new(producer, &topics.dlq, "sink");
     let inputs = Inputs {
@@ -207,9 +201,12 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
     // One consumer (and group) per topic: each stream batches and commits on its own, and a
     // restart after a crash resumes each at once (and see `hunter_core::kafka::consume` for
     // what one consumer of all four topics did on tansu).
+    // The referral topic only when the sink writes `referrals` (HUNTER_SINK_REFERRALS_WRITER;
+    // in doubt it does: rows written twice collapse).
+    let processor_writes_referrals = super::processor_writes_referrals(settings, false).await;
     let streams = [
         (topics.leads.as_str(), "sink-leads"),
-        (topics.referrals.as_str(), "sink-referrals"),
+        (topics.referrals.as_str(), super::SINK_REFERRALS_GROUP),
         (topics.sync_runs.as_str(), "sink-sync-runs"),
         (topics.dlq.as_str(), "sink-dlq"),
         (
@@ -217,17 +214,20 @@ pub async fn run(context: Context, shutdown: Shutdown) -> anyhow::Result<()> {
             "sink-referral-action-results",
         ),
     ];
-    let loops = streams.map(|(topic, group)| {
-        stream(
-            &context,
-            &writer,
-            &dead_letter,
-            &inputs,
-            topic,
-            group,
-            shutdown.clone(),
-        )
-    });
+    let loops = streams
+        .into_iter()
+        .filter(|(_, group)| !(processor_writes_referrals && *group == super::SINK_REFERRALS_GROUP))
+        .map(|(topic, group)| {
+            stream(
+                &context,
+                &writer,
+                &dead_letter,
+                &inputs,
+                topic,
+                group,
+                shutdown.clone(),
+            )
+        });
     futures::future::try_join_all(loops).await?;
     Ok(())
 }
@@ -350,7 +350,7 @@ async fn stream(
     result
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -505,7 +505,7 @@ async fn flush(
     batch.clear();
 }
 
-async fn insert_all(
+pub(super) async fn insert_all(
     writer: &ReadWriter,
     insert_timeout: Duration,
     batch: &Batch,

@@ -13,6 +13,33 @@ pub struct SinkSettings {
     /// for a refused insert: a server that accepts the request and never answers (hung,
     /// partitioned) does not hold the stream forever.
     pub insert_timeout: Duration,
+    /// Who writes the `referrals` table (docs/clickhouse.md, "Who writes `referrals`").
+    pub referrals_writer: ReferralsWriter,
+}
+
+/// Who writes the `referrals` table: the sink from a second read of the referral topic, or the
+/// processor from the referrals it reads anyway (its offsets then move only after the broker
+/// has the lead and ClickHouse the referral row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferralsWriter {
+    /// The processor, unless the sink's referral group has committed offsets (a deployment
+    /// that ran before the processor could write the table keeps the sink), decided by each
+    /// role at its start.
+    Auto,
+    /// The sink, reading the referral topic in its own group (`hunter-sink-referrals`).
+    Sink,
+    /// The processor; the sink does not read the referral topic.
+    Processor,
+}
+
+impl ReferralsWriter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferralsWriter::Auto => "auto",
+            ReferralsWriter::Sink => "sink",
+            ReferralsWriter::Processor => "processor",
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +48,7 @@ pub(super) struct FileSink {
     pub(super) batch_rows: Option<usize>,
     pub(super) batch_max_wait_ms: Option<u64>,
     pub(super) insert_timeout_ms: Option<u64>,
+    pub(super) referrals_writer: Option<String>,
 }
 
 /// Reads `[sink]` and its variables.
@@ -54,7 +82,26 @@ pub(super) fn sink_settings(src: &Source<'_>, sink: FileSink) -> Result<SinkSett
             message: "must be at least 1 (milliseconds)".into(),
         });
     }
+    let referrals_writer = match src.text(
+        "HUNTER_SINK_REFERRALS_WRITER",
+        sink.referrals_writer,
+        "sink.referrals_writer",
+    ) {
+        None => ReferralsWriter::Auto,
+        Some((value, setting)) => match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => ReferralsWriter::Auto,
+            "sink" => ReferralsWriter::Sink,
+            "processor" => ReferralsWriter::Processor,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: format!("{value:?} is not auto, sink or processor"),
+                });
+            }
+        },
+    };
     Ok(SinkSettings {
+        referrals_writer,
         batch_rows,
         batch_max_wait: Duration::from_millis(batch_max_wait_ms.max(1)),
         insert_timeout: Duration::from_millis(insert_timeout_ms),

@@ -919,6 +919,27 @@ fn the_sink_insert_timeout_defaults_to_a_minute_and_is_never_zero() {
     }
 }
 
+#[test]
+fn the_referrals_writer_is_auto_unless_named_and_a_wrong_one_is_refused() {
+    let settings = Settings::from_sources(None, &env(&base())).unwrap();
+    assert_eq!(settings.sink.referrals_writer, ReferralsWriter::Auto);
+    for (value, writer) in [
+        ("processor", ReferralsWriter::Processor),
+        ("Sink", ReferralsWriter::Sink),
+        ("auto", ReferralsWriter::Auto),
+    ] {
+        let mut set = base();
+        set.push(("HUNTER_SINK_REFERRALS_WRITER", value));
+        let settings = Settings::from_sources(None, &env(&set)).unwrap();
+        assert_eq!(settings.sink.referrals_writer, writer, "{value}");
+    }
+    let error = error_for(&[("HUNTER_SINK_REFERRALS_WRITER", "both")]);
+    assert!(
+        error.contains("HUNTER_SINK_REFERRALS_WRITER") && error.contains("auto, sink or processor"),
+        "{error}"
+    );
+}
+
 // --- named API tokens (docs/writeback.md) ---
 
 #[test]

@@ -383,6 +383,12 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "longest one ClickHouse insert may take (then it is retried)",
     },
     Setting {
+        variable: "HUNTER_SINK_REFERRALS_WRITER",
+        file_key: Some("sink.referrals_writer"),
+        default: "`auto`",
+        meaning: "who writes the `referrals` table: `processor` (from the referrals it reads; its offsets move only once ClickHouse has the rows), `sink` (a second read of the referral topic, the behaviour before 2026-12-02), or `auto`: `processor` unless the group `hunter-sink-referrals` has committed offsets (docs/clickhouse.md)",
+    },
+    Setting {
         variable: "HUNTER_ENRICH_DNS_SERVER",
         file_key: Some("enrich.dns_server"),
         default: "system resolver",

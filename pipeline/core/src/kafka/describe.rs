@@ -242,6 +242,35 @@ fn committed(
     Ok(offsets)
 }
 
+/// Whether `group` has committed an offset on any partition of `topic`, read without joining
+/// the group (as the report reads it). A topic the broker does not have has none.
+pub async fn has_committed(
+    settings: &KafkaSettings,
+    group: &str,
+    topic: &str,
+) -> Result<bool, KafkaError> {
+    let (settings, group, topic) = (settings.clone(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let reader = group_reader(&settings, &group)?;
+        let metadata = reader.fetch_metadata(Some(&topic), TIMEOUT)?;
+        let partitions: Vec<PartitionReport> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions())
+            .map(|p| PartitionReport {
+                partition: p.id(),
+                low: 0,
+                high: 0,
+            })
+            .collect();
+        let committed = committed(&settings, &group, &topic, &partitions)?;
+        Ok(committed.iter().any(|(_, offset)| offset.is_some()))
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
 /// (topic, cleanup.policy, max.message.bytes) for every topic the broker describes; topics it
 /// cannot describe are left out (the report shows them without configs).
 async fn topic_configs(settings: &KafkaSettings, specs: &[TopicSpec]) -> Configs {
