@@ -169,15 +169,7 @@ async fn a_new_deployment_has_the_processor_write_referrals_through_a_clickhouse
         .collect::<BTreeSet<_>>();
     assert_eq!(in_table, ids(&referrals));
     referrals_paused(&deployment, false, Duration::from_secs(30)).await?;
-    let failures = deployment
-        .metrics()
-        .await?
-        .lines()
-        .filter(|line| {
-            line.starts_with("hunter_sink_failures_total{") && line.contains("table=\"referrals\"")
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
+    let failures = deployment.sink_failures("referrals").await?;
     assert!(failures >= 1.0, "the outage left no failed insert");
     assert_eq!(
         deployment.committed_records(SINK_GROUP, &topic)?,

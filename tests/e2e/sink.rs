@@ -149,15 +149,7 @@ async fn clickhouse_stopped_for_30_s_then_started_again_loses_nothing() -> anyho
     assert_eq!(count(&history, "versions"), expected_history);
     let resumed = lead_stream_paused(&deployment, false, Duration::from_secs(30)).await;
     resumed?;
-    let failures = deployment
-        .metrics()
-        .await?
-        .lines()
-        .filter(|line| {
-            line.starts_with("hunter_sink_failures_total{") && line.contains("table=\"leads\"")
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
+    let failures = deployment.sink_failures("leads").await?;
     assert!(
         failures >= 1.0,
         "the outage left no failed insert in the metrics"

@@ -399,6 +399,18 @@ impl Deployment {
             .await?)
     }
 
+    /// `hunter_sink_failures_total` of `table` on the deployment's API port, over every class.
+    pub async fn sink_failures(&self, table: &str) -> anyhow::Result<f64> {
+        let label = format!("table=\"{table}\"");
+        Ok(self
+            .metrics()
+            .await?
+            .lines()
+            .filter(|line| line.starts_with("hunter_sink_failures_total{") && line.contains(&label))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Waits until `hunter_sink_consumption_paused{stream}` on the deployment's API port says
     /// `paused` (the sink's streams; `referrals` also where the processor writes that table).
     pub async fn wait_consumption_paused(
